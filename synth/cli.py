@@ -1,0 +1,135 @@
+"""The `synth` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="synth",
+    help="Manufacture synthetic pre-training data: ingest crawls and books, synthesise, filter, audit.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """One clear line on stderr instead of a traceback."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML file, e.g. pipelines/ingest.yaml."),
+    output: Path = typer.Option(..., "--output", "-o", help="Run directory; re-running the same command resumes it."),
+    input: Optional[list[str]] = typer.Option(None, "--input", "-i", help="Input path or glob (repeatable); default: the pipeline's inputs."),
+    workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per core)."),
+    seed: Optional[int] = typer.Option(None, help="Override the pipeline's seed."),
+    executor: str = typer.Option("local", help="local (process pool) or ray."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (with --executor ray); default starts a local Ray."),
+    models: Optional[Path] = typer.Option(None, help="Models file for LLM stages (overrides the pipeline's settings.models)."),
+) -> None:
+    """Run (or resume) a pipeline into a run directory."""
+    from synth.core.config import ConfigError, load_pipeline
+    from synth.core.executor import InputError, LocalExecutor, PipelineSource, StageFailed, run_pipeline
+    from synth.core.progress import rich_progress
+
+    overrides = {"models": str(models)} if models else {}
+    try:
+        pipe = load_pipeline(pipeline, seed=seed, overrides=overrides)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    source = PipelineSource(raw=pipe.raw, path=str(pipeline), seed=pipe.seed, overrides=overrides)
+    if executor == "ray":
+        from synth.core.executor import RayExecutor
+
+        ex = RayExecutor(ray_address)
+    elif executor == "local":
+        ex = LocalExecutor(workers or None)
+    else:
+        fail(f"--executor must be local or ray, not {executor!r}", 2)
+    try:
+        result = run_pipeline(
+            pipe,
+            source,
+            output,
+            inputs=list(input) if input else None,
+            executor=ex,
+            progress=rich_progress(console),
+            say=lambda m: console.print(m, highlight=False),
+        )
+    except (InputError, StageFailed, RuntimeError, OSError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted: finished shards are kept; run the same command to resume", 130)
+    rows = sum(_rows(p) for p in result.output)
+    console.print(f"[green]done:[/] {rows:,} records in {result.run_dir / 'output'} ({len(result.output)} shards); see `synth audit {result.run_dir}`")
+
+
+def _rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+@app.command()
+def audit(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the ledger as JSON."),
+    examples: int = typer.Option(3, help="Rejected examples shown per drop reason."),
+) -> None:
+    """What every stage kept and dropped, and why."""
+    from synth.core.ledger import audit as build_audit
+    from synth.core.ledger import reject_samples
+
+    try:
+        report = build_audit(run_dir)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    out = Console()
+    table = Table(title=f"{report['pipeline']}: {report['run']}" + ("" if report["complete"] else " (incomplete)"))
+    for col in ("stage", "in", "out", "dropped", "top reasons", "shards", "seconds"):
+        table.add_column(col, justify="right" if col in ("in", "out", "dropped", "shards", "seconds") else "left")
+    for s in report["stages"]:
+        dropped = sum(s["dropped"].values())
+        reasons = ", ".join(f"{k} {v:,}" for k, v in list(s["dropped"].items())[:3])
+        table.add_row(s["stage"], f"{s['in']:,}", f"{s['out']:,}", f"{dropped:,}", reasons, f"{s['shards_done']}/{s['shards']}", f"{s['seconds']:.1f}")
+    out.print(table)
+    for s in report["stages"]:
+        samples = reject_samples(run_dir, s["stage"], examples)
+        for reason, rows in samples.items():
+            out.print(f"[bold]{s['stage']}[/] dropped [yellow]{reason}[/] ({s['dropped'].get(reason, 0):,}), e.g.:")
+            for row in rows:
+                text = str(row["record"].get("text") or row["record"].get("messages") or row["record"])[:160].replace("\n", " ")
+                scores = f" scores={row['scores']}" if row["scores"] else ""
+                out.print(f"  - {row['id'][:12]} {text!r}{scores}", highlight=False)
+
+
+@app.command("stages")
+def list_stages() -> None:
+    """List the built-in stage types."""
+    from synth.core.registry import BUILTIN_STAGES
+
+    for name, target in BUILTIN_STAGES.items():
+        typer.echo(f"{name:20s} {target}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The pipeline framework: stages, run directory, ledger and executors."""

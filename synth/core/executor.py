@@ -1,0 +1,325 @@
+"""Running a pipeline: stage by stage, shard by shard, resumable at any point.
+
+The driver decides what is left to do by looking at the run directory only, so
+re-running the same command after a crash, a Ctrl-C or a kill -9 continues where
+the last committed shard left off and ends with the same output. Shard work is a
+plain function of (pipeline, run directory, stage, shard), which is what lets a
+process pool here and Ray on a cluster run the same YAML.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synth.core.config import Pipeline, StageEntry, build_pipeline
+from synth.core.ledger import stage_totals, write_shard_ledger
+from synth.core.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json, shard_name
+from synth.core.stage import GlobalStage, Shard, SourceStage, Timer, rows_to_table
+
+
+class StageFailed(RuntimeError):
+    """Some shards of a stage raised; finished shards are kept for the rerun."""
+
+
+class InputError(ValueError):
+    """The inputs cannot be read at all (missing path, nothing matched)."""
+
+
+@dataclass(frozen=True)
+class PipelineSource:
+    """Everything a worker needs to rebuild the pipeline (stage objects are not shipped)."""
+
+    raw: dict
+    path: str | None
+    seed: int
+    overrides: dict = field(default_factory=dict)
+
+    def build(self) -> Pipeline:
+        return build_pipeline(self.raw, path=Path(self.path) if self.path else None, seed=self.seed, overrides=self.overrides or None)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    source: PipelineSource
+    run_dir: str
+    stage_index: int
+    shard_index: int
+    phase: str  # "process" or "summarize"
+    spec: dict | None = None  # the source stage's shard spec
+
+
+_PIPELINES: dict[int, Pipeline] = {}
+
+
+def _pipeline(source: PipelineSource) -> Pipeline:
+    key = hash((repr(source.raw), source.path, source.seed, repr(source.overrides)))
+    if key not in _PIPELINES:
+        _PIPELINES[key] = source.build()
+    return _PIPELINES[key]
+
+
+def _cast_declared(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    for name, typ in types.items():
+        if name in table.column_names and table.schema.field(name).type != typ:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(i).cast(typ))
+    return table
+
+
+def run_shard(task: ShardTask) -> dict:
+    """Do one shard of one stage and commit it. Safe to run twice: the second is a no-op."""
+    pipeline = _pipeline(task.source)
+    entry = pipeline.stages[task.stage_index]
+    stage = entry.stage
+    run = RunDir(task.run_dir)
+    name = shard_name(task.shard_index)
+    target = run.summary(entry.label, name) if task.phase == "summarize" else run.part(entry.label, name)
+    if target.exists():
+        return {"stage": entry.label, "shard": name, "skipped": True}
+    stage.ensure_setup()
+    state_dir = run.state_dir(entry.label) if isinstance(stage, GlobalStage) else None
+    shard = Shard(entry.label, task.shard_index, name, pipeline.seed, pipeline.reject_sample_per_reason, state_dir)
+
+    with Timer() as timer:
+        if isinstance(stage, SourceStage):
+            produced = stage.read(task.spec or {}, shard)
+            table = produced if isinstance(produced, pa.Table) else rows_to_table(list(produced), stage.schema())
+            n_in = table.num_rows + sum(shard.dropped.values())
+        else:
+            upstream = pipeline.stages[task.stage_index - 1].label
+            table = pq.read_table(run.part(upstream, name))
+            n_in = table.num_rows
+            if task.phase == "summarize":
+                atomic_write_parquet(target, stage.summarize(table, shard))
+                return {"stage": entry.label, "shard": name, "summarized": True}
+            table = stage.process(table, shard)
+        removed = [c for c in stage.removed_columns() if c in table.column_names]
+        if removed:
+            table = table.drop_columns(removed)
+        table = _cast_declared(table, stage.column_types())
+    stats = write_shard_ledger(run, entry.label, shard, n_in, table.num_rows, timer.seconds, stage.creates_records)
+    atomic_write_parquet(target, table)  # the commit point
+    return stats
+
+
+# -- executors -------------------------------------------------------------------
+
+
+def _worker_init() -> None:
+    # Each worker is one core's worth of work: stop numeric libraries from
+    # spawning a thread per core each and thrashing.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+class LocalExecutor:
+    """Shards in parallel worker processes on this machine."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def map(self, tasks: list[ShardTask], parallel: bool = True) -> Iterator[tuple[ShardTask, dict | None, BaseException | None, str]]:
+        if not parallel or self.workers == 1 or len(tasks) <= 1:
+            for task in tasks:
+                try:
+                    yield task, run_shard(task), None, ""
+                except Exception as exc:  # noqa: BLE001 - reported per shard, the run goes on
+                    yield task, None, exc, traceback.format_exc()
+            return
+        if self._pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init)
+        futures = {self._pool.submit(run_shard, t): t for t in tasks}
+        for fut in cf.as_completed(futures):
+            task = futures[fut]
+            try:
+                yield task, fut.result(), None, ""
+            except Exception as exc:  # noqa: BLE001
+                yield task, None, exc, "".join(traceback.format_exception(exc))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor:
+    """The same shard tasks as Ray tasks. The run directory must be on storage
+    every node sees (NFS, a mounted bucket), as with any Ray data job."""
+
+    def __init__(self, address: str | None = None, num_cpus_per_task: float = 1.0, init_kwargs: dict | None = None):
+        import ray
+
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, **(init_kwargs or {}))
+        self._remote = ray.remote(num_cpus=num_cpus_per_task, max_retries=2)(run_shard)
+
+    def map(self, tasks: list[ShardTask], parallel: bool = True) -> Iterator[tuple[ShardTask, dict | None, BaseException | None, str]]:
+        if not parallel:
+            yield from LocalExecutor(1).map(tasks)
+            return
+        pending = {self._remote.remote(t): t for t in tasks}
+        while pending:
+            done, _ = self.ray.wait(list(pending), num_returns=1)
+            ref = done[0]
+            task = pending.pop(ref)
+            try:
+                yield task, self.ray.get(ref), None, ""
+            except Exception as exc:  # noqa: BLE001
+                yield task, None, exc, "".join(traceback.format_exception(exc))
+
+    def close(self) -> None:
+        pass
+
+
+# -- the driver ------------------------------------------------------------------
+
+ProgressFactory = Callable[[StageEntry, int, int], Any]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    output: list[Path]
+    stages: list[dict]
+    invalidated: list[str]
+
+
+def _plan_shards(pipeline: Pipeline, inputs: list[str]) -> list[dict]:
+    source = pipeline.stages[0].stage
+    assert isinstance(source, SourceStage)
+    specs = source.list_shards(inputs)
+    if not specs:
+        raise InputError("no input to read: the inputs matched no files")
+    return specs
+
+
+def _invalidate_changed(run: RunDir, pipeline: Pipeline, prints: list[str], say: Callable[[str], None]) -> list[str]:
+    """Drop results of any stage whose config (or anything upstream) changed."""
+    labels = [e.label for e in pipeline.stages]
+    on_disk = run.stage_labels_on_disk()
+    first_changed = None
+    for i, entry in enumerate(pipeline.stages):
+        meta_path = run.stage_meta(entry.label)
+        if meta_path.exists() and read_json(meta_path).get("fingerprint") != prints[i]:
+            first_changed = i
+            break
+        if not meta_path.exists() and entry.label in on_disk:
+            first_changed = i
+            break
+    stale = [label for label in on_disk if label not in labels]
+    if first_changed is None and not stale:
+        return []
+    doomed = stale + (labels[first_changed:] if first_changed is not None else [])
+    doomed = [d for d in doomed if d in on_disk]
+    if doomed:
+        say(f"config or inputs changed since the last run: recomputing {', '.join(doomed)}")
+        run.invalidate_from(doomed)
+    return doomed
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    source: PipelineSource,
+    run_dir: str | Path,
+    inputs: list[str] | None = None,
+    executor: LocalExecutor | RayExecutor | None = None,
+    progress: ProgressFactory | None = None,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> RunResult:
+    run = RunDir(run_dir)
+    lock = run.lock()
+    executor = executor or LocalExecutor(1)
+    try:
+        run.clean_temporaries()
+        inputs = list(inputs if inputs is not None else pipeline.inputs)
+        specs = _plan_shards(pipeline, inputs)
+        prints = pipeline.fingerprints([repr(s) for s in specs])
+        invalidated = _invalidate_changed(run, pipeline, prints, say)
+        names = [shard_name(i) for i in range(len(specs))]
+        atomic_write_json(
+            run.manifest,
+            {
+                "pipeline": pipeline.name,
+                "config_path": str(pipeline.path) if pipeline.path else None,
+                "config": pipeline.raw,
+                "seed": pipeline.seed,
+                "inputs": inputs,
+                "shards": len(specs),
+                "stages": [{"label": e.label, "type": e.type, "fingerprint": fp} for e, fp in zip(pipeline.stages, prints)],
+            },
+        )
+        first = pipeline.stages[0].label
+        if not run.shards_file(first).exists():
+            atomic_write_json(run.shards_file(first), specs)
+
+        for entry, fingerprint in zip(pipeline.stages, prints):
+            atomic_write_json(run.stage_meta(entry.label), {"type": entry.type, "fingerprint": fingerprint, "options": entry.options, "shards": len(names)})
+            stage = entry.stage
+
+            def tasks(phase: str, done: Callable[[str], bool]) -> list[ShardTask]:
+                return [
+                    ShardTask(source, str(run.root), entry.index, i, phase, specs[i] if entry.index == 0 else None)
+                    for i, n in enumerate(names)
+                    if not done(n)
+                ]
+
+            if isinstance(stage, GlobalStage):
+                todo = tasks("summarize", lambda n: run.summary(entry.label, n).exists() or run.is_done(entry.label, n))
+                _run_phase(executor, todo, entry, len(names), progress, run, "summarize", stage.parallel)
+                if not run.state_done(entry.label).exists() and not all(run.is_done(entry.label, n) for n in names):
+                    state = run.state_dir(entry.label)
+                    state.mkdir(parents=True, exist_ok=True)
+                    stage.ensure_setup()
+                    stage.reduce([run.summary(entry.label, n) for n in names], state)
+                    atomic_write_json(run.state_done(entry.label), {"finished": time.time()})
+            todo = tasks("process", lambda n: run.is_done(entry.label, n))
+            _run_phase(executor, todo, entry, len(names), progress, run, "process", stage.parallel)
+            totals = stage_totals(run, entry.label, entry.type)
+            dropped = sum(totals["dropped"].values())
+            say(f"{entry.label}: {totals['in']:,} in, {totals['out']:,} out, {dropped:,} dropped ({totals['seconds']:.1f}s of work)")
+
+        output = run.publish_output(pipeline.stages[-1].label, names)
+        return RunResult(run.root, output, [stage_totals(run, e.label, e.type) for e in pipeline.stages], invalidated)
+    finally:
+        executor.close()
+        lock.close()
+
+
+def _run_phase(executor, todo: list[ShardTask], entry: StageEntry, total: int, progress: ProgressFactory | None, run: RunDir, phase: str, parallel: bool) -> None:
+    if not todo:
+        return
+    bar = progress(entry, total, total - len(todo)) if progress else None
+    failures: list[tuple[ShardTask, BaseException]] = []
+    try:
+        for task, stats, exc, tb in executor.map(todo, parallel=parallel):
+            if exc is not None:
+                failures.append((task, exc))
+                run.logs_dir.mkdir(parents=True, exist_ok=True)
+                with open(run.logs_dir / "errors.log", "a", encoding="utf-8") as log:
+                    log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {entry.label} {shard_name(task.shard_index)} ({phase})\n{tb}\n")
+            if bar is not None:
+                bar.advance(stats or {}, phase)
+    finally:
+        if bar is not None:
+            bar.close()
+    if failures:
+        first_task, first_exc = failures[0]
+        raise StageFailed(
+            f"stage {entry.label}: {len(failures)} of {len(todo)} shards failed "
+            f"(first: {shard_name(first_task.shard_index)}: {type(first_exc).__name__}: {first_exc}); "
+            f"finished shards are kept, tracebacks in {run.logs_dir / 'errors.log'}; rerun the same command to retry"
+        )

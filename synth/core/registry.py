@@ -1,0 +1,59 @@
+"""Stage types by YAML name.
+
+Imports are lazy so `synth --help` stays fast and a pipeline only loads the
+libraries its own stages need. A `type` may also be a `package.module:Class`
+path, which is how a team plugs in its own stages without forking synth.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from synth.core.stage import Stage
+
+BUILTIN_STAGES: dict[str, str] = {
+    # 1. ingest: raw crawls and books -> clean passages
+    "read": "synth.ingest.read:ReadDocuments",
+    "extract_html": "synth.ingest.extract:ExtractHtml",
+    "split_passages": "synth.ingest.passages:SplitPassages",
+    "langid": "synth.ingest.langid:LanguageFilter",
+    "gopher_quality": "synth.ingest.heuristics:GopherQualityFilter",
+    "gopher_repetition": "synth.ingest.heuristics:GopherRepetitionFilter",
+    "c4_quality": "synth.ingest.heuristics:C4QualityFilter",
+    "quality_classifier": "synth.ingest.quality:QualityClassifierFilter",
+    "dedup_exact": "synth.dedup.exact:ExactDedup",
+    "dedup_minhash": "synth.dedup.minhash:MinHashDedup",
+    # 2-5. synthesis
+    "instruct": "synth.synthesis.instruct:GenerateInstructions",
+    "evolve": "synth.synthesis.evolve:EvolveInstructions",
+    "route": "synth.llm.routing:RouteByDomain",
+    "respond": "synth.synthesis.respond:GenerateResponses",
+    "rules": "synth.filters.rules:ResponseRules",
+    "critique": "synth.filters.critique:CritiqueFilter",
+    "consistency": "synth.filters.consistency:SelfConsistency",
+    "code_exec": "synth.filters.code_exec:CodeExecutionFilter",
+    "decontaminate": "synth.filters.decontaminate:Decontaminate",
+    # 6. knowledge graph -> tool use
+    "kg_walk": "kg.stage:KGWalk",
+}
+
+
+class UnknownStageType(LookupError):
+    pass
+
+
+def stage_class(type_name: str) -> type[Stage]:
+    target = BUILTIN_STAGES.get(type_name)
+    if target is None and ":" in type_name:
+        target = type_name
+    if target is None:
+        raise UnknownStageType(type_name)
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownStageType(f"{type_name} ({target}: {exc})") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Stage)):
+        raise UnknownStageType(f"{type_name} ({target} is not a Stage)")
+    return cls

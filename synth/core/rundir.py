@@ -1,0 +1,159 @@
+"""The run directory: where every stage's shards, statistics and rejects live.
+
+    RUN/run.json                          pipeline snapshot, inputs, stage fingerprints
+    RUN/stages/NN-name/part-XXXXX.parquet a stage's output for one shard
+    RUN/stages/NN-name/part-XXXXX.stats.json   its ledger entry
+    RUN/stages/NN-name/_summaries/, _state/    global stages (dedup) only
+    RUN/rejected/NN-name/part-XXXXX.parquet    a bounded sample of dropped records
+    RUN/output/part-XXXXX.parquet         the final stage's shards: the run's output
+    RUN/logs/                             errors and engine logs
+
+A shard is done exactly when its parquet file exists: it is written under a
+temporary name and renamed into place (atomic on POSIX), after its statistics and
+rejects. A kill at any moment therefore loses only shards in flight.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARQUET_COMPRESSION = "zstd"
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str).encode())
+
+
+def atomic_write_parquet(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- layout ----------------------------------------------------------------
+    @property
+    def manifest(self) -> Path:
+        return self.root / "run.json"
+
+    def stage_dir(self, label: str) -> Path:
+        return self.root / "stages" / label
+
+    def part(self, label: str, name: str) -> Path:
+        return self.stage_dir(label) / f"{name}.parquet"
+
+    def stats(self, label: str, name: str) -> Path:
+        return self.stage_dir(label) / f"{name}.stats.json"
+
+    def summary(self, label: str, name: str) -> Path:
+        return self.stage_dir(label) / "_summaries" / f"{name}.parquet"
+
+    def state_dir(self, label: str) -> Path:
+        return self.stage_dir(label) / "_state"
+
+    def state_done(self, label: str) -> Path:
+        return self.stage_dir(label) / "_state.done"
+
+    def shards_file(self, label: str) -> Path:
+        return self.stage_dir(label) / "_shards.json"
+
+    def stage_meta(self, label: str) -> Path:
+        return self.stage_dir(label) / "_stage.json"
+
+    def rejected(self, label: str, name: str) -> Path:
+        return self.root / "rejected" / label / f"{name}.parquet"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def is_done(self, label: str, name: str) -> bool:
+        return self.part(label, name).exists()
+
+    # -- housekeeping ------------------------------------------------------------
+    def lock(self):
+        """Hold an exclusive lock so two runs never write the same directory."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.root / ".lock", "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise RuntimeError(f"{self.root}: another synth run is writing this directory") from None
+        return fh
+
+    def clean_temporaries(self) -> int:
+        """Remove files left half-written by a killed run."""
+        removed = 0
+        for tmp in self.root.rglob(".*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def invalidate_from(self, labels: list[str]) -> None:
+        for label in labels:
+            shutil.rmtree(self.stage_dir(label), ignore_errors=True)
+            shutil.rmtree(self.root / "rejected" / label, ignore_errors=True)
+        shutil.rmtree(self.output_dir, ignore_errors=True)
+
+    def stage_labels_on_disk(self) -> list[str]:
+        base = self.root / "stages"
+        return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+
+    def publish_output(self, label: str, names: list[str]) -> list[Path]:
+        """Expose the final stage's shards as RUN/output (hard links, no copy)."""
+        out = self.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        wanted = {f"{n}.parquet" for n in names}
+        for stale in out.glob("*.parquet"):
+            if stale.name not in wanted:
+                stale.unlink()
+        paths = []
+        for name in names:
+            src = self.part(label, name)
+            dst = out / f"{name}.parquet"
+            tmp = out / f".{name}.parquet.tmp-{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+            paths.append(dst)
+        return paths

@@ -1,0 +1,255 @@
+"""The stage contract every piece of a pipeline follows.
+
+A stage does one thing to one shard (an Arrow table) at a time. It declares the
+columns it reads and writes so a pipeline can be checked before it runs, and it
+reports everything it drops through `Shard.drop`, the single mechanism behind the
+ledger and the audit. Four shapes cover the data flow:
+
+- `Stage`: table in, table out (transforms, splitters, LLM calls).
+- `Filter`: computes scores as columns (kept, so thresholds can be re-tuned
+  without recomputing), then decides keep or (drop, reason) per row; the framework
+  does the counting.
+- `SourceStage`: creates records from inputs (files, a graph); it also decides how
+  the work is sharded.
+- `GlobalStage`: needs a view over all shards (dedup): `summarize` each shard,
+  `reduce` the summaries once into state, then `process` each shard with it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from synth.core.records import derive_seed, rng_for
+
+
+class StageOptions(BaseModel):
+    """Base of every stage's options: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FilterOptions(StageOptions):
+    # Score and keep everything: lets a team look at score columns and pick
+    # thresholds before dropping anything.
+    annotate_only: bool = False
+
+
+@dataclass
+class PipelineContext:
+    """What every stage may know about the run it belongs to."""
+
+    seed: int = 0
+    run_dir: Path | None = None
+    config_path: Path | None = None
+    # Free-form settings a stage family shares (e.g. the LLM models file).
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RejectSample:
+    reason: str
+    record: dict
+    scores: dict | None
+
+
+class Shard:
+    """Per-shard context handed to a stage: identity, seeds and the ledger hooks."""
+
+    def __init__(
+        self,
+        stage_label: str,
+        index: int,
+        name: str,
+        seed: int,
+        reject_sample_per_reason: int = 20,
+        state_dir: Path | None = None,
+    ):
+        self.stage_label = stage_label
+        self.index = index
+        self.name = name
+        # One seed per (run seed, stage, shard): sources use it; per-record
+        # choices should use `rng(record_id, purpose)` instead.
+        self.seed = derive_seed(seed, stage_label, name)
+        self.run_seed = seed
+        self.state_dir = state_dir
+        self.dropped: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+        self.rejects: list[RejectSample] = []
+        self._reject_limit = reject_sample_per_reason
+        self._sampled: Counter[str] = Counter()
+
+    def drop(self, record: dict, reason: str, scores: dict | None = None) -> None:
+        """Count one dropped record under `reason` and keep it if the sample has room."""
+        self.dropped[reason] += 1
+        if self._sampled[reason] < self._reject_limit:
+            self._sampled[reason] += 1
+            self.rejects.append(RejectSample(reason, record, scores))
+
+    def count(self, key: str, n: int | float = 1) -> None:
+        """Add to a free counter (cache hits, tokens, skipped inputs...)."""
+        self.counters[key] += n
+
+    def rng(self, *parts: str | int):
+        """A random generator private to this run seed and the given parts."""
+        return rng_for(self.run_seed, self.stage_label.split("-", 1)[-1], *parts)
+
+
+class Stage:
+    """Table in, table out. Subclasses set `type`, `Options` and the column sets."""
+
+    type: ClassVar[str] = ""
+    Options: ClassVar[type[StageOptions]] = StageOptions
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+    removes: ClassVar[tuple[str, ...]] = ()
+    # True when out may exceed in (sources, splitters, generators): the ledger
+    # then does not expect in == out + dropped.
+    creates_records: ClassVar[bool] = False
+    # False for stages that must run in the main process one shard at a time,
+    # such as those driving an in-process LLM engine.
+    parallel: ClassVar[bool] = True
+
+    def __init__(self, options: StageOptions, pipeline: PipelineContext | None = None):
+        self.options = options
+        self.pipeline = pipeline or PipelineContext()
+        self._ready = False
+
+    # -- declarations (override when they depend on options) -----------------
+    def input_columns(self) -> Sequence[str]:
+        return self.reads
+
+    def output_columns(self) -> Sequence[str]:
+        return self.writes
+
+    def removed_columns(self) -> Sequence[str]:
+        return self.removes
+
+    def column_types(self) -> dict[str, pa.DataType]:
+        """Arrow types of written columns, so empty or all-null shards keep a schema."""
+        return {}
+
+    # -- lifecycle -----------------------------------------------------------
+    def setup(self) -> None:
+        """Load models or indexes; called once per worker before its first shard."""
+
+    def ensure_setup(self) -> None:
+        if not self._ready:
+            self.setup()
+            self._ready = True
+
+    def process(self, table: pa.Table, shard: Shard) -> pa.Table:
+        raise NotImplementedError
+
+
+class Filter(Stage):
+    """Computing a score and deciding on it are separate steps.
+
+    `score` returns new columns for the whole shard (vectorise there); `decide`
+    looks at one row (the columns the filter reads plus its scores) and returns
+    None to keep it or a drop reason.
+    """
+
+    Options: ClassVar[type[StageOptions]] = FilterOptions
+
+    def score(self, table: pa.Table, shard: Shard) -> dict[str, Sequence | pa.Array]:
+        return {}
+
+    def decide(self, row: dict) -> str | None:
+        raise NotImplementedError
+
+    def process(self, table: pa.Table, shard: Shard) -> pa.Table:
+        scores = self.score(table, shard)
+        table = add_columns(table, scores, self.column_types())
+        if table.num_rows == 0:
+            return table
+        looked_at = [c for c in dict.fromkeys([*self.input_columns(), *scores]) if c in table.column_names]
+        rows = table.select(looked_at).to_pylist()
+        keep = [True] * table.num_rows
+        annotate_only = getattr(self.options, "annotate_only", False)
+        for i, row in enumerate(rows):
+            reason = self.decide(row)
+            if reason is None:
+                continue
+            if annotate_only:
+                shard.count(f"would_drop.{reason}")
+                continue
+            keep[i] = False
+            record = table.slice(i, 1).to_pylist()[0]
+            shard.drop(record, reason, {k: row[k] for k in scores})
+        if all(keep):
+            return table
+        return table.filter(pa.array(keep, type=pa.bool_()))
+
+
+class SourceStage(Stage):
+    """Creates records. It alone decides the shards, deterministically."""
+
+    creates_records: ClassVar[bool] = True
+
+    def list_shards(self, inputs: Sequence[str]) -> list[dict]:
+        """One JSON-able spec per shard, in a stable order."""
+        raise NotImplementedError
+
+    def read(self, spec: dict, shard: Shard) -> Iterable[dict] | pa.Table:
+        raise NotImplementedError
+
+    def schema(self) -> pa.Schema | None:
+        """Schema of created records; needed so an empty shard still has columns."""
+        return None
+
+
+class GlobalStage(Stage):
+    """A stage that must see every shard before it can decide on any (dedup).
+
+    The executor runs `summarize` per shard (parallel, resumable), `reduce` once
+    over all summaries into `state_dir`, then `process` per shard with
+    `shard.state_dir` pointing at that state.
+    """
+
+    def summarize(self, table: pa.Table, shard: Shard) -> pa.Table:
+        raise NotImplementedError
+
+    def reduce(self, summaries: list[Path], state_dir: Path) -> None:
+        raise NotImplementedError
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table:
+    """Build a table from rows; with a schema, empty input still has columns."""
+    if schema is not None:
+        return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist(rows)
+
+
+def add_columns(table: pa.Table, columns: dict[str, Sequence | pa.Array], types: dict[str, pa.DataType] | None = None) -> pa.Table:
+    """Append or replace columns, typed by `types` where given."""
+    types = types or {}
+    for name, values in columns.items():
+        array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, type=types.get(name))
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, array)
+        else:
+            table = table.append_column(name, array)
+    return table
+
+
+def json_column(values: Iterable[Any]) -> list[str]:
+    """Nested values that vary per row are stored as JSON strings: one stable type."""
+    return [json.dumps(v, ensure_ascii=False, sort_keys=True) for v in values]
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

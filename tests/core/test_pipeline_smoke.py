@@ -1,0 +1,61 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from synth.core.config import ConfigError, build_pipeline
+from synth.core.executor import LocalExecutor, PipelineSource, StageFailed, run_pipeline
+from synth.core.ledger import audit
+
+T = "tests.core.toy_stages"
+
+
+def _raw(**slow):
+    return {
+        "name": "toy",
+        "seed": 1,
+        "stages": [
+            {"type": f"{T}:CountSource", "per_shard": 10, "shards": 3},
+            {"type": f"{T}:Slow", **slow},
+            {"type": f"{T}:DropOdd"},
+            {"type": f"{T}:DedupText"},
+        ],
+    }
+
+
+def _run(tmp_path, raw, workers=1):
+    pipe = build_pipeline(raw)
+    src = PipelineSource(raw=raw, path=None, seed=pipe.seed)
+    return run_pipeline(pipe, src, tmp_path / "run", executor=LocalExecutor(workers))
+
+
+def test_runs_and_ledger_balances(tmp_path):
+    result = _run(tmp_path, _raw())
+    rows = [r for p in result.output for r in pq.read_table(p).to_pylist()]
+    assert sorted(r["text"] for r in rows) == sorted({f"record {n % 7}" for n in range(0, 30, 2)})
+    report = audit(tmp_path / "run")
+    by = {s["stage"]: s for s in report["stages"]}
+    assert by["02-toy_drop_odd"]["dropped"] == {"odd": 15}
+    assert by["03-toy_dedup_text"]["dropped"] == {"duplicate_text": 8}
+    for s in report["stages"][1:]:
+        assert s["in"] == s["out"] + sum(s["dropped"].values())
+    assert report["complete"]
+
+
+def test_unknown_field_names_file_and_allowed():
+    raw = _raw()
+    raw["stages"][2]["modulos"] = 3
+    with pytest.raises(ConfigError) as err:
+        build_pipeline(raw)
+    assert "modulos" in str(err.value) and "allowed fields" in str(err.value) and "modulus" in str(err.value)
+
+
+def test_failed_shard_keeps_others_and_resume_completes(tmp_path, monkeypatch):
+    raw = _raw(crash_on=15)
+    with pytest.raises(StageFailed, match="1 of 3 shards failed"):
+        _run(tmp_path, raw)
+    done = sorted(p.name for p in (tmp_path / "run" / "stages" / "01-toy_slow").glob("part-*.parquet"))
+    assert done == ["part-00000.parquet", "part-00002.parquet"]
+    monkeypatch.setenv("TOY_NO_CRASH", "1")
+    result = _run(tmp_path, raw)
+    assert len(result.output) == 3

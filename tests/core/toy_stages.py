@@ -1,0 +1,96 @@
+"""Tiny stages used to test the framework itself (not shipped in synth)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pyarrow as pa
+
+from synth.core.records import content_id
+from synth.core.stage import Filter, FilterOptions, SourceStage, Stage, StageOptions, GlobalStage
+
+
+class CountOptions(StageOptions):
+    per_shard: int = 10
+    shards: int = 3
+
+
+class CountSource(SourceStage):
+    type = "toy_count"
+    Options = CountOptions
+    writes = ("id", "n", "text")
+
+    def list_shards(self, inputs):
+        return [{"start": i * self.options.per_shard} for i in range(self.options.shards)]
+
+    def read(self, spec, shard):
+        for n in range(spec["start"], spec["start"] + self.options.per_shard):
+            yield {"id": content_id("toy", n), "n": n, "text": f"record {n % 7}"}
+
+    def schema(self):
+        return pa.schema([("id", pa.string()), ("n", pa.int64()), ("text", pa.string())])
+
+
+class SlowOptions(StageOptions):
+    sleep: float = 0.0
+    crash_on: int = -1
+
+
+class Slow(Stage):
+    type = "toy_slow"
+    Options = SlowOptions
+    reads = ("n",)
+    writes = ("doubled",)
+
+    def process(self, table, shard):
+        time.sleep(self.options.sleep)
+        if self.options.crash_on in table.column("n").to_pylist() and not os.environ.get("TOY_NO_CRASH"):
+            raise ValueError("planted crash")
+        return table.append_column("doubled", pa.array([2 * n for n in table.column("n").to_pylist()], pa.int64()))
+
+
+class OddOptions(FilterOptions):
+    modulus: int = 2
+
+
+class DropOdd(Filter):
+    type = "toy_drop_odd"
+    Options = OddOptions
+    reads = ("n",)
+    writes = ("remainder",)
+
+    def score(self, table, shard):
+        return {"remainder": [n % self.options.modulus for n in table.column("n").to_pylist()]}
+
+    def decide(self, row):
+        return "odd" if row["remainder"] else None
+
+
+class DedupText(GlobalStage):
+    type = "toy_dedup_text"
+    reads = ("id", "text")
+
+    def summarize(self, table, shard):
+        return table.select(["id", "text"])
+
+    def reduce(self, summaries, state_dir):
+        import pyarrow.parquet as pq
+
+        seen, keep = set(), []
+        for path in summaries:
+            for row in pq.read_table(path).to_pylist():
+                if row["text"] not in seen:
+                    seen.add(row["text"])
+                    keep.append(row["id"])
+        (state_dir / "keep.txt").write_text("\n".join(keep))
+
+    def process(self, table, shard):
+        keep = set((shard.state_dir / "keep.txt").read_text().split("\n"))
+        mask = []
+        for row in table.to_pylist():
+            ok = row["id"] in keep
+            if not ok:
+                shard.drop(row, "duplicate_text")
+            mask.append(ok)
+        return table.filter(pa.array(mask, pa.bool_()))
