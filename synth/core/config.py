@@ -56,6 +56,11 @@ class Pipeline:
     stages: list[StageEntry] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
 
+    def bind_run_dir(self, run_dir: Path) -> None:
+        """Tell every stage where the run lives (caches, logs); all share one context."""
+        for entry in self.stages:
+            entry.stage.pipeline.run_dir = run_dir
+
     def fingerprints(self, inputs: list[str]) -> list[str]:
         """A chained hash per stage: its options and everything upstream of it."""
         prints = []

