@@ -127,6 +127,29 @@ def list_stages() -> None:
         typer.echo(f"{name:20s} {target}")
 
 
+def _register_subcommands() -> None:
+    """Commands that live beside the code they drive (each module imports its heavy
+    libraries inside its functions, so --help stays fast)."""
+    from kg.cli import kg_app
+    from synth.filters.decontaminate_cli import decontaminate
+    from synth.ingest.quality_cli import quality_train
+    from synth.llm.cli import models_app, serve
+
+    app.add_typer(models_app, name="models")
+    app.command("serve")(serve)
+    app.command("decontaminate")(decontaminate)
+    quality_app = typer.Typer(help="fastText quality classifiers: train one from labelled examples.", no_args_is_help=True)
+    quality_app.command("train")(quality_train)
+    app.add_typer(quality_app, name="quality")
+    app.add_typer(kg_app, name="kg")
+    from synth.dedup.report import register as register_dedup
+
+    register_dedup(app)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     app()
 

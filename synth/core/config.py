@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synth.core.registry import BUILTIN_STAGES, UnknownStageType, stage_class
+from synth.core.registry import BUILTIN_STAGES, StageImportError, UnknownStageType, stage_class
 from synth.core.stage import PipelineContext, SourceStage, Stage
 
 
@@ -104,6 +105,29 @@ def _explain(model: type[BaseModel], err: dict) -> str:
     return f"field '{field_name}': {err['msg']}{hint}"
 
 
+def default_data_dir() -> Path:
+    """Where the sample data lives: $SYNTH_DATA, else ../shared/data beside the repo."""
+    env = os.environ.get("SYNTH_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def _expand(value: str) -> str:
+    if "${SYNTH_DATA}" in value and "SYNTH_DATA" not in os.environ:
+        value = value.replace("${SYNTH_DATA}", str(default_data_dir()))
+    return os.path.expandvars(value)
+
+
+def _expand_all(value: Any) -> Any:
+    """${VAR} in any string of the file (paths to data, benchmarks, models)."""
+    if isinstance(value, str):
+        return _expand(value) if "$" in value else value
+    if isinstance(value, list):
+        return [_expand_all(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand_all(v) for k, v in value.items()}
+    return value
+
+
 def load_pipeline(path: str | Path, *, seed: int | None = None, overrides: dict[str, Any] | None = None) -> Pipeline:
     path = Path(path)
     if not path.is_file():
@@ -135,6 +159,7 @@ def build_pipeline(
 
     if not isinstance(raw, dict):
         raise fail((), "a pipeline is a mapping with at least 'name' and 'stages'")
+    raw = _expand_all(raw)
     try:
         header = PipelineHeader.model_validate(raw)
     except ValidationError as exc:
@@ -143,7 +168,9 @@ def build_pipeline(
         raise fail(("stages",), "a pipeline needs at least one stage")
 
     base = path.parent if path else Path.cwd()
-    inputs = [str((base / p)) if not Path(p).is_absolute() else p for p in header.inputs]
+    # ${VAR} in inputs lets a team point a shared pipeline at its own data.
+    expanded = [_expand(p) for p in header.inputs]
+    inputs = [str(base / p) if not Path(p).is_absolute() else p for p in expanded]
     settings = dict(header.settings)
     if overrides:
         settings.update(overrides)
@@ -159,6 +186,8 @@ def build_pipeline(
         options = {k: v for k, v in spec.items() if k not in ("type", "name")}
         try:
             cls = stage_class(str(type_name))
+        except StageImportError as exc:
+            raise fail(loc + ("type",), str(exc)) from None
         except UnknownStageType as exc:
             allowed = ", ".join(sorted(BUILTIN_STAGES))
             close = difflib.get_close_matches(str(type_name), BUILTIN_STAGES, n=1)

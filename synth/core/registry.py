@@ -12,6 +12,8 @@ import importlib
 from synth.core.stage import Stage
 
 BUILTIN_STAGES: dict[str, str] = {
+    # anywhere: deterministic subsets for dry runs and demos
+    "sample": "synth.core.sampling:SampleRecords",
     # 1. ingest: raw crawls and books -> clean passages
     "read": "synth.ingest.read:ReadDocuments",
     "extract_html": "synth.ingest.extract:ExtractHtml",
@@ -44,6 +46,10 @@ class UnknownStageType(LookupError):
     pass
 
 
+class StageImportError(ImportError):
+    """A known stage type whose module fails to import (a missing extra, a bug)."""
+
+
 def stage_class(type_name: str) -> type[Stage]:
     target = BUILTIN_STAGES.get(type_name)
     if target is None and ":" in type_name:
@@ -55,6 +61,8 @@ def stage_class(type_name: str) -> type[Stage]:
         module = importlib.import_module(module_name)
         cls = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
+        if type_name in BUILTIN_STAGES:
+            raise StageImportError(f"stage type '{type_name}' could not be loaded from {target}: {type(exc).__name__}: {exc}") from exc
         raise UnknownStageType(f"{type_name} ({target}: {exc})") from exc
     if not (isinstance(cls, type) and issubclass(cls, Stage)):
         raise UnknownStageType(f"{type_name} ({target} is not a Stage)")

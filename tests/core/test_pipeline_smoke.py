@@ -59,3 +59,15 @@ def test_failed_shard_keeps_others_and_resume_completes(tmp_path, monkeypatch):
     monkeypatch.setenv("TOY_NO_CRASH", "1")
     result = _run(tmp_path, raw)
     assert len(result.output) == 3
+
+
+def test_sample_stage_is_deterministic_and_bounded(tmp_path):
+    raw = {
+        "name": "s",
+        "seed": 5,
+        "stages": [{"type": f"{T}:CountSource", "per_shard": 40, "shards": 2}, {"type": "sample", "fraction": 0.5, "max_per_shard": 7}],
+    }
+    first = [r["id"] for p in _run(tmp_path / "a", raw).output for r in pq.read_table(p).to_pylist()]
+    again = [r["id"] for p in _run(tmp_path / "b", raw).output for r in pq.read_table(p).to_pylist()]
+    assert first == again and len(first) == 14
+    assert audit(tmp_path / "a" / "run")["stages"][1]["dropped"] == {"sampled_out": 66}

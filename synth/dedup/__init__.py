@@ -1,0 +1,1 @@
+"""Exact and near-duplicate removal across all shards of a run (`dedup_exact`, `dedup_minhash`)."""
