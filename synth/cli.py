@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -42,6 +43,8 @@ def run(
     from synth.core.executor import InputError, LocalExecutor, PipelineSource, StageFailed, run_pipeline
     from synth.core.progress import rich_progress
 
+    # vLLM's per-step INFO lines would bury the progress bars; its warnings still show.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     overrides = {"models": str(models)} if models else {}
     try:
         pipe = load_pipeline(pipeline, seed=seed, overrides=overrides)
@@ -113,9 +116,20 @@ def audit(
         for reason, rows in samples.items():
             out.print(f"[bold]{s['stage']}[/] dropped [yellow]{reason}[/] ({s['dropped'].get(reason, 0):,}), e.g.:")
             for row in rows:
-                text = str(row["record"].get("text") or row["record"].get("messages") or row["record"])[:160].replace("\n", " ")
+                text = _describe(row["record"])
                 scores = f" scores={row['scores']}" if row["scores"] else ""
                 out.print(f"  - {row['id'][:12]} {text!r}{scores}", highlight=False)
+
+
+def _describe(record: dict) -> str:
+    """A one-line view of a rejected record: the text a reader needs to judge the drop."""
+    if record.get("instruction"):
+        text = f"Q: {record['instruction'][:100]}"
+        if record.get("response"):
+            text += f" | A: {record['response'][:80]}"
+    else:
+        text = str(record.get("text") or record.get("messages") or record.get("rewrite") or record)[:180]
+    return text.replace("\n", " ")
 
 
 @app.command("stages")

@@ -1,0 +1,158 @@
+"""Quality filters: synth vs datatrove on the same passages, side by side in one run.
+
+    .venv/bin/python benchmarks/filters.py [--shared ../shared/data] [--repeat 3] [--limit N]
+
+Passages: every shared book cut at paragraph boundaries (~1,500 chars) plus the
+main text of the shared WARC pages. For each filter pair it prints ms/doc
+(median of --repeat runs, one process), the speed ratio, the keep rate of
+each, and how often the two agree on keep/drop. datatrove's language filter is
+left out: it fetches its model from a hub at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+from collections import Counter
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from synth.core.stage import Shard
+from synth.ingest.heuristics import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
+from synth.ingest.langid import LanguageFilter
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def book_passages(path: Path, size: int = 1500) -> list[str]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    start, end = text.find("*** START OF"), text.find("*** END OF")
+    if start >= 0 and end > start:
+        text = text[text.find("\n", start) + 1 : end]
+    out, current = [], ""
+    for para in re.split(r"\n\s*\n", text):
+        if para.strip():
+            current = f"{current}\n\n{para}" if current else para
+            if len(current) >= size:
+                out.append(current)
+                current = ""
+    return out
+
+
+def warc_texts(path: Path) -> list[str]:
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+    texts = []
+    with path.open("rb") as fh:
+        for record in ArchiveIterator(fh, record_types=WarcRecordType.response):
+            if "html" not in (record.http_headers.get("Content-Type", "") if record.http_headers else ""):
+                continue
+            body = record.reader.read()
+            text = extract_plain_text(bytes_to_str(body, detect_encoding(body)), main_content=True)
+            if text.strip():
+                texts.append(text)
+    return texts
+
+
+def corpus(shared: Path, limit: int | None) -> list[str]:
+    texts = [p for book in sorted((shared / "books").glob("pg*.txt")) if "latin1" not in book.name for p in book_passages(book)]
+    for name in ("aut-2008-crawl.warc.gz", "cc-style-multilingual.warc.gz"):
+        texts += warc_texts(shared / "warc" / name)
+    return texts[:limit] if limit else texts
+
+
+def time_ours(stage, table: pa.Table, repeat: int) -> tuple[float, list[bool]]:
+    stage.ensure_setup()
+    runs, kept = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        scored = stage.process(table.append_column("_row", pa.array(range(table.num_rows))), Shard("01-bench", 0, "bench", 0))
+        runs.append(time.perf_counter() - start)
+        kept_rows = set(scored.column("_row").to_pylist())
+        kept = [i in kept_rows for i in range(table.num_rows)]
+    return statistics.median(runs), kept
+
+
+def our_reasons(stage, table: pa.Table) -> list[str | None]:
+    scores = stage.score(table, Shard("01-bench", 0, "bench", 0))
+    return [stage.decide({k: v[i] for k, v in scores.items()}) for i in range(table.num_rows)]
+
+
+def time_theirs(flt, texts: list[str], repeat: int) -> tuple[float, list[str | None]]:
+    """Median seconds and, per text, None (kept) or datatrove's drop reason."""
+    from datatrove.data import Document
+
+    runs, reasons = [], []
+    for _ in range(repeat):
+        docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
+        start = time.perf_counter()
+        results = [flt.filter(d) for d in docs]
+        runs.append(time.perf_counter() - start)
+        reasons = [None if (r is True or (isinstance(r, tuple) and r[0])) else (r[1] if isinstance(r, tuple) else "dropped") for r in results]
+    return statistics.median(runs), reasons
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+
+    texts = corpus(args.shared, args.limit)
+    table = pa.table({"text": texts})
+    n = len(texts)
+    print(f"{n} passages ({sum(map(len, texts)) / n:.0f} chars mean), median of {args.repeat} runs, one process")
+
+    # language first, as in a pipeline: the heuristics read its `language` column
+    langid = LanguageFilter(LanguageFilter.Options())
+    seconds, _ = time_ours(langid, table, args.repeat)
+    print(f"{'langid (lid.176)':24s} synth {seconds / n * 1e3:7.3f} ms/doc ({n / seconds:,.0f} docs/s)")
+    table = langid.process(table, Shard("01-langid", 0, "bench", 0))
+
+    try:
+        from datatrove.pipeline import filters as dt
+    except ImportError:
+        dt = None
+        print("datatrove not installed: synth timings only")
+
+    pairs = [
+        ("gopher_repetition", GopherRepetitionFilter, "GopherRepetitionFilter"),
+        ("gopher_quality", GopherQualityFilter, "GopherQualityFilter"),
+        ("c4_quality", C4QualityFilter, "C4QualityFilter"),
+    ]
+    print(f"{'filter':24s} {'synth ms/doc':>12s} {'datatrove':>10s} {'speedup':>8s} {'keep synth':>10s} {'keep dt':>8s} {'agree':>6s}")
+    disagreements = {}
+    for name, ours_cls, theirs_name in pairs:
+        stage = ours_cls(ours_cls.Options())
+        ours_s, ours_kept = time_ours(stage, table, args.repeat)
+        line = f"{name:24s} {ours_s / n * 1e3:12.3f}"
+        if dt is not None:
+            theirs_s, theirs_reasons = time_theirs(getattr(dt, theirs_name)(), texts, args.repeat)
+            theirs_kept = [r is None for r in theirs_reasons]
+            agree = sum(a == b for a, b in zip(ours_kept, theirs_kept)) / n
+            line += (
+                f" {theirs_s / n * 1e3:10.3f} {theirs_s / ours_s:7.1f}x"
+                f" {sum(ours_kept) / n:10.3f} {sum(theirs_kept) / n:8.3f} {agree:6.3f}"
+            )
+            ours_reasons = our_reasons(stage, table)
+            disagreements[name] = Counter(
+                (o or "kept", t or "kept") for o, t in zip(ours_reasons, theirs_reasons) if (o is None) != (t is None)
+            )
+        else:
+            line += f" {'-':>10s} {'-':>8s} {sum(ours_kept) / n:10.3f}"
+        print(line, flush=True)
+    for name, pairs_seen in disagreements.items():
+        top = ", ".join(f"synth {o} / datatrove {t}: {k}" for (o, t), k in pairs_seen.most_common(3))
+        print(f"  {name} disagreements: {top or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
