@@ -1,0 +1,143 @@
+"""`kg_walk`: the source stage that creates tool-use samples from a knowledge graph.
+
+Shards are ranges of sample indices; sample i's seed is derived from the run seed
+and i alone, so the samples do not depend on how the run is sharded and a resumed
+run regenerates exactly the missing shards.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow as pa
+from pydantic import Field
+
+from kg.config import WalkConfig
+from kg.graph import graph_digest, load_graph
+from synth.core.stage import Shard, SourceStage, StageOptions
+
+TOOL_CALL = pa.struct([
+    ("id", pa.string()),
+    ("type", pa.string()),
+    ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())])),
+])
+MESSAGE = pa.struct([
+    ("role", pa.string()),
+    ("content", pa.string()),
+    ("tool_calls", pa.list_(TOOL_CALL)),
+    ("tool_call_id", pa.string()),
+    ("name", pa.string()),
+])
+# `tools` and `meta` are JSON strings: tool schemas and query trees differ in shape from
+# row to row, and a struct column would merge them into one shape padded with nulls,
+# which chat templates would then render as bogus parameters.
+SAMPLE_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("kind", pa.string()),
+    ("domain", pa.string()),
+    ("messages", pa.list_(MESSAGE)),
+    ("tools", pa.string()),
+    ("meta", pa.string()),
+])
+
+
+class KGWalkOptions(WalkConfig, StageOptions):
+    graph: str | None = Field(None, description="Graph file or folder; default: the pipeline's first input.")
+    samples: int = Field(1000, ge=1, description="Samples to attempt (drops are counted, not replaced).")
+    samples_per_shard: int = Field(2000, ge=1, le=1_000_000, description="Samples per output shard.")
+    cache: bool = Field(True, description="LLM verbaliser: use the persistent request cache.")
+
+
+class KGWalk(SourceStage):
+    type: ClassVar[str] = "kg_walk"
+    Options: ClassVar[type[StageOptions]] = KGWalkOptions
+    writes: ClassVar[tuple[str, ...]] = ("id", "kind", "domain", "messages", "tools", "meta")
+
+    def __init__(self, options, pipeline=None):
+        super().__init__(options, pipeline)
+        self.factory = None
+        self.engine = None  # tests may set an engine for the llm verbaliser
+        if options.verbalizer == "llm":
+            self.parallel = False  # an in-process LLM engine lives in the main process
+
+    def schema(self) -> pa.Schema:
+        return SAMPLE_SCHEMA
+
+    def column_types(self) -> dict[str, pa.DataType]:
+        return {f.name: f.type for f in SAMPLE_SCHEMA}
+
+    def _graph_path(self, inputs: Sequence[str]) -> str:
+        path = self.options.graph or (inputs[0] if inputs else None)
+        if not path:
+            raise ValueError("kg_walk needs a graph: set `graph:` or give an input")
+        p = Path(path)
+        if not p.is_absolute() and self.pipeline.config_path is not None and not p.exists():
+            p = Path(self.pipeline.config_path).parent / p
+        return str(p)
+
+    def list_shards(self, inputs: Sequence[str]) -> list[dict]:
+        graph = self._graph_path(inputs)
+        if not Path(graph).exists():
+            return []
+        n, size = self.options.samples, self.options.samples_per_shard
+        # The content hash is in every spec so editing the graph in place invalidates a
+        # resumed run instead of mixing samples of two graphs.
+        digest = graph_digest(graph)
+        return [{"graph": graph, "graph_sha": digest, "start": lo, "count": min(size, n - lo)}
+                for lo in range(0, n, size)]
+
+    def _factory(self, graph_path: str):
+        if self.factory is None or self.factory.graph_path != graph_path:
+            from kg.generate import SampleFactory
+
+            graph = load_graph(graph_path)
+            config = WalkConfig(**{k: getattr(self.options, k) for k in WalkConfig.model_fields})
+            engine = self._engine() if config.verbalizer == "llm" else None
+            self.factory = SampleFactory(graph, config, engine)
+            self.factory.graph_path = graph_path
+        return self.factory
+
+    def _engine(self):
+        if self.engine is None:
+            from synth.llm.stage import (
+                models_config_for,
+                request_cache_path,
+                shared_engine,
+            )
+
+            settings = self.pipeline.settings
+            models, key = models_config_for(settings, self.pipeline.config_path)
+            cache = request_cache_path(settings, self.pipeline.config_path, self.pipeline.run_dir) \
+                if self.options.cache else None
+            self.engine = shared_engine(self.options.llm_model, models, key, cache)
+        return self.engine
+
+    def read(self, spec: dict, shard: Shard) -> pa.Table:
+        from kg.generate import sample_seeds
+
+        factory = self._factory(spec["graph"])
+        if spec["start"] == 0:  # once per run: what loading the graph skipped
+            shard.count("graph.bad_rows", factory.graph.report.bad_rows)
+            shard.count("graph.duplicate_triples", factory.graph.report.duplicates)
+        rows = []
+        seeds = sample_seeds(shard.run_seed, spec["start"], spec["count"])
+        for lo in range(0, len(seeds), 512):
+            for out in factory.make(seeds[lo:lo + 512]):
+                pattern = out.info.get("pattern", "unknown")
+                if out.record is None:
+                    dropped = {"seed": out.seed, "pattern": pattern, **{k: v for k, v in out.info.items()
+                                                                        if k not in ("record", "pattern")}}
+                    if "record" in out.info:
+                        dropped["sample"] = out.info["record"]
+                    shard.drop(json.loads(json.dumps(dropped, default=str)), out.reason or "unknown")
+                    shard.count(f"dropped_pattern.{pattern}")
+                    continue
+                meta = json.loads(out.record["meta"])
+                shard.count(f"pattern.{pattern}")
+                shard.count(f"variant.{meta.get('variant', 'plain')}")
+                shard.count("tool_calls", meta.get("tool_calls", 0))
+                rows.append(out.record)
+        return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
