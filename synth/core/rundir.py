@@ -137,9 +137,13 @@ class RunDir:
         return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
 
     def publish_output(self, label: str, names: list[str]) -> list[Path]:
-        """Expose the final stage's shards as RUN/output (hard links, no copy)."""
+        """Expose the final stage's non-empty shards as RUN/output (hard links, no copy).
+
+        Empty shards are left out: `datasets` refuses a zero-row parquet file
+        ("BatchSize must be greater than 0"), and they carry no records anyway."""
         out = self.output_dir
         out.mkdir(parents=True, exist_ok=True)
+        names = [n for n in names if pq.ParquetFile(self.part(label, n)).metadata.num_rows > 0]
         wanted = {f"{n}.parquet" for n in names}
         for stale in out.glob("*.parquet"):
             if stale.name not in wanted:

@@ -57,8 +57,10 @@ def test_failed_shard_keeps_others_and_resume_completes(tmp_path, monkeypatch):
     done = sorted(p.name for p in (tmp_path / "run" / "stages" / "01-toy_slow").glob("part-*.parquet"))
     assert done == ["part-00000.parquet", "part-00002.parquet"]
     monkeypatch.setenv("TOY_NO_CRASH", "1")
-    result = _run(tmp_path, raw)
-    assert len(result.output) == 3
+    resumed = _run(tmp_path, raw)
+    clean = _run(tmp_path / "clean", _raw())
+    ids = lambda r: [i for p in r.output for i in pq.read_table(p).column("id").to_pylist()]  # noqa: E731
+    assert ids(resumed) == ids(clean) and ids(clean)
 
 
 def test_sample_stage_is_deterministic_and_bounded(tmp_path):
@@ -71,3 +73,19 @@ def test_sample_stage_is_deterministic_and_bounded(tmp_path):
     again = [r["id"] for p in _run(tmp_path / "b", raw).output for r in pq.read_table(p).to_pylist()]
     assert first == again and len(first) == 14
     assert audit(tmp_path / "a" / "run")["stages"][1]["dropped"] == {"sampled_out": 66}
+
+
+def test_output_loads_in_datasets_and_skips_empty_shards(tmp_path):
+    from datasets import load_dataset
+
+    raw = {
+        "name": "e",
+        "stages": [{"type": f"{T}:CountSource", "per_shard": 4, "shards": 3}, {"type": "sample", "fraction": 0.999, "max_per_shard": 1}],
+    }
+    # shard 1 empties completely: every record there is dropped
+    raw["stages"].insert(1, {"type": f"{T}:DropOdd", "modulus": 100})
+    result = _run(tmp_path, raw)
+    names = sorted(p.name for p in result.output)
+    assert names == ["part-00000.parquet"]  # records 4..11 are all "odd" modulo 100 except 0
+    ds = load_dataset("parquet", data_files=str(tmp_path / "run" / "output" / "*.parquet"), split="train")
+    assert ds.num_rows == 1 and set(ds.column_names) >= {"id", "n", "text"}
