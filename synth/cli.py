@@ -121,6 +121,21 @@ def audit(
                 out.print(f"  - {row['id'][:12]} {text!r}{scores}", highlight=False)
 
 
+@app.command("inputs")
+def list_inputs(paths: list[str] = typer.Argument(..., help="Paths, folders or globs, as given to --input.")) -> None:
+    """What `read` would make of each input: detected format, gzip, size."""
+    from synth.core.executor import InputError
+    from synth.ingest.read import describe_inputs
+
+    try:
+        rows = describe_inputs(paths)
+    except InputError as exc:
+        fail(str(exc))
+    for row in rows:
+        typer.echo(f"{row['format']:8s} {'gz' if row['gzip'] else '  '} {row['bytes']:>12,d}  {row['path']}")
+    typer.echo(f"{len(rows)} files, one shard each (large archives are split into byte ranges)")
+
+
 def _describe(record: dict) -> str:
     """A one-line view of a rejected record: the text a reader needs to judge the drop."""
     if record.get("instruction"):

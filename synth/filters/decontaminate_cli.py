@@ -9,7 +9,6 @@ id and the matching n-gram), and the usual bounded reject sample and ledger.
 
 from __future__ import annotations
 
-import glob
 import gzip
 import json
 import os
@@ -116,23 +115,15 @@ def _lines(path: Path, start: int, stop: int):
 
 
 def expand_inputs(inputs) -> list[Path]:
-    paths: list[Path] = []
-    for item in inputs:
-        item = str(item)
-        matched = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
-        if not matched:
-            raise FileNotFoundError(f"{item}: no file matches")
-        for m in matched:
-            p = Path(m)
-            if p.is_dir():
-                paths += sorted(q for q in p.rglob("*") if q.is_file() and q.name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES))
-            elif not p.exists():
-                raise FileNotFoundError(f"{p}: input not found")
-            elif not p.name.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
-                raise ValueError(f"{p}: inputs must be Parquet or JSONL ({', '.join(JSONL_SUFFIXES + PARQUET_SUFFIXES)})")
-            else:
-                paths.append(p)
-    return paths
+    """The JSONL/Parquet files among the inputs (expanded like `read` does); a file
+    named explicitly in another format is an error rather than a silent skip."""
+    from synth.ingest.read import expand_inputs as expand
+
+    suffixes = JSONL_SUFFIXES + PARQUET_SUFFIXES
+    for item in map(str, inputs):
+        if not any(c in item for c in "*?[") and os.path.isfile(item) and not item.endswith(suffixes):
+            raise ValueError(f"{item}: inputs must be Parquet or JSONL ({', '.join(suffixes)})")
+    return [Path(p) for p in expand([str(i) for i in inputs]) if p.endswith(suffixes)]
 
 
 def run_decontaminate(

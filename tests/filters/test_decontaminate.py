@@ -179,7 +179,9 @@ def test_cli_drop_on_jsonl_and_parquet_messages(bench, cache, items, passages, t
 
 
 def test_cli_bad_inputs(bench, tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    from synth.core.executor import InputError
+
+    with pytest.raises(InputError, match="does not exist"):
         run_decontaminate([tmp_path / "missing.jsonl"], bench, tmp_path / "run")
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(ValueError, match="Parquet or JSONL"):
@@ -216,7 +218,7 @@ def test_typer_command(bench, cache, items, passages, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "gsm8k/test: 1 rows matched" in res.output and "2 rows checked, 1 kept, 1 removed" in res.output
     res = CliRunner().invoke(app, [str(tmp_path / "nope.jsonl"), "--benchmark", bench[0], "--output", str(tmp_path / "run3")])
-    assert res.exit_code == 1 and "not found" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 1 and "does not exist" in res.output and "Traceback" not in res.output
 
 
 def test_vectorised_token_hashes_equal_regex_path(passages):

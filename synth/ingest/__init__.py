@@ -1,0 +1,1 @@
+"""Ingest: raw crawls, document files and books -> clean text records and passages."""

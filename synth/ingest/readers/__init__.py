@@ -1,0 +1,1 @@
+"""File-format readers behind the `read` stage: sniffing, archives, text and books."""
