@@ -22,25 +22,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from synth.core.stage import Shard
+from synth.ingest.passages import book_passages
 from synth.ingest.heuristics import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 from synth.ingest.langid import LanguageFilter
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def book_passages(path: Path, size: int = 1500) -> list[str]:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    start, end = text.find("*** START OF"), text.find("*** END OF")
-    if start >= 0 and end > start:
-        text = text[text.find("\n", start) + 1 : end]
-    out, current = [], ""
-    for para in re.split(r"\n\s*\n", text):
-        if para.strip():
-            current = f"{current}\n\n{para}" if current else para
-            if len(current) >= size:
-                out.append(current)
-                current = ""
-    return out
 
 
 def warc_texts(path: Path) -> list[str]:

@@ -175,3 +175,15 @@ def split_text(text: str, max_chars: int, min_chars: int, detect_chapters: bool 
         else:
             merged.append(p)
     return [(s, e, c) for s, e, c in merged]
+
+
+def book_passages(path, max_chars: int = 1500, min_chars: int = 500) -> list[str]:
+    """Passages of a book file as the ingest stages would cut them (decode, strip the
+    Gutenberg header and footer, split at paragraphs): for tests, benchmarks and
+    quick looks without running a pipeline."""
+    from pathlib import Path
+
+    from synth.ingest.readers.text import decode_text, parse_book
+
+    body = parse_book(decode_text(Path(path).read_bytes()).text).text
+    return [body[s:e] for s, e, _ in split_text(body, max_chars, min_chars)]

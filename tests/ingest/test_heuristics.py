@@ -9,22 +9,10 @@ import pytest
 from synth.core.config import ConfigError, build_pipeline
 from synth.core.stage import Shard
 from synth.ingest import textstats as ts
+from synth.ingest.passages import book_passages
 from synth.ingest.heuristics import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 
 
-def book_passages(path: Path, size: int = 1500) -> list[str]:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    start, end = text.find("*** START OF"), text.find("*** END OF")
-    if start >= 0 and end > start:
-        text = text[text.find("\n", start) + 1 : end]
-    out, current = [], ""
-    for para in re.split(r"\n\s*\n", text):
-        if para.strip():
-            current = f"{current}\n\n{para}" if current else para
-            if len(current) >= size:
-                out.append(current)
-                current = ""
-    return out
 
 
 def run(cls, rows, **options):
@@ -55,7 +43,7 @@ PROSE = (
 @pytest.fixture(scope="module")
 def english_passages(shared_data):
     books = ["pg1342_pride_and_prejudice.txt", "pg2701_moby_dick.txt", "pg11_alice.txt", "pg972_devils_dictionary.txt"]
-    return [p for b in books for p in book_passages(shared_data / "books" / b)[:80]]
+    return [p for b in books for p in book_passages(shared_data / "books" / b, max_chars=3000, min_chars=1500)[:80]]
 
 
 @pytest.mark.parametrize("cls", ALL)

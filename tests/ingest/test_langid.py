@@ -7,23 +7,10 @@ import pytest
 
 from synth.core.config import ConfigError, build_pipeline
 from synth.core.stage import Shard
+from synth.ingest.passages import book_passages
 from synth.ingest.langid import LanguageFilter, LanguageOptions, bundled_lid_model
 
 
-def book_passages(path: Path, size: int = 1500, limit: int | None = None) -> list[str]:
-    """Paragraph-grouped passages from the body of a Gutenberg book."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    start, end = text.find("*** START OF"), text.find("*** END OF")
-    if start >= 0 and end > start:
-        text = text[text.find("\n", start) + 1 : end]
-    out, current = [], ""
-    for para in re.split(r"\n\s*\n", text):
-        if para.strip():
-            current = f"{current}\n\n{para}" if current else para
-            if len(current) >= size:
-                out.append(current)
-                current = ""
-    return out[:limit] if limit else out
 
 
 def run_filter(stage, rows):
@@ -45,8 +32,8 @@ def test_books_get_their_language(shared_data):
     # the French book is a reader for Dutch schools (with Dutch glossaries), so
     # take French from its prose passages: the ones without a glossary column
     fr = [p for p in book_passages(shared_data / "books" / "pg44157_entre_nous_fr.txt") if "  " not in p.strip()]
-    rows = [{"text": p, "want": "en"} for p in book_passages(books["en"], limit=40)]
-    rows += [{"text": p, "want": "nl"} for p in book_passages(books["nl"], limit=60)[5:]]
+    rows = [{"text": p, "want": "en"} for p in book_passages(books["en"])[:40]]
+    rows += [{"text": p, "want": "nl"} for p in book_passages(books["nl"])[5:60]]
     rows += [{"text": p, "want": "fr"} for p in fr[:20]]
     assert len(fr) >= 10
     stage = LanguageFilter(LanguageOptions())
@@ -115,7 +102,7 @@ def test_annotate_only_keeps_everything():
 
 
 def test_batch_prediction_is_fast(shared_data):
-    passages = book_passages(shared_data / "books" / "pg2701_moby_dick.txt", size=300)[:2000]
+    passages = book_passages(shared_data / "books" / "pg2701_moby_dick.txt", max_chars=300, min_chars=100)[:2000]
     stage = LanguageFilter(LanguageOptions())
     stage.ensure_setup()
     start = time.perf_counter()

@@ -8,24 +8,12 @@ import pytest
 
 from synth.core.config import ConfigError, build_pipeline
 from synth.core.stage import Shard
+from synth.ingest.passages import book_passages
 from synth.ingest.quality import QualityClassifierFilter, QualityDataError, load_examples, train_quality_classifier
 
 SMALL = dict(dim=16, bucket=20_000, epoch=10)
 
 
-def book_passages(path: Path, size: int = 1000) -> list[str]:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    start, end = text.find("*** START OF"), text.find("*** END OF")
-    if start >= 0 and end > start:
-        text = text[text.find("\n", start) + 1 : end]
-    out, current = [], ""
-    for para in re.split(r"\n\s*\n", text):
-        if para.strip():
-            current = f"{current}\n\n{para}" if current else para
-            if len(current) >= size:
-                out.append(current)
-                current = ""
-    return out
 
 
 WORDS = "home news sport weather shop deals account login register cart help contact about careers press blog events music video travel food health money tech science cars jobs".split()
