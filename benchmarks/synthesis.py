@@ -17,6 +17,7 @@ Tokens/s here is completion tokens over engine-facing wall time. The last line i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pipeline", default=str(REPO / "pipelines" / "demo.yaml"))
     ap.add_argument("--keep", default=None, help="Run directory to keep (default: a temporary one).")
+    ap.add_argument("--sampled", dest="greedy", action="store_false", help="Keep the pipeline's sampling (default: greedy, for identical tokens on both sides).")
     args = ap.parse_args()
 
     from synth.core.config import load_pipeline
@@ -41,6 +43,11 @@ def main() -> None:
     original = offline.OfflineEngine.generate
 
     def recording_generate(self, requests, progress=None):
+        if args.greedy:
+            # Greedy on both sides: the raw replay then generates the very same tokens,
+            # so the comparison is of overhead, not of sampling luck.
+            for r in requests:
+                r.sampling = dataclasses.replace(r.sampling, temperature=0.0)
         batches.append(([r.messages for r in requests], [r.sampling for r in requests]))
         if self not in engines:
             engines.append(self)

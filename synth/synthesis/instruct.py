@@ -9,6 +9,7 @@ kind must stand alone, near-copies of the passage, repeats.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import ClassVar
 
@@ -28,6 +29,24 @@ LEANS_ON_SOURCE = re.compile(
     r"|\baccording to the (author|text|passage|source)\b|\bthe author\b",
     re.IGNORECASE,
 )
+
+
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def salvage_truncated_list(text: str) -> list[str]:
+    """The complete string items of a JSON list that max_tokens cut short."""
+    start = text.find("[")
+    if start < 0:
+        return []
+    items = []
+    for match in _JSON_STRING.finditer(text, start):
+        try:
+            items.append(json.loads(match.group(0)))
+        except ValueError:
+            break
+    # An item cut inside its text has no closing quote, so it never matches.
+    return items
 
 
 class InstructOptions(LLMStageOptions):
@@ -118,8 +137,13 @@ class GenerateInstructions(LLMStage):
                 if not isinstance(candidates, list):
                     raise ValueError("no list of instructions")
             except ValueError:
-                shard.drop({"id": row["id"], "kind": kind, "raw": res.text}, "unparseable_output", {"raw": res.text[:500]})
-                continue
+                candidates = salvage_truncated_list(res.text) if res.finish_reasons[:1] == ["length"] else []
+                if not candidates:
+                    reason = "truncated_output" if res.finish_reasons[:1] == ["length"] else "unparseable_output"
+                    shard.drop({"id": row["id"], "kind": kind, "raw": res.text}, reason, {"raw": res.text[:500]})
+                    continue
+                # Repair rather than lose the finished items of a list cut off by max_tokens.
+                shard.count("instruct.repaired_truncated_output")
             out.extend(self._accept(row, kind, candidates, req, model, shard))
         return pa.Table.from_pylist(out, schema=INSTRUCTION_SCHEMA)
 

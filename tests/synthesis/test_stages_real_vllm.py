@@ -46,7 +46,7 @@ def instructions(shared_data, tmp_path_factory):
     assert rows or shard.dropped
     for r in rows:
         assert r["instruction"] and r["source_id"] in {"p0", "p1"}
-        assert json.loads(r["provenance"])[0]["prompt"] == "instruct/generate@1"
+        assert json.loads(r["provenance"])[0]["prompt"] == "instruct/generate@2"
     if not rows:  # a 135M model may fail the JSON; keep the chain going with real tasks
         rows = [
             {"id": "i0", "instruction": "Why did Alice follow the White Rabbit?", "domain": "general", "task_type": "open_question", "evolution": [], "provenance": None},

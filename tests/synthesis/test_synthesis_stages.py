@@ -60,7 +60,7 @@ def test_instruct_keeps_grounded_tasks_and_drops_with_reasons():
     row = out[0]
     assert row["task_type"] == "open_question" and row["source_id"] == "p1" and row["source_url"] == "http://x"
     prov = json.loads(row["provenance"])
-    assert prov[0]["prompt"] == "instruct/generate@1" and prov[0]["model"] == "fake"
+    assert prov[0]["prompt"] == "instruct/generate@2" and prov[0]["model"] == "fake"
     assert shard.dropped == Counter({"not_self_contained": 1, "copies_passage": 1, "repeated_in_output": 1, "unparseable_output": 1})
     # schema-guided decoding was requested
     assert engine.requests_seen[0].sampling.json_schema["required"] == ["instructions"]
@@ -178,3 +178,31 @@ def test_self_instruct_fills_domains_below_target():
     assert len(out) == 4 + len(new) and Counter(r["domain"] for r in new) == Counter({"math": 1, "code": 1})
     # the second request per domain repeats the first answer and is dropped as a repeat
     assert len(new) == 2 and shard.dropped == Counter({"repeats_seed": 2})
+
+
+def test_instruct_repairs_a_list_cut_by_max_tokens():
+    from synth.llm.types import ChatResult
+
+    class Cut(FakeEngine):
+        def _one(self, req):
+            text = '{"instructions": ["Why do rivers flood in spring after snow melts?", "How are flood barriers tested before winter storm'
+            return ChatResult(texts=[text], finish_reasons=["length"], prompt_tokens=5, completion_tokens=40)
+
+    stage = _stage(GenerateInstructions, Cut(), kinds={"open_question": 1}, kinds_per_passage=1, per_kind=2)
+    shard = _shard()
+    out = stage.process(pa.Table.from_pylist([{"id": "p1", "text": PASSAGE}]), shard).to_pylist()
+    assert [r["instruction"] for r in out] == ["Why do rivers flood in spring after snow melts?"]
+    assert shard.counters["instruct.repaired_truncated_output"] == 1
+
+
+def test_instruct_truncated_beyond_repair_is_its_own_reason():
+    from synth.llm.types import ChatResult
+
+    class Cut(FakeEngine):
+        def _one(self, req):
+            return ChatResult(texts=['{"instructions": ["Why do riv'], finish_reasons=["length"], prompt_tokens=5, completion_tokens=40)
+
+    stage = _stage(GenerateInstructions, Cut(), kinds={"open_question": 1}, kinds_per_passage=1, per_kind=2)
+    shard = _shard()
+    assert stage.process(pa.Table.from_pylist([{"id": "p1", "text": PASSAGE}]), shard).num_rows == 0
+    assert shard.dropped == Counter({"truncated_output": 1})
