@@ -103,7 +103,7 @@ def run_shard(task: ShardTask) -> dict:
             n_in = table.num_rows
             if task.phase == "summarize":
                 atomic_write_parquet(target, stage.summarize(table, shard))
-                return {"stage": entry.label, "shard": name, "summarized": True}
+                return {"stage": entry.label, "shard": name, "in": n_in, "summarized": True}
             table = stage.process(table, shard)
         removed = [c for c in stage.removed_columns() if c in table.column_names]
         if removed:
@@ -281,7 +281,7 @@ def run_pipeline(
 
             if isinstance(stage, GlobalStage):
                 todo = tasks("summarize", lambda n: run.summary(entry.label, n).exists() or run.is_done(entry.label, n))
-                _run_phase(executor, todo, entry, len(names), progress, run, "summarize", stage.parallel)
+                _run_phase(executor, todo, entry, len(names), progress, run, "summarize", stage.parallel, _input_rows(run, pipeline, entry, names))
                 if not run.state_done(entry.label).exists() and not all(run.is_done(entry.label, n) for n in names):
                     state = run.state_dir(entry.label)
                     state.mkdir(parents=True, exist_ok=True)
@@ -289,7 +289,7 @@ def run_pipeline(
                     stage.reduce([run.summary(entry.label, n) for n in names], state)
                     atomic_write_json(run.state_done(entry.label), {"finished": time.time()})
             todo = tasks("process", lambda n: run.is_done(entry.label, n))
-            _run_phase(executor, todo, entry, len(names), progress, run, "process", stage.parallel)
+            _run_phase(executor, todo, entry, len(names), progress, run, "process", stage.parallel, _input_rows(run, pipeline, entry, names) if todo else None)
             totals = stage_totals(run, entry.label, entry.type)
             dropped = sum(totals["dropped"].values())
             say(f"{entry.label}: {totals['in']:,} in, {totals['out']:,} out, {dropped:,} dropped ({totals['seconds']:.1f}s of work)")
@@ -301,10 +301,24 @@ def run_pipeline(
         lock.close()
 
 
-def _run_phase(executor, todo: list[ShardTask], entry: StageEntry, total: int, progress: ProgressFactory | None, run: RunDir, phase: str, parallel: bool) -> None:
+def _input_rows(run: RunDir, pipeline: Pipeline, entry: StageEntry, names: list[str]) -> dict[str, int] | None:
+    """Records each shard will read (from parquet metadata, no data read); None for a source."""
+    if entry.index == 0:
+        return None
+    upstream = pipeline.stages[entry.index - 1].label
+    return {n: pq.ParquetFile(run.part(upstream, n)).metadata.num_rows for n in names}
+
+
+def _run_phase(executor, todo: list[ShardTask], entry: StageEntry, total: int, progress: ProgressFactory | None, run: RunDir, phase: str, parallel: bool, rows: dict[str, int] | None = None) -> None:
     if not todo:
         return
-    bar = progress(entry, total, total - len(todo)) if progress else None
+    bar = None
+    if progress:
+        if rows is None:
+            bar = progress(entry, total, total - len(todo))
+        else:
+            pending = {shard_name(t.shard_index) for t in todo}
+            bar = progress(entry, total, total - len(todo), sum(rows.values()), sum(v for n, v in rows.items() if n not in pending))
     failures: list[tuple[ShardTask, BaseException]] = []
     try:
         for task, stats, exc, tb in executor.map(todo, parallel=parallel):
