@@ -1,0 +1,89 @@
+"""Opening an engine for a model name from MODELS.yaml."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from synth.llm.cache import CachedEngine, RequestCache
+from synth.llm.config import ModelsConfig
+from synth.llm.served import ServedEngine
+from synth.llm.types import EngineError
+
+log = logging.getLogger(__name__)
+
+
+class ManagedServedEngine(ServedEngine):
+    """A served engine that started its own server (mode serve, nothing on the port)
+    and stops it on close."""
+
+    def __init__(self, name, entry, server):
+        super().__init__(name, entry)
+        self.server = server
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/models", timeout=3.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def open_engine(
+    model_name: str | None,
+    models: ModelsConfig | None = None,
+    *,
+    cache: RequestCache | Path | str | None = None,
+    log_dir: Path | str | None = None,
+):
+    """The engine for `model_name` (None = the default model) as its entry says:
+
+    - offline: an in-process vLLM engine;
+    - endpoint: a client for the running URL (checked to answer within startup_timeout_s);
+    - serve: a client for the local server on `port`; when nothing answers there and
+      `autostart` is on, the server is started here and stopped by `close()`.
+
+    With `cache` (a RequestCache or a path), the engine is wrapped in CachedEngine.
+    Callers must `close()` the engine (offline engines hold worker processes).
+    """
+    models = models or ModelsConfig.default_config()
+    name, entry = models.entry(model_name)
+    if entry.mode == "offline":
+        from synth.llm.offline import OfflineEngine
+
+        engine = OfflineEngine(name, entry)
+    elif entry.mode == "endpoint":
+        engine = ServedEngine(name, entry)
+        engine.wait_ready()
+    else:
+        url = entry.base_url()
+        if _answers(url) or not entry.autostart:
+            engine = ServedEngine(name, entry)
+            engine.wait_ready()
+        else:
+            from synth.llm.serve import ServerProcess
+
+            folder = log_dir or models.log_dir or tempfile.mkdtemp(prefix="synth-vllm-logs-")
+            server = ServerProcess(name, entry, folder).start()
+            try:
+                server.wait_ready()
+            except BaseException:
+                server.stop()
+                raise
+            engine = ManagedServedEngine(name, entry, server)
+    if cache is None:
+        return engine
+    if not isinstance(cache, RequestCache):
+        cache = RequestCache(cache)
+    return CachedEngine(engine, cache)
+
+
+__all__ = ["open_engine", "EngineError", "ManagedServedEngine"]

