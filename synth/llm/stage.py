@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import Field
 
+from synth.core.progress import request_progress
 from synth.core.records import derive_seed
 from synth.core.stage import Shard, Stage, StageOptions
 from synth.llm.cache import CachedEngine, RequestCache
@@ -223,7 +224,7 @@ class LLMStage(Stage):
     def call(self, requests: list[ChatRequest], shard: Shard) -> list[ChatResult]:
         """Generate for the whole shard and count usage under `llm.<model>.*`."""
         engine = self.engine
-        results = engine.generate(requests)
+        results = engine.generate(requests, progress=request_progress(len(requests), f"{shard.stage_label} {shard.name}"))
         for key, value in usage_counters(results, engine.name).items():
             shard.count(key, value)
         for req, res in zip(requests, results):

@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from synth.core.progress import request_progress
 from synth.llm.stage import LLMStage, models_config_for, request_cache_path, shared_engine
 from synth.llm.types import ChatRequest, ChatResult, SamplingParams
 from synth.llm.usage import usage_counters
@@ -77,7 +78,8 @@ def generate_by_model(stage: LLMStage, requests: list[tuple[str | None, ChatRequ
     out: list[tuple[ChatResult, str] | None] = [None] * len(requests)
     for model, indices in by_model.items():
         engine = engine_for(stage, model)
-        results = engine.generate([requests[i][1] for i in indices])
+        batch = [requests[i][1] for i in indices]
+        results = engine.generate(batch, progress=request_progress(len(batch), f"{shard.stage_label} {shard.name} {engine.name}"))
         for key, value in usage_counters(results, engine.name).items():
             shard.count(key, value)
         for i, res in zip(indices, results):

@@ -60,7 +60,8 @@ def test_gives_up_after_max_retries_with_clear_error(scripted_server):
 
 def test_client_error_is_not_retried(scripted_server):
     scripted_server.plan.append(400)
-    eng = ServedEngine("m", entry(scripted_server.url))
+    # One in flight: the planned 400 must meet "bad", not whichever request lands first.
+    eng = ServedEngine("m", entry(scripted_server.url, max_in_flight=1))
     results = eng.generate([req("bad"), req("good")])
     assert not results[0].ok and "HTTP 400" in results[0].error
     assert results[1].ok
