@@ -53,23 +53,27 @@ def metrics_path(model_path: Path) -> Path:
 # -- reading examples -------------------------------------------------------------
 
 
+def _jsonl_objects(path: Path, counts: Counter) -> Iterator:
+    """Parsed lines of a JSONL file; malformed lines are counted, not fatal."""
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                counts["skipped_malformed_jsonl"] += 1
+
+
 def _texts_in_file(path: Path, counts: Counter) -> Iterator[str]:
     """A .jsonl file holds many documents (objects with "text", or strings); any other file is one."""
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    counts["skipped_malformed_jsonl"] += 1
-                    continue
-                text = obj.get("text") if isinstance(obj, dict) else obj
-                if isinstance(text, str) and text.strip():
-                    yield text
-                else:
-                    counts["skipped_no_text"] += 1
+        for obj in _jsonl_objects(path, counts):
+            text = obj.get("text") if isinstance(obj, dict) else obj
+            if isinstance(text, str) and text.strip():
+                yield text
+            else:
+                counts["skipped_no_text"] += 1
     else:
         text = path.read_bytes().decode("utf-8", errors="replace")
         if text.strip():
@@ -102,19 +106,11 @@ def load_examples(examples: Path, negatives: Path | None = None) -> tuple[list[t
         pairs = [pair for sub in subdirs for pair in _folder_examples(sub, sub.name, counts)]
     else:
         pairs = []
-        with examples.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    counts["skipped_malformed_jsonl"] += 1
-                    continue
-                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or obj.get("label") is None:
-                    counts["skipped_no_text_or_label"] += 1
-                    continue
-                pairs.append((obj["text"], str(obj["label"])))
+        for obj in _jsonl_objects(examples, counts):
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or obj.get("label") is None:
+                counts["skipped_no_text_or_label"] += 1
+                continue
+            pairs.append((obj["text"], str(obj["label"])))
     return pairs, counts
 
 
