@@ -135,8 +135,8 @@ class ReadDocuments(SourceStage):
         try:
             for row in reader(path, fmt, gz, shard):
                 rows.append(row)
-        except InputError:
-            raise
+        except (InputError, ImportError, NameError):
+            raise  # bad arguments, a broken install or a bug: not a fault of this file
         except Exception as exc:  # noqa: BLE001 - the records read so far are kept
             shard.drop({"source": str(path), "offset": rows[-1]["offset"] if rows else 0}, "unreadable_file", {"error": _one_line(exc)})
         return pa.Table.from_pylist(rows, schema=SCHEMA)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fastwarc.warc import ArchiveIterator as FastArchiveIterator
 from fastwarc.warc import WarcRecordType
+from warcio.archiveiterator import ArchiveIterator as WarcioIterator  # ARC only: FastWARC does not read ARC
 
 _CHARSET_RE = re.compile(rb"charset\s*=\s*[\"']?([A-Za-z0-9_\-.:]+)", re.I)
 _WARC_LINE = re.compile(rb"(?:^|\n)(WARC/[01]\.\d{1,2}\r?\n)")
@@ -152,8 +153,6 @@ def _int_or_none(value) -> int | None:
 
 
 def _arc_records(fh, start: int) -> Iterator[ArchiveRecord]:
-    from warcio.archiveiterator import ArchiveIterator as WarcioIterator
-
     it = WarcioIterator(fh, arc2warc=True)
     for rec in it:
         body = rec.content_stream().read()
@@ -237,6 +236,8 @@ def iter_archive(path: Path, gz: bool, kind: str, begin: int = 0, end: int | Non
                 except StopIteration:
                     error = None
                     break
+                except (ImportError, NameError):
+                    raise  # a broken install or a bug, never a fault in the data
                 except Exception as exc:  # noqa: BLE001 - any parser error is one fault, reading goes on
                     error = f"{type(exc).__name__}: {exc}"
                     break
