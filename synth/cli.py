@@ -102,10 +102,11 @@ def audit(
         return
     from rich.table import Table
 
-    out = Console()
+    # Piped output (a log, CI) gets a readable width instead of 80 columns.
+    out = Console() if sys.stdout.isatty() else Console(width=160)
     table = Table(title=f"{report['pipeline']}: {report['run']}" + ("" if report["complete"] else " (incomplete)"))
     for col in ("stage", "in", "out", "dropped", "top reasons", "shards", "seconds"):
-        table.add_column(col, justify="right" if col in ("in", "out", "dropped", "shards", "seconds") else "left")
+        table.add_column(col, justify="right" if col in ("in", "out", "dropped", "shards", "seconds") else "left", no_wrap=col != "top reasons")
     for s in report["stages"]:
         dropped = sum(s["dropped"].values())
         reasons = ", ".join(f"{k} {v:,}" for k, v in list(s["dropped"].items())[:3])
@@ -114,7 +115,9 @@ def audit(
     for s in report["stages"]:
         samples = reject_samples(run_dir, s["stage"], examples)
         for reason, rows in samples.items():
-            out.print(f"[bold]{s['stage']}[/] dropped [yellow]{reason}[/] ({s['dropped'].get(reason, 0):,}), e.g.:")
+            count = s["dropped"].get(reason, s["counters"].get(reason, 0))
+            verb = "discarded" if reason.startswith("discarded.") else "dropped"
+            out.print(f"[bold]{s['stage']}[/] {verb} [yellow]{reason.removeprefix('discarded.')}[/] ({count:,}), e.g.:")
             for row in rows:
                 text = _describe(row["record"])
                 scores = f" scores={row['scores']}" if row["scores"] else ""
@@ -143,7 +146,7 @@ def _describe(record: dict) -> str:
         if record.get("response"):
             text += f" | A: {record['response'][:80]}"
     else:
-        text = str(record.get("text") or record.get("messages") or record.get("rewrite") or record)[:180]
+        text = str(record.get("text") or record.get("html") or record.get("messages") or record.get("rewrite") or record)[:180]
     return text.replace("\n", " ")
 
 
