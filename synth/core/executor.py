@@ -102,7 +102,10 @@ def run_shard(task: ShardTask) -> dict:
             table = pq.read_table(run.part(upstream, name))
             n_in = table.num_rows
             if task.phase == "summarize":
-                atomic_write_parquet(target, stage.summarize(table, shard))
+                summary = stage.summarize(table, shard)
+                if shard.counters:  # what summarize counted joins the stage's counters
+                    atomic_write_json(target.with_suffix(".counters.json"), dict(shard.counters))
+                atomic_write_parquet(target, summary)
                 return {"stage": entry.label, "shard": name, "in": n_in, "summarized": True}
             table = stage.process(table, shard)
         removed = [c for c in stage.removed_columns() if c in table.column_names]

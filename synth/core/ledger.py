@@ -91,6 +91,8 @@ def stage_totals(run: RunDir, label: str, stage_type: str | None = None) -> dict
         counters.update(s.get("counters", {}))
         seconds += s.get("seconds", 0.0)
         creates = creates or s.get("creates_records", False)
+    for extra in sorted((run.stage_dir(label) / "_summaries").glob("part-*.counters.json")):
+        counters.update(read_json(extra))
     shards_file = run.shards_file(label)
     meta = read_json(run.stage_meta(label)) if run.stage_meta(label).exists() else {}
     return {

@@ -37,6 +37,7 @@ def test_runs_and_ledger_balances(tmp_path):
     by = {s["stage"]: s for s in report["stages"]}
     assert by["02-toy_drop_odd"]["dropped"] == {"odd": 15}
     assert by["03-toy_dedup_text"]["dropped"] == {"duplicate_text": 8}
+    assert by["03-toy_dedup_text"]["counters"] == {"summarized_rows": 15}
     for s in report["stages"][1:]:
         assert s["in"] == s["out"] + sum(s["dropped"].values())
     assert report["complete"]

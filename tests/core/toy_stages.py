@@ -72,6 +72,7 @@ class DedupText(GlobalStage):
     reads = ("id", "text")
 
     def summarize(self, table, shard):
+        shard.count("summarized_rows", table.num_rows)
         return table.select(["id", "text"])
 
     def reduce(self, summaries, state_dir):
