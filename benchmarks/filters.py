@@ -12,7 +12,6 @@ left out: it fetches its model from a hub at run time.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 from collections import Counter
 import sys

@@ -17,7 +17,6 @@ ledger and the audit. Four shapes cover the data flow:
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -249,11 +248,6 @@ def add_columns(table: pa.Table, columns: dict[str, Sequence | pa.Array], types:
         else:
             table = table.append_column(name, array)
     return table
-
-
-def json_column(values: Iterable[Any]) -> list[str]:
-    """Nested values that vary per row are stored as JSON strings: one stable type."""
-    return [json.dumps(v, ensure_ascii=False, sort_keys=True) for v in values]
 
 
 class Timer:

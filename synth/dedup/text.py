@@ -3,7 +3,8 @@
 Dedup runs on passages first, and later on instructions and responses, which
 sit in other columns (`instruction`) or inside nested values (`messages`, a list
 of {role, content}, stored either as Arrow lists of structs or, following
-`json_column`, as JSON strings). A small path language picks the text:
+the synth convention for nested values that vary per row, as JSON strings). A small path
+language picks the text:
 
     field: "-1.content"               the last message's content
     field: "[role=user].content"      every user turn, joined by newlines

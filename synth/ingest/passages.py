@@ -12,7 +12,6 @@ with nothing between them is a table of contents, not chapters.
 from __future__ import annotations
 
 import re
-from typing import ClassVar
 
 import pyarrow as pa
 from pydantic import Field, model_validator

@@ -3,7 +3,6 @@ import gzip
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq

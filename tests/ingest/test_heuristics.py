@@ -1,7 +1,5 @@
 import random
-import re
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pytest

@@ -1,6 +1,4 @@
-import re
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pytest

@@ -1,6 +1,5 @@
 import json
 import random
-import re
 from pathlib import Path
 
 import pyarrow as pa
