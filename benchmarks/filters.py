@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from synth.core.stage import Shard
 from synth.ingest.passages import book_passages
@@ -28,23 +29,17 @@ from synth.ingest.langid import LanguageFilter
 REPO = Path(__file__).resolve().parents[1]
 
 
-
-
 def warc_texts(path: Path) -> list[str]:
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+    """Main text of a WARC's HTML pages, through synth's own reader and extractor."""
+    from synth.ingest.extract import ExtractHtml
+    from synth.ingest.read import ReadDocuments
 
-    texts = []
-    with path.open("rb") as fh:
-        for record in ArchiveIterator(fh, record_types=WarcRecordType.response):
-            if "html" not in (record.http_headers.get("Content-Type", "") if record.http_headers else ""):
-                continue
-            body = record.reader.read()
-            text = extract_plain_text(bytes_to_str(body, detect_encoding(body)), main_content=True)
-            if text.strip():
-                texts.append(text)
-    return texts
+    shard = Shard("00-read", 0, "bench", 0)
+    pages = ReadDocuments(ReadDocuments.Options()).read({"path": str(path)}, shard)
+    extract = ExtractHtml(ExtractHtml.Options(extractor="resiliparse"))
+    extract.ensure_setup()
+    texts = extract.process(pages.filter(pa.compute.is_valid(pages.column("html"))), shard).column("text").to_pylist()
+    return [t for t in texts if t and t.strip()]
 
 
 def corpus(shared: Path, limit: int | None) -> list[str]:

@@ -282,9 +282,12 @@ def run_pipeline(
                     if not done(n)
                 ]
 
+            # Records per shard, for the progress bar: read once, and only when there is work.
+            pending = not all(run.is_done(entry.label, n) for n in names)
+            rows = _input_rows(run, pipeline, entry, names) if pending else None
             if isinstance(stage, GlobalStage):
                 todo = tasks("summarize", lambda n: run.summary(entry.label, n).exists() or run.is_done(entry.label, n))
-                _run_phase(executor, todo, entry, len(names), progress, run, "summarize", stage.parallel, _input_rows(run, pipeline, entry, names))
+                _run_phase(executor, todo, entry, len(names), progress, run, "summarize", stage.parallel, rows)
                 if not run.state_done(entry.label).exists() and not all(run.is_done(entry.label, n) for n in names):
                     state = run.state_dir(entry.label)
                     state.mkdir(parents=True, exist_ok=True)
@@ -292,7 +295,7 @@ def run_pipeline(
                     stage.reduce([run.summary(entry.label, n) for n in names], state)
                     atomic_write_json(run.state_done(entry.label), {"finished": time.time()})
             todo = tasks("process", lambda n: run.is_done(entry.label, n))
-            _run_phase(executor, todo, entry, len(names), progress, run, "process", stage.parallel, _input_rows(run, pipeline, entry, names) if todo else None)
+            _run_phase(executor, todo, entry, len(names), progress, run, "process", stage.parallel, rows)
             totals = stage_totals(run, entry.label, entry.type)
             dropped = sum(totals["dropped"].values())
             say(f"{entry.label}: {totals['in']:,} in, {totals['out']:,} out, {dropped:,} dropped ({totals['seconds']:.1f}s of work)")
