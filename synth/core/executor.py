@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from synth.core.config import Pipeline, StageEntry, build_pipeline
 from synth.core.ledger import stage_totals, write_shard_ledger
 from synth.core.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json, shard_name
+from synth.core.scratch import clean_stale_scratch, die_with_parent
 from synth.core.stage import GlobalStage, Shard, SourceStage, Timer, rows_to_table
 
 
@@ -121,6 +122,8 @@ def run_shard(task: ShardTask) -> dict:
 
 
 def _worker_init() -> None:
+    # A worker dies with the run: after a kill -9 of the driver, no worker lives on.
+    die_with_parent()
     # Each worker is one core's worth of work: stop numeric libraries from
     # spawning a thread per core each and thrashing.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -250,6 +253,7 @@ def run_pipeline(
     executor = executor or LocalExecutor(1)
     try:
         run.clean_temporaries()
+        clean_stale_scratch()  # left by sandboxes of a killed earlier run
         inputs = list(inputs if inputs is not None else pipeline.inputs)
         specs = _plan_shards(pipeline, inputs)
         prints = pipeline.fingerprints([repr(s) for s in specs])
@@ -298,6 +302,7 @@ def run_pipeline(
             _run_phase(executor, todo, entry, len(names), progress, run, "process", stage.parallel, rows)
             totals = stage_totals(run, entry.label, entry.type)
             dropped = sum(totals["dropped"].values())
+            _fail_if_nothing_readable(stage, totals, run)
             say(f"{entry.label}: {totals['in']:,} in, {totals['out']:,} out, {dropped:,} dropped ({totals['seconds']:.1f}s of work)")
 
         output = run.publish_output(pipeline.stages[-1].label, names)
@@ -305,6 +310,15 @@ def run_pipeline(
     finally:
         executor.close()
         lock.close()
+
+
+def _fail_if_nothing_readable(stage, totals: dict, run: RunDir) -> None:
+    """One bad file is a counted drop; a run where no input file could be read at all is one clear error."""
+    reasons = set(getattr(stage, "unreadable_reasons", ()))
+    if not reasons or totals["out"] or not totals["dropped"] or set(totals["dropped"]) - reasons:
+        return
+    counts = ", ".join(f"{n} {reason}" for reason, n in totals["dropped"].items())
+    raise InputError(f"no input could be read ({counts}); the reasons are in {run.root / 'rejected'} and `synth audit {run.root}`")
 
 
 def _input_rows(run: RunDir, pipeline: Pipeline, entry: StageEntry, names: list[str]) -> dict[str, int] | None:

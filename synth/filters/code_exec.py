@@ -13,11 +13,18 @@ style `def check(candidate)`, from the response, the instruction or the tests
 column. A `check` is called with the entry point (the column, else the first
 function the code defines whose name the instruction mentions, else its last).
 
-Writes `exec_status` (ok, error, tests_failed, timeout, memory_limit, output_limit, no_code,
-skipped), `exec_stderr_tail`, `tests_passed` (null when there were no tests) and
-`tests_count`. Drop reasons: `no_code` (only with `require_code`), `no_tests`
-(only with `require_tests`), `tests_failed`, `exec_error`, `exec_timeout`,
-`exec_memory_limit`, `exec_output_limit`.
+Writes `exec_status` (ok, error, tests_failed, tests_not_run, timeout, memory_limit,
+output_limit, disk_limit, no_code, skipped), `exec_stderr_tail`, `tests_passed` (null
+when there were no tests) and `tests_count`. Drop reasons: `no_code` (only with
+`require_code`), `no_tests` (only with `require_tests`), `tests_failed`,
+`tests_not_run`, `exec_error`, `exec_timeout`, `exec_memory_limit`,
+`exec_output_limit`, `exec_disk_limit`.
+
+The tests run after the program, and a pass must be proven by them: the sandbox
+confirms the tests reached their end, so a program that exits early (`sys.exit(0)`,
+`os._exit(0)`) is `tests_not_run`, never a pass. The sandbox layers active on this
+machine are counted once per run (`sandbox.layer.<name>` on the first shard), and
+`require_layers` stops the stage with a clear error when one is missing.
 
 Executions run in parallel within a shard, at most `max_parallel` at a time.
 """
@@ -29,11 +36,11 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from synth.core.stage import Filter, FilterOptions
 from synth.filters import code_blocks, turn_text
-from synth.filters.sandbox import STATUS_OK, STATUS_SANDBOX, SandboxLimits, run_python
+from synth.filters.sandbox import LAYER_NAMES, STATUS_OK, STATUS_SANDBOX, SandboxLimits, run_python
 
 _PY_LANGS = {"python", "py", "python3", ""}
 _CHECK = re.compile(r"^def check\(\s*candidate\s*\)", re.M)
@@ -57,7 +64,17 @@ class CodeExecOptions(FilterOptions):
     max_parallel: int = Field(4, ge=1, description="Concurrent sandboxes within a shard.")
     site_packages: bool = Field(False, description="Let the code import installed packages (default: standard library only).")
     require_layers: list[str] = Field(default_factory=list, description="Fail unless these sandbox layers are active, e.g. [netns, landlock, seccomp].")
+    disk_mb: int = Field(64, ge=1, description="Bytes the program may write in its scratch directory (MiB).")
+    disk_inodes: int = Field(2048, ge=16, description="Files and directories the program may create.")
     stderr_tail_chars: int = Field(500, ge=0)
+
+    @field_validator("require_layers")
+    @classmethod
+    def _known_layers(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in LAYER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown sandbox layer(s) {', '.join(unknown)}; allowed: {', '.join(LAYER_NAMES)}")
+        return value
 
 
 def split_code_and_tests(response: str) -> tuple[str, list[str]]:
@@ -127,7 +144,12 @@ def entry_point(code: str, instruction: str, given: str | None) -> str | None:
 
 
 def build_program(code: str, tests: list[str], entry: str | None) -> str:
-    parts = [code]
+    return "\n\n".join([code, build_tests(tests, entry)])
+
+
+def build_tests(tests: list[str], entry: str | None) -> str:
+    """The test program, run after the code in its namespace."""
+    parts = []
     for test in tests:
         parts.append(test)
         if _CHECK.search(test) and entry:
@@ -164,9 +186,15 @@ class CodeExecutionFilter(Filter):
             output_bytes=o.output_bytes,
             site_packages=o.site_packages,
             require=tuple(o.require_layers),
+            disk_bytes=o.disk_mb * 1024 * 1024,
+            disk_inodes=o.disk_inodes,
         )
+        layers = sandbox_layers(limits)
+        if shard.index == 0:  # once per run: what confined the code on this machine
+            for layer in layers:
+                shard.count(f"sandbox.layer.{layer}")
 
-        jobs: dict[int, str] = {}
+        jobs: dict[int, tuple[str, str | None]] = {}
         status = ["skipped"] * table.num_rows
         tests_count = [0] * table.num_rows
         for i in range(table.num_rows):
@@ -182,21 +210,23 @@ class CodeExecutionFilter(Filter):
             if given_tests[i]:
                 tests.append(str(given_tests[i]))
             tests_count[i] = len(tests)
-            jobs[i] = build_program(code, tests, entry_point(code, instruction or "", entries[i]))
+            jobs[i] = (code, build_tests(tests, entry_point(code, instruction or "", entries[i])) if tests else None)
 
         stderr_tail: list[str | None] = [None] * table.num_rows
         passed: list[bool | None] = [None] * table.num_rows
         with ThreadPoolExecutor(max_workers=o.max_parallel) as pool:
-            results = dict(zip(jobs, pool.map(lambda program: run_python(program, limits), jobs.values())))
+            results = dict(zip(jobs, pool.map(lambda job: run_python(job[0], limits, tests=job[1]), jobs.values())))
         for i, res in results.items():
             if res.status == STATUS_SANDBOX:
                 # The machine, not the code: fail the shard loudly rather than drop good data.
                 raise RuntimeError(f"code_exec: the sandbox cannot start here: {res.stderr.strip()[-300:]}")
             failed_test = res.status == "error" and tests_count[i] and "AssertionError" in res.stderr
             status[i] = "tests_failed" if failed_test else res.status
+            if status[i] == STATUS_OK and tests_count[i] and not res.tests_completed:
+                status[i] = "tests_not_run"  # exited before its tests ran to the end
             stderr_tail[i] = res.stderr_tail(o.stderr_tail_chars) if o.stderr_tail_chars else ""
             if tests_count[i]:
-                passed[i] = res.status == STATUS_OK
+                passed[i] = status[i] == STATUS_OK
             shard.count(f"exec.{status[i]}")
         return {"exec_status": status, "exec_stderr_tail": stderr_tail, "tests_passed": passed, "tests_count": tests_count}
 
@@ -209,6 +239,20 @@ class CodeExecutionFilter(Filter):
             return "no_code" if o.require_code else None
         if s == STATUS_OK:
             return "no_tests" if (o.require_tests and not row["tests_count"]) else None
-        if s == "tests_failed":
+        if s in ("tests_failed", "tests_not_run"):
             return s
         return f"exec_{s}"
+
+
+_LAYERS: dict[SandboxLimits, list[str]] = {}
+
+
+def sandbox_layers(limits: SandboxLimits) -> list[str]:
+    """The layers the sandbox sets up here (probed once per process); a clear error
+    when it cannot start or a required layer is missing."""
+    if limits not in _LAYERS:
+        probe = run_python("pass", limits)
+        if probe.status == STATUS_SANDBOX:
+            raise RuntimeError(f"code_exec: {probe.stderr.strip().splitlines()[-1].removeprefix('synth-sandbox: ')}")
+        _LAYERS[limits] = probe.layers
+    return _LAYERS[limits]

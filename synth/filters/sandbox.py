@@ -6,7 +6,10 @@ The layers, strongest first; each one that the kernel or the permissions refuse
 is skipped and reported in `ExecResult.layers`, never silently assumed:
 
 1. Network namespace: `unshare(CLONE_NEWNET)` (as root, or inside a new user
-   namespace otherwise). The child sees only a loopback that is down.
+   namespace otherwise). The child sees only a loopback that is down. In a
+   private mount namespace its directory becomes a tmpfs capped in bytes and
+   inodes (`disk-quota(tmpfs)`); where mounting is refused, the parent measures
+   the directory as it runs and kills it past the budget (`disk-quota(polled)`).
 2. Landlock (Linux >= 5.13): the child may read only the interpreter's standard
    library, system libraries and its own directory, and write only its own
    directory; TCP bind/connect are denied (ABI >= 4); signals and abstract
@@ -17,8 +20,11 @@ is skipped and reported in `ExecResult.layers`, never silently assumed:
 4. seccomp-bpf (x86_64, aarch64): no new processes (fork, vfork, clone without
    CLONE_THREAD; clone3 answers ENOSYS so threads fall back to clone), no exec,
    no sockets, no ptrace/mount/namespaces/bpf/keyrings/io_uring, no prlimit on
-   other processes. This is the process-count limit that also holds for root,
-   for whom the kernel never enforces RLIMIT_NPROC.
+   other processes, no signals to other processes (kill, tkill, tgkill and
+   rt_(tg)sigqueueinfo only to itself; pidfd_open/send_signal/getfd refused).
+   This is the process-count limit that also holds for root, for whom the
+   kernel never enforces RLIMIT_NPROC, and the signal fence on kernels
+   without Landlock's scope layer (Linux < 6.12).
 5. rlimits: CPU seconds (SIGXCPU), address space (MemoryError), file size (every
    file the child writes, stdout and stderr included, is capped), open files,
    no core dumps; without seccomp, RLIMIT_NPROC for non-root users (it counts
@@ -28,7 +34,14 @@ is skipped and reported in `ExecResult.layers`, never silently assumed:
    so); it is the last layer where the kernel offers none of the above.
 
 The parent adds a wall-clock limit (the child runs in its own session and the
-whole group is killed) and reads at most `output_bytes` of each stream.
+whole group is killed) and reads at most `output_bytes` of each stream. The
+child dies with its parent (PR_SET_PDEATHSIG), and its scratch directory is
+named after the parent's pid so a rerun removes it after a crash.
+
+When tests are given, they run after the program in its namespace and the
+launcher then writes a per-run secret to a file the program cannot open: a pass
+is proven by the tests reaching their end, so a program that exits early
+(`sys.exit(0)`, `os._exit(0)`) has not passed (`tests_completed` is False).
 
 This module is also the launcher: run as a script it confines itself and runs the
 program, so it imports only the standard library.
@@ -43,9 +56,9 @@ import platform
 import resource
 import shutil
 import signal
+import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -54,7 +67,11 @@ STATUS_ERROR = "error"  # the program raised or exited non-zero (a failed assert
 STATUS_TIMEOUT = "timeout"  # CPU or wall-clock limit
 STATUS_MEMORY = "memory_limit"
 STATUS_OUTPUT = "output_limit"
+STATUS_DISK = "disk_limit"  # the scratch directory's byte or inode budget
 STATUS_SANDBOX = "sandbox_error"  # the sandbox itself could not start (not the code's fault)
+
+# Names `require` accepts: each matches the layers whose name starts with it.
+LAYER_NAMES = ("netns", "disk-quota", "landlock", "landlock-fs", "landlock-net", "landlock-scope", "no-capabilities", "seccomp", "rlimits", "nproc", "audit-hook")
 
 # Exit code the launcher uses when confinement fails before user code ran.
 _LAUNCH_FAILED = 97
@@ -68,12 +85,17 @@ class SandboxLimits:
     output_bytes: int = 64_000  # kept from each of stdout/stderr
     file_bytes: int = 1_000_000  # largest file the child may write (stdout/stderr included)
     open_files: int = 64
+    # the scratch directory's budget: total bytes and files/directories
+    disk_bytes: int = 64 * 1024 * 1024
+    disk_inodes: int = 2048
     # When False (the default) the child sees the standard library only.
     site_packages: bool = False
     # The Python-level layer; tests turn it off to prove the kernel layers alone hold.
     audit_hook: bool = True
     # Refuse to run at all unless these layers are active ("netns", "landlock", "seccomp").
     require: tuple[str, ...] = ()
+    # Layers not to set up, to see how the others hold (tests; a kernel without them).
+    disable: tuple[str, ...] = ()
 
 
 @dataclass
@@ -84,14 +106,21 @@ class ExecResult:
     stderr: str
     seconds: float
     layers: list[str] = field(default_factory=list)
+    # with tests: whether they ran to their end (None: no tests were given)
+    tests_completed: bool | None = None
 
     def stderr_tail(self, chars: int = 500) -> str:
         return self.stderr[-chars:]
 
 
-def run_python(program: str, limits: SandboxLimits = SandboxLimits(), python: str | None = None) -> ExecResult:
-    """Run `program` (Python source) confined; never raises for anything the program does."""
-    base = tempfile.mkdtemp(prefix="synth-sandbox-")
+def run_python(program: str, limits: SandboxLimits = SandboxLimits(), python: str | None = None, tests: str | None = None) -> ExecResult:
+    """Run `program` (Python source) confined; never raises for anything the program does.
+
+    `tests` (Python source) run after the program in its namespace; `tests_completed`
+    then says whether they reached their end."""
+    from synth.core.scratch import make_scratch_dir
+
+    base = make_scratch_dir("sandbox")
     try:
         control = os.path.join(base, "control")
         work = os.path.join(base, "work")
@@ -99,12 +128,17 @@ def run_python(program: str, limits: SandboxLimits = SandboxLimits(), python: st
         os.makedirs(os.path.join(work, "tmp"))
         with open(os.path.join(work, "main.py"), "w", encoding="utf-8") as fh:
             fh.write(program)
+        proof = secrets.token_hex(16)
         config = {
             "work": work,
             "program": os.path.join(work, "main.py"),
             "layers_file": os.path.join(control, "layers.json"),
             "limits": asdict(limits),
             "read_paths": _read_paths(limits.site_packages),
+            "parent": os.getpid(),
+            "tests": tests,
+            "proof": proof if tests is not None else None,
+            "proof_file": os.path.join(control, "proof"),
         }
         config_path = os.path.join(control, "config.json")
         with open(config_path, "w", encoding="utf-8") as fh:
@@ -131,9 +165,7 @@ def run_python(program: str, limits: SandboxLimits = SandboxLimits(), python: st
                 close_fds=True,
             )
             try:
-                proc.wait(timeout=limits.wall_seconds)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+                timed_out, over_disk = _wait(proc, limits, work)
             finally:
                 _kill_group(proc)
         seconds = time.monotonic() - start
@@ -144,8 +176,15 @@ def run_python(program: str, limits: SandboxLimits = SandboxLimits(), python: st
                 layers = json.load(fh)
         except (OSError, ValueError):
             layers = []
-        status = _classify(proc.returncode, timed_out, stderr, out_full or err_full)
-        return ExecResult(status, proc.returncode, stdout, stderr, round(seconds, 4), layers)
+        status = _classify(proc.returncode, timed_out, stderr, out_full or err_full, over_disk)
+        completed = None
+        if tests is not None:
+            try:
+                with open(config["proof_file"], encoding="utf-8") as fh:
+                    completed = fh.read() == proof
+            except OSError:
+                completed = False
+        return ExecResult(status, proc.returncode, stdout, stderr, round(seconds, 4), layers, completed)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -153,6 +192,45 @@ def run_python(program: str, limits: SandboxLimits = SandboxLimits(), python: st
 def available_layers(python: str | None = None) -> list[str]:
     """The confinement layers this machine grants (runs a trivial program)."""
     return run_python("pass", SandboxLimits(), python).layers
+
+
+def _wait(proc: subprocess.Popen, limits: SandboxLimits, work: str) -> tuple[bool, bool]:
+    """Wait for the child within the wall-clock limit, measuring its directory as it
+    runs (the budget where no tmpfs could be mounted; with one, the parent sees an
+    empty mount point). (timed out, over the disk budget)."""
+    deadline = time.monotonic() + limits.wall_seconds
+    while True:
+        try:
+            proc.wait(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+            return False, _over_budget(work, limits)
+        except subprocess.TimeoutExpired:
+            pass
+        if _over_budget(work, limits):
+            return False, True
+        if time.monotonic() >= deadline:
+            return True, False
+
+
+def _over_budget(work: str, limits: SandboxLimits) -> bool:
+    size = inodes = 0
+    stack = [work]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            inodes += 1
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    size += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:
+                continue
+            if inodes > limits.disk_inodes or size > limits.disk_bytes:
+                return True
+    return False
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -173,11 +251,18 @@ def _read_capped(path: str, keep: int, file_cap: int) -> tuple[str, bool]:
     return text, size >= min(keep, file_cap) and size > keep
 
 
-def _classify(returncode: int | None, timed_out: bool, stderr: str, output_overflow: bool) -> str:
+_DISK_FULL = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]")
+
+
+def _classify(returncode: int | None, timed_out: bool, stderr: str, output_overflow: bool, over_disk: bool = False) -> str:
     if returncode == _LAUNCH_FAILED and "synth-sandbox: " in stderr:
         return STATUS_SANDBOX
+    if over_disk:
+        return STATUS_DISK
     if timed_out or returncode in (-signal.SIGXCPU, -signal.SIGKILL):
         return STATUS_TIMEOUT
+    if returncode != 0 and any(s in stderr[-2000:] for s in _DISK_FULL):
+        return STATUS_DISK
     if "MemoryError" in stderr[-2000:]:
         return STATUS_MEMORY
     if output_overflow:
@@ -216,14 +301,24 @@ def _syscall(nr: int, *args) -> int:
     return _c().syscall(ctypes.c_long(nr), *args)
 
 
-def _unshare_network() -> bool:
-    clone_newnet, clone_newuser = 0x40000000, 0x10000000
-    if _c().unshare(clone_newnet) == 0:
-        return True
-    # Unprivileged: a user namespace grants the right to own a network namespace.
+_CLONE_NEWNET, _CLONE_NEWNS, _CLONE_NEWUSER = 0x40000000, 0x00020000, 0x10000000
+
+
+def _unshare(network: bool, mounts: bool) -> tuple[bool, bool]:
+    """New network and/or mount namespaces: (network done, mounts done)."""
+    if not (network or mounts):
+        return False, False
+    wanted = (_CLONE_NEWNET if network else 0) | (_CLONE_NEWNS if mounts else 0)
+    if _c().unshare(wanted) == 0:
+        return network, mounts
+    if network and mounts and _c().unshare(_CLONE_NEWNET) == 0:
+        return True, False
+    # Unprivileged: a user namespace grants the right to own the others.
     uid, gid = os.getuid(), os.getgid()
-    if _c().unshare(clone_newuser | clone_newnet) != 0:
-        return False
+    if _c().unshare(_CLONE_NEWUSER | wanted) != 0:
+        if not (network and mounts) or _c().unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+            return False, False
+        wanted = _CLONE_NEWNET
     # Map our own ids, or files the program creates would have no owner (EOVERFLOW).
     for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"), ("/proc/self/gid_map", f"{gid} {gid} 1")):
         try:
@@ -231,6 +326,25 @@ def _unshare_network() -> bool:
                 fh.write(text)
         except OSError:
             pass
+    return bool(wanted & _CLONE_NEWNET), bool(wanted & _CLONE_NEWNS)
+
+
+_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
+
+
+def _mount_scratch(work: str, disk_bytes: int, disk_inodes: int, files: dict[str, str]) -> bool:
+    """Replace the work directory (in this private mount namespace) by a tmpfs capped
+    in bytes and inodes, holding the same files."""
+    # Private first: a mount must never propagate back to the host's namespace.
+    if _c().mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        return False
+    options = f"size={disk_bytes},nr_inodes={disk_inodes + 8},mode=0700".encode()
+    if _c().mount(b"tmpfs", os.fsencode(work), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
+        return False
+    os.makedirs(os.path.join(work, "tmp"), exist_ok=True)
+    for name, text in files.items():
+        with open(os.path.join(work, name), "w", encoding="utf-8") as fh:
+            fh.write(text)
     return True
 
 
@@ -320,7 +434,7 @@ def _landlock(work: str, read_paths: list[str]) -> list[str]:
 
 # -- capabilities -------------------------------------------------------------------
 
-_PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP, _PR_SET_SECCOMP = 38, 24, 22
+_PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP, _PR_SET_SECCOMP, _PR_SET_PDEATHSIG = 38, 24, 22, 1
 
 
 class _CapHeader(ctypes.Structure):
@@ -350,6 +464,8 @@ _SYSCALLS = {
         process_vm_readv=310, process_vm_writev=311, kexec_load=246, init_module=175, finit_module=313,
         delete_module=176, reboot=169, swapon=167, swapoff=168, personality=135, prlimit64=302,
         open_by_handle_at=304, name_to_handle_at=303, fsopen=430, fsmount=432, move_mount=429, open_tree=428,
+        kill=62, tkill=200, tgkill=234, rt_sigqueueinfo=129, rt_tgsigqueueinfo=297, pidfd_send_signal=424,
+        pidfd_open=434, pidfd_getfd=438,
     ),
     "aarch64": dict(
         arch=0xC00000B7, clone=220, clone3=435, execve=221, execveat=281, socket=198, socketpair=199, ptrace=117,
@@ -358,8 +474,12 @@ _SYSCALLS = {
         process_vm_writev=271, kexec_load=104, init_module=105, finit_module=273, delete_module=106, reboot=142,
         swapon=224, swapoff=225, personality=92, prlimit64=261, open_by_handle_at=265, name_to_handle_at=264,
         fsopen=430, fsmount=432, move_mount=429, open_tree=428,
+        kill=129, tkill=130, tgkill=131, rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, pidfd_send_signal=424,
+        pidfd_open=434, pidfd_getfd=438,
     ),
 }
+# Signal syscalls whose first argument is the target: allowed only at the process itself.
+_SELF_SIGNALS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 
 
 class _SockFilter(ctypes.Structure):
@@ -379,7 +499,9 @@ def _seccomp() -> bool:
     errno_ret = lambda e: 0x00050000 | e  # noqa: E731
     eperm, eagain, enosys = errno_ret(1), errno_ret(11), errno_ret(38)
     clone_thread = 0x00010000
-    denied = [n for k, n in table.items() if k not in ("arch", "clone", "clone3", "prlimit64", "fork", "vfork")]
+    special = ("arch", "clone", "clone3", "prlimit64", "fork", "vfork") + _SELF_SIGNALS
+    denied = [n for k, n in table.items() if k not in special]
+    own_pid = os.getpid()
     no_process = [table[k] for k in ("fork", "vfork") if k in table]
 
     # Instructions with symbolic jump targets, resolved below.
@@ -392,6 +514,7 @@ def _seccomp() -> bool:
         prog.append((jge, "eperm", 0, 0x40000000))  # x32 ABI numbers
     prog += [(jeq, "eperm", 0, n) for n in denied]
     prog += [(jeq, "eagain", 0, n) for n in no_process]
+    prog += [(jeq, "self_signal", 0, table[k]) for k in _SELF_SIGNALS]
     prog += [
         (jeq, "enosys", 0, table["clone3"]),
         (jeq, "clone", 0, table["clone"]),
@@ -402,6 +525,10 @@ def _seccomp() -> bool:
         (jset, "allow", "eagain", clone_thread),
         ("prlimit", None, None, None),
         (ld, 0, 0, 16),  # args[0]: pid, 0 = self
+        (jeq, "allow", "eperm", 0),
+        ("self_signal", None, None, None),
+        (ld, 0, 0, 16),  # args[0]: the target pid/tgid/tid; 0 = own process group (a session of one)
+        (jeq, "allow", 0, own_pid),
         (jeq, "allow", "eperm", 0),
         ("allow", None, None, None),
         (ret, 0, 0, allow),
@@ -436,7 +563,7 @@ def _audit_hook(work: str, read_paths: list[str]):
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     readable = tuple(os.path.realpath(p) for p in read_paths) + (work, "/dev/null", "/dev/urandom")
     blocked_prefixes = ("socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "ctypes.", "pty.", "os.fork")
-    blocked = {"os.system", "os.kill", "os.killpg", "os.forkpty", "shutil.rmtree"}
+    blocked = {"os.system", "os.kill", "os.killpg", "os.forkpty", "shutil.rmtree", "signal.pthread_kill"}
 
     def inside(path: str, roots: tuple[str, ...]) -> bool:
         return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
@@ -463,25 +590,38 @@ def _audit_hook(work: str, read_paths: list[str]):
 def _launch(config_path: str) -> None:
     with open(config_path, encoding="utf-8") as fh:
         config = json.load(fh)
+    # Die with the parent: a killed run leaves no sandbox running (and if the parent
+    # is already gone, do not start at all).
+    if _c().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != config.get("parent", os.getppid()):
+        os._exit(_LAUNCH_FAILED)
     limits, work = config["limits"], config["work"]
+    disabled = set(limits.get("disable", ()))
     with open(config["program"], encoding="utf-8") as fh:
         source = fh.read()
     layers: list[str] = []
     code = compile(source, "main.py", "exec")  # a syntax error is the program's, reported as such
+    tests = compile(config["tests"], "tests.py", "exec") if config.get("tests") is not None else None
     report = open(config["layers_file"], "w", encoding="utf-8")  # opened now: Landlock forbids it later
+    proof_file = open(config["proof_file"], "w", encoding="utf-8") if tests is not None else None
     try:
         processes = _own_process_count() if os.getuid() != 0 else 0
-        if _unshare_network():
+        netns, mountns = _unshare("netns" not in disabled, "disk-quota" not in disabled)
+        if netns:
             layers.append("netns")
+        if mountns and _mount_scratch(work, int(limits["disk_bytes"]), int(limits["disk_inodes"]), {"main.py": source}):
+            layers.append("disk-quota(tmpfs)")
+        elif "disk-quota" not in disabled:
+            layers.append("disk-quota(polled)")  # the parent measures the directory as it runs
         _set_limits(limits)
         layers.append("rlimits")
         if _c().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "no_new_privs")
-        layers += _landlock(work, config["read_paths"])
+        if "landlock" not in disabled:
+            layers += _landlock(work, config["read_paths"])
         # Root, or a user namespace, holds capabilities: give them all up.
-        if _drop_capabilities():
+        if "no-capabilities" not in disabled and _drop_capabilities():
             layers.append("no-capabilities")
-        if _seccomp():
+        if "seccomp" not in disabled and _seccomp():
             layers.append("seccomp")
         elif os.getuid() != 0:
             # No seccomp: RLIMIT_NPROC counts every process of this uid, so allow
@@ -499,6 +639,13 @@ def _launch(config_path: str) -> None:
         sys.stderr.write(f"synth-sandbox: cannot confine: {exc}\n")
         sys.stderr.flush()
         os._exit(_LAUNCH_FAILED)
+    # Signal calls the audit hook cannot see: gone from the program's reach.
+    import posix
+
+    for module, name in ((os, "pidfd_open"), (posix, "pidfd_open"), (signal, "pidfd_send_signal"), (signal, "pthread_kill")):
+        if hasattr(module, name):
+            delattr(module, name)
+    proof = config.pop("proof", None)
     if limits.get("audit_hook", True):
         sys.addaudithook(_audit_hook(work, config["read_paths"]))
     os.chdir(work)
@@ -509,6 +656,11 @@ def _launch(config_path: str) -> None:
     main.__file__ = os.path.join(work, "main.py")
     sys.modules["__main__"] = main
     exec(code, main.__dict__)
+    if tests is not None:
+        exec(tests, main.__dict__)
+        # Reached only when every test ran: an early exit of the program never gets here.
+        proof_file.write(proof)
+        proof_file.close()
 
 
 if __name__ == "__main__":

@@ -5,14 +5,18 @@ Formats are told apart by content first (see readers/sniff.py), so a mislabelled
 file is still read. Nothing a file contains can stop the run: a fault inside a file
 is counted under a reason and reading goes on after it; a file that cannot be read
 at all is one counted drop (`unreadable_file`, with the error) for its shard.
+
+Hostile files cost bounded memory: every record, line and decompressed body is
+read as a stream with a cap of `max_document_bytes + 1`, so a small file that
+decompresses into gigabytes becomes a counted `too_large`, not an allocation.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import glob
-import gzip
 import json
+import logging
 import os
 import zlib
 from collections.abc import Iterator, Sequence
@@ -47,10 +51,15 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(SCHEMA.names)
+_log = logging.getLogger(__name__)
 _GLOB_CHARS = set("*?[")
 _HTML_SNIFF = (b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")
 # How much of a dropped record the reject sample keeps: enough to recognise it.
 _SAMPLE_CHARS = 500
+# An archive block holds HTTP headers before the page: room for them above the cap.
+_HTTP_HEAD_ROOM = 64 * 1024
+# Oversize lines are skipped in pieces of this size, never held whole.
+_SKIP_CHUNK = 1 << 20
 
 
 class ReadOptions(StageOptions):
@@ -79,6 +88,8 @@ class ReadDocuments(SourceStage):
     Options = ReadOptions
     writes = COLUMNS
     options: ReadOptions
+    # drops that mean "this file gave nothing": a run made only of them is an error
+    unreadable_reasons = ("unreadable_file", "unknown_format", "empty_file")
 
     def schema(self) -> pa.Schema:
         return SCHEMA
@@ -90,12 +101,16 @@ class ReadDocuments(SourceStage):
     def list_shards(self, inputs: Sequence[str]) -> list[dict]:
         specs = []
         split = self.options.split_bytes
-        for path in expand_inputs(inputs, self.options.exclude):
+        skipped: dict[str, int] = {}
+        for path in expand_inputs(inputs, self.options.exclude, skipped=skipped):
             size = os.path.getsize(path)
-            if split and size > split and _is_archive(Path(path)):
+            if split and size > split and _is_splittable(Path(path)):
                 specs.extend({"path": path, "size": size, "begin": b, "end": min(size, b + split)} for b in range(0, size, split))
             else:
                 specs.append({"path": path, "size": size})
+        if skipped and specs:
+            # counted in the ledger by the first shard (see read())
+            specs[0]["skipped_inputs"] = dict(sorted(skipped.items()))
         return specs
 
     # -- reading -------------------------------------------------------------
@@ -107,16 +122,21 @@ class ReadDocuments(SourceStage):
         except OSError as exc:
             shard.drop({"source": str(path)}, "unreadable_file", {"error": _one_line(exc)})
             return pa.Table.from_pylist([], schema=SCHEMA)
+        for reason, n in (spec.get("skipped_inputs") or {}).items():
+            shard.count(f"inputs.skipped.{reason}", n)
         if not spec.get("begin"):  # a file split in byte ranges is counted by its first
             shard.count(f"files.{fmt}")
-            if gz and not path.name.lower().endswith((".gz", ".tgz")):
+            if gz == "zstd":
+                shard.count("files.zstd")
+            elif gz and not path.name.lower().endswith((".gz", ".tgz")):
                 shard.count("files.gzip_without_gz_name")
             if not gz and path.name.lower().endswith(".gz"):
                 # named .gz but not gzip: read as what it is
                 shard.count("files.gz_name_not_gzip")
         if "begin" in spec:
-            if fmt not in ("warc", "wet", "arc"):
-                raise InputError(f"{path}: planned as a byte range of an archive but is now {fmt}; the file changed since planning")
+            if fmt not in ("warc", "wet", "arc") or gz == "zstd":
+                shard.drop({"source": str(path)}, "unreadable_file", {"error": f"planned as a byte range of an archive but is now {fmt}; the file changed since planning"})
+                return pa.Table.from_pylist([], schema=SCHEMA)
             reader = partial(self._read_archive, begin=spec["begin"], end=spec["end"])
         else:
             reader = None
@@ -135,8 +155,8 @@ class ReadDocuments(SourceStage):
         try:
             for row in reader(path, fmt, gz, shard):
                 rows.append(row)
-        except (InputError, ImportError, NameError):
-            raise  # bad arguments, a broken install or a bug: not a fault of this file
+        except (ImportError, NameError):
+            raise  # a broken install or a bug: not a fault of this file
         except Exception as exc:  # noqa: BLE001 - the records read so far are kept
             shard.drop({"source": str(path), "offset": rows[-1]["offset"] if rows else 0}, "unreadable_file", {"error": _one_line(exc)})
         return pa.Table.from_pylist(rows, schema=SCHEMA)
@@ -149,7 +169,8 @@ class ReadDocuments(SourceStage):
 
     def _read_archive(self, path: Path, fmt: str, gz: bool, shard: Shard, begin: int = 0, end: int | None = None) -> Iterator[dict]:
         source = str(path)
-        for rec in iter_archive(path, gz, fmt, begin, end):
+        cap = self.options.max_document_bytes
+        for rec in iter_archive(path, gz, fmt, begin, end, max_bytes=cap + _HTTP_HEAD_ROOM):
             if isinstance(rec, ArchiveFault):
                 shard.drop({"source": source, "offset": rec.offset}, "corrupt_record", {"error": _one_line(rec.error)})
                 continue
@@ -159,6 +180,9 @@ class ReadDocuments(SourceStage):
             if fmt == "wet" or rec.record_type == "conversion":
                 if rec.record_type != "conversion":
                     shard.count(f"skipped.{rec.record_type}_records")
+                    continue
+                if rec.oversize or len(rec.body) > cap:
+                    self._too_large(shard, max(len(rec.body), rec.declared_length or 0), {"source": source, "offset": rec.offset, "url": rec.url})
                     continue
                 row = self._row(source, "wet", rec.offset, text=rec.body.decode("utf-8", "replace"), url=rec.url, date=rec.date, content_type=rec.content_type or "text/plain", charset="utf-8")
                 if rec.truncated and not self.options.keep_truncated:
@@ -170,7 +194,13 @@ class ReadDocuments(SourceStage):
             if rec.record_type != "response":
                 shard.count(f"skipped.{rec.record_type}_records")
                 continue
-            body = _decode_content_encoding(rec.body)
+            if rec.oversize:
+                self._too_large(shard, max(len(rec.body), rec.declared_length or 0), {"source": source, "offset": rec.offset, "url": rec.url, "html": rec.body[:_SAMPLE_CHARS]})
+                continue
+            body = _decode_content_encoding(rec.body, cap)
+            if body is None:
+                shard.drop({"source": source, "offset": rec.offset, "url": rec.url, "html": rec.body[:_SAMPLE_CHARS]}, "too_large", {"bytes": f">{cap} decompressed"})
+                continue
             row = self._row(source, fmt, rec.offset, html=body, url=rec.url, date=rec.date, content_type=rec.content_type, charset=rec.charset)
             if rec.truncated:
                 # judged before the content checks: a cut record has lost its headers too
@@ -196,7 +226,12 @@ class ReadDocuments(SourceStage):
             lineno = 0
             while True:
                 try:
-                    raw = fh.readline()
+                    raw = fh.readline(opts.max_document_bytes + 1)
+                    if len(raw) > opts.max_document_bytes and not raw.endswith(b"\n"):
+                        raw_size = len(raw) + _skip_rest_of_line(fh)
+                        lineno += 1
+                        shard.drop({"source": source, "offset": lineno, "text": raw[:_SAMPLE_CHARS].decode("utf-8", "replace")}, "too_large", {"bytes": raw_size})
+                        continue
                 except (EOFError, OSError, zlib.error) as exc:
                     # a cut or corrupt gzip stream: what was read before is kept
                     shard.drop({"source": source, "offset": lineno + 1}, "truncated_file", {"error": _one_line(exc)})
@@ -248,7 +283,8 @@ class ReadDocuments(SourceStage):
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
         if opts.text_field not in names:
-            raise InputError(f"{path}: no column {opts.text_field!r} to read text from (columns: {', '.join(names)}); set the read stage's text_field")
+            shard.drop({"source": source}, "unreadable_file", {"error": f"no column {opts.text_field!r} to read text from (columns: {', '.join(names)}); set the read stage's text_field"})
+            return
         wanted = [c for c in dict.fromkeys([opts.text_field, opts.url_field, opts.title_field, "author", "date"]) if c in names]
         row_index = 0
         for batch in pf.iter_batches(columns=wanted, batch_size=4096):
@@ -317,19 +353,26 @@ def describe_inputs(inputs: Sequence[str], exclude: Sequence[str] = ReadOptions(
     return out
 
 
-def expand_inputs(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[str]:
-    """Paths, directories and globs -> sorted, de-duplicated files; nothing found is an error."""
+def expand_inputs(inputs: Sequence[str], exclude: Sequence[str] = (), skipped: dict[str, int] | None = None) -> list[str]:
+    """Paths, directories and globs -> sorted files, each real file once; nothing found is an error.
+
+    Directory links are followed, but never into a directory the walk is already
+    inside (`loop -> ..`, `self -> .`) nor twice into the same directory; a file
+    reached by several paths is read once (under its smallest path). What was
+    left out is counted in `skipped` by reason and logged once.
+    """
     if not inputs:
         raise InputError("no inputs given: pass --input PATH_OR_GLOB (or set `inputs` in the pipeline)")
-    found: dict[str, None] = {}
+    skips: dict[str, int] = {}
+    by_real: dict[str, str] = {}
     for item in inputs:
         item = os.path.expanduser(str(item))
         if _GLOB_CHARS & set(item):
-            matches = [m for m in glob.glob(item, recursive=True) if os.path.isfile(m) and not _excluded(m, exclude)]
+            matches = [m for m in _glob_files(item, skips) if not _excluded(m, exclude)]
             if not matches:
                 raise InputError(f"input {item!r} matched no files")
         elif os.path.isdir(item):
-            matches = [str(p) for p in Path(item).rglob("*") if p.is_file() and not _excluded(str(p), exclude)]
+            matches = [m for m in _walk_files(item, skips) if not _excluded(m, exclude)]
             if not matches:
                 raise InputError(f"input directory {item!r} holds no files")
         elif os.path.isfile(item):
@@ -337,15 +380,113 @@ def expand_inputs(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[st
         else:
             raise InputError(f"input path {item!r} does not exist")
         for m in matches:
-            found.setdefault(os.path.normpath(os.path.abspath(m)), None)
-    return sorted(found)
+            path = os.path.normpath(os.path.abspath(m))
+            real = os.path.realpath(path)
+            known = by_real.get(real)
+            if known is None:
+                by_real[real] = path
+            elif known != path:
+                skips["same_file"] = skips.get("same_file", 0) + 1
+                by_real[real] = min(known, path)
+    if skips:
+        _log.warning("inputs: skipped %s", ", ".join(f"{n} path(s) ({reason.replace('_', ' ')})" for reason, n in sorted(skips.items())))
+        if skipped is not None:
+            for reason, n in skips.items():
+                skipped[reason] = skipped.get(reason, 0) + n
+    return sorted(by_real.values())
 
 
-def _is_archive(path: Path) -> bool:
+def _glob_files(pattern: str, skips: dict[str, int]) -> list[str]:
+    if "**" not in pattern:
+        # without `**` a glob descends a fixed depth: links cannot loop it
+        return [m for m in glob.glob(pattern) if os.path.isfile(m)]
+    parts = pattern.split(os.sep)
+    fixed = 0
+    while fixed < len(parts) - 1 and not (_GLOB_CHARS & set(parts[fixed])):
+        fixed += 1
+    root = os.sep.join(parts[:fixed]) or ("/" if pattern.startswith(os.sep) else ".")
+    wanted = [p for p in parts[fixed:] if p]
+    if not os.path.isdir(root):
+        return []
+    out = []
+    for path in _walk_files(root, skips):
+        rel = os.path.relpath(path, root).split(os.sep)
+        if _glob_match(wanted, rel):
+            out.append(path if fixed else os.path.relpath(path))
+    return out
+
+
+def _glob_match(pattern: list[str], parts: list[str]) -> bool:
+    """glob's recursive semantics on path segments: `**` is any number of directories,
+    and a wildcard does not match a hidden name unless it starts with a dot."""
+    if not pattern:
+        return not parts
+    head = pattern[0]
+    if head == "**":
+        if _glob_match(pattern[1:], parts):
+            return True
+        return bool(parts) and not parts[0].startswith(".") and _glob_match(pattern, parts[1:])
+    if not parts or (parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], head) and _glob_match(pattern[1:], parts[1:])
+
+
+def _walk_files(root: str, skips: dict[str, int]) -> Iterator[str]:
+    """Every file under `root`, following directory links except into a loop or twice."""
+
+    def skip(reason: str) -> None:
+        skips[reason] = skips.get(reason, 0) + 1
+
+    visited = {os.path.realpath(root)}
+    stack = [(root, os.path.realpath(root))]
+    while stack:
+        here, real_here = stack.pop()
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError:
+            skip("unreadable_directory")
+            continue
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+                is_link = entry.is_symlink()
+            except OSError:
+                skip("unreadable_entry")
+                continue
+            if is_dir:
+                real = os.path.realpath(entry.path)
+                if is_link and (real_here == real or real_here.startswith(real.rstrip(os.sep) + os.sep)):
+                    skip("directory_link_loop")  # a link to a directory the walk is inside
+                    continue
+                if real in visited:
+                    skip("directory_seen_twice")
+                    continue
+                visited.add(real)
+                stack.append((entry.path, real))
+            elif is_file:
+                yield entry.path
+            elif is_link:
+                skip("broken_link")
+
+
+def _is_splittable(path: Path) -> bool:
+    """An archive whose byte ranges can be read apart: WARC/WET/ARC, plain or gzip."""
     try:
-        return sniff_format(path)[0] in ("warc", "wet", "arc")
+        fmt, gz = sniff_format(path)
     except OSError:
         return False
+    return fmt in ("warc", "wet", "arc") and gz != "zstd"
+
+
+def _skip_rest_of_line(fh) -> int:
+    """Read past the rest of an oversize line in bounded pieces; bytes skipped."""
+    skipped = 0
+    while True:
+        piece = fh.readline(_SKIP_CHUNK)
+        skipped += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return skipped
 
 
 def _excluded(path: str, patterns: Sequence[str]) -> bool:
@@ -364,18 +505,29 @@ def _is_html(content_type: str | None, body: bytes) -> bool:
     return head.startswith(_HTML_SNIFF) or b"<html" in head
 
 
-def _decode_content_encoding(body: bytes) -> bytes:
-    # Some crawls store the body still gzip-compressed, others decompressed but
-    # with the Content-Encoding header kept (ClueWeb): trust the bytes, not the header.
-    if body[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(body)
-        except (OSError, EOFError, zlib.error):
-            try:
-                return zlib.decompressobj(31).decompress(body)
-            except zlib.error:
-                return body
-    return body
+def _decode_content_encoding(body: bytes, cap: int) -> bytes | None:
+    """The page, gunzipped when the body is gzip; None when it inflates beyond `cap` bytes.
+
+    Some crawls store the body still gzip-compressed, others decompressed but with
+    the Content-Encoding header kept (ClueWeb): trust the bytes, not the header.
+    Inflated as a stream with a cap, so a gzip bomb costs `cap` bytes, not its size.
+    """
+    if body[:2] != b"\x1f\x8b":
+        return body
+    out = bytearray()
+    data = body
+    try:
+        while data[:2] == b"\x1f\x8b":  # one gzip member after another
+            inflater = zlib.decompressobj(31)
+            out += inflater.decompress(data, cap + 1 - len(out))
+            if len(out) > cap:
+                return None
+            if not inflater.eof:
+                break  # cut short: keep what inflated
+            data = inflater.unused_data
+    except zlib.error:
+        return bytes(out) if out else body
+    return bytes(out)
 
 
 def _sample(record: dict) -> dict:

@@ -96,6 +96,17 @@ def test_runs_in_parallel():
     assert elapsed < 4.5, elapsed  # sequential would take 6 s and more
 
 
-def test_missing_sandbox_layer_fails_the_shard_not_the_rows():
-    with pytest.raises(RuntimeError, match="sandbox cannot start"):
-        run([{"id": "a", "response": fence("print(1)")}], require_layers=["no-such-layer"])
+def test_missing_sandbox_layer_fails_the_shard_not_the_rows(monkeypatch):
+    import functools
+
+    import synth.filters.code_exec as code_exec
+
+    # a kernel without seccomp, simulated: the layer is not set up
+    monkeypatch.setattr(code_exec, "SandboxLimits", functools.partial(code_exec.SandboxLimits, disable=("seccomp",)))
+    with pytest.raises(RuntimeError, match="required layers unavailable: seccomp"):
+        run([{"id": "a", "response": fence("print(1)")}], require_layers=["seccomp"])
+
+
+def test_unknown_required_layer_is_a_config_error():
+    with pytest.raises(ValueError, match="unknown sandbox layer.*no-such-layer.*allowed: netns"):
+        CodeExecOptions(require_layers=["no-such-layer"])

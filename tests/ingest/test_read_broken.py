@@ -219,14 +219,15 @@ def test_missing_path_and_empty_glob_are_input_errors(tmp_path):
         stage.list_shards([str(tmp_path / "*.warc.gz")])
 
 
-def test_parquet_without_text_column_is_a_clear_error(tmp_path):
+def test_parquet_without_text_column_is_a_counted_unreadable_file(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = tmp_path / "docs.parquet"
     pq.write_table(pa.table({"body": ["a", "b"]}), path)
-    with pytest.raises(InputError, match="no column 'text'.*columns: body"):
-        read(path)
+    table, shard = read(path)
+    assert table.num_rows == 0 and dict(shard.dropped) == {"unreadable_file": 1}
+    assert "no column 'text'" in shard.rejects[0].scores["error"] and "columns: body" in shard.rejects[0].scores["error"]
     table, shard = read(path, text_field="body")
     assert table.column("text").to_pylist() == ["a", "b"]
     assert table.column("offset").to_pylist() == [1, 2]

@@ -11,6 +11,12 @@ A fault in the middle of a file (a corrupt gzip member, a garbled header) does
 not end the file: we count it, look for the next record start after the last good
 record (the next gzip member that inflates to a record header, or the next
 `WARC/x.y` line), and read on from there.
+
+No record is read whole: a block is read up to `max_bytes` (the caller's
+document cap plus room for HTTP headers) and the rest of it is skipped as a
+stream, so a record that decompresses to gigabytes is an `oversize` record of a
+few megabytes in memory. zstd archives (see zstd.py) are read as one stream;
+a fault inside one ends that file (counted), since frames carry no record offsets.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from fastwarc.warc import ArchiveIterator as FastArchiveIterator
@@ -46,6 +53,8 @@ class ArchiveRecord:
     truncated: bool = False
     # the header is unusable (a Content-Length that is not a number)
     malformed: bool = False
+    # the block is longer than the reader's cap: `body` holds only its start
+    oversize: bool = False
 
 
 class ArchiveFault(Exception):
@@ -64,19 +73,33 @@ def _charset_of(content_type: str | None) -> str | None:
     return m.group(1).decode("ascii").lower() if m else None
 
 
-def _fast_records(fh, start: int) -> Iterator[ArchiveRecord]:
+def _read_capped(stream, cap: int | None) -> tuple[bytes, bool]:
+    """(the first `cap` bytes, whether there were more): the rest stays unread."""
+    if cap is None:
+        return stream.read(), False
+    parts, size = [], 0
+    while size < cap:
+        chunk = stream.read(min(cap - size, 1 << 20))
+        if not chunk:
+            return b"".join(parts), False
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), bool(stream.read(1))
+
+
+def _fast_records(fh, start: int, cap: int | None = None) -> Iterator[ArchiveRecord]:
     # HTTP is parsed here, not by FastWARC, so the whole block is read and a
     # block shorter than the WARC Content-Length reliably marks a cut record.
     it = FastArchiveIterator(fh, record_types=WarcRecordType.any_type, parse_http=False, quirks_mode=True)
     for rec in it:
         offset = rec.stream_pos if rec.stream_pos >= start else start + rec.stream_pos
-        block = rec.reader.read()
+        block, oversize = _read_capped(rec.reader, cap)
         rtype = str(rec.record_type)
         length_field = rec.headers.get("Content-Length")
         declared = _int_or_none(length_field)
         malformed = length_field is not None and declared is None
         # no Content-Length at all: the file ended inside the record's header
-        truncated = not malformed and (declared is None or len(block) < declared)
+        truncated = not malformed and not oversize and (declared is None or len(block) < declared)
         status = content_type = None
         body = block
         if rtype in ("response", "request", "revisit") and block[:5] in (b"HTTP/", b"http/"):
@@ -95,6 +118,7 @@ def _fast_records(fh, start: int) -> Iterator[ArchiveRecord]:
             declared_length=declared,
             truncated=truncated,
             malformed=malformed,
+            oversize=oversize,
         )
 
 
@@ -152,10 +176,10 @@ def _int_or_none(value) -> int | None:
         return None
 
 
-def _arc_records(fh, start: int) -> Iterator[ArchiveRecord]:
+def _arc_records(fh, start: int, cap: int | None = None) -> Iterator[ArchiveRecord]:
     it = WarcioIterator(fh, arc2warc=True)
     for rec in it:
-        body = rec.content_stream().read()
+        body, oversize = _read_capped(rec.content_stream(), cap)
         offset = start + it.get_record_offset() if it.get_record_offset() < start else it.get_record_offset()
         http = rec.http_headers
         ctype = http.get_header("Content-Type") if http is not None else rec.rec_headers.get_header("Content-Type")
@@ -175,6 +199,7 @@ def _arc_records(fh, start: int) -> Iterator[ArchiveRecord]:
             charset=_charset_of(ctype),
             body=body,
             declared_length=rec.length,
+            oversize=oversize,
         )
 
 
@@ -211,15 +236,42 @@ def _next_record_start(path: Path, after: int, gz: bool, kind: str) -> int | Non
             pos += _SCAN_CHUNK
 
 
-def iter_archive(path: Path, gz: bool, kind: str, begin: int = 0, end: int | None = None) -> Iterator[ArchiveRecord | ArchiveFault]:
+def _iter_zstd(path: Path, kind: str, cap: int | None) -> Iterator[ArchiveRecord | ArchiveFault]:
+    from synth.ingest.readers.zstd import open_stream
+
+    reader = _arc_records if kind == "arc" else _fast_records
+    last = 0
+    with open_stream(path) as stream:
+        records = reader(stream, 0, cap)
+        while True:
+            try:
+                rec = next(records)
+            except StopIteration:
+                return
+            except (ImportError, NameError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one fault; a zstd stream cannot be resynchronised
+                yield ArchiveFault(last, f"{type(exc).__name__}: {exc}")
+                return
+            last = rec.offset
+            yield rec
+
+
+def iter_archive(
+    path: Path, gz: bool | str, kind: str, begin: int = 0, end: int | None = None, max_bytes: int | None = None
+) -> Iterator[ArchiveRecord | ArchiveFault]:
     """Every readable record of a WARC/WET/ARC file, with a fault marker where some were lost.
 
     With `begin`/`end`, only records starting in [begin, end): reading starts at
     the first record start at or after `begin`, so byte ranges of one file are
     independent shards that together yield each record exactly once.
     Faults are yielded (not raised) so the caller counts them and keeps going.
+    `max_bytes` caps how much of each record block is held in memory (see `oversize`).
     """
-    reader = _arc_records if kind == "arc" else _fast_records
+    if gz == "zstd":
+        yield from _iter_zstd(path, kind, max_bytes)
+        return
+    reader = partial(_arc_records if kind == "arc" else _fast_records, cap=max_bytes)
     start = begin if begin == 0 else _next_record_start(path, begin, gz, kind)
     if start is None or (end is not None and start >= end):
         return
