@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import os
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class StageEntry:
     type: str
     options: dict[str, Any]
     stage: Stage
+    # the options as the file wrote them (${VAR} not expanded): what goes to disk
+    written_options: dict[str, Any] | None = None
 
 
 @dataclass
@@ -111,20 +114,43 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-def _expand(value: str) -> str:
-    if "${SYNTH_DATA}" in value and "SYNTH_DATA" not in os.environ:
-        value = value.replace("${SYNTH_DATA}", str(default_data_dir()))
-    return os.path.expandvars(value)
+_VAR = re.compile(r"\$\{(env:)?([A-Za-z_][A-Za-z0-9_]*)\}")
+# Keys whose values are paths or endpoints: `${VAR}` expands there. Anywhere else
+# only an explicit `${env:VAR}` does, so a `$` in a regex or a prompt stands.
+_PATH_KEY = re.compile(r"(^|_)(path|paths|file|files|dir|dirs|directory|url|urls|endpoint|host|address|input|inputs|benchmark|benchmarks|models|graph)$")
 
 
-def _expand_all(value: Any) -> Any:
-    """${VAR} in any string of the file (paths to data, benchmarks, models)."""
+class _UnsetVariable(ValueError):
+    pass
+
+
+def _expand(value: str, any_var: bool = True) -> str:
+    """`${VAR}` (when `any_var`) and `${env:VAR}` from the environment; an unset one is an error."""
+
+    def sub(m: re.Match) -> str:
+        explicit, name = m.group(1), m.group(2)
+        if not explicit and not any_var:
+            return m.group(0)
+        if name in os.environ:
+            return os.environ[name]
+        if name == "SYNTH_DATA":
+            return str(default_data_dir())
+        raise _UnsetVariable(f"names ${{{m.group(1) or ''}{name}}}, but the environment variable {name} is not set")
+
+    return _VAR.sub(sub, value) if "${" in value else value
+
+
+def _expand_tree(value: Any, any_var: bool, changed: list[bool]) -> Any:
+    """${VAR} under path/endpoint keys (and below them), ${env:VAR} everywhere."""
     if isinstance(value, str):
-        return _expand(value) if "$" in value else value
+        out = _expand(value, any_var)
+        if out != value:
+            changed[0] = True
+        return out
     if isinstance(value, list):
-        return [_expand_all(v) for v in value]
+        return [_expand_tree(v, any_var, changed) for v in value]
     if isinstance(value, dict):
-        return {k: _expand_all(v) for k, v in value.items()}
+        return {k: _expand_tree(v, any_var or bool(_PATH_KEY.search(str(k).lower())), changed) for k, v in value.items()}
     return value
 
 
@@ -159,7 +185,34 @@ def build_pipeline(
 
     if not isinstance(raw, dict):
         raise fail((), "a pipeline is a mapping with at least 'name' and 'stages'")
-    raw = _expand_all(raw)
+    # `raw` stays as written (it is what run.json records: no expanded secrets);
+    # the expanded copy is what runs.
+    written = raw
+    expanded_keys: dict[tuple, bool] = {}
+    expanded_raw: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "stages" and isinstance(value, list):
+            stages = []
+            for i, spec in enumerate(value):
+                if not isinstance(spec, dict):
+                    stages.append(spec)
+                    continue
+                out = {}
+                for k, v in spec.items():
+                    changed = [False]
+                    try:
+                        out[k] = _expand_tree(v, bool(_PATH_KEY.search(str(k).lower())), changed)
+                    except _UnsetVariable as exc:
+                        raise fail(("stages", i, k), str(exc)) from None
+                    expanded_keys[(i, k)] = changed[0]
+                stages.append(out)
+            expanded_raw[key] = stages
+        else:
+            try:
+                expanded_raw[key] = _expand_tree(value, key in ("inputs", "settings"), [False])
+            except _UnsetVariable as exc:
+                raise fail((key,), str(exc)) from None
+    raw = expanded_raw
     try:
         header = PipelineHeader.model_validate(raw)
     except ValidationError as exc:
@@ -168,9 +221,8 @@ def build_pipeline(
         raise fail(("stages",), "a pipeline needs at least one stage")
 
     base = path.parent if path else Path.cwd()
-    # ${VAR} in inputs lets a team point a shared pipeline at its own data.
-    expanded = [_expand(p) for p in header.inputs]
-    inputs = [str(base / p) if not Path(p).is_absolute() else p for p in expanded]
+    # ${VAR} in inputs (expanded above) lets a team point a shared pipeline at its own data.
+    inputs = [str(base / p) if not Path(p).is_absolute() else p for p in header.inputs]
     settings = dict(header.settings)
     if overrides:
         settings.update(overrides)
@@ -204,7 +256,10 @@ def build_pipeline(
         if label in used_labels:
             raise fail(loc + ("name",), f"duplicate stage name '{name}'")
         used_labels.add(label)
-        entries.append(StageEntry(i, label, str(type_name), opts.model_dump(mode="json"), cls(opts, ctx)))
+        dumped = opts.model_dump(mode="json")
+        written_spec = written["stages"][i] if isinstance(written.get("stages"), list) else {}
+        as_written = {k: (written_spec[k] if expanded_keys.get((i, k)) and k in written_spec else v) for k, v in dumped.items()}
+        entries.append(StageEntry(i, label, str(type_name), dumped, cls(opts, ctx), as_written))
 
     pipeline = Pipeline(
         name=header.name,
@@ -214,7 +269,7 @@ def build_pipeline(
         reject_sample_per_reason=header.reject_sample_per_reason,
         settings=settings,
         stages=entries,
-        raw=raw,
+        raw=written,
     )
     _check_columns(pipeline, fail)
     return pipeline

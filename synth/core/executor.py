@@ -276,7 +276,7 @@ def run_pipeline(
             atomic_write_json(run.shards_file(first), specs)
 
         for entry, fingerprint in zip(pipeline.stages, prints):
-            atomic_write_json(run.stage_meta(entry.label), {"type": entry.type, "fingerprint": fingerprint, "options": entry.options, "shards": len(names)})
+            atomic_write_json(run.stage_meta(entry.label), {"type": entry.type, "fingerprint": fingerprint, "options": entry.written_options or entry.options, "shards": len(names)})
             stage = entry.stage
 
             def tasks(phase: str, done: Callable[[str], bool]) -> list[ShardTask]:

@@ -1,7 +1,14 @@
-"""Starting and stopping vLLM OpenAI servers, one per `mode: serve` model entry."""
+"""Starting and stopping vLLM OpenAI servers, one per `mode: serve` model entry.
+
+A server bound beyond loopback is reachable by anyone on the network, so it must
+check a key: such an entry needs `api_key_env`, and the key reaches the server
+through its environment (VLLM_API_KEY), never its command line, which any local
+user can read in the process list and which the log records.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -55,6 +62,30 @@ def server_command(name: str, entry: ModelEntry, python: str | None = None) -> l
     return cmd
 
 
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere
+
+
+def server_api_key(name: str, entry: ModelEntry) -> str | None:
+    """The key the server must require: needed whenever it listens beyond loopback."""
+    if not entry.api_key_env:
+        if is_loopback(entry.host):
+            return None
+        raise EngineError(
+            f"model {name!r}: host {entry.host!r} is not a loopback address, so the server needs a key: "
+            "set api_key_env to the environment variable holding it (clients send the same key)"
+        )
+    key = os.environ.get(entry.api_key_env)
+    if not key:
+        raise EngineError(f"model {name!r}: api_key_env names {entry.api_key_env}, which is not set or empty")
+    return key
+
+
 class ServerProcess:
     """One vLLM server: started in its own process group, logs to a file."""
 
@@ -72,11 +103,14 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = server_command(self.name, self.entry)
+        key = server_api_key(self.name, self.entry)
         if self._log_file is not None:  # a restart after kill(): reopen the same log
             self._log_file.close()
         self._log_file = open(self.log_path, "ab", buffering=0)
         self._log_file.write(f"\n==== synth serve {self.name}: {' '.join(cmd)}\n".encode())
         env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
+        if key:
+            env["VLLM_API_KEY"] = key
         # Own process group: stop() can signal the server and all its workers.
         self.proc = subprocess.Popen(
             cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
