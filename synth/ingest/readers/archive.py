@@ -241,12 +241,14 @@ def _iter_zstd(path: Path, kind: str, cap: int | None) -> Iterator[ArchiveRecord
 
     reader = _arc_records if kind == "arc" else _fast_records
     last = 0
-    with open_stream(path) as stream:
+    with open_stream(path, stop_at_damage=True) as stream:
         records = reader(stream, 0, cap)
         while True:
             try:
                 rec = next(records)
             except StopIteration:
+                if stream.raw.error is not None:
+                    yield ArchiveFault(last, stream.raw.error)
                 return
             except (ImportError, NameError):
                 raise
