@@ -610,7 +610,7 @@ def _launch(config_path: str) -> None:
             layers.append("netns")
         if mountns and _mount_scratch(work, int(limits["disk_bytes"]), int(limits["disk_inodes"]), {"main.py": source}):
             layers.append("disk-quota(tmpfs)")
-        elif "disk-quota" not in disabled:
+        else:
             layers.append("disk-quota(polled)")  # the parent measures the directory as it runs
         _set_limits(limits)
         layers.append("rlimits")

@@ -365,6 +365,7 @@ def expand_inputs(inputs: Sequence[str], exclude: Sequence[str] = (), skipped: d
         raise InputError("no inputs given: pass --input PATH_OR_GLOB (or set `inputs` in the pipeline)")
     skips: dict[str, int] = {}
     by_real: dict[str, str] = {}
+    seen: set[str] = set()
     for item in inputs:
         item = os.path.expanduser(str(item))
         if _GLOB_CHARS & set(item):
@@ -381,11 +382,14 @@ def expand_inputs(inputs: Sequence[str], exclude: Sequence[str] = (), skipped: d
             raise InputError(f"input path {item!r} does not exist")
         for m in matches:
             path = os.path.normpath(os.path.abspath(m))
+            if path in seen:
+                continue  # the same path named twice (overlapping globs): nothing to say
+            seen.add(path)
             real = os.path.realpath(path)
             known = by_real.get(real)
             if known is None:
                 by_real[real] = path
-            elif known != path:
+            else:
                 skips["same_file"] = skips.get("same_file", 0) + 1
                 by_real[real] = min(known, path)
     if skips:
