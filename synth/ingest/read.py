@@ -349,7 +349,7 @@ def describe_inputs(inputs: Sequence[str], exclude: Sequence[str] = ReadOptions(
     out = []
     for path in expand_inputs(inputs, exclude):
         fmt, gz = sniff_format(Path(path))
-        out.append({"path": path, "format": fmt, "gzip": gz, "bytes": os.path.getsize(path)})
+        out.append({"path": path, "format": fmt, "gzip": gz is True, "compression": "gzip" if gz is True else (gz or None), "bytes": os.path.getsize(path)})
     return out
 
 
@@ -416,7 +416,7 @@ def _glob_files(pattern: str, skips: dict[str, int]) -> list[str]:
     for path in _walk_files(root, skips):
         rel = os.path.relpath(path, root).split(os.sep)
         if _glob_match(wanted, rel):
-            out.append(path if fixed else os.path.relpath(path))
+            out.append(path)
     return out
 
 
