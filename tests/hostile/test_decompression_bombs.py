@@ -9,10 +9,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from .bombs import gzip_bomb, http_head, small_page, warc_head, warc_record, zstd_bomb
+
+# the checkout under test, for the child processes
+REPO = str(Path(__file__).resolve().parents[2])
 
 GIB_IN_MIB = 1024
 # The reader's own footprint (Python, pyarrow, FastWARC) is ~100-150 MiB here; a
@@ -39,7 +43,7 @@ _CHILD = textwrap.dedent(
 
 
 def read_in_child(path) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH", "")] if p))
     out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -56,6 +60,7 @@ def assert_bounded(result: dict, path) -> None:
     assert result["peak_mib"] < PEAK_LIMIT_MIB, result["peak_mib"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_warc_record_block_that_inflates_to_a_gibibyte(tmp_path):
     page_start = b"<!DOCTYPE html><html><body><p>"
@@ -69,6 +74,7 @@ def test_warc_record_block_that_inflates_to_a_gibibyte(tmp_path):
     assert result["urls"] == ["http://good.example/1"]  # the record after the bomb is read
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_content_encoding_gzip_body_that_inflates_to_a_gibibyte(tmp_path):
     body = gzip_bomb(b"<!DOCTYPE html><html><body><p>", b"b", GIB_IN_MIB, b"</p></body></html>")
@@ -80,6 +86,7 @@ def test_content_encoding_gzip_body_that_inflates_to_a_gibibyte(tmp_path):
     assert result["urls"] == ["http://good.example/1"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_jsonl_gz_with_a_one_gibibyte_line(tmp_path):
     bomb = gzip_bomb(b'{"text": "', b"c", GIB_IN_MIB, b'"}\n')
@@ -90,6 +97,7 @@ def test_jsonl_gz_with_a_one_gibibyte_line(tmp_path):
     assert result["texts"] == ["the line after the bomb"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_zstd_warc_record_that_inflates_to_a_gibibyte(tmp_path):
     pytest.importorskip("zstandard")

@@ -10,10 +10,14 @@ import sys
 import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from synth.core.scratch import clean_stale_scratch
+
+# the checkout under test, for the child processes
+REPO = str(Path(__file__).resolve().parents[2])
 
 
 def children_of(pid: int) -> list[int]:
@@ -48,7 +52,7 @@ def wait_for(predicate, timeout: float) -> bool:
 
 
 def start(script: str, tmp_path) -> subprocess.Popen:
-    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p))
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH", "")] if p))
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -76,6 +80,7 @@ def test_sandbox_child_dies_with_its_parent_and_its_directory_is_cleaned(tmp_pat
     assert sorted(os.listdir(tmp_path)) == [os.path.basename(live)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_pool_workers_die_with_the_driver(tmp_path):
     driver = start(
