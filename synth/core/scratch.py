@@ -17,15 +17,20 @@ import sys
 import tempfile
 
 _PR_SET_PDEATHSIG = 1
+# The kinds of scratch directory synth makes (only these are ever removed).
+SCRATCH_KINDS = ("sandbox",)
 # synth-<kind>-<pid>-<random>: the pid says whether its maker still lives.
-_SCRATCH_NAME = re.compile(r"^synth-[a-z]+-(\d+)-[A-Za-z0-9_]+$")
+_SCRATCH_NAME = re.compile(rf"^synth-(?:{'|'.join(SCRATCH_KINDS)})-(\d+)-[A-Za-z0-9_]+$")
 
 
 def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> bool:
     """Have the kernel send `sig` to this process when its parent exits (Linux only).
 
     `parent` is the pid the caller expects as parent: if it is already gone (the
-    parent died before the request was made), exit now rather than live on.
+    parent died before the request was made), exit now rather than live on. The
+    kernel ties the signal to the parent *thread* that started the child, so the
+    parent must start children from a thread that outlives them (the driver's
+    main thread; a sandbox's waiting thread).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -41,6 +46,8 @@ def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> boo
 
 def make_scratch_dir(kind: str) -> str:
     """A private directory named after this process, so a later run can tell it is stale."""
+    if kind not in SCRATCH_KINDS:
+        raise ValueError(f"unknown scratch kind {kind!r}; known: {', '.join(SCRATCH_KINDS)}")
     return tempfile.mkdtemp(prefix=f"synth-{kind}-{os.getpid()}-")
 
 
