@@ -112,3 +112,16 @@ def test_zstd_warc_record_that_inflates_to_a_gibibyte(tmp_path):
     result = read_in_child(path)
     assert_bounded(result, path)
     assert result["urls"] == ["http://good.example/1"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_warc_header_line_that_inflates_to_a_gibibyte(tmp_path):
+    # held before the fix too (FastWARC bounds header lines); kept so it stays that way
+    bomb = gzip_bomb(b"WARC/1.0\r\nWARC-Type: response\r\nX-Junk: ", b"e", GIB_IN_MIB, b"\r\nContent-Length: 0\r\n\r\n\r\n\r\n")
+    path = tmp_path / "header.warc.gz"
+    path.write_bytes(bomb + gzip.compress(good_record(1), mtime=0))
+    result = read_in_child(path)
+    assert result["peak_mib"] < PEAK_LIMIT_MIB, result["peak_mib"]
+    assert result["dropped"] == {"corrupt_record": 1}
+    assert result["urls"] == ["http://good.example/1"]
