@@ -20,12 +20,15 @@ import codecs
 import html as html_lib
 import logging
 import re
+import time
 from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field
 
 from synth.core.stage import Shard, Stage, StageOptions
+from synth.ingest.cascade import CheapPass
+from synth.ingest.deadline import PageDeadline
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-.:]+)""", re.I)
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.I | re.S)
@@ -52,6 +55,21 @@ class ExtractOptions(StageOptions):
     max_html_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     # Extractions shorter than this (characters, after trimming) are dropped.
     min_chars: int = Field(default=1, ge=0)
+    # A page whose extraction takes longer than this (seconds) is dropped as
+    # `extract_timeout` instead of stalling its worker (None: no limit).
+    page_timeout: float | None = Field(default=30.0, gt=0)
+    # The cascade (synth/ingest/cascade.py): a cheap resiliparse + lid.176 pass
+    # drops pages that certainly fail before trafilatura parses them. Applies to
+    # the trafilatura extractor (resiliparse is the cheap pass itself).
+    cascade: bool = True
+    # Languages the pipeline keeps (lid.176 codes, as langid's `languages`); a page
+    # confidently in another language is dropped early. Empty: no language rule.
+    cascade_languages: list[str] = Field(default_factory=list)
+    # lid.176 probability needed to call a page's language unwanted.
+    cascade_min_language_score: float = Field(default=0.9, ge=0.0, le=1.0)
+    # Pages in a spaced language with fewer whitespace words than this in their
+    # whole visible text are dropped early (Gopher's quality rule needs 50; 0: off).
+    cascade_min_words: int = Field(default=25, ge=0)
 
 
 class ExtractHtml(Stage):
@@ -68,6 +86,11 @@ class ExtractHtml(Stage):
     def setup(self) -> None:
         # trafilatura logs a warning per odd page; the ledger already says what happened
         logging.getLogger("trafilatura").setLevel(logging.ERROR)
+        self._deadline = PageDeadline(self.options.page_timeout)
+        self._cheap: CheapPass | None = None
+        if self.options.cascade and self.options.extractor == "trafilatura":
+            opts = self.options
+            self._cheap = CheapPass(opts.cascade_languages, opts.cascade_min_language_score, opts.cascade_min_words)
         if self.options.extractor == "trafilatura":
             import trafilatura
             import trafilatura.core
@@ -93,6 +116,7 @@ class ExtractHtml(Stage):
         title_col = table.column("title").to_pylist() if "title" in table.column_names else [None] * n
         keep = [True] * n
         texts, charsets, titles = list(text_col), list(charset_col), list(title_col)
+        pages: dict[int, tuple[str, int]] = {}  # row -> (decoded page, bytes)
         for i, raw in enumerate(html_col):
             if raw is None:
                 continue  # a text record (book, JSONL): nothing to extract
@@ -106,11 +130,21 @@ class ExtractHtml(Stage):
             charsets[i] = encoding
             if not titles[i]:
                 titles[i] = _title(raw, encoding)
+            pages[i] = (page, len(raw))
+        if self._cheap is not None and pages:
+            self._cascade(table, shard, pages, keep)
+        for i, (page, size) in pages.items():
+            if not keep[i]:
+                continue
             try:
-                text = self._extract(page, url_col[i], len(raw))
+                text = self._deadline.call(self._extract, page, url_col[i], size)
             except Exception as exc:  # noqa: BLE001 - one bad page is one drop
                 keep[i] = False
                 shard.drop(_sample_row(table, i), "extraction_error", {"error": f"{type(exc).__name__}: {exc}"[:300]})
+                continue
+            if self._deadline.expired:
+                keep[i] = False
+                shard.drop(_sample_row(table, i), "extract_timeout", {"seconds": self.options.page_timeout, "bytes": size})
                 continue
             text = (text or "").strip()
             if len(text) < max(1, self.options.min_chars):
@@ -129,6 +163,33 @@ class ExtractHtml(Stage):
         if all(keep):
             return out
         return out.filter(pa.array(keep, type=pa.bool_()))
+
+    def _cascade(self, table: pa.Table, shard: Shard, pages: dict[int, tuple[str, int]], keep: list[bool]) -> None:
+        """The cheap pass over every page of the shard; drops the pages that certainly fail."""
+        rows, mains, words = [], [], []
+        start = time.perf_counter()
+        for i, (page, size) in pages.items():
+            try:
+                cheap = self._deadline.call(self._cheap.texts, page)
+            except Exception:  # noqa: BLE001 - undecided here: the full extractor gets the page
+                cheap = None
+            if self._deadline.expired:
+                keep[i] = False
+                shard.drop(_sample_row(table, i), "extract_timeout", {"seconds": self.options.page_timeout, "bytes": size, "step": "cascade"})
+                continue
+            if cheap is None:
+                continue
+            rows.append(i)
+            mains.append(cheap[0])
+            words.append(cheap[1])
+        for i, verdict in zip(rows, self._cheap.verdicts(mains, words)):
+            if verdict.reason is not None:
+                keep[i] = False
+                shard.drop(_sample_row(table, i), verdict.reason, verdict.scores())
+                shard.count(f"cascade.spared.{verdict.reason}")
+        shard.count("cascade.seconds", round(time.perf_counter() - start, 4))
+        shard.count("cascade.pages", len(pages))
+        shard.count("cascade.passed", sum(1 for i in pages if keep[i]))
 
     def _extract(self, page: str, url: str | None, size: int) -> str | None:
         if self.options.extractor == "resiliparse":
