@@ -12,6 +12,11 @@ the words here, so it is offered for throughput-first runs only.
 Decoding order: valid UTF-8, then the HTTP header's charset, then a `<meta>`
 charset, then resiliparse's detector; a declared charset that fails on the bytes
 is not trusted (ClueWeb pages declare EUC-JP or Shift-JIS and sometimes lie).
+
+With `cascade_languages` set, the cascade (synth/ingest/cascade.py) runs a cheap
+first pass over the shard and drops the pages that certainly fail before any
+trafilatura parse. Every page's extraction runs under `page_timeout`
+(synth/ingest/deadline.py): a page that stalls is an `extract_timeout` drop.
 """
 
 from __future__ import annotations
