@@ -238,10 +238,10 @@ def _seconds(runs: list[dict]) -> str:
     return ", ".join(f"{r['seconds']:.1f}s" for r in runs)
 
 
-def kept_share(no_cascade: set, cascade: set) -> tuple[float, dict[str, tuple[int, int]]]:
+def kept_share(no_cascade: set, cascade: set, names: list[str]) -> tuple[float, dict[str, tuple[int, int]]]:
     """Share of the no-cascade output the cascade run also outputs, overall and per source file."""
     per_file: dict[str, tuple[int, int]] = {}
-    for name in sorted({f for f, _ in no_cascade}):
+    for name in sorted(set(names) | {f for f, _ in no_cascade}):
         base = {d for d in no_cascade if d[0] == name}
         per_file[name] = (len(base & cascade), len(base))
     return (len(no_cascade & cascade) / len(no_cascade) if no_cascade else 1.0), per_file
@@ -297,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cascade counters: {ours['cascade']}")
         print(f"synth (cascade):    {ours_seconds:.2f}s  {ours_rate:.1f} docs/s  ({ours['docs_out']} docs out; runs: {_seconds(ours_runs)})")
         print(f"synth (no cascade): {plain_seconds:.2f}s  {plain_rate:.1f} docs/s  ({plain['docs_out']} docs out; runs: {_seconds(plain_runs)})")
-        share, per_file = kept_share(plain["outputs"], ours["outputs"])
+        share, per_file = kept_share(plain["outputs"], ours["outputs"], [w.name for w in warcs])
         for name, (both, base) in per_file.items():
-            print(f"  kept by the cascade: {name:36s} {both}/{base} ({both / base:.1%})")
+            note = f"({both / base:.1%})" if base else "(no output without the cascade either)"
+            print(f"  kept by the cascade: {name:36s} {both}/{base} {note}")
         lost = sorted(plain["outputs"] - ours["outputs"])
         if lost:
             print(f"  lost by the cascade: {lost[:10]}")

@@ -72,8 +72,11 @@ class CheapPass:
         """
         tree = self._html_tree.parse(page)
         main = self._extract_plain_text(tree, main_content=True, alt_texts=False, links=False, form_fields=False)
+        n_words = len(main.split())
+        if n_words >= self.min_words and n_words:
+            return main, n_words  # enough words already: the whole-page count cannot change the verdict
         visible = self._extract_plain_text(tree, main_content=False, alt_texts=True, links=False, form_fields=True)
-        n_words = max(len(main.split()), len(visible.split()))
+        n_words = max(n_words, len(visible.split()))
         return (main if main.strip() else visible), n_words
 
     def verdicts(self, mains: list[str], words: list[int]) -> list[CheapVerdict]:
