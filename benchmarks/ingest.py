@@ -92,9 +92,11 @@ def run_synth(inputs: list[str], workers: int, extractor: str, work: Path, recal
     raw = synth_pipeline(extractor, have, recall_retry_max_bytes, cascade, languages)
     pipe = build_pipeline(raw)
     run_dir = work / ("synth-cascade" if cascade else "synth-no-cascade")
+    cpu = _cpu_seconds()
     start = time.perf_counter()
     result = run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), run_dir, inputs=inputs, executor=LocalExecutor(workers))
     seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu
     report = audit(run_dir)
     stages = report["stages"]
     # (source file, id) of every output document, to compare the two synth runs
@@ -107,6 +109,7 @@ def run_synth(inputs: list[str], workers: int, extractor: str, work: Path, recal
         "outputs": outputs,
         "cascade": {k: v for k, v in extract_counters.items() if k.startswith("cascade.")},
         "seconds": seconds,
+        "cpu": cpu,
         "docs_in": stages[0]["out"],
         "docs_out": stages[-1]["out"],
         "stages": [(s["stage"], s["in"], s["out"], round(s["seconds"], 2)) for s in stages],
@@ -172,6 +175,7 @@ def run_datatrove(warcs: list[Path], books: list[Path], workers: int, work: Path
     logs = work / "dt-logs"
     filtered, sigs, buckets, clusters, final = (work / f"dt-{n}" for n in ("filtered", "sigs", "buckets", "clusters", "final"))
 
+    cpu = _cpu_seconds()
     start = time.perf_counter()
     LocalPipelineExecutor(
         pipeline=[
@@ -212,8 +216,16 @@ def run_datatrove(warcs: list[Path], books: list[Path], workers: int, work: Path
         logging_dir=str(logs / "final"),
     ).run()
     seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu
     docs_out = sum(1 for p in final.rglob("*.jsonl.gz") for _ in _gz_lines(p))
-    return {"seconds": seconds, "docs_out": docs_out, "stats": _datatrove_counts(logs / "filter")}
+    return {"seconds": seconds, "cpu": cpu, "docs_out": docs_out, "stats": _datatrove_counts(logs / "filter")}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children: on a loaded machine it
+    moves far less than wall time, so it is shown beside the wall-time ratio."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _gz_lines(path: Path):
@@ -235,7 +247,7 @@ def _datatrove_counts(log_dir: Path) -> list[str]:
 
 
 def _seconds(runs: list[dict]) -> str:
-    return ", ".join(f"{r['seconds']:.1f}s" for r in runs)
+    return ", ".join(f"{r['seconds']:.1f}s" for r in runs) + "; CPU " + ", ".join(f"{r['cpu']:.1f}s" for r in runs)
 
 
 def kept_share(no_cascade: set, cascade: set, names: list[str]) -> tuple[float, dict[str, tuple[int, int]]]:
@@ -315,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  datatrove {line}")
         print(f"datatrove: {theirs_seconds:.2f}s  {theirs_rate:.1f} docs/s  ({theirs['docs_out']} docs out; runs: {_seconds(theirs_runs)})")
         print(f"no-cascade ratio to datatrove: {plain_rate / theirs_rate:.2f}")
+        cpu = {k: statistics.median(r["cpu"] for r in runs) for k, runs in (("ours", ours_runs), ("plain", plain_runs), ("theirs", theirs_runs))}
+        print(f"CPU-time ratios to datatrove (median CPU s): cascade {cpu['theirs'] / cpu['ours']:.2f}, no cascade {cpu['theirs'] / cpu['plain']:.2f}")
         print(f"kept={share:.4f}")
         print(f"ratio={ours_rate / theirs_rate:.2f}")
     finally:
