@@ -34,7 +34,7 @@ from synth.ingest.langid import LABEL_PREFIX, FastTextPredictor, bundled_lid_mod
 from synth.ingest.textstats import NO_SPACE_LANGUAGES
 
 # The language of a page is settled by its first few thousand characters.
-_LID_MAX_CHARS = 4000
+LID_MAX_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class CheapPass:
         languages: list[str | None] = [None] * len(mains)
         scores = [0.0] * len(mains)
         if mains:
-            lines = [fasttext_line(t, _LID_MAX_CHARS) for t in mains]
+            lines = [fasttext_line(t, LID_MAX_CHARS) for t in mains]
             todo = [i for i, line in enumerate(lines) if line.strip()]
             if todo:
                 labels, probs = self._lid.predict([lines[i] for i in todo], k=1)

@@ -32,7 +32,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from synth.core.stage import Shard, Stage, StageOptions
-from synth.ingest.cascade import CheapPass
+from synth.ingest.cascade import LID_MAX_CHARS, CheapPass
 from synth.ingest.deadline import PageDeadline
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-.:]+)""", re.I)
@@ -128,12 +128,17 @@ class ExtractHtml(Stage):
         title_col = table.column("title").to_pylist() if "title" in table.column_names else [None] * n
         keep = [True] * n
         texts, charsets, titles = list(text_col), list(charset_col), list(title_col)
-        pages: dict[int, tuple[str, int]] = {}  # row -> (decoded page, bytes)
+        # With the cascade, every page gets the cheap pass first and only survivors
+        # are extracted; decoded pages are not kept in between (a shard can be large),
+        # a survivor is decoded again.
+        cascade_rows: list[int] = []
+        cheap_texts: list[str] = []
+        cheap_words: list[int] = []
+        cheap_seconds = 0.0
         for i, raw in enumerate(html_col):
             if raw is None:
                 continue  # a text record (book, JSONL): nothing to extract
-            if isinstance(raw, str):
-                raw = raw.encode("utf-8", "surrogatepass")
+            raw = html_col[i] = _as_bytes(raw)
             if len(raw) > self.options.max_html_bytes:
                 keep[i] = False
                 shard.drop(_sample_row(table, i), "html_too_large", {"bytes": len(raw)})
@@ -142,28 +147,32 @@ class ExtractHtml(Stage):
             charsets[i] = encoding
             if not titles[i]:
                 titles[i] = _title(raw, encoding)
-            pages[i] = (page, len(raw))
-        if self._cheap is not None and pages:
-            self._cascade(table, shard, pages, keep)
-        for i, (page, size) in pages.items():
-            if not keep[i]:
+            if self._cheap is None:
+                texts[i] = self._extract_row(table, shard, i, page, url_col[i], len(raw), keep)
                 continue
-            try:
-                text = self._deadline.call(self._extract, page, url_col[i], size)
-            except Exception as exc:  # noqa: BLE001 - one bad page is one drop
-                keep[i] = False
-                shard.drop(_sample_row(table, i), "extraction_error", {"error": f"{type(exc).__name__}: {exc}"[:300]})
-                continue
-            if self._deadline.expired:
-                keep[i] = False
-                shard.drop(_sample_row(table, i), "extract_timeout", {"seconds": self.options.page_timeout, "bytes": size})
-                continue
-            text = (text or "").strip()
-            if len(text) < max(1, self.options.min_chars):
-                keep[i] = False
-                shard.drop(_sample_row(table, i), "empty_extraction", {"chars": len(text)})
-                continue
-            texts[i] = text
+            start = time.perf_counter()
+            cheap = self._cheap_texts(table, shard, i, page, len(raw), keep)
+            cheap_seconds += time.perf_counter() - start
+            if cheap is not None:
+                cascade_rows.append(i)
+                cheap_texts.append(cheap[0])
+                cheap_words.append(cheap[1])
+        if self._cheap is not None:
+            start = time.perf_counter()
+            verdicts = self._cheap.verdicts(cheap_texts, cheap_words)
+            pages = sum(1 for raw in html_col if raw is not None and len(raw) <= self.options.max_html_bytes)
+            for i, verdict in zip(cascade_rows, verdicts):
+                if verdict.reason is not None:
+                    keep[i] = False
+                    shard.drop(_sample_row(table, i), verdict.reason, verdict.scores())
+                    shard.count(f"cascade.spared.{verdict.reason}")
+            shard.count("cascade.seconds", round(cheap_seconds + time.perf_counter() - start, 4))
+            shard.count("cascade.pages", pages)
+            shard.count("cascade.passed", sum(1 for i, raw in enumerate(html_col) if raw is not None and keep[i]))
+            for i, raw in enumerate(html_col):
+                if raw is not None and keep[i]:
+                    page = decode_html(raw, charset_col[i])[0]
+                    texts[i] = self._extract_row(table, shard, i, page, url_col[i], len(raw), keep)
         out = table
         for name, values in (("text", texts), ("title", titles), ("charset", charsets)):
             array = pa.array(values, type=pa.string())
@@ -176,32 +185,36 @@ class ExtractHtml(Stage):
             return out
         return out.filter(pa.array(keep, type=pa.bool_()))
 
-    def _cascade(self, table: pa.Table, shard: Shard, pages: dict[int, tuple[str, int]], keep: list[bool]) -> None:
-        """The cheap pass over every page of the shard; drops the pages that certainly fail."""
-        rows, mains, words = [], [], []
-        start = time.perf_counter()
-        for i, (page, size) in pages.items():
-            try:
-                cheap = self._deadline.call(self._cheap.texts, page)
-            except Exception:  # noqa: BLE001 - undecided here: the full extractor gets the page
-                cheap = None
-            if self._deadline.expired:
-                keep[i] = False
-                shard.drop(_sample_row(table, i), "extract_timeout", {"seconds": self.options.page_timeout, "bytes": size, "step": "cascade"})
-                continue
-            if cheap is None:
-                continue
-            rows.append(i)
-            mains.append(cheap[0])
-            words.append(cheap[1])
-        for i, verdict in zip(rows, self._cheap.verdicts(mains, words)):
-            if verdict.reason is not None:
-                keep[i] = False
-                shard.drop(_sample_row(table, i), verdict.reason, verdict.scores())
-                shard.count(f"cascade.spared.{verdict.reason}")
-        shard.count("cascade.seconds", round(time.perf_counter() - start, 4))
-        shard.count("cascade.pages", len(pages))
-        shard.count("cascade.passed", sum(1 for i in pages if keep[i]))
+    def _cheap_texts(self, table: pa.Table, shard: Shard, i: int, page: str, size: int, keep: list[bool]) -> tuple[str, int] | None:
+        """The cheap pass's text of one page; None leaves the page to the full extractor."""
+        try:
+            cheap = self._deadline.call(self._cheap.texts, page)
+        except Exception:  # noqa: BLE001 - undecided here: the full extractor gets the page
+            return None
+        if self._deadline.expired:
+            keep[i] = False
+            shard.drop(_sample_row(table, i), "extract_timeout", {"seconds": self.options.page_timeout, "bytes": size, "step": "cascade"})
+            return None
+        return cheap[0][:LID_MAX_CHARS], cheap[1]  # language ID reads no more
+
+    def _extract_row(self, table: pa.Table, shard: Shard, i: int, page: str, url: str | None, size: int, keep: list[bool]) -> str | None:
+        """Full extraction of one page under the time limit; a failure is a counted drop."""
+        try:
+            text = self._deadline.call(self._extract, page, url, size)
+        except Exception as exc:  # noqa: BLE001 - one bad page is one drop
+            keep[i] = False
+            shard.drop(_sample_row(table, i), "extraction_error", {"error": f"{type(exc).__name__}: {exc}"[:300]})
+            return None
+        if self._deadline.expired:
+            keep[i] = False
+            shard.drop(_sample_row(table, i), "extract_timeout", {"seconds": self.options.page_timeout, "bytes": size})
+            return None
+        text = (text or "").strip()
+        if len(text) < max(1, self.options.min_chars):
+            keep[i] = False
+            shard.drop(_sample_row(table, i), "empty_extraction", {"chars": len(text)})
+            return None
+        return text
 
     def _extract(self, page: str, url: str | None, size: int) -> str | None:
         if self.options.extractor == "resiliparse":
@@ -232,6 +245,10 @@ class ExtractHtml(Stage):
             deduplicate=False,
             with_metadata=False,
         )
+
+
+def _as_bytes(raw: bytes | str) -> bytes:
+    return raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
 
 
 def _codec(name: str | None) -> str | None:
