@@ -255,3 +255,17 @@ def test_shipped_pipelines_give_the_cascade_their_language_list():
         if extract is None or langid is None:
             continue
         assert extract.get("cascade_languages", []) == langid.get("languages", []), path.name
+
+
+def test_a_page_the_cheap_pass_cannot_read_goes_to_full_extraction():
+    stage = CountingExtract(ExtractOptions(cascade_languages=["en"]))
+    stage.ensure_setup()
+
+    def broken(page):
+        raise ValueError("unparseable")
+
+    stage._cheap.texts = broken
+    shard = Shard("01-extract_html", 0, "part-00000", 0)
+    out = stage.process(html_rows([ENGLISH]), shard)
+    assert out.num_rows == 1 and not shard.dropped and stage.full_extractions == 1
+    assert shard.counters["cascade.passed"] == 1
