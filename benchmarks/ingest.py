@@ -1,10 +1,14 @@
-"""Ingest throughput: synth vs datatrove 0.10.1 on the same files, in one run.
+"""Ingest throughput: synth (with and without its cascade) vs datatrove 0.10.1, in one run.
 
 The job, for both: read the shared WARCs and books -> HTML main text (trafilatura)
--> language ID (fastText lid.176, keep any language scoring > 0.65) -> Gopher
-repetition + quality -> MinHash near-dup removal (word 5-grams, 14 bands x 8 rows).
+-> language ID (fastText lid.176, keep the languages of --languages, default
+[en], scoring > 0.65) -> Gopher repetition + quality -> MinHash near-dup removal
+(word 5-grams, 14 bands x 8 rows). synth runs it twice per round: with the
+cascade (extract_html's cheap first pass, the default) and without
+(`cascade: false`); the share of the no-cascade output that the cascade run
+also outputs is reported per crawl and overall (`kept=`).
 
-    .venv/bin/python benchmarks/ingest.py [--workers 1] [--extractor trafilatura]
+    .venv/bin/python benchmarks/ingest.py [--workers 1] [--repeat 3] [--languages en]
 
 Both sides run with the same number of worker processes. docs/s is input
 documents (HTML responses + books, counted by synth's reader) over wall time,
@@ -17,7 +21,8 @@ shares our trafilatura 2.x instead of pinning <1.12), spacy (its English word
 tokenizer), faust-cchardet and python-magic (its WARC reader), nltk, xxhash,
 humanize, fasteners, tldextract, ftfy, pyahocorasick, inscriptis.
 
-The last line printed is `ratio=<synth docs/s / datatrove docs/s>`.
+The last two lines printed are `kept=<share of no-cascade output kept>` and
+`ratio=<synth docs/s (cascade) / datatrove docs/s>`.
 """
 
 from __future__ import annotations
@@ -43,14 +48,19 @@ BOOK_GLOB = "pg*.txt"
 STAGES = ["read", "extract_html", "langid", "gopher_repetition", "gopher_quality", "dedup_minhash"]
 
 
-def synth_pipeline(extractor: str, available: list[str], recall_retry_max_bytes: int | None = -1) -> dict:
-    extract = {"extractor": extractor}
+def synth_pipeline(extractor: str, available: list[str], recall_retry_max_bytes: int | None = -1, cascade: bool = True, languages: list[str] | None = None) -> dict:
+    extract = {"extractor": extractor, "cascade": cascade}
+    if cascade and languages:
+        extract["cascade_languages"] = list(languages)
     if extractor == "trafilatura" and recall_retry_max_bytes != -1:
         extract["recall_retry_max_bytes"] = recall_retry_max_bytes
+    langid = {"min_score": 0.65}
+    if languages:
+        langid["languages"] = list(languages)
     options = {
         "read": {},
         "extract_html": extract,
-        "langid": {"min_score": 0.65},
+        "langid": langid,
         "gopher_repetition": {},
         "gopher_quality": {},
         "dedup_minhash": {"ngram": 5, "bands": 14, "rows": 8},
@@ -71,22 +81,35 @@ def available_stages() -> tuple[list[str], list[str]]:
     return have, missing
 
 
-def run_synth(inputs: list[str], workers: int, extractor: str, work: Path, recall_retry_max_bytes: int | None = -1) -> dict:
+def run_synth(inputs: list[str], workers: int, extractor: str, work: Path, recall_retry_max_bytes: int | None = -1, cascade: bool = True, languages: list[str] | None = None) -> dict:
+    import pyarrow.parquet as pq
+
     from synth.core.config import build_pipeline
     from synth.core.executor import LocalExecutor, PipelineSource, run_pipeline
     from synth.core.ledger import audit
 
     have, missing = available_stages()
-    raw = synth_pipeline(extractor, have, recall_retry_max_bytes)
+    raw = synth_pipeline(extractor, have, recall_retry_max_bytes, cascade, languages)
     pipe = build_pipeline(raw)
-    run_dir = work / "synth-run"
+    run_dir = work / ("synth-cascade" if cascade else "synth-no-cascade")
+    cpu = _cpu_seconds()
     start = time.perf_counter()
-    run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), run_dir, inputs=inputs, executor=LocalExecutor(workers))
+    result = run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), run_dir, inputs=inputs, executor=LocalExecutor(workers))
     seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu
     report = audit(run_dir)
     stages = report["stages"]
+    # (source file, id) of every output document, to compare the two synth runs
+    outputs = set()
+    for path in result.output:
+        for row in pq.read_table(path, columns=["id", "source"]).to_pylist():
+            outputs.add((Path(row["source"]).name, row["id"]))
+    extract_counters = next((s["counters"] for s in stages if s["stage"].endswith("extract_html")), {})
     return {
+        "outputs": outputs,
+        "cascade": {k: v for k, v in extract_counters.items() if k.startswith("cascade.")},
         "seconds": seconds,
+        "cpu": cpu,
         "docs_in": stages[0]["out"],
         "docs_out": stages[-1]["out"],
         "stages": [(s["stage"], s["in"], s["out"], round(s["seconds"], 2)) for s in stages],
@@ -95,7 +118,7 @@ def run_synth(inputs: list[str], workers: int, extractor: str, work: Path, recal
     }
 
 
-def run_datatrove(warcs: list[Path], books: list[Path], workers: int, work: Path) -> dict:
+def run_datatrove(warcs: list[Path], books: list[Path], workers: int, work: Path, languages: list[str] | None = None) -> dict:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashBuildIndex  # noqa: F401 - import check
     from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
@@ -152,13 +175,14 @@ def run_datatrove(warcs: list[Path], books: list[Path], workers: int, work: Path
     logs = work / "dt-logs"
     filtered, sigs, buckets, clusters, final = (work / f"dt-{n}" for n in ("filtered", "sigs", "buckets", "clusters", "final"))
 
+    cpu = _cpu_seconds()
     start = time.perf_counter()
     LocalPipelineExecutor(
         pipeline=[
             WarcReader(str(warc_dir), glob_pattern="*.warc.gz"),
             Trafilatura(),
             JsonlReader(str(book_dir)),
-            OfflineLanguageFilter(language_threshold=0.65),
+            OfflineLanguageFilter(languages=languages or None, language_threshold=0.65),
             GopherRepetitionFilter(),
             GopherQualityFilter(),
             JsonlWriter(str(filtered)),
@@ -192,8 +216,16 @@ def run_datatrove(warcs: list[Path], books: list[Path], workers: int, work: Path
         logging_dir=str(logs / "final"),
     ).run()
     seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu
     docs_out = sum(1 for p in final.rglob("*.jsonl.gz") for _ in _gz_lines(p))
-    return {"seconds": seconds, "docs_out": docs_out, "stats": _datatrove_counts(logs / "filter")}
+    return {"seconds": seconds, "cpu": cpu, "docs_out": docs_out, "stats": _datatrove_counts(logs / "filter")}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children: on a loaded machine it
+    moves far less than wall time, so it is shown beside the wall-time ratio."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _gz_lines(path: Path):
@@ -215,46 +247,79 @@ def _datatrove_counts(log_dir: Path) -> list[str]:
 
 
 def _seconds(runs: list[dict]) -> str:
-    return ", ".join(f"{r['seconds']:.1f}s" for r in runs)
+    return ", ".join(f"{r['seconds']:.1f}s" for r in runs) + "; CPU " + ", ".join(f"{r['cpu']:.1f}s" for r in runs)
+
+
+def kept_share(no_cascade: set, cascade: set, names: list[str]) -> tuple[float, dict[str, tuple[int, int]]]:
+    """Share of the no-cascade output the cascade run also outputs, overall and per source file."""
+    per_file: dict[str, tuple[int, int]] = {}
+    for name in sorted(set(names) | {f for f, _ in no_cascade}):
+        base = {d for d in no_cascade if d[0] == name}
+        per_file[name] = (len(base & cascade), len(base))
+    return (len(no_cascade & cascade) / len(no_cascade) if no_cascade else 1.0), per_file
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=1, help="alternate synth and datatrove this many times; medians are reported")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate the three runs this many times; medians are reported")
     parser.add_argument("--extractor", default="trafilatura")
+    parser.add_argument("--languages", default="en", help="comma-separated languages both sides keep ('' keeps all)")
     parser.add_argument("--recall-retry-max-bytes", type=lambda v: None if v == "none" else int(v), default=-1, help="extract_html recall_retry_max_bytes (default: the stage's default; 'none': always retry, as trafilatura does)")
     parser.add_argument("--skip-datatrove", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
+    languages = [x.strip() for x in args.languages.split(",") if x.strip()]
 
     warcs = [SHARED / "warc" / w for w in WARCS]
     books = sorted((SHARED / "books").glob(BOOK_GLOB))
     inputs = [str(p) for p in warcs + books]
     root = Path(tempfile.mkdtemp(prefix="synth-bench-ingest-"))
-    ours_runs, theirs_runs = [], []
+    ours_runs, plain_runs, theirs_runs = [], [], []
     try:
+        # Untimed warm-up: imports and model loads would otherwise land on whichever run goes first.
+        warm = root / "warm-up"
+        warm.mkdir()
+        for cascade in (True, False):
+            run_synth([str(warcs[-1])], args.workers, args.extractor, warm, args.recall_retry_max_bytes, cascade=cascade, languages=languages)
         for i in range(max(1, args.repeat)):
-            # Alternating keeps both sides under the same background load.
+            # Alternating keeps all three under the same background load; the two
+            # synth runs swap order every round.
             work = root / f"round-{i}"
             work.mkdir()
-            ours_runs.append(run_synth(inputs, args.workers, args.extractor, work, recall_retry_max_bytes=args.recall_retry_max_bytes))
+            for cascade in (True, False) if i % 2 == 0 else (False, True):
+                run = run_synth(inputs, args.workers, args.extractor, work, args.recall_retry_max_bytes, cascade=cascade, languages=languages)
+                (ours_runs if cascade else plain_runs).append(run)
             if not args.skip_datatrove:
                 # datatrove logs every step to stderr (and to its logging_dir): keep this output readable
                 with open(work / "datatrove-stderr.log", "w") as log, contextlib.redirect_stderr(log):
-                    theirs_runs.append(run_datatrove(warcs, books, args.workers, work))
-        ours = ours_runs[0]
+                    theirs_runs.append(run_datatrove(warcs, books, args.workers, work, languages))
+        ours, plain = ours_runs[0], plain_runs[0]
         docs = ours["docs_in"]
         ours_seconds = statistics.median(r["seconds"] for r in ours_runs)
-        ours_rate = docs / ours_seconds
-        print(f"inputs: {len(warcs)} WARC files, {len(books)} books; {docs} documents read by synth; workers={args.workers}; rounds={len(ours_runs)}")
+        plain_seconds = statistics.median(r["seconds"] for r in plain_runs)
+        ours_rate, plain_rate = docs / ours_seconds, docs / plain_seconds
+        print(f"inputs: {len(warcs)} WARC files, {len(books)} books; {docs} documents read by synth; languages={languages or 'all'}; workers={args.workers}; rounds={len(ours_runs)}")
         if ours["missing"]:
             print(f"synth stages not available, measured without them: {'; '.join(ours['missing'])}")
-        print(f"synth pipeline: {' -> '.join(s['type'] for s in ours['config']['stages'])} (extract_html: {ours['config']['stages'][1]})")
-        for label, n_in, n_out, secs in ours["stages"]:
-            print(f"  {label:24s} in={n_in:5d} out={n_out:5d} work={secs:.2f}s")
-        print(f"synth:     {ours_seconds:.2f}s  {ours_rate:.1f} docs/s  ({ours['docs_out']} docs out; runs: {_seconds(ours_runs)})")
+        for label, run in (("synth, cascade", ours), ("synth, no cascade", plain)):
+            print(f"{label}: {' -> '.join(s['type'] for s in run['config']['stages'])} (extract_html: {run['config']['stages'][1]})")
+            for stage, n_in, n_out, secs in run["stages"]:
+                print(f"  {stage:24s} in={n_in:5d} out={n_out:5d} work={secs:.2f}s")
+        print(f"cascade counters: {ours['cascade']}")
+        print(f"synth (cascade):    {ours_seconds:.2f}s  {ours_rate:.1f} docs/s  ({ours['docs_out']} docs out; runs: {_seconds(ours_runs)})")
+        print(f"synth (no cascade): {plain_seconds:.2f}s  {plain_rate:.1f} docs/s  ({plain['docs_out']} docs out; runs: {_seconds(plain_runs)})")
+        share, per_file = kept_share(plain["outputs"], ours["outputs"], [w.name for w in warcs])
+        for name, (both, base) in per_file.items():
+            note = f"({both / base:.1%})" if base else "(no output without the cascade either)"
+            print(f"  kept by the cascade: {name:36s} {both}/{base} {note}")
+        lost = sorted(plain["outputs"] - ours["outputs"])
+        if lost:
+            print(f"  lost by the cascade: {lost[:10]}")
+        cpu_ours, cpu_plain = (statistics.median(r["cpu"] for r in runs) for runs in (ours_runs, plain_runs))
+        print(f"cascade speed-up over no cascade: {ours_rate / plain_rate:.2f}x wall, {cpu_plain / cpu_ours:.2f}x CPU time")
         if args.skip_datatrove:
+            print(f"kept={share:.4f}")
             return 0
         theirs = theirs_runs[0]
         theirs_seconds = statistics.median(r["seconds"] for r in theirs_runs)
@@ -262,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in theirs["stats"]:
             print(f"  datatrove {line}")
         print(f"datatrove: {theirs_seconds:.2f}s  {theirs_rate:.1f} docs/s  ({theirs['docs_out']} docs out; runs: {_seconds(theirs_runs)})")
+        print(f"no-cascade ratio to datatrove: {plain_rate / theirs_rate:.2f}")
+        cpu = {k: statistics.median(r["cpu"] for r in runs) for k, runs in (("ours", ours_runs), ("plain", plain_runs), ("theirs", theirs_runs))}
+        print(f"CPU-time ratios to datatrove (median CPU s): cascade {cpu['theirs'] / cpu['ours']:.2f}, no cascade {cpu['theirs'] / cpu['plain']:.2f}")
+        print(f"kept={share:.4f}")
         print(f"ratio={ours_rate / theirs_rate:.2f}")
     finally:
         if args.keep:
