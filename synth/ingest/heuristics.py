@@ -174,7 +174,7 @@ class GopherQualityFilter(_TextFilter):
             cols["gopher_bullet_lines_ratio"].append(ts.count_bullet_lines(text) / lines)
             cols["gopher_ellipsis_lines_ratio"].append(ts.count_ellipsis_lines(text) / lines)
             cols["gopher_alpha_words_ratio"].append(1.0 - ts.count_non_alpha_tokens(text) / n_words if n_words else 0.0)
-            stops = stop_lists.get(lang)
+            stops = stop_lists.get(lang) if spaced else None
             if stops:
                 pattern = ts.stop_word_pattern(tuple(w.lower() for w in stops))
                 cols["gopher_stop_words"].append(len(pattern.findall(text.lower())))
