@@ -58,7 +58,7 @@ def parent_domains(host: str) -> list[str]:
 
 
 def _hash(s: str) -> int:
-    return xxhash.xxh64_intdigest(s)
+    return xxhash.xxh64_intdigest(s.encode("utf-8", "surrogatepass"))
 
 
 class _HashSet:
