@@ -5,8 +5,11 @@ a whitespace token (what the published thresholds were set on). For languages
 written without spaces a whitespace token is a whole clause, so those languages
 are segmented by a kept library instead:
 
-- Chinese (zh, yue, wuu): jieba (precise mode, no HMM for unknown words: faster,
-  and deterministic across jieba versions' HMM models).
+- Chinese (zh, yue, wuu): jieba's algorithm and dictionary through `rjieba`
+  (the jieba-rs binding): the same words as jieba on every Chinese page of the
+  shared crawl, 5-17x faster measured here; the `jieba` package is used when
+  rjieba is not installed. Precise mode without the HMM for unknown words
+  (faster, and the same across versions' HMM models).
 - Japanese (ja): fugashi (MeCab) with the unidic-lite dictionary. Measured here
   on the 29 Japanese pages of clueweb-quirk-ja: 1.81 M chars/s against 0.91 M
   for SudachiPy (sudachidict-core, mode C), and unidic-lite is one wheel with no
@@ -40,9 +43,15 @@ class SegmenterMissing(RuntimeError):
 @lru_cache(maxsize=None)
 def _jieba() -> Callable[[str], list[str]]:
     try:
+        import rjieba
+
+        return lambda text: rjieba.cut(text, hmm=False)
+    except ImportError:
+        pass
+    try:
         import jieba
     except ImportError:
-        raise SegmenterMissing("Chinese word segmentation needs the `jieba` package: pip install jieba") from None
+        raise SegmenterMissing("Chinese word segmentation needs `rjieba` (or `jieba`): pip install rjieba") from None
     jieba.setLogLevel(logging.WARNING)
     jieba.initialize()
     return lambda text: jieba.lcut(text, HMM=False)
