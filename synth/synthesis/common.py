@@ -24,6 +24,8 @@ INSTRUCTION_SCHEMA = pa.schema(
         ("source_path", pa.string()),
         ("evolution", pa.list_(pa.string())),
         ("provenance", pa.string()),
+        # the source passage's language (from `langid`), kept through every later stage
+        ("language", pa.string()),
     ]
 )
 

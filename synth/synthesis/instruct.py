@@ -181,6 +181,7 @@ class GenerateInstructions(LLMStage):
                     "source_url": row.get("url"),
                     "source_title": row.get("title"),
                     "source_path": row.get("source"),
+                    "language": row.get("language"),
                     "evolution": [],
                     "provenance": add_step(
                         None,

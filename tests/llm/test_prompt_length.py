@@ -84,8 +84,9 @@ def test_instruct_shortens_and_respond_drops_without_a_request(tokenizer):
     )
     stage.engine = fake
     shard = Shard("05-instruct", 0, "part-00000", 0)
-    out = stage.process(pa.Table.from_pylist([{"id": "p1", "text": chinese(3000), "title": "t", "url": "u"}]), shard)
+    out = stage.process(pa.Table.from_pylist([{"id": "p1", "text": chinese(3000), "title": "t", "url": "u", "language": "zh"}]), shard)
     assert out.num_rows == 1 and not shard.dropped
+    assert out.column("language").to_pylist() == ["zh"]  # the passage's language rides along
     assert shard.counters["llm.default.prompt_shortened"] == 1
     sent = fake.requests_seen[0]
     assert PromptBudget(tokenizer, 2048).prompt_tokens(sent.messages) <= 2048 - 384
