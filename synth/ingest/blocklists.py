@@ -63,7 +63,10 @@ class Blocklists:
 def load(categories: list[str], folder: Path | str | None = None) -> Blocklists:
     """The lists of `categories` from `folder` (an unpacked UT1 tree: <cat>/domains,
     <cat>/urls), else the cached download, else the built-in fallback."""
+    explicit = folder is not None
     folder = Path(folder).expanduser() if folder else default_dir()
+    if explicit and not any((folder / c / "domains").is_file() for c in categories):
+        raise BlocklistError(f"blocklist_dir {folder}: no <category>/domains file for {', '.join(categories)}")
     if any((folder / c / "domains").is_file() for c in categories):
         lists = Blocklists(source=str(folder))
         for c in categories:

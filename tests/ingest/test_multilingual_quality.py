@@ -233,6 +233,11 @@ def test_url_filter_falls_back_to_builtin_lists(tmp_path, monkeypatch):
     assert shard.counters["url_filter.builtin_blocklists"] == 1
 
 
+def test_missing_blocklist_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception, match="no <category>/domains"):
+        run(URLFilter, [{"url": "https://example.com/"}], blocklist_dir=str(tmp_path / "nowhere"))
+
+
 def test_team_lists_from_files(tmp_path):
     (tmp_path / "block.txt").write_text("# ours\nblocked.example\n")
     pipeline = PipelineContext(config_path=tmp_path / "p.yaml")
@@ -257,20 +262,25 @@ SPAM = {
 def crawl_run(shared_data, tmp_path_factory):
     """The multilingual crawl through the web ingest filters, language ID keeping everything."""
     tmp = tmp_path_factory.mktemp("crawl")
-    return run_pipeline(
-        tmp,
-        [str(shared_data / "warc" / "cc-style-multilingual.warc.gz")],
-        [
-            {"type": "read"},
-            {"type": "url_filter", "blocklist_dir": str(tmp / "no-lists")},
-            {"type": "extract_html"},
-            {"type": "langid", "min_score": 0.0},
-            {"type": "gopher_repetition"},
-            {"type": "gopher_quality"},
-            {"type": "c4_quality", "min_sentences": 3},
-            {"type": "c4_badwords", "also_languages": ["zh"], "also_columns": ["title"]},
-        ],
-    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SYNTH_CACHE", str(tmp / "cache"))  # no UT1 copy: the built-in lists
+        return run_pipeline(
+            tmp,
+            [str(shared_data / "warc" / "cc-style-multilingual.warc.gz")],
+            WEB_FILTERS,
+        )
+
+
+WEB_FILTERS = [
+    {"type": "read"},
+    {"type": "url_filter"},
+    {"type": "extract_html"},
+    {"type": "langid", "min_score": 0.0},
+    {"type": "gopher_repetition"},
+    {"type": "gopher_quality"},
+    {"type": "c4_quality", "min_sentences": 3},
+    {"type": "c4_badwords", "also_languages": ["zh"], "also_columns": ["title"]},
+]
 
 
 def run_pipeline(tmp: Path, inputs: list[str], stages: list[dict]) -> Path:
