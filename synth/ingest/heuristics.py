@@ -6,7 +6,7 @@ fails is its own drop reason. Defaults are the published thresholds.
 
 Language awareness: when the table has a language column (from `langid`), each
 row is judged by its language's rules: words come from a segmenter for languages
-written without spaces (jieba for Chinese, fugashi for Japanese: see
+written without spaces (jieba via rjieba for Chinese, fugashi for Japanese: see
 `synth.ingest.segment`), the stop-word list and thresholds come from
 `languages` (default: FineWeb-2's published per-language values in
 `data/language_rules.yaml`). No-space languages without a segmenter skip the
