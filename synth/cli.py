@@ -174,6 +174,9 @@ def _register_subcommands() -> None:
     quality_app.command("train")(quality_train)
     app.add_typer(quality_app, name="quality")
     app.add_typer(kg_app, name="kg")
+    from synth.ingest.blocklists_cli import blocklists_app
+
+    app.add_typer(blocklists_app, name="blocklists")
     from synth.dedup.report import register as register_dedup
 
     register_dedup(app)

@@ -175,12 +175,17 @@ class Filter(Stage):
     def decide(self, row: dict) -> str | None:
         raise NotImplementedError
 
+    def decide_columns(self) -> Sequence[str]:
+        """Columns `decide` also sees when the table has them, without requiring
+        them (e.g. `language`, for per-language thresholds)."""
+        return ()
+
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
         scores = self.score(table, shard)
         table = add_columns(table, scores, self.column_types())
         if table.num_rows == 0:
             return table
-        looked_at = [c for c in dict.fromkeys([*self.input_columns(), *scores]) if c in table.column_names]
+        looked_at = [c for c in dict.fromkeys([*self.input_columns(), *self.decide_columns(), *scores]) if c in table.column_names]
         rows = table.select(looked_at).to_pylist()
         keep = [True] * table.num_rows
         annotate_only = getattr(self.options, "annotate_only", False)

@@ -14,7 +14,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from synth.core.stage import Shard
-from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, parse_json
+from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason, parse_json
 from synth.llm.types import ChatRequest
 from synth.prompts import load_prompt
 from synth.synthesis.common import add_step, extend_schema, model_name, sampling_record
@@ -79,7 +79,7 @@ class CritiqueFilter(LLMStage):
         out = []
         for row, req, res in zip(rows, requests, results):
             if res.error is not None:
-                shard.drop(row, "llm_error", {"error": res.error})
+                shard.drop(row, error_reason(res), {"error": res.error})
                 continue
             try:
                 grade, rationale = parse_grade(res.text)

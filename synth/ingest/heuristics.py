@@ -4,21 +4,36 @@ Each computed statistic is kept as a score column, so a team can re-tune a
 threshold by re-reading the columns instead of recomputing; each rule that
 fails is its own drop reason. Defaults are the published thresholds.
 
-Language awareness: when the table has a language column (from `langid`), the
-stop-word rule uses that language's list (languages without a list skip the
-rule) and word-based rules are skipped for languages written without spaces
-(their score is null). Without the column, `default_language` applies.
+Language awareness: when the table has a language column (from `langid`), each
+row is judged by its language's rules: words come from a segmenter for languages
+written without spaces (jieba via rjieba for Chinese, fugashi for Japanese: see
+`synth.ingest.segment`), the stop-word list and thresholds come from
+`languages` (default: FineWeb-2's published per-language values in
+`data/language_rules.yaml`). No-space languages without a segmenter skip the
+word rules (their scores are null). Without the column, `default_language` applies.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
-from pydantic import Field
+import yaml
+from pydantic import Field, ValidationError
 
 from synth.core.stage import Filter, FilterOptions, Shard
+from synth.ingest import segment
 from synth.ingest import textstats as ts
+
+LANGUAGE_RULES_FILE = Path(__file__).parent / "data" / "language_rules.yaml"
+
+
+@lru_cache(maxsize=1)
+def language_rules() -> dict[str, dict]:
+    """The built-in per-language thresholds: {language: {filter type: {option: value}, source}}."""
+    return yaml.safe_load(LANGUAGE_RULES_FILE.read_text(encoding="utf-8")) or {}
 
 
 class _TextFilterOptions(FilterOptions):
@@ -27,6 +42,12 @@ class _TextFilterOptions(FilterOptions):
     language_column: str = "language"
     default_language: str = "en"
     no_space_languages: list[str] = Field(default_factory=lambda: sorted(ts.NO_SPACE_LANGUAGES))
+    # Segment no-space languages that have a segmenter (zh, ja) instead of skipping
+    # their word rules.
+    segment_words: bool = True
+    # language -> options that differ for it (e.g. {zh: {min_mean_word_length: 1}});
+    # None = the built-in table (data/language_rules.yaml, FineWeb-2's values).
+    languages: dict[str, dict[str, Any]] | None = None
 
 
 class _TextFilter(Filter):
@@ -35,6 +56,41 @@ class _TextFilter(Filter):
 
     def input_columns(self):
         return (self.options.text_column,)
+
+    def decide_columns(self):
+        return (self.options.language_column,) if self.options.language_column else ()
+
+    def row_options(self, row: dict):
+        """The options that judge this row: its language's overrides on top of the stage's."""
+        lang = row.get(self.options.language_column) if self.options.language_column else None
+        return self.options_for(lang or self.options.default_language)
+
+    def options_for(self, language: str):
+        cache = self.__dict__.setdefault("_per_language", {})
+        if language not in cache:
+            cache[language] = self._build_language_options(language)
+        return cache[language]
+
+    def _build_language_options(self, language: str):
+        o = self.options
+        table = o.languages if o.languages is not None else {k: v.get(self.type, {}) for k, v in language_rules().items()}
+        overrides = dict(table.get(language) or {})
+        if not overrides:
+            return o
+        if isinstance(overrides.get("stop_words"), list):
+            overrides["stop_words"] = {**getattr(o, "stop_words", {}), language: overrides["stop_words"]}
+        merged = {**o.model_dump(), **overrides, "languages": None}
+        try:
+            return type(o).model_validate(merged)
+        except ValidationError as e:
+            where = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"{self.type}: languages.{language}: {where}") from None
+
+    def segmented(self, language: str) -> bool:
+        return self.options.segment_words and segment.can_segment(language)
+
+    def has_words(self, language: str) -> bool:
+        return language not in set(self.options.no_space_languages) or self.segmented(language)
 
     def output_columns(self):
         return tuple(self.column_types())
@@ -96,9 +152,12 @@ class GopherQualityFilter(_TextFilter):
     def score(self, table: pa.Table, shard: Shard) -> dict:
         texts, languages = self._texts_and_languages(table)
         no_space = set(self.options.no_space_languages)
-        stop_lists = self.options.stop_words
         cols: dict[str, list] = {name: [] for name in self.score_types}
         for text, lang in zip(texts, languages):
+            if self.segmented(lang):
+                self._score_segmented(text, lang, cols)
+                continue
+            stop_lists = self.options_for(lang).stop_words
             words = text.split()
             n_words = len(words)
             spaced = lang not in no_space
@@ -115,7 +174,7 @@ class GopherQualityFilter(_TextFilter):
             cols["gopher_bullet_lines_ratio"].append(ts.count_bullet_lines(text) / lines)
             cols["gopher_ellipsis_lines_ratio"].append(ts.count_ellipsis_lines(text) / lines)
             cols["gopher_alpha_words_ratio"].append(1.0 - ts.count_non_alpha_tokens(text) / n_words if n_words else 0.0)
-            stops = stop_lists.get(lang)
+            stops = stop_lists.get(lang) if spaced else None
             if stops:
                 pattern = ts.stop_word_pattern(tuple(w.lower() for w in stops))
                 cols["gopher_stop_words"].append(len(pattern.findall(text.lower())))
@@ -123,8 +182,36 @@ class GopherQualityFilter(_TextFilter):
                 cols["gopher_stop_words"].append(None)
         return cols
 
+    def _score_segmented(self, text: str, lang: str, cols: dict[str, list]) -> None:
+        """Gopher's statistics on segmenter tokens, as FineWeb-2 computes them for
+        such languages: word count and length over tokens with a letter or digit,
+        the alphabetic share and stop words over all tokens."""
+        tokens = segment.tokens(text, lang)
+        words = [t for t in tokens if segment._WORDLIKE.search(t)]
+        n_words = len(words)
+        lines = max(1, sum(1 for line in text.split("\n") if line.strip()))
+        cols["gopher_words"].append(n_words)
+        if n_words:
+            cols["gopher_mean_word_length"].append(sum(map(len, words)) / n_words)
+            cols["gopher_hash_ratio"].append(text.count("#") / n_words)
+            cols["gopher_ellipsis_ratio"].append((text.count("...") + text.count("…")) / n_words)
+        else:
+            cols["gopher_mean_word_length"].append(None)
+            cols["gopher_hash_ratio"].append(None)
+            cols["gopher_ellipsis_ratio"].append(None)
+        cols["gopher_bullet_lines_ratio"].append(ts.count_bullet_lines(text) / lines)
+        cols["gopher_ellipsis_lines_ratio"].append(ts.count_ellipsis_lines(text) / lines)
+        alpha = sum(1 for t in tokens if any(c.isalpha() for c in t))
+        cols["gopher_alpha_words_ratio"].append(alpha / len(tokens) if tokens else 0.0)
+        stops = self.options_for(lang).stop_words.get(lang)
+        if stops:
+            stop_set = frozenset(w.lower() for w in stops)
+            cols["gopher_stop_words"].append(sum(1 for t in tokens if t.lower() in stop_set))
+        else:
+            cols["gopher_stop_words"].append(None)
+
     def decide(self, row: dict) -> str | None:
-        o = self.options
+        o = self.row_options(row)
         words = row["gopher_words"]
         if _under(words, o.min_words):
             return "gopher_too_few_words"
@@ -198,8 +285,10 @@ class GopherRepetitionFilter(_TextFilter):
             cols["gopher_dup_para_frac"].append(dup / n if n else 0.0)
             cols["gopher_dup_para_char_frac"].append(dup_chars / chars if chars else 0.0)
 
-        spaced = [lang not in no_space for lang in languages]
-        words = ts.ShardWords([t.split() if ok else () for t, ok in zip(texts, spaced)])
+        spaced = [self.has_words(lang) for lang in languages]
+        words = ts.ShardWords(
+            [(segment.words(t, lang) if self.segmented(lang) else t.split()) if ok else () for t, lang, ok in zip(texts, languages, spaced)]
+        )
         stats = words.ngram_stats(self.options.max_top_ngram_frac, self.options.max_dup_ngram_frac)
         for n in sorted(self.options.max_top_ngram_frac):
             cols[f"gopher_top_{n}gram_frac"] = _null_where_not(stats[("top", n)], spaced)
@@ -208,7 +297,7 @@ class GopherRepetitionFilter(_TextFilter):
         return cols
 
     def decide(self, row: dict) -> str | None:
-        o = self.options
+        o = self.row_options(row)
         if _over(row["gopher_dup_line_frac"], o.max_dup_line_frac):
             return "gopher_dup_line_frac"
         if _over(row["gopher_dup_para_frac"], o.max_dup_para_frac):
@@ -218,10 +307,10 @@ class GopherRepetitionFilter(_TextFilter):
         if _over(row["gopher_dup_para_char_frac"], o.max_dup_para_char_frac):
             return "gopher_dup_para_char_frac"
         for n, limit in sorted(o.max_top_ngram_frac.items()):
-            if _over(row[f"gopher_top_{n}gram_frac"], limit):
+            if _over(row.get(f"gopher_top_{n}gram_frac"), limit):
                 return f"gopher_top_{n}gram"
         for n, limit in sorted(o.max_dup_ngram_frac.items()):
-            if _over(row[f"gopher_dup_{n}gram_frac"], limit):
+            if _over(row.get(f"gopher_dup_{n}gram_frac"), limit):
                 return f"gopher_dup_{n}gram"
         return None
 
@@ -290,11 +379,10 @@ class C4QualityFilter(_TextFilter):
 
     def score(self, table: pa.Table, shard: Shard) -> dict:
         texts, languages = self._texts_and_languages(table)
-        no_space = set(self.options.no_space_languages)
         cols: dict[str, list] = {name: [] for name in self.score_types}
         cleaned: list[str] = []
         for text, lang in zip(texts, languages):
-            stats, kept = self._page(text, lang not in no_space)
+            stats, kept = self._page(text, self.has_words(lang), lang)
             for name, value in stats.items():
                 cols[name].append(value)
             cleaned.append(kept)
@@ -302,8 +390,10 @@ class C4QualityFilter(_TextFilter):
             cols[self.options.text_column] = cleaned
         return cols
 
-    def _page(self, text: str, spaced: bool) -> tuple[dict, str]:
-        o = self.options
+    def _page(self, text: str, spaced: bool, language: str | None = None) -> tuple[dict, str]:
+        """`spaced`: the language has words (written with spaces, or segmented)."""
+        o = self.options_for(language) if language else self.options
+        segmented = language is not None and self.segmented(language)
         lower = text.lower()
         lines = ts.nonblank_lines(text)
         unit = o.unit
@@ -333,7 +423,7 @@ class C4QualityFilter(_TextFilter):
                 counts["no_punct"] += 1
                 continue
             if spaced:
-                words = line.split()
+                words = segment.words(line, language) if segmented else line.split()
                 if o.min_words_per_line is not None and len(words) < o.min_words_per_line:
                     counts["short"] += 1
                     continue
@@ -357,11 +447,69 @@ class C4QualityFilter(_TextFilter):
         return stats, joiner.join(kept_blocks)
 
     def decide(self, row: dict) -> str | None:
-        o = self.options
+        o = self.row_options(row)
         if o.drop_lorem_ipsum and row["c4_lorem_ipsum"]:
             return "c4_lorem_ipsum"
         if o.drop_curly_bracket and row["c4_curly_bracket"]:
             return "c4_curly_bracket"
         if _under(row["c4_sentences"], o.min_sentences):
             return "c4_too_few_sentences"
+        return None
+
+
+# ---------------------------------------------------------------------------
+class C4BadWordsOptions(_TextFilterOptions):
+    # Drop a page with more than this many bad-word hits (C4: any hit drops it).
+    max_bad_words: int = Field(0, ge=0)
+    # Lists applied to every page whatever its language: spam pages mix languages
+    # (an English page under a Chinese adult title), so a Chinese-English team
+    # sets [en, zh].
+    also_languages: list[str] = Field(default_factory=list)
+    # Further columns searched when present (e.g. title).
+    also_columns: list[str] = Field(default_factory=list)
+    # language -> the team's own words, added to the shipped lists
+    words: dict[str, list[str]] = Field(default_factory=dict)
+    # Use the lists that ship with badwords-py (and synth's Chinese list).
+    shipped_lists: bool = True
+
+
+class C4BadWordsFilter(_TextFilter):
+    """C4's bad-words rule (Raffel et al. 2020): drop a page that contains a word of
+    the language's bad-word list. Lists are the ones `badwords-py` ships (LDNOOBW
+    and washyourmouthoutwithsoap, 25 languages) plus synth's own Chinese list
+    (badwords-py has none); words match whole words in spaced languages and as
+    substrings in languages written without spaces. A language with no list
+    gets a null score and is kept."""
+
+    type = "c4_badwords"
+    Options = C4BadWordsOptions
+    score_types = {"c4_badwords": pa.int32(), "c4_badwords_found": pa.string()}
+
+    def score(self, table: pa.Table, shard: Shard) -> dict:
+        from synth.ingest import badwords
+
+        texts, languages = self._texts_and_languages(table)
+        o = self.options
+        extra = [table.column(c).to_pylist() for c in o.also_columns if c in table.column_names]
+        no_space = set(o.no_space_languages)
+        counts: list[int | None] = []
+        found: list[str | None] = []
+        for i, (text, lang) in enumerate(zip(texts, languages)):
+            haystack = "\n".join([text, *(str(col[i]) for col in extra if col[i])]).lower()
+            total, hits, any_list = 0, [], False
+            for code in dict.fromkeys([lang, *o.also_languages]):
+                pattern = badwords.pattern(code, code in no_space, tuple(o.words.get(code, ())), o.shipped_lists)
+                if pattern is None:
+                    continue
+                any_list = True
+                matches = pattern.findall(haystack)
+                total += len(matches)
+                hits.extend(matches)
+            counts.append(total if any_list else None)
+            found.append(", ".join(list(dict.fromkeys(hits))[:5]) if hits else None)
+        return {"c4_badwords": counts, "c4_badwords_found": found}
+
+    def decide(self, row: dict) -> str | None:
+        if _over(row["c4_badwords"], self.options.max_bad_words):
+            return "c4_badwords"
         return None

@@ -4,7 +4,10 @@ A passage is an exact slice of its document's text (`text == doc_text[char_offse
 char_offset + len(text)]`), so provenance can always be checked against the source.
 Paragraphs are packed up to `max_chars`; a paragraph longer than that is cut at
 sentence ends (at whitespace if a sentence alone is too long); a last piece shorter
-than `min_chars` joins the passage before it. A chapter heading starts a new
+than `min_chars` joins the passage before it. With `max_tokens`, passages are also
+sized in tokens of the model that will read them (its fast tokenizer): a passage
+over the budget is split again, at paragraph and sentence ends, until it fits
+(a Chinese passage of 3,000 characters is ~2,000 tokens; English ~700). A chapter heading starts a new
 passage and names the chapter of everything until the next one; a run of headings
 with nothing between them is a table of contents, not chapters.
 """
@@ -33,6 +36,8 @@ class PassageOptions(StageOptions):
     max_chars: int = Field(default=2000, gt=0)
     min_chars: int = Field(default=200, ge=0)
     detect_chapters: bool = True
+    max_tokens: int | None = Field(default=None, ge=16, description="Also cap passages at this many tokens of `tokenizer`.")
+    tokenizer: str = Field(default="default", description='"default" (the embedded model), a tokenizer.json, a model folder, or a cached hub id.')
 
     @model_validator(mode="after")
     def _min_below_max(self):
@@ -52,7 +57,15 @@ class SplitPassages(Stage):
     def column_types(self) -> dict[str, pa.DataType]:
         return {"id": pa.string(), "text": pa.string(), "doc_id": pa.string(), "passage_index": pa.int32(), "char_offset": pa.int64(), "chapter": pa.string()}
 
+    def setup(self) -> None:
+        self.tokenizer = None
+        if self.options.max_tokens:
+            from synth.llm.tokens import load_tokenizer
+
+            self.tokenizer = load_tokenizer(self.options.tokenizer)
+
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
+        self.ensure_setup()
         # Parent columns (url, source, title, author...) ride along unchanged, except
         # ones this stage owns and the raw HTML, which passages do not need.
         carried = [c for c in table.column_names if c not in self.writes and c != "html"]
@@ -65,6 +78,10 @@ class SplitPassages(Stage):
                 shard.drop({"id": doc_id, **parent}, "no_text")
                 continue
             pieces = split_text(text, self.options.max_chars, self.options.min_chars, self.options.detect_chapters)
+            if self.tokenizer is not None:
+                pieces, resplit = fit_tokens(text, pieces, self.tokenizer, self.options.max_tokens, self.options.min_chars)
+                if resplit:
+                    shard.count("passages_resplit_for_tokens", resplit)
             if len(pieces) > 1:
                 shard.count("split_documents")
             for index, (start, end, chapter) in enumerate(pieces):
@@ -174,6 +191,55 @@ def split_text(text: str, max_chars: int, min_chars: int, detect_chapters: bool 
         else:
             merged.append(p)
     return [(s, e, c) for s, e, c in merged]
+
+
+def fit_tokens(text: str, pieces: list[tuple[int, int, str | None]], tokenizer, max_tokens: int, min_chars: int) -> tuple[list, int]:
+    """Split again every piece over `max_tokens` tokens: at the same boundaries with
+    a character budget scaled to its token density, down to a hard cut at a token
+    boundary. Returns the pieces and how many were split again."""
+    from synth.llm.tokens import char_end_of_tokens, count_tokens
+
+    out: list[tuple[int, int, str | None]] = []
+    resplit = 0
+    sizes = count_tokens(tokenizer, [text[s:e] for s, e, _ in pieces])
+    for (s, e, chapter), n in zip(pieces, sizes):
+        if n <= max_tokens:
+            out.append((s, e, chapter))
+            continue
+        resplit += 1
+        out.extend(_fit_piece(text, s, e, chapter, n, tokenizer, max_tokens, min_chars, char_end_of_tokens, count_tokens))
+    return out, resplit
+
+
+def _fit_piece(text, s, e, chapter, n, tokenizer, max_tokens, min_chars, char_end_of_tokens, count_tokens, depth=0):
+    if n <= max_tokens:
+        return [(s, e, chapter)]
+    if depth < 4:
+        budget = max(16, int((e - s) * max_tokens / n * 0.9))
+        sub = split_text(text[s:e], budget, min(min_chars, budget // 2), detect_chapters=False)
+        if len(sub) > 1:
+            out = []
+            sizes = count_tokens(tokenizer, [text[s + a : s + b] for a, b, _ in sub])
+            for (a, b, _), m in zip(sub, sizes):
+                out.extend(_fit_piece(text, s + a, s + b, chapter, m, tokenizer, max_tokens, min_chars, char_end_of_tokens, count_tokens, depth + 1))
+            return out
+    # no boundary left: cut at the token budget
+    out = []
+    while s < e:
+        budget = max_tokens
+        while True:
+            cut = s + max(1, char_end_of_tokens(tokenizer, text[s:e], budget))
+            piece = text[s:cut]
+            # a slice can tokenize a little longer than the same span inside its text
+            size = count_tokens(tokenizer, [piece.strip()])[0]
+            if size <= max_tokens or budget <= 1:
+                break
+            budget = max(1, budget - (size - max_tokens))
+        lead = len(piece) - len(piece.lstrip())
+        if piece.strip():
+            out.append((s + lead, s + lead + len(piece.strip()), chapter))
+        s = cut
+    return out
 
 
 def book_passages(path, max_chars: int = 1500, min_chars: int = 500) -> list[str]:

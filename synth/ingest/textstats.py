@@ -38,8 +38,9 @@ _ELLIPSIS_LINE = re.compile(r"(?:\.\.\.|…)[ \t\r]*$", re.M)
 # A whitespace token with no letter in it (digits, symbols, punctuation only).
 _NON_ALPHA_TOKEN = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n")
-# Sentence ends: terminal marks, optional closing quotes/brackets, then space or end.
-_SENTENCE_END = re.compile(r"[.!?。！？।؟]+[\"'”’»)\]]*(?=\s|$)")
+# Sentence ends: terminal marks, optional closing quotes/brackets, then space or end;
+# CJK full-width marks end a sentence without a following space.
+_SENTENCE_END = re.compile(r"[.!?।؟]+[\"'”’»)\]]*(?=\s|$)|[。！？]+[\"'”’»)\]」』）]*")
 
 _PUNCT_CHARS = "".join(
     chr(c) for c in range(0x20, 0x3000) if not chr(c).isalnum() and not chr(c).isspace() and chr(c).isprintable()

@@ -5,6 +5,11 @@ result changes the row (`apply_result`). The base sends the whole shard to the
 (cached) engine at once so the engine batches it, records usage counters in the
 ledger, and drops rows whose request finally failed with reason `llm_error`, the
 error kept in the reject sample: a record is answered or dropped, never lost.
+
+Every request is measured with the model's tokenizer before it is sent (`send`):
+one that cannot fit the model's context with its `max_tokens` is shortened where
+the stage marked a part as cuttable (`ChatRequest.shortenable`, the passage) or
+dropped as `prompt_too_long` without a request.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from synth.core.stage import Shard, Stage, StageOptions
 from synth.llm.cache import CachedEngine, RequestCache
 from synth.llm.config import ModelsConfig
 from synth.llm.default_model import cache_root
+from synth.llm.tokens import PROMPT_TOO_LONG, PromptBudget, TokenizerNotFound, load_tokenizer, model_context
 from synth.llm.types import ChatRequest, ChatResult, SamplingParams
 from synth.llm.usage import usage_counters
 
@@ -57,6 +63,9 @@ class LLMStageOptions(StageOptions):
     model: str | None = Field(None, description="Model name in MODELS.yaml; default: its default model.")
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
     cache: bool = Field(True, description="Use the persistent request cache (reproducible reruns).")
+    check_prompt_length: bool = Field(True, description="Measure prompts before sending; shorten or drop those that cannot fit.")
+    context_tokens: int | None = Field(None, ge=16, description="The model's context; default: the MODELS entry's max_model_len, else the model's config.")
+    tokenizer: str | None = Field(None, description="tokenizer.json or model folder to measure with; default: the model's own.")
 
 
 # -- engines shared by all LLM stages of a process ---------------------------------
@@ -210,7 +219,7 @@ class LLMStage(Stage):
                 out.append(row)
                 continue
             if res.error is not None:
-                shard.drop(row, LLM_ERROR, {"error": res.error, "model": self.engine.name})
+                shard.drop(row, error_reason(res), {"error": res.error, "model": self.engine.name})
                 continue
             produced = self.apply_result(row, res, shard)
             if isinstance(produced, str):
@@ -223,14 +232,79 @@ class LLMStage(Stage):
 
     def call(self, requests: list[ChatRequest], shard: Shard) -> list[ChatResult]:
         """Generate for the whole shard and count usage under `llm.<model>.*`."""
-        engine = self.engine
-        results = engine.generate(requests, progress=request_progress(len(requests), f"{shard.stage_label} {shard.name}"))
-        for key, value in usage_counters(results, engine.name).items():
-            shard.count(key, value)
-        for req, res in zip(requests, results):
-            if res.error is not None:
-                log.warning("stage %s, record %s, model %s: %s", shard.stage_label, req.key, engine.name, res.error)
-        return results
+        return self.send(self.engine, requests, shard, self.options.model)
+
+    def send(self, engine, requests: list[ChatRequest], shard: Shard, model: str | None = None) -> list[ChatResult]:
+        """The one way requests reach an engine: measured against the model's context
+        first (shortened or failed with `prompt_too_long`, never sent), then
+        generated as one batch, usage counted under `llm.<model>.*`."""
+        results: list[ChatResult | None] = [None] * len(requests)
+        to_send: list[int] = []
+        budget = self.prompt_budget(model, shard)
+        for i, req in enumerate(requests):
+            if budget is None:
+                to_send.append(i)
+                continue
+            fitted, size, shortened = budget.fit(req)
+            if fitted is None:
+                limit = budget.limit(req.sampling.max_tokens)
+                shard.count(f"llm.{engine.name}.{PROMPT_TOO_LONG}")
+                results[i] = ChatResult.failure(f"{PROMPT_TOO_LONG}: ~{size} prompt tokens, {limit} fit ({budget.context} context - {req.sampling.max_tokens} max_tokens)")
+                continue
+            if shortened:
+                shard.count(f"llm.{engine.name}.prompt_shortened")
+                requests[i] = fitted
+            to_send.append(i)
+        batch = [requests[i] for i in to_send]
+        if batch:
+            sent = engine.generate(batch, progress=request_progress(len(batch), f"{shard.stage_label} {shard.name} {engine.name}"))
+            for key, value in usage_counters(sent, engine.name).items():
+                shard.count(key, value)
+            for i, res in zip(to_send, sent):
+                results[i] = res
+                if res.error is not None:
+                    log.warning("stage %s, record %s, model %s: %s", shard.stage_label, requests[i].key, engine.name, res.error)
+        return results  # type: ignore[return-value]
+
+    def prompt_budget(self, model: str | None, shard: Shard | None = None) -> PromptBudget | None:
+        """The context budget of `model` (None: the stage's), or None when prompts
+        are not measured (turned off, or no tokenizer for the model: counted)."""
+        o = self.options
+        if not getattr(o, "check_prompt_length", False):
+            return None
+        budgets = self.__dict__.setdefault("_budgets", {})
+        if model not in budgets:
+            budgets[model] = self._make_budget(model)
+        budget = budgets[model]
+        if budget is None and shard is not None:
+            shard.count("llm.prompt_unmeasured")
+        return budget
+
+    def _make_budget(self, model: str | None) -> PromptBudget | None:
+        from synth.llm.config import DEFAULT_MODEL_REF, resolve_model_path
+
+        o = self.options
+        try:
+            models, _ = models_config_for(self.pipeline.settings, self.pipeline.config_path)
+            name, entry = models.entry(model)
+        except Exception as e:
+            log.warning("stage %s: prompts not measured: %s", self.type, e)
+            return None
+        ref = o.tokenizer or (DEFAULT_MODEL_REF if entry.model == DEFAULT_MODEL_REF else resolve_model_path(entry))
+        try:
+            tokenizer = load_tokenizer(ref)
+        except TokenizerNotFound as e:
+            log.warning("stage %s, model %s: prompts not measured: %s", self.type, name, e)
+            return None
+        context = o.context_tokens or entry.max_model_len
+        if context is None:
+            from synth.llm.tokens import tokenizer_file
+
+            context = model_context(tokenizer_file(ref).parent)
+        if context is None:
+            log.warning("stage %s, model %s: prompts not measured: context length unknown (set context_tokens)", self.type, name)
+            return None
+        return PromptBudget(tokenizer, context)
 
     def to_table(self, rows: list[dict], schema: pa.Schema) -> pa.Table:
         types = self.column_types()
@@ -252,6 +326,11 @@ class LLMStage(Stage):
             if name not in schema.names:
                 fields.append(pa.field(name, typ))
         return pa.Table.from_pylist([], schema=pa.schema(fields))
+
+
+def error_reason(result: ChatResult) -> str:
+    """The drop reason of a failed result: `prompt_too_long` (never sent) or `llm_error`."""
+    return PROMPT_TOO_LONG if (result.error or "").startswith(PROMPT_TOO_LONG) else LLM_ERROR
 
 
 def parse_json(text: str) -> Any:

@@ -54,6 +54,9 @@ class ChatRequest:
     messages: list[dict]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     key: str = ""  # the record id, for accounting and error reports
+    # A part of the messages (the passage) that may be cut when the prompt does not
+    # fit the model's context; empty = nothing may be cut (PromptBudget.fit).
+    shortenable: str = ""
 
 
 @dataclass

@@ -8,10 +8,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from synth.core.progress import request_progress
 from synth.llm.stage import LLMStage, models_config_for, request_cache_path, shared_engine
 from synth.llm.types import ChatRequest, ChatResult, SamplingParams
-from synth.llm.usage import usage_counters
 
 # Columns every instruction record carries from `instruct` on.
 INSTRUCTION_SCHEMA = pa.schema(
@@ -26,6 +24,8 @@ INSTRUCTION_SCHEMA = pa.schema(
         ("source_path", pa.string()),
         ("evolution", pa.list_(pa.string())),
         ("provenance", pa.string()),
+        # the source passage's language (from `langid`), kept through every later stage
+        ("language", pa.string()),
     ]
 )
 
@@ -79,9 +79,8 @@ def generate_by_model(stage: LLMStage, requests: list[tuple[str | None, ChatRequ
     for model, indices in by_model.items():
         engine = engine_for(stage, model)
         batch = [requests[i][1] for i in indices]
-        results = engine.generate(batch, progress=request_progress(len(batch), f"{shard.stage_label} {shard.name} {engine.name}"))
-        for key, value in usage_counters(results, engine.name).items():
-            shard.count(key, value)
+        # measured against the model's context, shortened or failed before sending
+        results = stage.send(engine, batch, shard, model)
         for i, res in zip(indices, results):
             out[i] = (res, engine.name)
     return out  # type: ignore[return-value]

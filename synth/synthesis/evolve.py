@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 
 from synth.core.records import content_id
 from synth.core.stage import Shard
-from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions
+from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason
 from synth.llm.types import ChatRequest, SamplingParams
 from synth.prompts import load_prompt
 from synth.synthesis.common import add_step, extend_schema, model_name, sampling_record
@@ -147,7 +147,7 @@ class EvolveInstructions(LLMStage):
 
     def _static_check(self, row: dict, op: str, res) -> str | None:
         if res.error is not None:
-            return "llm_error"
+            return error_reason(res)
         text = res.text.strip()
         if not text:
             return "empty_rewrite"
@@ -172,7 +172,7 @@ class EvolveInstructions(LLMStage):
         for i, res in zip(idx, self.call(reqs, shard)):
             reason = None
             if res.error is not None:
-                reason = "llm_error"
+                reason = error_reason(res)
             elif is_sorry_and_short(res.text):
                 reason = "response_sorry_short"
             elif only_punctuation_and_stop_words(res.text):
@@ -191,7 +191,7 @@ class EvolveInstructions(LLMStage):
         for i, res in zip(idx, self.call(reqs, shard)):
             verdict = (res.text or "").strip().lower()
             if res.error is not None:
-                shard.note({"id": rows[i]["id"], "rewrite": candidates[i]}, "llm_error")
+                shard.note({"id": rows[i]["id"], "rewrite": candidates[i]}, error_reason(res))
             elif verdict.startswith("equal"):
                 shard.note({"id": rows[i]["id"], "operator": ops[i], "parent": rows[i]["instruction"], "rewrite": candidates[i]}, "no_information_gain")
             else:

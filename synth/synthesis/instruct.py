@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from synth.core.records import content_id
 from synth.core.stage import Shard
-from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, parse_json
+from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason, parse_json
 from synth.llm.types import ChatRequest
 from synth.prompts import load_prompt
 from synth.synthesis.common import INSTRUCTION_SCHEMA, add_step, model_name, ngram_overlap, sampling_record, words
@@ -122,14 +122,16 @@ class GenerateInstructions(LLMStage):
                 messages = self.prompt.render(
                     passage=passage, kind=kind.replace("_", " "), kind_description=spec["description"], count=self.options.per_kind, source=source
                 )
-                requests.append(ChatRequest(messages, self.sampling(shard, {"id": f"{row['id']}:{kind}"}, json_schema=schema), key=f"{row['id']}:{kind}"))
+                # the passage may be cut to fit the model's context (LLMStage.send)
+                sampling = self.sampling(shard, {"id": f"{row['id']}:{kind}"}, json_schema=schema)
+                requests.append(ChatRequest(messages, sampling, key=f"{row['id']}:{kind}", shortenable=passage))
                 jobs.append((row, kind))
         results = self.call(requests, shard) if requests else []
         model = model_name(self)
         out: list[dict] = []
         for (row, kind), req, res in zip(jobs, requests, results):
             if res.error is not None:
-                shard.drop({**row, "kind": kind}, "llm_error", {"error": res.error})
+                shard.drop({**row, "kind": kind}, error_reason(res), {"error": res.error})
                 continue
             try:
                 parsed = parse_json(res.text)
@@ -179,6 +181,7 @@ class GenerateInstructions(LLMStage):
                     "source_url": row.get("url"),
                     "source_title": row.get("title"),
                     "source_path": row.get("source"),
+                    "language": row.get("language"),
                     "evolution": [],
                     "provenance": add_step(
                         None,

@@ -12,7 +12,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from synth.core.stage import Shard
-from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions
+from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason
 from synth.llm.types import ChatRequest
 from synth.prompts import load_prompt
 from synth.synthesis.common import add_step, extend_schema, generate_by_model, sampling_record
@@ -65,7 +65,7 @@ class GenerateResponses(LLMStage):
         out = []
         for row, (model, req), (res, engine_name) in zip(rows, jobs, answered):
             if res.error is not None:
-                shard.drop(row, "llm_error", {"error": res.error, "model": engine_name})
+                shard.drop(row, error_reason(res), {"error": res.error, "model": engine_name})
                 continue
             if not res.texts:
                 shard.drop(row, "empty_response", {"model": engine_name})
