@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from kg.prompts import load_prompt
@@ -84,6 +87,11 @@ class TemplateVerbalizer:
         return rng.choice(self.grammar["questions"]).format(q=q)
 
 
+def attempt_seed(key: str) -> int:
+    """A stable 31-bit seed for one attempt of one request."""
+    return zlib.crc32(key.encode("utf-8")) & 0x7FFFFFFF
+
+
 def mentions_all(text: str, anchors: list[str]) -> list[str]:
     """The anchors `text` does not mention (case-insensitive, exact spelling otherwise)."""
     low = text.lower()
@@ -98,6 +106,7 @@ class Pending:
     tree: dict
     anchors: list[str]
     draft: str
+    relations: list[str] = field(default_factory=list)
 
 
 class LLMVerbalizer:
@@ -109,10 +118,18 @@ class LLMVerbalizer:
     name = "llm"
 
     def __init__(self, engine: Any, retries: int = 2, temperature: float = 0.8, max_tokens: int = 128,
-                 request_types: tuple | None = None):
+                 request_types: tuple | None = None,
+                 back_translate: Callable[[dict, Any], bool] | None = None, relations: list[str] | None = None,
+                 back_max_tokens: int = 256):
         self.engine = engine
         self.retries = retries
         self.prompt = load_prompt("llm_question")
+        # back_translate(original tree, model's tree) -> same answer set? None: no check.
+        self.back_translate = back_translate
+        self.back_prompt = load_prompt("llm_back_translate")
+        self.back_max_tokens = back_max_tokens
+        # What happened to each paraphrase, read (and reset) by the stage for the ledger.
+        self.stats: Counter = Counter()
         if request_types is None:
             from synth.llm import (  # imported late: optional dependency
                 ChatRequest,
@@ -128,10 +145,43 @@ class LLMVerbalizer:
         text = self.prompt["template"].format(
             query=json.dumps(item.tree, ensure_ascii=False), draft=item.draft,
             anchors=", ".join(f'"{a}"' for a in item.anchors))
-        sampling = self.SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens)
-        # The attempt is part of the key so a retry is a new draw, not a cache hit.
+        # The attempt must be part of the request's identity, which is what the cache
+        # hashes (model, messages, sampling), not `key`: a per-attempt seed makes a retry
+        # a new draw instead of the rejected text read back (engines that ignore seeds
+        # still get a cache miss and sample anew).
+        key = f"{item.key}:q{attempt}"
+        sampling = self.SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens,
+                                       seed=attempt_seed(key))
+        return self.ChatRequest(messages=[{"role": "user", "content": text}], sampling=sampling, key=key)
+
+    def _back_request(self, item: Pending, question: str, attempt: int):
+        text = self.back_prompt["template"].format(
+            question=question, anchors=", ".join(f'"{a}"' for a in item.anchors),
+            relations=", ".join(f'"{r}"' for r in item.relations))
+        # Greedy: the check should not depend on luck; the paraphrase is what varies.
+        sampling = self.SamplingParams(temperature=0.0, max_tokens=self.back_max_tokens)
         return self.ChatRequest(messages=[{"role": "user", "content": text}], sampling=sampling,
-                                key=f"{item.key}:q{attempt}")
+                                key=f"{item.key}:b{attempt}")
+
+    def _check_back(self, items: list[Pending], candidates: dict[int, str], attempt: int,
+                    out: list, again: list[int]) -> None:
+        """Keep a paraphrase only when the model's own query tree for it has the same answers."""
+        order = sorted(candidates)
+        results = self.engine.generate([self._back_request(items[i], candidates[i], attempt) for i in order])
+        for i, res in zip(order, results):
+            texts = getattr(res, "texts", None) or []
+            tree = parse_tree(texts[0]) if texts and not getattr(res, "error", None) else None
+            if tree is None:
+                reason = "llm_back_translation_unparsable"
+            elif not self.back_translate(items[i].tree, tree):
+                reason = "llm_back_translation_mismatch"
+            else:
+                out[i] = (candidates[i], None)
+                self.stats["back_translation.accepted"] += 1
+                continue
+            self.stats[f"back_translation.{reason.removeprefix('llm_back_translation_')}"] += 1
+            out[i] = (None, reason)
+            again.append(i)
 
     def verbalize(self, items: list[Pending]) -> list[tuple[str | None, str | None]]:
         """(question, None) or (None, drop reason) per item, in order."""
@@ -142,6 +192,7 @@ class LLMVerbalizer:
                 break
             results = self.engine.generate([self._request(items[i], attempt) for i in todo])
             again = []
+            candidates: dict[int, str] = {}
             for i, res in zip(todo, results):
                 if getattr(res, "error", None):
                     out[i] = (None, "llm_error")
@@ -158,9 +209,15 @@ class LLMVerbalizer:
                 elif (problem := question_problem(text, items[i].draft)) is not None:
                     out[i] = (None, problem)
                     again.append(i)
+                elif self.back_translate is not None:
+                    candidates[i] = text
                 else:
                     out[i] = (text, None)
-            todo = again
+            if candidates:
+                self._check_back(items, candidates, attempt, out, again)
+            todo = sorted(again)
+        for question, _ in out:
+            self.stats["questions.accepted" if question is not None else "questions.rejected"] += 1
         return out
 
 
@@ -184,4 +241,17 @@ def question_problem(text: str, draft: str) -> str | None:
         return "llm_echoed_prompt"
     if len(text) > max(400, 3 * len(draft)):
         return "llm_too_long"
+    return None
+
+
+def parse_tree(text: str) -> dict | None:
+    """The first JSON object in a model's answer (code fences and chatter around it allowed)."""
+    start = text.find("{")
+    while start >= 0:
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text[start:])
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        return value if isinstance(value, dict) else None
     return None
