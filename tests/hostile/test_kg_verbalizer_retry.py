@@ -13,6 +13,13 @@ from kg.generate import SampleFactory, sample_seeds
 llm = pytest.importorskip("synth.llm")
 
 
+@pytest.fixture(scope="module")
+def nations(shared_data, tmp_path_factory):
+    from kg.graph import load_graph
+
+    return load_graph(shared_data / "kg" / "nations", cache=tmp_path_factory.mktemp("kg-cache"))
+
+
 def _draws_anew(request, index, seen: dict):
     """A model whose first draw for a prompt forgets the anchors and whose later draws do not."""
     prompt = request.messages[-1]["content"]
