@@ -238,18 +238,23 @@ def preview(
 @kg_app.command()
 def export(
     run: Path = typer.Argument(..., help="Run directory (uses RUN/output), shard folder or parquet file."),
-    format: str = typer.Option("sharegpt", "--format", "-f", help="sharegpt, hermes or openai."),
+    format: str = typer.Option("sharegpt", "--format", "-f", help="sharegpt, hermes, openai or mistral."),
     output: Path = typer.Option(..., "--output", "-o", help="JSON Lines file to write."),
+    sequential: bool = typer.Option(False, "--sequential", help="One tool call per assistant turn, each answered "
+                                    "before the next (for templates that refuse parallel calls, e.g. Llama 3.1)."),
+    split: str = typer.Option("train", "--split", help="train (RUN/output) or eval (RUN/eval, from --eval-split)."),
 ) -> None:
-    """Write samples as ShareGPT, Hermes or plain OpenAI JSON Lines."""
+    """Write samples as ShareGPT, Hermes, plain OpenAI or Mistral JSON Lines."""
     from kg.export import FORMATS
     from kg.export import export as run_export
 
     if format not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}", 2)
+    if split not in ("train", "eval"):
+        _fail("--split must be train or eval", 2)
     try:
-        n = run_export(run, format, output)
-    except FileNotFoundError as exc:
+        n = run_export(run, format, output, sequential=sequential, split=split)
+    except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc), 2)
     console.print(f"[green]wrote[/] {n:,} samples to {output} ({format})", highlight=False)
 
