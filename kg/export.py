@@ -124,8 +124,9 @@ def to_sharegpt(sample: dict) -> dict:
         elif role == "user":
             conv.append({"from": "human", "value": m["content"]})
         elif role == "assistant" and m.get("tool_calls"):
-            if m.get("content"):
-                conv.append({"from": "gpt", "value": m["content"]})
+            # LLaMA-Factory wants human/observation and gpt/function_call turns to
+            # alternate (else it skips the example), so text beside a call (the
+            # reflection before a corrected call) cannot be a gpt turn of its own.
             calls = [{"name": c["function"]["name"], "arguments": _load(c["function"]["arguments"])}
                      for c in m["tool_calls"]]
             conv.append({"from": "function_call",
