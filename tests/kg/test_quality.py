@@ -171,3 +171,34 @@ def _relations(tree):
 def test_anchors_of_is_what_the_split_checks():
     tree = {"and": [{"relation": "r", "of": {"entity": "a"}}, {"not": {"relation": "s", "of": {"entity": "b"}}}]}
     assert anchors_of(tree) == ["a", "b"]
+
+
+def test_cli_says_once_what_was_not_produced_and_audit_shows_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from kg.cli import kg_app
+    from synth.cli import app
+
+    rows = [(f"n{i}", "next", f"n{i + 1}") for i in range(30)] + [(f"n{i}", "skip", f"n{i + 2}") for i in range(29)]
+    path = tmp_path / "chain.tsv"
+    path.write_text("".join("\t".join(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    runner = CliRunner()
+    res = runner.invoke(kg_app, ["walk", str(path), "--output", str(run), "--samples", "60", "--patterns", "1p,3i",
+                                 "--samples-per-shard", "20", "--workers", "1", "--eval-split", "0.2"])
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.output.split())
+    # three shards, one sentence per split (the eval split is probed on its own anchors)
+    assert flat.count("pattern 3i was not produced: the graph") == 1
+    assert flat.count("pattern 3i was not produced in the eval split") == 1
+    assert "share went to the other patterns" in flat and "evaluation split" in flat
+    audit = runner.invoke(app, ["audit", str(run)])
+    assert audit.exit_code == 0, audit.output
+    assert "samples per pattern" in audit.output and "pattern 3i was not produced" in " ".join(audit.output.split())
+    for fmt in ("mistral", "openai"):
+        out = tmp_path / f"{fmt}.jsonl"
+        res = runner.invoke(kg_app, ["export", str(run), "--format", fmt, "--sequential", "--split", "eval",
+                                     "--output", str(out)])
+        assert res.exit_code == 0, res.output
+        held = [r for p in sorted((run / "eval").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+        assert len(out.read_text().splitlines()) == len(held) > 0
