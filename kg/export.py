@@ -202,6 +202,8 @@ def iter_samples(path: str | Path, split: str = "train") -> Iterator[dict]:
     else:
         files = [p]
     if not files:
+        if split == "eval" and p.is_dir():
+            raise FileNotFoundError(f"{p / sub}: no evaluation split in this run (walk with --eval-split)")
         raise FileNotFoundError(f"no parquet shards in {p}")
     for f in files:
         pf = pq.ParquetFile(f)

@@ -202,3 +202,21 @@ def test_cli_says_once_what_was_not_produced_and_audit_shows_it(tmp_path):
         assert res.exit_code == 0, res.output
         held = [r for p in sorted((run / "eval").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
         assert len(out.read_text().splitlines()) == len(held) > 0
+
+
+def test_eval_split_keeps_irrelevance_samples_on_their_side(umls):
+    factory = SampleFactory(umls, WalkConfig(eval_split=0.3, irrelevance_share=0.4))
+    metas = [json.loads(o.record["meta"]) for o in factory.make(sample_seeds(4, 0, 200)) if o.record]
+    side = {"train": set(), "eval": set()}
+    for m in metas:
+        side[m["split"]].update(m["anchors"])
+    assert {m["pattern"] for m in metas if m["split"] == "eval"} >= {"irrelevance"}
+    assert side["train"] and side["eval"] and not side["train"] & side["eval"]
+
+
+def test_export_of_a_missing_eval_split_says_what_to_do(tmp_path):
+    from kg.export import export
+
+    (tmp_path / "run" / "output").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="--eval-split"):
+        export(tmp_path / "run", "openai", tmp_path / "x.jsonl", split="eval")
