@@ -97,8 +97,7 @@ class SampleFactory:
             if engine is None:
                 raise ValueError("the llm verbaliser needs an engine (see synth.llm.open_engine)")
             check = self._same_answers if self.cfg.back_translate else None
-            self.llm = LLMVerbalizer(engine, retries=self.cfg.llm_retries, back_translate=check,
-                                     relations=graph.relations)
+            self.llm = LLMVerbalizer(engine, retries=self.cfg.llm_retries, back_translate=check)
         # Patterns the graph cannot produce are found once, up front, and their share goes
         # to the others: unavailable[split][pattern] = (main failure reason, failures).
         self.unavailable: dict[str, dict[str, tuple[str, Counter]]] = {}

@@ -205,8 +205,7 @@ class LLMVerbalizer:
 
     def __init__(self, engine: Any, retries: int = 2, temperature: float = 0.8, max_tokens: int = 128,
                  request_types: tuple | None = None,
-                 back_translate: Callable[[dict, Any], bool] | None = None, relations: list[str] | None = None,
-                 back_max_tokens: int = 256):
+                 back_translate: Callable[[dict, Any], bool] | None = None, back_max_tokens: int = 256):
         self.engine = engine
         self.retries = retries
         self.prompt = load_prompt("llm_question")
