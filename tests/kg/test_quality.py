@@ -220,3 +220,22 @@ def test_export_of_a_missing_eval_split_says_what_to_do(tmp_path):
     (tmp_path / "run" / "output").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="--eval-split"):
         export(tmp_path / "run", "openai", tmp_path / "x.jsonl", split="eval")
+
+
+def test_wordnet_symmetric_relation_twice_is_out_and_back(tmp_path):
+    # WN18RR's case: "the derivationally related form of the derivationally related form of X"
+    words = ["run", "runner", "running", "walk", "walker"]
+    rows = [(a, "_derivationally_related_form", b) for a, b in [("run", "runner"), ("run", "running"),
+                                                                ("walk", "walker")]]
+    rows += [(b, r, a) for a, r, b in rows] + [(w, "_hypernym", "motion") for w in words]
+    g = _graph(tmp_path, rows)
+    d = g.relation_index["_derivationally_related_form"]
+    assert (2 * d, 2 * d) in returning_steps(g)
+    twice = {"relation": "_derivationally_related_form",
+             "of": {"relation": "_derivationally_related_form", "of": {"entity": "runner"}}}
+    assert out_and_back(twice, g)
+    assert not out_and_back({"relation": "_hypernym", "of": {"relation": "_derivationally_related_form",
+                                                              "of": {"entity": "runner"}}}, g)
+    factory = SampleFactory(g, WalkConfig(patterns={"2p": 1, "1p": 1}, irrelevance_share=0.0, probe_attempts=300))
+    metas = [json.loads(o.record["meta"]) for o in factory.make(sample_seeds(2, 0, 40)) if o.record]
+    assert metas and not [m for m in metas if _trivial(m, g)]
