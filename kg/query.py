@@ -152,13 +152,25 @@ def returning_steps(graph: KnowledgeGraph, share: float = 0.8) -> frozenset[tupl
     if cached is not None and cached[0] == share:
         return cached[1]
     pairs = {(d, d ^ 1) for d in range(2 * len(graph.relations))}
-    between: dict[tuple[int, int], list[int]] = {}
+    # Edges keyed by one int (h * n + t): no tuple per edge, which keeps this cheap on
+    # large graphs; the few entity pairs joined by several relations go to `more`.
+    n = graph.num_entities
+    first: dict[int, int] = {}
+    more: dict[int, list[int]] = {}
     for h, r, t in graph.triples:
-        between.setdefault((h, t), []).append(r)
+        key = h * n + t
+        if key in first:
+            more.setdefault(key, []).append(r)
+        else:
+            first[key] = r
     reversed_in: Counter = Counter()
     for h, r, t in graph.triples:
-        for r2 in between.get((t, h), ()):
+        key = t * n + h
+        r2 = first.get(key)
+        if r2 is not None:
             reversed_in[r, r2] += 1
+            for r3 in more.get(key, ()):
+                reversed_in[r, r3] += 1
     sizes = graph.relation_counts
     for (r1, r2), n in reversed_in.items():
         if n >= share * sizes[r1] and n >= share * sizes[r2]:
