@@ -131,9 +131,9 @@ def walk(
         _fail("interrupted: finished shards are kept; run the same command to resume", 130)
     totals = stage_totals(RunDir(result.run_dir), pipe.stages[0].label, "kg_walk")
     _print_ledger(totals)
-    held = totals["counters"].get("split.eval", 0)
-    train = totals["out"] - held
-    console.print(f"[green]done:[/] {train:,} verified samples in {result.run_dir / 'output'}", highlight=False)
+    held = totals["counters"].get("split.eval", 0)  # written beside the output, not part of `out`
+    console.print(f"[green]done:[/] {totals['out']:,} verified samples in {result.run_dir / 'output'}",
+                  highlight=False)
     if eval_split > 0:
         console.print(f"[green]evaluation split:[/] {held:,} samples in {result.run_dir / 'eval'} "
                       "(no anchor shared with the training samples)", highlight=False)
@@ -165,7 +165,7 @@ def pattern_report(counters: dict) -> tuple[list[tuple[str, int, int, int, str]]
         asked, made = counters.get(f"pattern_requested.{p}", 0), counters.get(f"pattern.{p}", 0)
         fails = failed.get(p, Counter())
         if asked or made or fails:
-            top = ", ".join(f"{r} {n:,}" for r, n in fails.most_common(3))
+            top = ", ".join(f"{r} {n:,}" for r, n in fails.most_common(2))
             rows.append((p, asked, made, sum(fails.values()), top))
     return rows, unavailable
 
@@ -188,8 +188,9 @@ def _print_ledger(totals: dict) -> None:
 def print_pattern_report(counters: dict, out) -> None:
     rows, unavailable = pattern_report(counters)
     table = Table(title="samples per pattern")
-    for col in ("pattern", "requested", "produced", "failed groundings (re-sampled)", "top failure reasons"):
-        table.add_column(col, justify="left" if col in ("pattern", "top failure reasons") else "right")
+    for col in ("pattern", "requested", "produced", "re-sampled", "top failure reasons"):
+        table.add_column(col, justify="left" if col in ("pattern", "top failure reasons") else "right",
+                         no_wrap=True, overflow="ellipsis" if col == "top failure reasons" else "fold")
     for p, asked, made, fails, top in rows:
         table.add_row(p, f"{asked:,}", f"{made:,}", f"{fails:,}", top)
     out.print(table)

@@ -192,6 +192,9 @@ def test_cli_says_once_what_was_not_produced_and_audit_shows_it(tmp_path):
     assert flat.count("pattern 3i was not produced: the graph") == 1
     assert flat.count("pattern 3i was not produced in the eval split") == 1
     assert "share went to the other patterns" in flat and "evaluation split" in flat
+    train = [r for p in sorted((run / "output").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    held = [r for p in sorted((run / "eval").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert f"done: {len(train)} verified samples" in flat and f"evaluation split: {len(held)} samples" in flat
     audit = runner.invoke(app, ["audit", str(run)])
     assert audit.exit_code == 0, audit.output
     assert "samples per pattern" in audit.output and "pattern 3i was not produced" in " ".join(audit.output.split())
