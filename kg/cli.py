@@ -196,8 +196,9 @@ def print_pattern_report(counters: dict, out) -> None:
     out.print(table)
     for sentence in unavailable:
         out.print(f"[bold yellow]note:[/] {sentence}", highlight=False)
-    trivial = {k.split(".", 1)[1]: v for k, v in counters.items()
-               if k.startswith("query_rejected.trivial_")}
+    from kg.query import TRIVIAL_REASONS
+
+    trivial = {r: counters[f"query_rejected.{r}"] for r in TRIVIAL_REASONS if counters.get(f"query_rejected.{r}")}
     if trivial:
         out.print("trivial queries rejected and re-sampled: "
                   + ", ".join(f"{k} {v:,}" for k, v in sorted(trivial.items())), highlight=False)

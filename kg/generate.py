@@ -120,8 +120,14 @@ class SampleFactory:
             kwargs["anchor_ok"] = held if split == "eval" else [not h for h in held]
             key = "required_relations" if split == "eval" else "banned_relations"
             kwargs[key] = self.held_out_relations
-        return QuerySampler(self.graph, self.cfg.max_answers, self.cfg.max_intermediate, self.cfg.allow_inverse,
-                            allow_trivial=self.cfg.allow_trivial, **kwargs)
+        try:
+            return QuerySampler(self.graph, self.cfg.max_answers, self.cfg.max_intermediate, self.cfg.allow_inverse,
+                                allow_trivial=self.cfg.allow_trivial, **kwargs)
+        except ValueError:
+            if split != "eval":
+                raise
+            raise ValueError(f"graph {self.graph.name}: no held-out entity can start a walk; "
+                             f"raise eval_split (now {self.cfg.eval_split})") from None
 
     def _same_answers(self, original: dict, candidate) -> bool:
         """Back-translation check: does the model's tree give the original's answer set?"""

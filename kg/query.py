@@ -172,8 +172,8 @@ def returning_steps(graph: KnowledgeGraph, share: float = 0.8) -> frozenset[tupl
             for r3 in more.get(key, ()):
                 reversed_in[r, r3] += 1
     sizes = graph.relation_counts
-    for (r1, r2), n in reversed_in.items():
-        if n >= share * sizes[r1] and n >= share * sizes[r2]:
+    for (r1, r2), count in reversed_in.items():
+        if count >= share * sizes[r1] and count >= share * sizes[r2]:
             # h -r1-> t and t -r2-> h: r1 forward then r2 forward returns home, as do
             # r2 backward then r1 backward (and the same with the roles swapped).
             pairs.update({(2 * r1, 2 * r2), (2 * r2, 2 * r1), (2 * r1 + 1, 2 * r2 + 1), (2 * r2 + 1, 2 * r1 + 1)})

@@ -242,3 +242,9 @@ def test_wordnet_symmetric_relation_twice_is_out_and_back(tmp_path):
     factory = SampleFactory(g, WalkConfig(patterns={"2p": 1, "1p": 1}, irrelevance_share=0.0, probe_attempts=300))
     metas = [json.loads(o.record["meta"]) for o in factory.make(sample_seeds(2, 0, 40)) if o.record]
     assert metas and not [m for m in metas if _trivial(m, g)]
+
+
+def test_eval_split_too_small_for_a_tiny_graph_is_a_clear_error(tmp_path):
+    g = _graph(tmp_path, [("a", "r", "b"), ("b", "r", "c")])
+    with pytest.raises(ValueError, match="raise eval_split"):
+        SampleFactory(g, WalkConfig(eval_split=0.01, patterns={"1p": 1}))
