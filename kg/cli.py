@@ -69,6 +69,14 @@ def walk(
     error_share: float = typer.Option(0.15, "--error-share", min=0, max=1, help="Share with a corrected wrong call."),
     irrelevance_share: float = typer.Option(0.05, "--irrelevance-share", min=0, max=1,
                                             help="Share no offered tool can answer."),
+    allow_trivial: bool = typer.Option(False, "--allow-trivial", help="Keep queries whose answer holds an anchor "
+                                       "or that go along a relation and straight back."),
+    eval_split: float = typer.Option(0.0, "--eval-split", min=0, max=0.99, help="Share held out as an evaluation "
+                                     "split (RUN/eval/) that shares no anchor entity with the training samples."),
+    eval_relations: float = typer.Option(0.0, "--eval-relations", min=0, max=0.99,
+                                         help="Also hold out this share of relations for the evaluation split."),
+    back_translate: bool = typer.Option(True, "--back-translate/--no-back-translate",
+                                        help="LLM verbaliser: check each paraphrase by back-translation."),
     samples_per_shard: int = typer.Option(2000, "--samples-per-shard", min=1),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per core)."),
 ) -> None:
@@ -93,6 +101,11 @@ def walk(
     stage: dict = {"type": "kg_walk", "graph": str(graph.resolve()), "samples": samples,
                    "samples_per_shard": samples_per_shard, "verbalizer": verbalizer, "max_answers": max_answers,
                    "error_share": error_share, "irrelevance_share": irrelevance_share}
+    # only non-defaults, so runs made before these options existed resume unchanged
+    for key, value, default in (("allow_trivial", allow_trivial, False), ("eval_split", eval_split, 0.0),
+                                ("eval_relations", eval_relations, 0.0), ("back_translate", back_translate, True)):
+        if value != default:
+            stage[key] = value
     try:
         shares = parse_patterns(patterns)
     except ValueError:
@@ -118,22 +131,48 @@ def walk(
         _fail("interrupted: finished shards are kept; run the same command to resume", 130)
     totals = stage_totals(RunDir(result.run_dir), pipe.stages[0].label, "kg_walk")
     _print_ledger(totals)
-    console.print(f"[green]done:[/] {totals['out']:,} verified samples in {result.run_dir / 'output'}", highlight=False)
+    held = totals["counters"].get("split.eval", 0)  # written beside the output, not part of `out`
+    console.print(f"[green]done:[/] {totals['out']:,} verified samples in {result.run_dir / 'output'}",
+                  highlight=False)
+    if eval_split > 0:
+        console.print(f"[green]evaluation split:[/] {held:,} samples in {result.run_dir / 'eval'} "
+                      "(no anchor shared with the training samples)", highlight=False)
+
+
+def pattern_report(counters: dict) -> tuple[list[tuple[str, int, int, int, str]], list[str]]:
+    """Per pattern (requested, produced, failed groundings, top failure reasons), and one
+    sentence per pattern the graph could not produce. Shared by `kg walk` and `synth audit`."""
+    from collections import Counter
+
+    from kg.query import PATTERNS
+
+    failed: dict[str, Counter] = {}
+    unavailable: list[str] = []
+    for key, n in counters.items():
+        if key.startswith("pattern_failed."):
+            _, pattern, reason = key.split(".", 2)
+            failed.setdefault(pattern, Counter())[reason] += n
+        elif ".pattern_unavailable." in f".{key}":
+            prefix, _, rest = key.partition("pattern_unavailable.")
+            pattern, _, reason = rest.partition(".")
+            split = prefix.rstrip(".") or "train"
+            where = "" if split == "train" else f" in the {split} split"
+            unavailable.append(f"pattern {pattern} was not produced{where}: the graph is too sparse for it "
+                               f"(every probe grounding failed, mostly '{reason}'); its share went to the "
+                               "other patterns")
+    rows = []
+    for p in [*PATTERNS, "irrelevance"]:
+        asked, made = counters.get(f"pattern_requested.{p}", 0), counters.get(f"pattern.{p}", 0)
+        fails = failed.get(p, Counter())
+        if asked or made or fails:
+            top = ", ".join(f"{r} {n:,}" for r, n in fails.most_common(2))
+            rows.append((p, asked, made, sum(fails.values()), top))
+    return rows, unavailable
 
 
 def _print_ledger(totals: dict) -> None:
     counters = totals["counters"]
-    table = Table(title="samples per pattern")
-    table.add_column("pattern")
-    table.add_column("samples", justify="right")
-    table.add_column("dropped", justify="right")
-    from kg.query import PATTERNS
-
-    for p in [*PATTERNS, "irrelevance"]:
-        kept, lost = counters.get(f"pattern.{p}", 0), counters.get(f"dropped_pattern.{p}", 0)
-        if kept or lost:
-            table.add_row(p, f"{kept:,}", f"{lost:,}")
-    console.print(table)
+    print_pattern_report(counters, console)
     variants = {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("variant.")}
     if variants:
         console.print("variants: " + ", ".join(f"{k} {v:,}" for k, v in sorted(variants.items())), highlight=False)
@@ -144,6 +183,25 @@ def _print_ledger(totals: dict) -> None:
         for reason, n in totals["dropped"].items():
             drops.add_row(reason, f"{n:,}")
         console.print(drops)
+
+
+def print_pattern_report(counters: dict, out) -> None:
+    rows, unavailable = pattern_report(counters)
+    table = Table(title="samples per pattern")
+    for col in ("pattern", "requested", "produced", "re-sampled", "top failure reasons"):
+        table.add_column(col, justify="left" if col in ("pattern", "top failure reasons") else "right",
+                         no_wrap=True, overflow="ellipsis" if col == "top failure reasons" else "fold")
+    for p, asked, made, fails, top in rows:
+        table.add_row(p, f"{asked:,}", f"{made:,}", f"{fails:,}", top)
+    out.print(table)
+    for sentence in unavailable:
+        out.print(f"[bold yellow]note:[/] {sentence}", highlight=False)
+    from kg.query import TRIVIAL_REASONS
+
+    trivial = {r: counters[f"query_rejected.{r}"] for r in TRIVIAL_REASONS if counters.get(f"query_rejected.{r}")}
+    if trivial:
+        out.print("trivial queries rejected and re-sampled: "
+                  + ", ".join(f"{k} {v:,}" for k, v in sorted(trivial.items())), highlight=False)
 
 
 @kg_app.command()
@@ -182,18 +240,23 @@ def preview(
 @kg_app.command()
 def export(
     run: Path = typer.Argument(..., help="Run directory (uses RUN/output), shard folder or parquet file."),
-    format: str = typer.Option("sharegpt", "--format", "-f", help="sharegpt, hermes or openai."),
+    format: str = typer.Option("sharegpt", "--format", "-f", help="sharegpt, hermes, openai or mistral."),
     output: Path = typer.Option(..., "--output", "-o", help="JSON Lines file to write."),
+    sequential: bool = typer.Option(False, "--sequential", help="One tool call per assistant turn, each answered "
+                                    "before the next (for templates that refuse parallel calls, e.g. Llama 3.1)."),
+    split: str = typer.Option("train", "--split", help="train (RUN/output) or eval (RUN/eval, from --eval-split)."),
 ) -> None:
-    """Write samples as ShareGPT, Hermes or plain OpenAI JSON Lines."""
+    """Write samples as ShareGPT, Hermes, plain OpenAI or Mistral JSON Lines."""
     from kg.export import FORMATS
     from kg.export import export as run_export
 
     if format not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}", 2)
+    if split not in ("train", "eval"):
+        _fail("--split must be train or eval", 2)
     try:
-        n = run_export(run, format, output)
-    except FileNotFoundError as exc:
+        n = run_export(run, format, output, sequential=sequential, split=split)
+    except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc), 2)
     console.print(f"[green]wrote[/] {n:,} samples to {output} ({format})", highlight=False)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-PROMPT_FILES = ("system_prompts", "question_grammar", "answers", "reflection", "irrelevance", "llm_question", "hermes_system")
+PROMPT_FILES = ("system_prompts", "question_grammar", "answers", "reflection", "irrelevance", "llm_question", "hermes_system",
+                "llm_back_translate")
 
 
 def prompts_dir() -> Path:

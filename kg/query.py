@@ -17,6 +17,7 @@ the walk's target, so the negation always removes something and keeps something.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from kg.graph import KnowledgeGraph
@@ -138,6 +139,66 @@ def relations_of(tree: dict) -> list[tuple[str, bool]]:
     return [x for c in tree.get("and", tree.get("or", [])) for x in relations_of(c)]
 
 
+def returning_steps(graph: KnowledgeGraph, share: float = 0.8) -> frozenset[tuple[int, int]]:
+    """Directed-relation pairs (first, then) that lead back to where they started.
+
+    A step and its own inverse always do. So does a symmetric relation taken twice
+    (WordNet's `_derivationally_related_form`), and two relations that are each other's
+    inverse (`/people/person/spouse` both ways, `contains`/`contained_by`): a pair counts
+    when at least `share` of the edges of both relations have their reverse in the other.
+    Computed once per graph and kept on it.
+    """
+    cached = getattr(graph, "_returning_steps", None)
+    if cached is not None and cached[0] == share:
+        return cached[1]
+    pairs = {(d, d ^ 1) for d in range(2 * len(graph.relations))}
+    # Edges keyed by one int (h * n + t): no tuple per edge, which keeps this cheap on
+    # large graphs; the few entity pairs joined by several relations go to `more`.
+    n = graph.num_entities
+    first: dict[int, int] = {}
+    more: dict[int, list[int]] = {}
+    for h, r, t in graph.triples:
+        key = h * n + t
+        if key in first:
+            more.setdefault(key, []).append(r)
+        else:
+            first[key] = r
+    reversed_in: Counter = Counter()
+    for h, r, t in graph.triples:
+        key = t * n + h
+        r2 = first.get(key)
+        if r2 is not None:
+            reversed_in[r, r2] += 1
+            for r3 in more.get(key, ()):
+                reversed_in[r, r3] += 1
+    sizes = graph.relation_counts
+    for (r1, r2), count in reversed_in.items():
+        if count >= share * sizes[r1] and count >= share * sizes[r2]:
+            # h -r1-> t and t -r2-> h: r1 forward then r2 forward returns home, as do
+            # r2 backward then r1 backward (and the same with the roles swapped).
+            pairs.update({(2 * r1, 2 * r2), (2 * r2, 2 * r1), (2 * r1 + 1, 2 * r2 + 1), (2 * r2 + 1, 2 * r1 + 1)})
+    result = frozenset(pairs)
+    graph._returning_steps = (share, result)
+    return result
+
+
+def out_and_back(tree: dict, graph: KnowledgeGraph, pairs: frozenset[tuple[int, int]] | None = None) -> bool:
+    """True when some step of the tree goes along a relation and straight back."""
+    if pairs is None:
+        pairs = returning_steps(graph)
+    if "relation" in tree:
+        inner = tree["of"]
+        if "relation" in inner:
+            first = graph.directed_relation(inner["relation"], bool(inner.get("inverse")))
+            then = graph.directed_relation(tree["relation"], bool(tree.get("inverse")))
+            if (first, then) in pairs:
+                return True
+        return out_and_back(inner, graph, pairs)
+    if "not" in tree:
+        return out_and_back(tree["not"], graph, pairs)
+    return any(out_and_back(c, graph, pairs) for c in tree.get("and", tree.get("or", [])))
+
+
 def all_branches_matter(sets: list[set[int]]) -> bool:
     """True when dropping any one set from the intersection would change it."""
     full = set.intersection(*sets)
@@ -158,6 +219,9 @@ class SampledQuery:
     anchors: list[str]
 
 
+TRIVIAL_REASONS = ("trivial_anchor_in_answer", "trivial_out_and_back")
+
+
 class _Fail(Exception):
     def __init__(self, reason: str):
         self.reason = reason
@@ -167,8 +231,17 @@ class QuerySampler:
     """Grounds pattern shapes on a graph. All randomness comes from the rng passed in."""
 
     def __init__(self, graph: KnowledgeGraph, max_answers: int = 10, max_intermediate: int = 30,
-                 allow_inverse: bool = True):
+                 allow_inverse: bool = True, allow_trivial: bool = False,
+                 anchor_ok: list[bool] | None = None, banned_relations: frozenset[int] = frozenset(),
+                 required_relations: frozenset[int] = frozenset()):
         self.g = graph
+        self.allow_trivial = allow_trivial
+        self.returning = frozenset() if allow_trivial else returning_steps(graph)
+        # Evaluation split: anchors only where anchor_ok, never a banned relation, and
+        # (for held-out relations) at least one required relation in every query.
+        self.anchor_ok = anchor_ok
+        self.banned = banned_relations
+        self.required = required_relations
         self.max_answers = max_answers
         self.max_intermediate = max_intermediate
         self.allow_inverse = allow_inverse
@@ -178,11 +251,13 @@ class QuerySampler:
         # leaving them out up front saves most failed walks on hub-heavy graphs.
         limit = max(max_answers, max_intermediate)
         self.small_steps = [
-            tuple(d for d in drs if (allow_inverse or not d & 1) and len(graph.neighbours[x][d]) <= limit)
+            tuple(d for d in drs if (allow_inverse or not d & 1) and len(graph.neighbours[x][d]) <= limit
+                  and d >> 1 not in self.banned)
             for x, drs in enumerate(graph.directed_relations_of)
         ]
-        # Walks start only where they can go on.
-        self.walkable = [i for i in range(graph.num_entities) if self.small_steps[i]]
+        # Walks start only where they can go on (and, in a split, from the split's anchors).
+        self.walkable = [i for i in range(graph.num_entities)
+                         if self.small_steps[i] and (anchor_ok is None or anchor_ok[i])]
         if not self.walkable:
             raise ValueError("graph has no edges to walk")
 
@@ -192,8 +267,10 @@ class QuerySampler:
             node["inverse"] = True
         return node
 
-    def sample(self, pattern: str, rng: random.Random, attempts: int = 50) -> tuple[SampledQuery | None, str]:
-        """A query of `pattern`, or (None, reason of the last failure)."""
+    def sample(self, pattern: str, rng: random.Random, attempts: int = 50,
+               failures: Counter | None = None) -> tuple[SampledQuery | None, str]:
+        """A query of `pattern`, or (None, reason of the last failure). Every failed
+        grounding is re-sampled and, when `failures` is given, counted there by reason."""
         shape = PATTERN_SHAPES[pattern]
         reason = "no_attempt"
         for _ in range(attempts):
@@ -202,6 +279,8 @@ class QuerySampler:
                 answer_ids = self._check(tree)
             except _Fail as f:
                 reason = f.reason
+                if failures is not None:
+                    failures[reason] += 1
                 continue
             names = sorted(self.g.entities[i] for i in answer_ids)
             return SampledQuery(pattern, tree, names, anchors_of(tree)), "ok"
@@ -262,12 +341,20 @@ class QuerySampler:
                     raise _Fail("no_incoming_edge")
                 # Prefer a source whose own neighbour set under the relation is small: a hub
                 # source (a country "containing" thousands) would only fail the size check.
+                anchoring = shape[1][0] == "e" and self.anchor_ok is not None
+                source = -1
                 for _ in range(6):
                     rdr = back[rng.randrange(len(back))]
                     sources = self.g.follow(target, rdr)
+                    if anchoring:  # this source becomes an anchor: it must be one of the split's
+                        sources = [x for x in sources if self.anchor_ok[x]]
+                        if not sources:
+                            continue
                     source, dr = sources[rng.randrange(len(sources))], rdr ^ 1
                     if len(self.g.neighbours[source][dr]) <= self.max_intermediate:
                         break
+                if source < 0:
+                    raise _Fail("no_anchor_in_split")
             return self._node(dr, self._ground(shape[1], source, on_spine, rng))
         if kind == "and":
             positives = [c for c in shape[1] if c[0] != "not"]
@@ -321,6 +408,8 @@ class QuerySampler:
     def _steps_into(self, target: int) -> tuple[int, ...]:
         # Relations by which something reaches `target`: the flips of target's own steps.
         drs = self.g.directed_relations_of[target]
+        if self.banned:
+            drs = tuple(d for d in drs if d >> 1 not in self.banned)
         if self.allow_inverse:
             return drs
         return tuple(d for d in drs if d & 1)  # target is a tail of a forward edge
@@ -339,9 +428,19 @@ class QuerySampler:
         if len(set(anchors)) != len(anchors):
             raise _Fail("repeated_anchor")
         anchor_ids = {self.g.entity_index[a] for a in anchors}
+        if self.anchor_ok is not None and not all(self.anchor_ok[a] for a in anchor_ids):
+            raise _Fail("anchor_in_other_split")
+        if self.required and not any(self.g.relation_index[r] in self.required for r, _ in relations_of(tree)):
+            raise _Fail("no_held_out_relation")
         if answer <= anchor_ids:
             raise _Fail("answer_is_anchor")
         self._check_branches(tree, trace)
+        # Last, so that these counters measure how many otherwise good queries were trivial.
+        if not self.allow_trivial:
+            if answer & anchor_ids:
+                raise _Fail("trivial_anchor_in_answer")
+            if out_and_back(tree, self.g, self.returning):
+                raise _Fail("trivial_out_and_back")
         return answer
 
     def _check_branches(self, node: dict, trace: dict[int, set[int]]) -> None:

@@ -31,6 +31,8 @@ MESSAGE = pa.struct([
     ("tool_call_id", pa.string()),
     ("name", pa.string()),
 ])
+EVAL_DIR = "eval"  # RUN/eval/part-*.parquet: the held-out evaluation split
+
 # `tools` and `meta` are JSON strings: tool schemas and query trees differ in shape from
 # row to row, and a struct column would merge them into one shape padded with nulls,
 # which chat templates would then render as bogus parameters.
@@ -119,14 +121,23 @@ class KGWalk(SourceStage):
         from kg.generate import sample_seeds
 
         factory = self._factory(spec["graph"])
-        if spec["start"] == 0:  # once per run: what loading the graph skipped
+        if spec["start"] == 0:  # once per run: what loading the graph skipped, what it cannot produce
             shard.count("graph.bad_rows", factory.graph.report.bad_rows)
             shard.count("graph.duplicate_triples", factory.graph.report.duplicates)
-        rows = []
+            for split, missing in factory.unavailable.items():
+                prefix = "" if split == "train" else f"{split}."
+                for pattern, (reason, _) in missing.items():
+                    shard.count(f"{prefix}pattern_unavailable.{pattern}.{reason}")
+        rows, held_out = [], []
         seeds = sample_seeds(shard.run_seed, spec["start"], spec["count"])
         for lo in range(0, len(seeds), 512):
             for out in factory.make(seeds[lo:lo + 512]):
                 pattern = out.info.get("pattern", "unknown")
+                shard.count(f"pattern_requested.{pattern}")
+                for reason, n in (out.info.get("failures") or {}).items():
+                    # every re-sampled grounding, per pattern and reason (trivial_* among them)
+                    shard.count(f"pattern_failed.{pattern}.{reason}", n)
+                    shard.count(f"query_rejected.{reason}", n)
                 if out.record is None:
                     dropped = {"seed": out.seed, "pattern": pattern, **{k: v for k, v in out.info.items()
                                                                         if k not in ("record", "pattern")}}
@@ -139,5 +150,34 @@ class KGWalk(SourceStage):
                 shard.count(f"pattern.{pattern}")
                 shard.count(f"variant.{meta.get('variant', 'plain')}")
                 shard.count("tool_calls", meta.get("tool_calls", 0))
-                rows.append(out.record)
+                if out.info.get("split") == "eval":
+                    shard.count("split.eval")
+                    held_out.append(out.record)
+                else:
+                    rows.append(out.record)
+            if factory.llm is not None:
+                for key, n in factory.llm.stats.items():
+                    shard.count(f"llm_verbalizer.{key}", n)
+                factory.llm.stats.clear()
+        if factory.cfg.eval_split > 0:
+            shard.count("split.train", len(rows))
+            self._write_eval(shard, held_out)
         return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
+
+    def _write_eval(self, shard: Shard, records: list[dict]) -> None:
+        """The evaluation split goes to RUN/eval/, one file per shard, beside RUN/output/.
+
+        Written (atomically) before the shard's own output, so a shard that is done has
+        its evaluation file too, and a rerun of an unfinished shard rewrites it identically.
+        """
+        import pyarrow.parquet as pq
+
+        run_dir = getattr(self.pipeline, "run_dir", None)
+        if run_dir is None:
+            raise RuntimeError("kg_walk: an evaluation split needs a run directory")
+        folder = Path(run_dir) / EVAL_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"part-{shard.index:05d}.parquet"
+        tmp = target.with_name(f".{target.name}.tmp")
+        pq.write_table(pa.Table.from_pylist(records, schema=SAMPLE_SCHEMA), tmp)
+        tmp.replace(target)

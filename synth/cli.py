@@ -113,6 +113,11 @@ def audit(
         table.add_row(s["stage"], f"{s['in']:,}", f"{s['out']:,}", f"{dropped:,}", reasons, f"{s['shards_done']}/{s['shards']}", f"{s['seconds']:.1f}")
     out.print(table)
     for s in report["stages"]:
+        if s.get("type") == "kg_walk":  # per pattern: requested, produced, failures, unavailable
+            from kg.cli import print_pattern_report
+
+            print_pattern_report(s["counters"], out)
+    for s in report["stages"]:
         samples = reject_samples(run_dir, s["stage"], examples)
         for reason, rows in samples.items():
             count = s["dropped"].get(reason, s["counters"].get(reason, 0))

@@ -12,7 +12,8 @@ from kg.stage import SAMPLE_SCHEMA
 
 @pytest.fixture(scope="module")
 def records(nations):
-    factory = SampleFactory(nations, WalkConfig(patterns={"2i": 1, "2u": 1, "1p": 1}, lookup_share=0.5))
+    factory = SampleFactory(nations, WalkConfig(patterns={"2i": 1, "2u": 1, "1p": 1}, lookup_share=0.5,
+                                                error_share=0.3))
     return [o.record for o in factory.make(sample_seeds(3, 0, 40)) if o.record]
 
 
@@ -22,6 +23,10 @@ def test_sharegpt_turns(records):
         assert out["system"] == rec["messages"][0]["content"]
         roles = [t["from"] for t in out["conversations"]]
         assert roles[0] == "human" and roles[-1] == "gpt"
+        # LLaMA-Factory's sharegpt reader skips an example whose turns do not alternate
+        # between (human | observation) and (gpt | function_call)
+        for k, role in enumerate(roles):
+            assert role in (("human", "observation"), ("gpt", "function_call"))[k % 2], roles
         # every function_call turn is answered by exactly one observation turn
         for a, b in zip(roles, roles[1:]):
             if a == "function_call":

@@ -30,8 +30,8 @@ def second_try(request, index):
     return forgetful(request, index) if request.key.endswith(":q0") else good_question(request, index)
 
 
-def _factory(graph, engine, retries=2):
-    cfg = WalkConfig(verbalizer="llm", llm_retries=retries, irrelevance_share=0.0)
+def _factory(graph, engine, retries=2, back_translate=False):
+    cfg = WalkConfig(verbalizer="llm", llm_retries=retries, irrelevance_share=0.0, back_translate=back_translate)
     return SampleFactory(graph, cfg, engine=engine)
 
 
@@ -93,3 +93,68 @@ def test_echo_is_retried_then_dropped(nations):
     engine = llm.FakeEngine(lambda req, i: "Query (JSON): " + req.messages[-1]["content"])
     out = _factory(nations, engine, retries=1).make(sample_seeds(6, 0, 4))
     assert [o.reason for o in out] == ["llm_echoed_prompt"] * 4 and engine.calls == 2
+
+
+# -- back-translation ---------------------------------------------------------------
+
+def _drafts(graph, seeds):
+    """Template question -> query tree, for a fake model that can 'parse' exactly those."""
+    out = SampleFactory(graph, WalkConfig(irrelevance_share=0.0)).make(seeds)
+    return {o.record["messages"][1]["content"]: json.loads(o.record["meta"])["query"] for o in out if o.record}
+
+
+def _parrot(trees, wrong=False):
+    """Paraphrases by repeating the draft; back-translates to the right tree (or a wrong one)."""
+    def script(request, index):
+        prompt = request.messages[-1]["content"]
+        if request.key.split(":")[-1].startswith("b"):
+            question = prompt.split("Question: ", 1)[1].split("\n", 1)[0]
+            tree = trees[question]
+            if wrong:  # the first anchor alone: never the original's answers (those exclude anchors)
+                anchor = next(line for line in prompt.splitlines() if line.startswith("Entities: "))
+                tree = {"entity": re.findall(r'"([^"]+)"', anchor)[0]}
+            return "Sure:\n```json\n" + json.dumps(tree) + "\n```"
+        return prompt.split("Question: ", 1)[1].split("\n", 1)[0]
+    return script
+
+
+def test_back_translation_accepts_an_equivalent_tree(nations):
+    seeds = sample_seeds(11, 0, 12)
+    engine = llm.FakeEngine(_parrot(_drafts(nations, seeds)))
+    f = _factory(nations, engine, back_translate=True)
+    out = f.make(seeds)
+    assert all(o.record for o in out), [o.reason for o in out]
+    assert engine.calls == 2  # one batch of paraphrases, one of back-translations
+    assert f.llm.stats["back_translation.accepted"] == len(out)
+    # the back-translation prompt names the query's relations, so a model can write the tree
+    back = [r for r in engine.requests_seen if r.key.endswith(":b0")]
+    assert back and all("Relations: " in r.messages[-1]["content"] for r in back)
+
+
+def test_back_translation_rejects_and_counts_a_different_tree(nations):
+    seeds = sample_seeds(12, 0, 8)
+    engine = llm.FakeEngine(_parrot(_drafts(nations, seeds), wrong=True))
+    f = _factory(nations, engine, retries=1, back_translate=True)
+    out = f.make(seeds)
+    assert [o.reason for o in out] == ["llm_back_translation_mismatch"] * len(seeds)
+    assert f.llm.stats["back_translation.mismatch"] == 2 * len(seeds)  # first try and one retry
+    assert engine.calls == 4
+
+
+def test_unparsable_back_translation_is_its_own_reason(nations):
+    def script(request, index):
+        prompt = request.messages[-1]["content"]
+        if request.key.endswith(":b0"):
+            return "I think the answer is a country."
+        return prompt.split("Question: ", 1)[1].split("\n", 1)[0]
+    f = _factory(nations, llm.FakeEngine(script), retries=0, back_translate=True)
+    out = f.make(sample_seeds(13, 0, 4))
+    assert [o.reason for o in out] == ["llm_back_translation_unparsable"] * 4
+
+
+def test_parse_tree_takes_the_first_object():
+    from kg.verbalize import parse_tree
+
+    assert parse_tree('x {"entity": "a"} {"entity": "b"}') == {"entity": "a"}
+    assert parse_tree("{broken {\"or\": []}") == {"or": []}
+    assert parse_tree("no json") is None and parse_tree("[1, 2]") is None

@@ -1,0 +1,179 @@
+"""Every sample of a run, exported, goes through the real consumer of its format.
+
+- mistral: parsed by mistral-common's own message types and encoded by its v3 tokenizer
+  in finetuning mode, which runs its request validator (message order, tool-call ids of
+  9 alphanumeric characters, one result per call, weights 0/1);
+- sequential: rendered by the Llama 3.1 chat template (shipped in `trl`), which refuses
+  a message with more than one call, so the plain export must fail where this one works;
+- openai: rendered by the Qwen2.5 tool-calling template (shipped in `trl`).
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kg.config import WalkConfig
+from kg.export import export, sequential_messages
+from kg.generate import SampleFactory, sample_seeds
+from kg.stage import SAMPLE_SCHEMA
+
+
+def _with_weights(record):
+    """What the training loader adds: weight 0 on the deliberately wrong call of a self-correction."""
+    messages = [dict(m) for m in record["messages"]]
+    for k, m in enumerate(messages[:-1]):
+        nxt = messages[k + 1]
+        if m["tool_calls"] and nxt["role"] == "tool" and '"error"' in nxt["content"]:
+            m["weight"] = 0
+    return {**record, "messages": messages}
+
+
+@pytest.fixture(scope="module")
+def run(nations, tmp_path_factory):
+    """A run's output: plain, parallel (2i/3i/2u), self-correction, lookup and irrelevance samples."""
+    factory = SampleFactory(nations, WalkConfig(error_share=0.3, irrelevance_share=0.1, lookup_share=0.3))
+    records = [o.record for o in factory.make(sample_seeds(9, 0, 80)) if o.record]
+    root = tmp_path_factory.mktemp("run")
+    (root / "output").mkdir()
+    pq.write_table(pa.Table.from_pylist(records, schema=SAMPLE_SCHEMA), root / "output" / "part-00000.parquet")
+    return root, records
+
+
+@pytest.fixture(scope="module")
+def weighted_run(run, tmp_path_factory):
+    _, records = run
+    weighted = [_with_weights(r) for r in records]
+    assert any(m.get("weight") == 0 for r in weighted for m in r["messages"])
+    root = tmp_path_factory.mktemp("weighted")
+    (root / "output").mkdir()
+    schema = SAMPLE_SCHEMA.set(SAMPLE_SCHEMA.get_field_index("messages"), pa.field("messages", pa.list_(
+        pa.struct([*SAMPLE_SCHEMA.field("messages").type.value_type, ("weight", pa.int64())]))))
+    pq.write_table(pa.Table.from_pylist(weighted, schema=schema), root / "output" / "part-00000.parquet")
+    return root, weighted
+
+
+def _lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def _template(name):
+    spec = importlib.util.find_spec("trl")
+    if spec is None:
+        pytest.skip("trl (which ships the chat templates) is not installed")
+    return (Path(spec.submodule_search_locations[0]) / "chat_templates" / name).read_text()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]")))
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_mistral_export_passes_mistral_common(weighted_run, tmp_path, sequential):
+    pytest.importorskip("mistral_common")
+    from mistral_common.protocol.instruct.messages import (
+        FinetuningAssistantMessage,
+        SystemMessage,
+        ToolMessage,
+        UserMessage,
+    )
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.protocol.instruct.tool_calls import Tool
+    from mistral_common.protocol.instruct.validator import ValidationMode
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    root, records = weighted_run
+    target = tmp_path / "mistral.jsonl"
+    assert export(root, "mistral", target, sequential=sequential) == len(records)
+    kinds = {"system": SystemMessage, "user": UserMessage, "assistant": FinetuningAssistantMessage,
+             "tool": ToolMessage}
+    path = MistralTokenizer._data_path() / "mistral_instruct_tokenizer_240323.model.v3"
+    tok = MistralTokenizer.from_file(str(path), mode=ValidationMode.finetuning)
+    weights = 0
+    for line in _lines(target):
+        messages = [kinds[m["role"]].model_validate(m) for m in line["messages"]]
+        weights += sum(1 for m in messages if getattr(m, "weight", None) == 0)
+        request = ChatCompletionRequest(messages=messages, tools=[Tool.model_validate(t) for t in line["tools"]])
+        tokens = tok.encode_chat_completion(request).tokens
+        assert len(tokens) > 20
+    assert weights > 0  # the wrong calls keep weight 0 for mistral-finetune
+
+
+def test_mistral_validator_rejects_what_the_export_avoids(run):
+    # The consumer is strict: the openai-style ids we store would not pass it.
+    pytest.importorskip("mistral_common")
+    from mistral_common.exceptions import InvalidMessageStructureException, MistralCommonException
+    from mistral_common.protocol.instruct.messages import AssistantMessage, ToolMessage, UserMessage
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.protocol.instruct.tool_calls import FunctionCall, ToolCall
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    _, records = run
+    call = next(c for r in records for m in r["messages"] for c in m["tool_calls"] or [])
+    bad = ChatCompletionRequest(messages=[
+        UserMessage(content="q"),
+        AssistantMessage(tool_calls=[ToolCall(id=call["id"], function=FunctionCall(
+            name=call["function"]["name"], arguments=call["function"]["arguments"]))]),
+        ToolMessage(content="{}", tool_call_id=call["id"]),
+        AssistantMessage(content="a")])
+    with pytest.raises((MistralCommonException, InvalidMessageStructureException, ValueError)):
+        MistralTokenizer.v3().encode_chat_completion(bad)
+
+
+def test_sequential_export_renders_with_llama31(run, tmp_path, tokenizer):
+    root, records = run
+    tokenizer.chat_template = _template("llama3_1.jinja")
+    parallel = [r for r in records if any(len(m["tool_calls"] or []) > 1 for m in r["messages"])]
+    assert parallel
+    plain = _lines(tmp_path / "plain.jsonl") if export(root, "openai", tmp_path / "plain.jsonl") else []
+    refused = 0
+    for line in plain:
+        try:
+            tokenizer.apply_chat_template(line["messages"], tools=line["tools"], tokenize=False)
+        except Exception as exc:  # jinja2 raise_exception
+            assert "single tool-calls" in str(exc)
+            refused += 1
+    assert refused == len(parallel)
+    export(root, "openai", tmp_path / "seq.jsonl", sequential=True)
+    for line, rec in zip(_lines(tmp_path / "seq.jsonl"), records):
+        text = tokenizer.apply_chat_template(line["messages"], tools=line["tools"], tokenize=False)
+        calls = [c for m in rec["messages"] for c in m["tool_calls"] or []]
+        assert text.count("<|python_tag|>") + text.count('"parameters"') >= len(calls)
+        for c in calls:
+            assert json.dumps(json.loads(c["function"]["arguments"])) in text
+        assert rec["messages"][-1]["content"] in text
+
+
+def test_sequential_keeps_calls_results_and_order(run):
+    _, records = run
+    for rec in records:
+        seq = sequential_messages(rec["messages"])
+        assert all(len(m["tool_calls"] or []) <= 1 for m in seq)
+        calls = [c["id"] for m in rec["messages"] for c in m["tool_calls"] or []]
+        assert [c["id"] for m in seq for c in m["tool_calls"] or []] == calls
+        # every call is answered right after it is made
+        for a, b in zip(seq, seq[1:]):
+            if a["tool_calls"]:
+                assert b["role"] == "tool" and b["tool_call_id"] == a["tool_calls"][0]["id"]
+
+
+def test_openai_export_renders_with_qwen25(weighted_run, tmp_path, tokenizer):
+    root, records = weighted_run
+    tokenizer.chat_template = _template("qwen2_5.jinja")
+    export(root, "openai", tmp_path / "openai.jsonl")
+    lines = _lines(tmp_path / "openai.jsonl")
+    assert len(lines) == len(records)
+    assert any(m.get("weight") == 0 for line in lines for m in line["messages"])  # kept for trainers that read it
+    for line, rec in zip(lines, records):
+        text = tokenizer.apply_chat_template(line["messages"], tools=line["tools"], tokenize=False)
+        body = text.split("<|im_end|>", 1)[1]
+        assert body.count("<tool_call>") == sum(len(m["tool_calls"] or []) for m in rec["messages"])
+        assert rec["messages"][-1]["content"] in text
