@@ -85,10 +85,16 @@ class Shard:
         self.rejects: list[RejectSample] = []
         self._reject_limit = reject_sample_per_reason
         self._sampled: Counter[str] = Counter()
+        # For the audit: (id, reason, input row, scores) of every dropped record, and
+        # a filter's score columns over every record it saw (kept and dropped).
+        self.dropped_scores: list[tuple] = []
+        self.seen_scores: pa.Table | None = None
 
-    def drop(self, record: dict, reason: str, scores: dict | None = None) -> None:
-        """Count one dropped record under `reason` and keep it if the sample has room."""
+    def drop(self, record: dict, reason: str, scores: dict | None = None, row: int | None = None) -> None:
+        """Count one dropped record under `reason` and keep it if the sample has room.
+        `row` is its position in the stage's input shard, when known."""
         self.dropped[reason] += 1
+        self.dropped_scores.append((record.get("id"), reason, row, scores))
         if self._sampled[reason] < self._reject_limit:
             self._sampled[reason] += 1
             self.rejects.append(RejectSample(reason, record, scores))
@@ -178,6 +184,7 @@ class Filter(Stage):
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
         scores = self.score(table, shard)
         table = add_columns(table, scores, self.column_types())
+        shard.seen_scores = table.select(list(scores))
         if table.num_rows == 0:
             return table
         looked_at = [c for c in dict.fromkeys([*self.input_columns(), *scores]) if c in table.column_names]
@@ -193,7 +200,7 @@ class Filter(Stage):
                 continue
             keep[i] = False
             record = table.slice(i, 1).to_pylist()[0]
-            shard.drop(record, reason, {k: row[k] for k in scores})
+            shard.drop(record, reason, {k: row[k] for k in scores}, row=i)
         if all(keep):
             return table
         return table.filter(pa.array(keep, type=pa.bool_()))
