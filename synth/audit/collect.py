@@ -3,7 +3,7 @@
 - `RUN/stages/NN-name/part-XXXXX.profile.json`: sketches of every score the stage
   computed over all records it saw, of the numeric columns it wrote, of text
   lengths, and categorical counts (see `synth.audit.stats`).
-- `RUN/rejected/NN-name/part-XXXXX.scores.parquet`: id, reason, input row and the
+- `RUN/rejected/NN-name/scores/part-XXXXX.parquet`: id, reason, input row and the
   scalar scores of every dropped record (no text), so a threshold can be re-tuned
   exactly from the run.
 """
@@ -29,7 +29,8 @@ def profile_path(run: RunDir, label: str, name: str) -> Path:
 
 
 def rejected_scores_path(run: RunDir, label: str, name: str) -> Path:
-    return run.root / "rejected" / label / f"{name}.scores.parquet"
+    # A folder of its own: the reject samples beside it are globbed as part-*.parquet.
+    return run.root / "rejected" / label / "scores" / f"{name}.parquet"
 
 
 def _scalar(value):
