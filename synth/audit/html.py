@@ -15,7 +15,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}.warn{color:#b45309;font-weight:600}.bad{color:#b91c1c;font-weight:600}
-.note{color:#555;font-size:13px}code{background:#f4f4f4;padding:1px 4px}.chart{min-height:360px}
+.note{color:#555;font-size:13px}code{background:#f4f4f4;padding:1px 4px}.chart{margin:4px 0}
 """
 
 
