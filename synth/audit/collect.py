@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from synth.audit import stats
-from synth.core.rundir import RunDir, atomic_write_json, atomic_write_parquet
+from synth.core.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
 from synth.core.stage import Shard
 
 # Scores longer than this are text, not scores: left out of the rejected scores.
@@ -43,19 +43,19 @@ def _scalar(value):
 
 def rejected_scores_table(shard: Shard) -> pa.Table:
     names: dict[str, None] = {}
-    for _, _, _, scores in shard.dropped_scores:
+    for _, _, _, scores, _ in shard.dropped_scores:
         if scores:
             names.update(dict.fromkeys(scores))
     columns: dict[str, list] = {
-        "id": [None if i is None else str(i) for i, _, _, _ in shard.dropped_scores],
-        "reason": [r for _, r, _, _ in shard.dropped_scores],
-        "row": [w for _, _, w, _ in shard.dropped_scores],
+        "id": [None if d[0] is None else str(d[0]) for d in shard.dropped_scores],
+        "reason": [d[1] for d in shard.dropped_scores],
+        "row": [d[2] for d in shard.dropped_scores],
     }
     arrays = {"id": pa.array(columns["id"], pa.string()), "reason": pa.array(columns["reason"], pa.string()), "row": pa.array(columns["row"], pa.int64())}
     for name in names:
         if name in arrays:
             continue
-        values = [_scalar((scores or {}).get(name)) for _, _, _, scores in shard.dropped_scores]
+        values = [_scalar((d[3] or {}).get(name)) for d in shard.dropped_scores]
         try:
             arrays[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them readable
@@ -65,10 +65,56 @@ def rejected_scores_table(shard: Shard) -> pa.Table:
     return pa.table(arrays)
 
 
-def write_shard_statistics(run: RunDir, label: str, shard: Shard, table: pa.Table, written: Sequence[str]) -> None:
+def _dropped_table(shard: Shard, columns: list[str]) -> pa.Table | None:
+    """The dropped records' text and category columns (for subtracting them from the input's profile)."""
+    records = [d[4] for d in shard.dropped_scores]
+    if any(not isinstance(r, dict) or any(c not in r for c in columns) for r in records):
+        return None
+    try:
+        return pa.table({c: pa.array([r[c] for r in records]) for c in columns}) if records else pa.table({c: pa.array([], pa.string()) for c in columns})
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+
+
+def _derivable(table: pa.Table, written: Sequence[str], creates_records: bool, upstream: dict | None) -> list[str] | None:
+    """The columns a stage's length and category statistics depend on, when they can be
+    derived from its input's profile minus what it dropped (it rewrote none of them)."""
+    if upstream is None or creates_records or upstream.get("version") != stats.PROFILE_VERSION:
+        return None
+    watched = set(stats.TEXT_COLUMNS) | set(stats.CATEGORICAL_COLUMNS) | set(stats.TOKEN_COLUMNS)
+    if watched & set(written):
+        return None
+    present = [c for c in table.column_names if c in watched]
+    if set(upstream.get("lengths", {})) != {c for c in present if c in stats.TEXT_COLUMNS}:
+        return None
+    if set(upstream.get("categorical", {})) - set(present):
+        return None
+    return present
+
+
+def write_shard_statistics(
+    run: RunDir,
+    label: str,
+    shard: Shard,
+    table: pa.Table,
+    written: Sequence[str],
+    upstream_label: str | None = None,
+    creates_records: bool = False,
+) -> None:
     if not stats.enabled():
         return
     if shard.dropped_scores:
         atomic_write_parquet(rejected_scores_path(run, label, shard.name), rejected_scores_table(shard))
-    profile = stats.profile_table(table, written, shard.seen_scores)
+    upstream = None
+    if upstream_label is not None:
+        path = profile_path(run, upstream_label, shard.name)
+        upstream = read_json(path) if path.exists() else None
+    # A stage that only drops records (most filters) has the length and category
+    # statistics of its input minus those of what it dropped: no pass over the text.
+    columns = _derivable(table, written, creates_records, upstream)
+    removed = _dropped_table(shard, columns) if columns is not None else None
+    if removed is not None and upstream.get("rows", -1) - removed.num_rows == table.num_rows:
+        profile = stats.profile_table(table, written, shard.seen_scores, base=upstream, removed=removed)
+    else:
+        profile = stats.profile_table(table, written, shard.seen_scores)
     atomic_write_json(profile_path(run, label, shard.name), profile)

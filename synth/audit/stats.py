@@ -93,6 +93,33 @@ def sketch(values) -> dict | None:
     return out
 
 
+def subtract_sketch(a: dict, b: dict | None) -> dict:
+    """`a` without the values summarised in `b` (b's values must be a subset of a's)."""
+    if not b or not b.get("count"):
+        return a
+    buckets = {k: c - b["buckets"].get(k, 0) for k, c in a["buckets"].items()}
+    buckets = {k: c for k, c in buckets.items() if c > 0}
+    out = {"count": a["count"] - b["count"], "nulls": a["nulls"] - b.get("nulls", 0), "buckets": buckets}
+    if out["count"] <= 0 or not buckets:
+        return {"count": 0, "nulls": out["nulls"], "buckets": {}}
+    values = sorted(_bucket_value(int(k)) for k in buckets)
+    # min/max stay exact unless the removed values reached them; then the bucket bound.
+    out["min"] = a["min"] if b["min"] > a["min"] else max(a["min"], values[0])
+    out["max"] = a["max"] if b["max"] < a["max"] else min(a["max"], values[-1])
+    out["sum"] = a["sum"] - b["sum"]
+    return out
+
+
+def subtract_categorical(a: dict, b: dict) -> dict:
+    out = {k: list(v) for k, v in a.items()}
+    for value, (n, size) in b.items():
+        slot = out.get(value) or out.get("(other)")
+        if slot is not None:
+            slot[0] -= n
+            slot[1] -= size
+    return {k: v for k, v in out.items() if v[0] > 0}
+
+
 def merge_sketches(sketches: Iterable[dict]) -> dict:
     total: dict = {"count": 0, "nulls": 0, "buckets": {}}
     for s in sketches:
@@ -178,7 +205,7 @@ def fraction_at_most(s: dict, threshold: float) -> float:
 # -- categorical -----------------------------------------------------------------------
 
 
-def _measure(table: pa.Table) -> tuple[str, pa.Array | None]:
+def _measure(table: pa.Table, words_of: dict | None = None) -> tuple[str, pa.Array | None]:
     """The per-record size used for shares: a token column if a stage wrote one, else words."""
     for name in TOKEN_COLUMNS:
         if name in table.column_names:
@@ -188,7 +215,7 @@ def _measure(table: pa.Table) -> tuple[str, pa.Array | None]:
     words = None
     for name in TEXT_COLUMNS:
         if _is_text(table, name):
-            n = _word_counts(table.column(name))
+            n = words_of[name] if words_of and name in words_of else _word_counts(table.column(name))
             words = n if words is None else pc.add(words, n)
     return "words", words
 
@@ -201,7 +228,31 @@ def _is_text(table: pa.Table, name: str) -> bool:
 
 
 def _word_counts(col) -> pa.Array:
-    return pc.fill_null(pc.list_value_length(pc.utf8_split_whitespace(col)), 0)
+    """Whitespace-separated words per string, vectorised over the raw UTF-8 buffer
+    (ASCII whitespace; ~10x faster than splitting). Nulls count 0."""
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks == 0:
+            return pa.array([], pa.int64())
+        return pa.concat_arrays([_word_counts(c) for c in col.chunks]) if col.num_chunks > 1 else _word_counts(col.chunk(0))
+    n = len(col)
+    if n == 0:
+        return pa.array([], pa.int64())
+    wide = pa.types.is_large_string(col.type)
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int64 if wide else np.int32)[col.offset : col.offset + n + 1].astype(np.int64)
+    base, end = int(offsets[0]), int(offsets[-1])
+    if end == base:
+        return pa.array(np.zeros(n, dtype=np.int64))
+    data = np.frombuffer(col.buffers()[2], dtype=np.uint8)[base:end]
+    space = (data == 32) | ((data >= 9) & (data <= 13))
+    after_space = np.empty_like(space)
+    after_space[0] = True
+    after_space[1:] = space[:-1]
+    starts = offsets[:-1] - base
+    after_space[starts[starts < len(data)]] = True  # a string's first byte starts a word
+    cum = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(~space & after_space, out=cum[1:])
+    counts = cum[offsets[1:] - base] - cum[starts]
+    return pa.array(counts)
 
 
 def categorical(table: pa.Table, column: str, measure: pa.Array | None) -> dict:
@@ -238,12 +289,13 @@ def merge_categorical(parts: Iterable[dict]) -> dict:
 # -- one shard ---------------------------------------------------------------------------
 
 
-def profile_table(table: pa.Table, written: Iterable[str], seen_scores: pa.Table | None = None) -> dict:
+def profile_table(table: pa.Table, written: Iterable[str], seen_scores: pa.Table | None = None, base: dict | None = None, removed: pa.Table | None = None) -> dict:
     """The statistics of one shard of one stage.
 
     `written`: the columns the stage writes (their numeric values are sketched over
     the output); `seen_scores`: a filter's score columns over every record it saw,
-    kept and dropped.
+    kept and dropped. With `base` (the input's profile) and `removed` (the dropped
+    records), lengths and categories are the base minus the removed records.
     """
     profile: dict = {"version": PROFILE_VERSION, "rows": table.num_rows, "seen": {}, "columns": {}, "lengths": {}, "categorical": {}}
     if seen_scores is not None:
@@ -256,11 +308,23 @@ def profile_table(table: pa.Table, written: Iterable[str], seen_scores: pa.Table
             s = sketch(table.column(name))
             if s is not None:
                 profile["columns"][name] = s
+    if base is not None and removed is not None:
+        gone = profile_table(removed, [])
+        profile["lengths"] = {
+            name: {m: subtract_sketch(parts[m], gone["lengths"].get(name, {}).get(m)) for m in parts} for name, parts in base["lengths"].items()
+        }
+        profile["unit"] = base.get("unit")
+        profile["size_total"] = base.get("size_total", 0) - gone.get("size_total", 0)
+        profile["categorical"] = {name: subtract_categorical(cats, gone["categorical"].get(name, {})) for name, cats in base["categorical"].items()}
+        profile["derived"] = True
+        return profile
+    words_of = {}
     for name in TEXT_COLUMNS:
         if _is_text(table, name):
             col = table.column(name)
-            profile["lengths"][name] = {"chars": sketch(pc.utf8_length(col)), "words": sketch(_word_counts(col))}
-    unit, measure = _measure(table)
+            words_of[name] = _word_counts(col)
+            profile["lengths"][name] = {"chars": sketch(pc.utf8_length(col)), "words": sketch(words_of[name])}
+    unit, measure = _measure(table, words_of)
     profile["unit"] = unit
     if measure is not None:
         profile["size_total"] = int(pc.sum(measure).as_py() or 0)

@@ -113,7 +113,8 @@ def run_shard(task: ShardTask) -> dict:
         if removed:
             table = table.drop_columns(removed)
         table = _cast_declared(table, stage.column_types())
-    write_shard_statistics(run, entry.label, shard, table, stage.output_columns())
+    upstream_label = pipeline.stages[task.stage_index - 1].label if task.stage_index else None
+    write_shard_statistics(run, entry.label, shard, table, stage.output_columns(), upstream_label, stage.creates_records)
     stats = write_shard_ledger(run, entry.label, shard, n_in, table.num_rows, timer.seconds, stage.creates_records)
     atomic_write_parquet(target, table)  # the commit point
     return stats

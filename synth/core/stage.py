@@ -85,7 +85,7 @@ class Shard:
         self.rejects: list[RejectSample] = []
         self._reject_limit = reject_sample_per_reason
         self._sampled: Counter[str] = Counter()
-        # For the audit: (id, reason, input row, scores) of every dropped record, and
+        # For the audit: (id, reason, input row, scores, record) of every dropped record, and
         # a filter's score columns over every record it saw (kept and dropped).
         self.dropped_scores: list[tuple] = []
         self.seen_scores: pa.Table | None = None
@@ -94,7 +94,7 @@ class Shard:
         """Count one dropped record under `reason` and keep it if the sample has room.
         `row` is its position in the stage's input shard, when known."""
         self.dropped[reason] += 1
-        self.dropped_scores.append((record.get("id"), reason, row, scores))
+        self.dropped_scores.append((record.get("id"), reason, row, scores, record))
         if self._sampled[reason] < self._reject_limit:
             self._sampled[reason] += 1
             self.rejects.append(RejectSample(reason, record, scores))

@@ -182,3 +182,23 @@ def test_bad_run_directories_are_one_line_errors(toy_run, tmp_path):
     assert res.exit_code == 1 and "that is the run being audited" in res.output
     with pytest.raises(AuditError):
         build_report(tmp_path)
+
+
+def test_filter_profiles_derived_from_their_input_equal_a_fresh_pass(toy_run):
+    """Filters' length and category statistics are the input's minus what they dropped;
+    that shortcut must give what a pass over the kept records gives."""
+    from synth.audit import stats
+    from synth.audit.collect import profile_path
+
+    run = RunDir(toy_run)
+    for label in ("01-toy_min_words", "02-toy_max_digits"):
+        for part in sorted(run.stage_dir(label).glob("part-*.parquet")):
+            name = part.name[: -len(".parquet")]
+            stored = read_json(profile_path(run, label, name))
+            assert stored.get("derived")
+            fresh = stats.profile_table(pq.read_table(part), [])
+            assert stored["categorical"] == fresh["categorical"] and stored["size_total"] == fresh["size_total"]
+            for col, parts in fresh["lengths"].items():
+                for m, s in parts.items():
+                    assert stored["lengths"][col][m]["buckets"] == s["buckets"] and stored["lengths"][col][m]["count"] == s["count"]
+                    assert abs(stored["lengths"][col][m]["sum"] - s["sum"]) < 1e-6
