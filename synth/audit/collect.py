@@ -11,13 +11,15 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from synth.audit import stats
-from synth.core.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json
+from synth.core.rundir import RunDir, atomic_write_parquet, read_json
 from synth.core.stage import Shard
 
 # Scores longer than this are text, not scores: left out of the rejected scores.
@@ -41,7 +43,31 @@ def _scalar(value):
     return None
 
 
+def _columnar_drops(shard: Shard) -> pa.Table | None:
+    """A filter's dropped rows as a table (same order as `dropped_scores`), when it kept them."""
+    t = shard.dropped_table
+    if t is None or t.num_rows != len(shard.dropped_scores):
+        return None
+    return t
+
+
 def rejected_scores_table(shard: Shard) -> pa.Table:
+    dropped = _columnar_drops(shard)
+    if dropped is not None and shard.seen_scores is not None and all(d[2] is not None for d in shard.dropped_scores):
+        arrays = {
+            "id": dropped.column("id").cast(pa.string()) if "id" in dropped.column_names else pa.nulls(dropped.num_rows, pa.string()),
+            "reason": pa.array([d[1] for d in shard.dropped_scores], pa.string()),
+            "row": pa.array([d[2] for d in shard.dropped_scores], pa.int64()),
+        }
+        for name in shard.seen_scores.column_names:
+            col = dropped.column(name)
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                if (pc.max(pc.utf8_length(col)).as_py() or 0) > MAX_SCORE_STRING:
+                    continue  # text, not a score
+            elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)):
+                continue
+            arrays[name] = col
+        return pa.table(arrays)
     names: dict[str, None] = {}
     for _, _, _, scores, _ in shard.dropped_scores:
         if scores:
@@ -67,6 +93,9 @@ def rejected_scores_table(shard: Shard) -> pa.Table:
 
 def _dropped_table(shard: Shard, columns: list[str]) -> pa.Table | None:
     """The dropped records' text and category columns (for subtracting them from the input's profile)."""
+    dropped = _columnar_drops(shard)
+    if dropped is not None:
+        return dropped.select(columns) if all(c in dropped.column_names for c in columns) else None
     records = [d[4] for d in shard.dropped_scores]
     if any(not isinstance(r, dict) or any(c not in r for c in columns) for r in records):
         return None
@@ -108,7 +137,10 @@ def write_shard_statistics(
     upstream = None
     if upstream_label is not None:
         path = profile_path(run, upstream_label, shard.name)
-        upstream = read_json(path) if path.exists() else None
+        try:
+            upstream = read_json(path) if path.exists() else None
+        except (ValueError, OSError):
+            upstream = None  # torn by a crash: computed afresh instead
     # A stage that only drops records (most filters) has the length and category
     # statistics of its input minus those of what it dropped: no pass over the text.
     columns = _derivable(table, written, creates_records, upstream)
@@ -117,4 +149,13 @@ def write_shard_statistics(
         profile = stats.profile_table(table, written, shard.seen_scores, base=upstream, removed=removed)
     else:
         profile = stats.profile_table(table, written, shard.seen_scores)
-    atomic_write_json(profile_path(run, label, shard.name), profile)
+    write_profile(profile_path(run, label, shard.name), profile)
+
+
+def write_profile(path: Path, profile: dict) -> None:
+    """Compact JSON renamed into place. Not fsynced (this is the hot path of every
+    shard): after a power cut a torn profile is reported as missing, never misread."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(profile, separators=(",", ":")), encoding="utf-8")
+    os.replace(tmp, path)

@@ -151,7 +151,10 @@ def stage_profile(run: RunDir, label: str) -> dict | None:
     for path in sorted(run.stage_dir(label).glob("part-*.profile.json")):
         name = path.name[: -len(".profile.json")]
         if run.is_done(label, name):
-            profiles.append(read_json(path))
+            try:
+                profiles.append(read_json(path))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # torn by a crash: that shard is reported as not profiled
     if not profiles:
         return None
     merged = stats.merge_profiles(profiles)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from synth.core.records import derive_seed, rng_for
@@ -89,6 +90,7 @@ class Shard:
         # a filter's score columns over every record it saw (kept and dropped).
         self.dropped_scores: list[tuple] = []
         self.seen_scores: pa.Table | None = None
+        self.dropped_table: pa.Table | None = None  # a filter's dropped rows, as columns
 
     def drop(self, record: dict, reason: str, scores: dict | None = None, row: int | None = None) -> None:
         """Count one dropped record under `reason` and keep it if the sample has room.
@@ -203,7 +205,9 @@ class Filter(Stage):
             shard.drop(record, reason, {k: row[k] for k in scores}, row=i)
         if all(keep):
             return table
-        return table.filter(pa.array(keep, type=pa.bool_()))
+        mask = pa.array(keep, type=pa.bool_())
+        shard.dropped_table = table.filter(pc.invert(mask))
+        return table.filter(mask)
 
 
 class SourceStage(Stage):
