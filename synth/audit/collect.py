@@ -19,7 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from synth.audit import stats
-from synth.core.rundir import RunDir, atomic_write_parquet, read_json
+import pyarrow.parquet as pq
+
+from synth.core.rundir import RunDir, read_json
 from synth.core.stage import Shard
 
 # Scores longer than this are text, not scores: left out of the rejected scores.
@@ -133,7 +135,11 @@ def write_shard_statistics(
     if not stats.enabled():
         return
     if shard.dropped_scores:
-        atomic_write_parquet(rejected_scores_path(run, label, shard.name), rejected_scores_table(shard))
+        path = rejected_scores_path(run, label, shard.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        pq.write_table(rejected_scores_table(shard), tmp, compression="zstd")
+        os.replace(tmp, path)  # renamed, not fsynced: see write_profile
     upstream = None
     if upstream_label is not None:
         path = profile_path(run, upstream_label, shard.name)

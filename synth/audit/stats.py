@@ -243,15 +243,17 @@ def _word_counts(col) -> pa.Array:
     if end == base:
         return pa.array(np.zeros(n, dtype=np.int64))
     data = np.frombuffer(col.buffers()[2], dtype=np.uint8)[base:end]
-    space = (data == 32) | ((data >= 9) & (data <= 13))
-    after_space = np.empty_like(space)
-    after_space[0] = True
-    after_space[1:] = space[:-1]
-    starts = offsets[:-1] - base
-    after_space[starts[starts < len(data)]] = True  # a string's first byte starts a word
-    cum = np.zeros(len(data) + 1, dtype=np.int64)
-    np.cumsum(~space & after_space, out=cum[1:])
-    counts = cum[offsets[1:] - base] - cum[starts]
+    space = data <= 32  # ASCII whitespace and control characters separate words
+    # start[i]: a word begins at byte i; one extra False slot lets empty trailing strings index it
+    start = np.zeros(len(data) + 1, dtype=bool)
+    start[1 : len(data)] = space[:-1]
+    start[0] = True
+    first = offsets[:-1] - base
+    start[first] = True
+    start[: len(data)] &= ~space
+    start[len(data)] = False
+    counts = np.add.reduceat(start, first, dtype=np.int64)
+    counts[offsets[1:] == offsets[:-1]] = 0  # reduceat yields start[i] for empty segments
     return pa.array(counts)
 
 

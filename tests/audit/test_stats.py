@@ -41,3 +41,14 @@ def test_profile_counts_languages_with_tokens_when_known_else_words():
     assert p["unit"] == "tokens" and p["categorical"]["language"] == {"en": [2, 40], "fr": [1, 20]}
     merged = stats.merge_profiles([p, p])
     assert merged["categorical"]["language"]["en"] == [4, 80] and merged["rows"] == 6
+
+
+def test_word_counts_match_python_split_on_ascii_whitespace():
+    import random
+
+    rng = random.Random(1)
+    texts = ["".join(rng.choice("ab \n\t") for _ in range(rng.randint(0, 12))) for _ in range(3000)] + ["", ""]
+    arr = pa.array(texts)
+    assert stats._word_counts(arr).to_pylist() == [len(t.split()) for t in texts]
+    assert stats._word_counts(arr.slice(7)).to_pylist() == [len(t.split()) for t in texts[7:]]
+    assert stats._word_counts(pa.array(["a b", None, "é ü"], pa.large_string())).to_pylist() == [2, 0, 2]
