@@ -63,7 +63,7 @@ def run_audit(run_dir: Path, *, as_json: bool, examples: int, what_if: list[str]
                 verb = "discarded" if reason.startswith("discarded.") else "dropped"
                 console.print(f"[bold]{s['stage']}[/] {verb} [yellow]{reason.removeprefix('discarded.')}[/] ({count:,}), e.g.:")
                 for row in rows:
-                    scores = f" scores={row['scores']}" if row["scores"] else ""
+                    scores = f" scores={terminal.short_scores(row['scores'])}" if row["scores"] else ""
                     console.print(f"  - {row['id'][:12]} {row['text']!r}{scores}", highlight=False)
 
     terminal.print_report(out, report, print_examples)

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from synth.audit import stats
 import pyarrow.parquet as pq
 
+from synth.audit import stats
 from synth.core.rundir import RunDir, read_json
 from synth.core.stage import Shard
 

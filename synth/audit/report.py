@@ -132,17 +132,18 @@ def domain_mix(stages: list[dict]) -> list[dict]:
 
 
 def _threshold_columns(options: dict, columns: list[str]) -> dict[str, dict]:
-    """Which option is the cutoff of which score column (min_words -> gopher_words)."""
-    found = {}
+    """Which option is the cutoff of which score column (min_words -> gopher_words):
+    the shortest column named like the option's stem, each column used once."""
+    found: dict[str, dict] = {}
     for option, value in options.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
         for prefix in ("min_", "max_"):
             if option.startswith(prefix):
                 stem = option[len(prefix) :]
-                for col in columns:
-                    if col == stem or col.endswith("_" + stem):
-                        found.setdefault(col, {"option": option, "value": value})
+                matches = sorted((c for c in columns if c == stem or c.endswith("_" + stem)), key=len)
+                if matches and matches[0] not in found:
+                    found[matches[0]] = {"option": option, "value": value}
     return found
 
 

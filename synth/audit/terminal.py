@@ -22,6 +22,14 @@ def _table(title: str, columns: list[str], right: set[str] | None = None) -> Tab
     return table
 
 
+def short_scores(scores: dict | None, limit: int = 4) -> str:
+    """A few scores, rounded, for one line of a terminal."""
+    if not scores:
+        return ""
+    items = [f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in list(scores.items())[:limit]]
+    return "{" + ", ".join(items) + (", ..." if len(scores) > limit else "") + "}"
+
+
 def print_report(out: Console, report: dict, describe_examples) -> None:
     status = report["status"]
     title = f"{report['pipeline']}: {report['run']}" + ("" if status == "complete" else f" ({status})")
@@ -90,7 +98,7 @@ def print_what_if(out: Console, results: list[dict], describe) -> None:
         for kind, rows in r["examples"].items():
             for ex in rows:
                 why = ex.get("reason") or ex.get("was")
-                out.print(f"  {kind.replace('_', ' ')}: {str(ex['id'])[:12]} ({why}) {ex['scores']} {ex['text'][:100]!r}", highlight=False)
+                out.print(f"  {kind.replace('_', ' ')}: {str(ex['id'])[:12]} ({why}) {short_scores(ex['scores'])} {ex['text'][:100]!r}", highlight=False)
 
 
 def print_sweep(out: Console, s: dict) -> None:

@@ -113,7 +113,8 @@ def test_domain_mix_from_a_synthetic_ledger(tmp_path):
     label = "00-self_instruct"
     atomic_write_json(run.manifest, {"pipeline": "mix", "stages": [{"label": label, "type": "self_instruct"}]})
     atomic_write_json(run.stage_meta(label), {"type": "self_instruct", "options": {}, "shards": 1})
-    counters = {"domain_mix.before.math": 80, "domain_mix.before.code": 20, "domain_mix.after.math": 50, "domain_mix.after.code": 50, "domain_mix.target.math": 500, "domain_mix.target.code": 500}
+    llm = {"llm.org/model-1.5b.requests": 10, "llm.org/model-1.5b.failures": 1, "llm.org/model-1.5b.cache_hits": 4, "llm.org/model-1.5b.completion_tokens": 300, "llm.org/model-1.5b.latency_s": 2.0}
+    counters = {**llm, "domain_mix.before.math": 80, "domain_mix.before.code": 20, "domain_mix.after.math": 50, "domain_mix.after.code": 50, "domain_mix.target.math": 500, "domain_mix.target.code": 500}
     atomic_write_json(run.stats(label, "part-00000"), {"stage": label, "shard": "part-00000", "in": 0, "out": 100, "dropped": {}, "counters": counters, "creates_records": True, "seconds": 1.0})
     import pyarrow as pa
 
@@ -122,8 +123,15 @@ def test_domain_mix_from_a_synthetic_ledger(tmp_path):
     assert report["domain_mix"] == [
         {"stage": label, "domains": [{"domain": "code", "before": 20, "after": 50, "target_share": 0.5}, {"domain": "math", "before": 80, "after": 50, "target_share": 0.5}]}
     ]
+    assert report["llm"] == [
+        {"model": "org/model-1.5b", "stages": [label], "requests": 10, "samples": 0, "failures": 1, "cache_hits": 4, "prompt_tokens": 0, "completion_tokens": 300, "latency_s": 2.0, "tokens_per_s": 150.0}
+    ]
     out = runner.invoke(app, ["audit", str(run.root)]).output
-    assert "domain mix (00-self_instruct)" in out and "50.0%" in out
+    assert "domain mix (00-self_instruct)" in out and "50.0%" in out and "org/model-1.5b" in out
+    page = tmp_path / "mix.html"
+    assert runner.invoke(app, ["audit", str(run.root), "--html", str(page)]).exit_code == 0
+    html = page.read_text()
+    assert "Domain mix (00-self_instruct)" in html and "LLM use per model" in html
 
 
 def test_in_progress_and_failed_shards(tmp_path):
