@@ -106,6 +106,25 @@ def _dropped_table(shard: Shard, columns: list[str]) -> pa.Table | None:
         return None
 
 
+def _seen_from_drops(shard: Shard, table: pa.Table, written: Sequence[str]) -> pa.Table | None:
+    """For a stage that is not a `Filter` but drops on a score it writes (an LLM critique):
+    that score over every record it saw = kept records' column + the dropped records' scores."""
+    columns = {}
+    for name in written:
+        if name not in table.column_names:
+            continue
+        dropped = [d[3].get(name) for d in shard.dropped_scores if d[3] and name in d[3]]
+        if not dropped:
+            continue
+        kept = table.column(name)
+        try:
+            extra = pa.array([v if isinstance(v, (int, float)) else None for v in dropped]).cast(kept.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            continue
+        columns[name] = pa.chunked_array([*kept.chunks, extra], kept.type)
+    return pa.table(columns) if columns else None
+
+
 def _derivable(table: pa.Table, written: Sequence[str], creates_records: bool, upstream: dict | None) -> list[str] | None:
     """The columns a stage's length and category statistics depend on, when they can be
     derived from its input's profile minus what it dropped (it rewrote none of them)."""
@@ -146,14 +165,17 @@ def write_shard_statistics(
             upstream = read_json(path) if path.exists() else None
         except (ValueError, OSError):
             upstream = None  # torn by a crash: computed afresh instead
+    seen = shard.seen_scores
+    if seen is None and shard.dropped_scores:
+        seen = _seen_from_drops(shard, table, written)
     # A stage that only drops records (most filters) has the length and category
     # statistics of its input minus those of what it dropped: no pass over the text.
     columns = _derivable(table, written, creates_records, upstream)
     removed = _dropped_table(shard, columns) if columns is not None else None
     if removed is not None and upstream.get("rows", -1) - removed.num_rows == table.num_rows:
-        profile = stats.profile_table(table, written, shard.seen_scores, base=upstream, removed=removed)
+        profile = stats.profile_table(table, written, seen, base=upstream, removed=removed)
     else:
-        profile = stats.profile_table(table, written, shard.seen_scores)
+        profile = stats.profile_table(table, written, seen)
     write_profile(profile_path(run, label, shard.name), profile)
 
 

@@ -49,7 +49,7 @@ def overlap(run_root: str | Path, sample: int = DEFAULT_SAMPLE) -> dict:
         meta = run.stage_meta(s["label"])
         ref = StageRef(i, s["label"], s["type"], read_json(meta).get("options", {}) if meta.exists() else {})
         try:
-            stage = build_filter(run, ref, {"annotate_only": True})
+            stage = build_filter(run, ref, {})
         except AuditError:
             continue  # not a filter
         if not type(stage).parallel:

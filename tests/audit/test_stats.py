@@ -52,3 +52,22 @@ def test_word_counts_match_python_split_on_ascii_whitespace():
     assert stats._word_counts(arr).to_pylist() == [len(t.split()) for t in texts]
     assert stats._word_counts(arr.slice(7)).to_pylist() == [len(t.split()) for t in texts[7:]]
     assert stats._word_counts(pa.array(["a b", None, "é ü"], pa.large_string())).to_pylist() == [2, 0, 2]
+
+
+def test_a_stage_that_drops_on_its_own_score_has_it_summarised_over_every_record(tmp_path):
+    """An LLM critique is not a `Filter`: its grade is kept on kept rows and in the
+    drop's scores; the audit summarises both."""
+    from synth.audit.collect import profile_path, write_shard_statistics
+    from synth.core.rundir import RunDir, read_json
+    from synth.core.stage import Shard
+
+    run = RunDir(tmp_path)
+    shard = Shard("01-critique", 0, "part-00000", 0)
+    for i, grade in enumerate([1, 2, 2]):
+        shard.drop({"id": str(i), "text": "t"}, "critique_below_min_grade", {"critique_grade": grade, "critique_rationale": "meh"})
+    kept = pa.table({"id": ["3", "4"], "text": ["a", "b"], "critique_grade": pa.array([4, 5], pa.int64())})
+    write_shard_statistics(run, "01-critique", shard, kept, ["critique_grade", "critique_rationale"])
+    profile = read_json(profile_path(run, "01-critique", "part-00000"))
+    seen = profile["seen"]["critique_grade"]
+    assert seen["count"] == 5 and seen["min"] == 1 and seen["max"] == 5 and seen["sum"] == 14
+    assert set(profile["categorical"]["critique_grade"]) == {"4", "5"}  # the kept records' grades
