@@ -77,6 +77,8 @@ def render_html(report: dict, examples: dict[str, dict[str, list[dict]]] | None 
     page.add(f"<h1>synth audit: {_e(report['pipeline'])}</h1>")
     cls = "" if status == "complete" else ' class="warn"'
     page.add(f"<p>run <code>{_e(report['run'])}</code>; status <span{cls}>{_e(status)}</span>; report schema version {report['version']}</p>")
+    for note in report["notes"]:
+        page.add(f'<p class="warn">partial: {_e(note)}</p>')
     if report["failed_shards"]:
         page.add(f'<p class="bad">{len(report["failed_shards"])} shards failed</p>')
         page.add(_table(["stage", "shard", "phase", "error"], [[f["stage"], f["shard"], f["phase"], f["error"]] for f in report["failed_shards"]]))

@@ -21,6 +21,7 @@ Schema (`version` 2; every key below is always present unless marked optional):
   histogram: {edges, counts}}`.
 - `output`: `{unit, by: {col: {value: {records, <unit>, share}}}}` over the final
   stage (language, domain, kind...).
+- `notes`: what the report could not cover (shards without statistics), one line each.
 - `domain_mix`: per stage that records `domain_mix.*` counters,
   `{stage, domains: [{domain, before, after, target_share}]}`.
 - optional `what_if`, `sweep`, `overlap`, `compare`: see those modules.
@@ -207,10 +208,16 @@ def build_report(run_root: str | Path) -> dict:
         report["status"] = "complete" if report["complete"] else "incomplete"
     report["llm"] = llm_table(stages)
     report["profiles"] = {}
+    report["notes"] = []
     for s in stages:
         profile = stage_profile(run, s["stage"])
         if profile is not None:
             report["profiles"][s["stage"]] = profile
+        if s["shards_done"] and (profile is None or profile["shards_profiled"] < s["shards_done"]):
+            have = profile["shards_profiled"] if profile else 0
+            report["notes"].append(
+                f"{s['stage']}: statistics for {have} of {s['shards_done']} finished shards (the rest were made with SYNTH_AUDIT_STATS=0 or an older synth): distributions are partial"
+            )
     report["output"] = output_shares(report)
     report["domain_mix"] = domain_mix(stages)
     return report

@@ -39,6 +39,8 @@ def print_report(out: Console, report: dict, describe_examples) -> None:
         reasons = ", ".join(f"{k} {v:,}" for k, v in list(by_stage[f["stage"]]["dropped"].items())[:3])
         t.add_row(f["stage"], _n(f["in"]), _n(f["out"]), _n(f["kept_pct"]), _n(f["dropped"]), reasons, f"{f['shards_done']}/{f['shards']}", f"{f['seconds']:.1f}", _n(f["records_per_s"]))
     out.print(t)
+    for note in report["notes"]:
+        out.print(f"[yellow]partial:[/] {note}", highlight=False)
     if report["failed_shards"]:
         out.print(f"[bold red]{len(report['failed_shards'])} shards failed[/] (rerun the same command to retry):")
         for f in report["failed_shards"][:10]:

@@ -210,3 +210,17 @@ def test_filter_profiles_derived_from_their_input_equal_a_fresh_pass(toy_run):
                 for m, s in parts.items():
                     assert stored["lengths"][col][m]["buckets"] == s["buckets"] and stored["lengths"][col][m]["count"] == s["count"]
                     assert abs(stored["lengths"][col][m]["sum"] - s["sum"]) < 1e-6
+
+
+def test_a_run_without_statistics_is_a_marked_partial_report(toy_run, tmp_path):
+    old = tmp_path / "nostats"
+    shutil.copytree(toy_run, old)
+    for path in old.glob("stages/*/part-*.profile.json"):
+        path.unlink()
+    shutil.rmtree(old / "rejected" / "01-toy_min_words" / "scores")
+    report = audit_json(old)
+    assert report["profiles"] == {} and len(report["notes"]) == 3 and "statistics for 0 of 3" in report["notes"][1]
+    assert [s["out"] for s in report["stages"]] == [s["out"] for s in audit_json(toy_run)["stages"]]  # the ledger is intact
+    assert "partial:" in runner.invoke(app, ["audit", str(old)]).output
+    res = runner.invoke(app, ["audit", str(old), "--what-if", "toy_min_words.min_words=3"])
+    assert res.exit_code == 1 and "has no rejected scores" in res.output
