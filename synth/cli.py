@@ -105,6 +105,8 @@ def audit(
         fail(str(exc))
     except OSError as exc:
         fail(f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a damaged run directory: one line, not a traceback
+        fail(f"audit of {run_dir} failed: {type(exc).__name__}: {exc}")
 
 
 @app.command("inputs")

@@ -178,7 +178,13 @@ class StageRows:
     def decide_all(self, stage: Filter) -> list[str | None]:
         if getattr(stage.options, "annotate_only", False):
             return [None] * self.n
-        return [stage.decide(row) for row in self.rows()]
+        try:
+            return [stage.decide(row) for row in self.rows()]
+        except Exception as exc:  # noqa: BLE001 - a stored row the filter cannot judge
+            raise AuditError(
+                f"{type(stage).type or type(stage).__name__}: its decide failed on a stored row ({type(exc).__name__}: {exc}); "
+                "the columns it reads were not kept by this run"
+            ) from None
 
 
 def _text_of(run: RunDir, upstream: str, shard: str, row: int, cache: dict) -> str:
