@@ -26,7 +26,7 @@ def chromium() -> str:
     pytest.fail("chromium not found: install it (Debian: apt-get install chromium; .ci/run does this)")
 
 
-def open_in_browser(page: Path, *, screenshot: Path | None = None) -> tuple[str, list[str]]:
+def open_in_browser(page: Path, *, screenshot: Path | None = None, height: int = 3000) -> tuple[str, list[str]]:
     """The DOM after scripts ran (or a screenshot) and the console messages."""
     args = [
         chromium(),
@@ -39,7 +39,7 @@ def open_in_browser(page: Path, *, screenshot: Path | None = None) -> tuple[str,
         "--v=0",
         "--virtual-time-budget=15000",
         "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: any network fetch fails loudly
-        "--window-size=1280,3000",
+        f"--window-size=1280,{height}",
         f"--user-data-dir={page.parent / '.chromium-profile'}",
     ]
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
@@ -82,5 +82,5 @@ def test_html_report_renders_offline_with_every_chart(tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "audit-report.png"
     shot.unlink(missing_ok=True)
-    _, console = open_in_browser(page, screenshot=shot)
+    _, console = open_in_browser(page, screenshot=shot, height=9000)  # the whole page
     assert console == [] and shot.stat().st_size > 20_000
