@@ -36,7 +36,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from synth.audit import stats
-from synth.audit.collect import profile_path
 from synth.core.ledger import audit as ledger_audit
 from synth.core.rundir import RunDir, read_json
 
