@@ -152,6 +152,14 @@ def write_shard_statistics(
 ) -> None:
     if not stats.enabled():
         return
+    try:
+        _write(run, label, shard, table, written, upstream_label, creates_records)
+    except Exception as exc:  # noqa: BLE001 - statistics must never cost a shard its work
+        shard.count("audit.statistics_failed")
+        shard.count(f"audit.statistics_failed.{type(exc).__name__}")
+
+
+def _write(run: RunDir, label: str, shard: Shard, table: pa.Table, written: Sequence[str], upstream_label: str | None, creates_records: bool) -> None:
     if shard.dropped_scores:
         path = rejected_scores_path(run, label, shard.name)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -71,3 +71,17 @@ def test_a_stage_that_drops_on_its_own_score_has_it_summarised_over_every_record
     seen = profile["seen"]["critique_grade"]
     assert seen["count"] == 5 and seen["min"] == 1 and seen["max"] == 5 and seen["sum"] == 14
     assert set(profile["categorical"]["critique_grade"]) == {"4", "5"}  # the kept records' grades
+
+
+def test_a_statistics_failure_is_counted_never_fatal(tmp_path, monkeypatch):
+    from synth.audit import collect
+    from synth.core.rundir import RunDir
+    from synth.core.stage import Shard
+
+    def broken(*args, **kwargs):
+        raise ValueError("bug")
+
+    monkeypatch.setattr(collect.stats, "profile_table", broken)
+    shard = Shard("01-x", 0, "part-00000", 0)
+    collect.write_shard_statistics(RunDir(tmp_path), "01-x", shard, pa.table({"text": ["a"]}), [])
+    assert shard.counters["audit.statistics_failed"] == 1 and shard.counters["audit.statistics_failed.ValueError"] == 1
