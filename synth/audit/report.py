@@ -212,7 +212,11 @@ def build_report(run_root: str | Path) -> dict:
         profile = stage_profile(run, s["stage"])
         if profile is not None:
             report["profiles"][s["stage"]] = profile
-        if s["shards_done"] and (profile is None or profile["shards_profiled"] < s["shards_done"]):
+        failed_stats = s["counters"].get("audit.statistics_failed", 0)
+        if failed_stats:
+            kinds = ", ".join(k.rsplit(".", 1)[1] for k in s["counters"] if k.startswith("audit.statistics_failed."))
+            report["notes"].append(f"{s['stage']}: statistics failed on {failed_stats} shards ({kinds}); their records are in the ledger but not in the distributions")
+        elif s["shards_done"] and (profile is None or profile["shards_profiled"] < s["shards_done"]):
             have = profile["shards_profiled"] if profile else 0
             report["notes"].append(
                 f"{s['stage']}: statistics for {have} of {s['shards_done']} finished shards (the rest were made with SYNTH_AUDIT_STATS=0 or an older synth): distributions are partial"
