@@ -26,25 +26,32 @@ def run_audit(run_dir: Path, *, as_json: bool, examples: int, what_if: list[str]
     from synth.audit import terminal
     from synth.audit.report import build_report
 
-    report = build_report(run_dir)
+    # Re-deciding a big run takes a while: a spinner on stderr (nothing when not a terminal).
+    status = Console(stderr=True).status
+    with status("reading the ledger and statistics..."):
+        report = build_report(run_dir)
     if what_if:
         from synth.audit.whatif import what_if as compute_what_if
 
-        report["what_if"] = compute_what_if(run_dir, report, what_if)
+        with status("what-if: re-deciding every stored record..."):
+            report["what_if"] = compute_what_if(run_dir, report, what_if)
     if sweep:
         from synth.audit.whatif import sweep as compute_sweep
 
-        report["sweep"] = compute_sweep(run_dir, report, sweep)
+        with status(f"sweeping {sweep}..."):
+            report["sweep"] = compute_sweep(run_dir, report, sweep)
     if overlap:
         from synth.audit.overlap import overlap as compute_overlap
 
-        report["overlap"] = compute_overlap(run_dir, overlap_sample)
+        with status(f"overlap: scoring {overlap_sample:,} sampled records with every CPU filter..."):
+            report["overlap"] = compute_overlap(run_dir, overlap_sample)
     if compare is not None:
         from synth.audit.compare import check_comparable
         from synth.audit.compare import compare as compute_compare
 
         check_comparable(run_dir, compare)
-        report["compare"] = compute_compare(report, build_report(compare))
+        with status(f"comparing with {compare}..."):
+            report["compare"] = compute_compare(report, build_report(compare))
     samples = gather_examples(run_dir, report, examples, describe) if (examples and (html or not as_json)) else {}
     if html is not None:
         from synth.audit.html import write_html
