@@ -65,12 +65,12 @@ def split_assignment(text: str, with_value: bool = True) -> tuple[str, str, str 
     return stage, option, (value.strip() if eq else None)
 
 
-def build_filter(run: RunDir, ref: StageRef, changes: dict) -> Filter:
+def build_filter(run: RunDir, ref: StageRef, changes: dict, any_stage: bool = False) -> Filter:
     try:
         cls = stage_class(ref.type)
     except (UnknownStageType, StageImportError) as exc:
         raise AuditError(f"stage {ref.label}: its type {ref.type} cannot be loaded here ({exc})") from None
-    if not issubclass(cls, Filter):
+    if not issubclass(cls, Filter) and not any_stage:
         raise AuditError(f"stage {ref.label} ({ref.type}) is not a filter: only a filter's thresholds can be re-tuned from the run")
     for option in changes:
         if option not in cls.Options.model_fields:
@@ -239,6 +239,10 @@ def what_if(run_root: str | Path, report: dict, assignments: list[str]) -> list[
         per_stage.setdefault(ref.label, (ref, {}))[1][option] = _parse_value(raw)
     results = []
     for label, (ref, changes) in per_stage.items():
+        stage = build_filter(run, ref, changes, any_stage=True)  # validates names and types
+        if not isinstance(stage, Filter):
+            results.append(_threshold_what_if(run, report, ref, stage, changes))
+            continue
         current = build_filter(run, ref, {})
         changed = build_filter(run, ref, changes)
         data = StageRows(run, ref, current)
@@ -337,4 +341,63 @@ def sweep(run_root: str | Path, report: dict, target: str, points: int = SWEEP_P
         "sampled": data.sampled,
         "curve": curve,
         "examples": {"just_inside": inside, "just_outside": outside},
+    }
+
+
+def _threshold_what_if(run: RunDir, report: dict, ref: StageRef, changed, changes: dict) -> dict:
+    """What-if for a stage that is not a `Filter` but drops on a score it writes (an LLM
+    critique's `min_grade` on `critique_grade`): the score of kept records is in its
+    output, that of dropped records in its rejected scores; a record is taken to be
+    dropped by the threshold exactly when its score is on the wrong side of it."""
+    if len(changes) != 1:
+        raise AuditError(f"stage {ref.label} is not a filter: change one threshold at a time")
+    (option, value), = changes.items()
+    written = list(changed.output_columns())
+    mapping = _threshold_columns({option: value}, written)
+    if not mapping or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AuditError(
+            f"stage {ref.label} ({ref.type}) is not a filter and {option} is not a min_/max_ threshold on a score it writes ({', '.join(written)}): "
+            "only a filter's options can be re-decided from the run"
+        )
+    column = next(iter(mapping))
+    old = ref.options.get(option)
+    low = option.startswith("min_")
+
+    def fails(v, threshold) -> bool:
+        return v is not None and threshold is not None and (v < threshold if low else v > threshold)
+
+    kept: list = []
+    dropped: list[tuple] = []  # (id, reason, score)
+    for part in sorted(run.stage_dir(ref.label).glob("part-*.parquet")):
+        name = part.name[: -len(".parquet")]
+        if column in pq.ParquetFile(part).schema_arrow.names:
+            t = pq.read_table(part, columns=[c for c in ("id", column) if c in pq.ParquetFile(part).schema_arrow.names])
+            ids = t.column("id").to_pylist() if "id" in t.column_names else [None] * t.num_rows
+            kept.extend(zip(ids, t.column(column).to_pylist()))
+        rej = rejected_scores_path(run, ref.label, name)
+        if rej.exists():
+            t = pq.read_table(rej)
+            scores = t.column(column).to_pylist() if column in t.column_names else [None] * t.num_rows
+            dropped.extend(zip(t.column("id").to_pylist(), t.column("reason").to_pylist(), scores))
+    newly_dropped = [(i, v) for i, v in kept if fails(v, value)]
+    newly_kept = [(i, r, v) for i, r, v in dropped if fails(v, old) and not fails(v, value)]
+    kept_before = len(kept)
+    kept_after = kept_before - len(newly_dropped) + len(newly_kept)
+    note, survive = _downstream_note(report, ref.label)
+    return {
+        "stage": ref.label,
+        "changes": changes,
+        "records": len(kept) + len(dropped),
+        "kept_before": kept_before,
+        "kept_after": kept_after,
+        "dropped_after": {},
+        "newly_dropped": len(newly_dropped),
+        "newly_kept": len(newly_kept),
+        "final_output_estimate": round(report["stages"][-1]["out"] + (kept_after - kept_before) * survive) if survive is not None else None,
+        "exact": False,
+        "note": f"{ref.label} is not a filter: taken to drop exactly the records whose {column} is {'below' if low else 'above'} {option}; " + note,
+        "examples": {
+            "newly_dropped": [{"id": i, "scores": {column: v}, "text": "", "reason": f"{column} {'<' if low else '>'} {value}"} for i, v in newly_dropped[:EXAMPLES]],
+            "newly_kept": [{"id": i, "scores": {column: v}, "text": "", "was": r} for i, r, v in newly_kept[:EXAMPLES]],
+        },
     }

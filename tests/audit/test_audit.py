@@ -224,3 +224,25 @@ def test_a_run_without_statistics_is_a_marked_partial_report(toy_run, tmp_path):
     assert "partial:" in runner.invoke(app, ["audit", str(old)]).output
     res = runner.invoke(app, ["audit", str(old), "--what-if", "toy_min_words.min_words=3"])
     assert res.exit_code == 1 and "has no rejected scores" in res.output
+
+
+def test_what_if_on_a_stage_that_is_not_a_filter_matches_a_rerun(tmp_path):
+    import yaml
+
+    def run_with(min_grade, name):
+        pipe = tmp_path / f"{name}.yaml"
+        stages = [{"type": "tests.audit.toy:SyntheticText", "per_shard": 100, "shards": 2}, {"type": "tests.audit.toy:GradeLikeCritique", "min_grade": min_grade}]
+        pipe.write_text(yaml.safe_dump({"name": "grades", "stages": stages}))
+        res = runner.invoke(app, ["run", str(pipe), "--output", str(tmp_path / name), "--workers", "1"])
+        assert res.exit_code == 0, res.output
+        return tmp_path / name
+
+    run = run_with(3, "a")
+    for new in (2, 4):
+        w = audit_json(run, "--what-if", f"toy_grade.min_grade={new}")["what_if"][0]
+        assert not w["exact"] and "not a filter" in w["note"]
+        assert w["kept_after"] == audit_json(run_with(new, f"g{new}"))["stages"][1]["out"]
+    seen = audit_json(run)["profiles"]["01-toy_grade"]["scores"]["toy_grade"]
+    assert seen["count"] == 200 and seen["min"] == 1  # kept and dropped grades
+    res = runner.invoke(app, ["audit", str(run), "--what-if", "toy_grade.min_grade=9"])
+    assert res.exit_code == 1 and "min_grade" in res.output and "Traceback" not in res.output

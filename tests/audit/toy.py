@@ -8,7 +8,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from synth.core.records import content_id
-from synth.core.stage import Filter, FilterOptions, SourceStage, StageOptions
+from synth.core.stage import Filter, FilterOptions, SourceStage, Stage, StageOptions
 
 LANGS = ("en", "fr", "de", "sw")
 DOMAINS = ("math", "code", "history")
@@ -100,3 +100,29 @@ class MaxDigits(Filter):
 
     def decide(self, row):
         return "too_many_digits" if row["toy_digit_frac"] > self.options.max_digit_frac else None
+
+
+class GradeOptions(StageOptions):
+    min_grade: int = Field(3, ge=1, le=5)
+
+
+class GradeLikeCritique(Stage):
+    """Like the LLM critique: not a `Filter`; writes a grade and drops below `min_grade`
+    through `Shard.drop` with the grade among the scores."""
+
+    type = "toy_grade"
+    Options = GradeOptions
+    reads = ("text",)
+    writes = ("toy_grade",)
+
+    def process(self, table, shard):
+        keep, grades = [], []
+        for row in table.to_pylist():
+            grade = 1 + len(row["text"]) % 5
+            if grade < self.options.min_grade:
+                shard.drop(row, "grade_below_min", {"toy_grade": grade, "rationale": "short " * 30})
+                continue
+            keep.append(row)
+            grades.append(grade)
+        out = pa.Table.from_pylist(keep, schema=table.schema) if keep else table.slice(0, 0)
+        return out.append_column("toy_grade", pa.array(grades, pa.int64()))
