@@ -65,6 +65,7 @@ def sketch(values) -> dict | None:
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             return None
     typ = values.type
+    integer = pa.types.is_integer(typ) or pa.types.is_boolean(typ)
     if pa.types.is_boolean(typ):
         values = values.cast(pa.int8())
     elif not (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
@@ -75,7 +76,7 @@ def sketch(values) -> dict | None:
         arr = arr.astype(np.float64)
         arr = arr[~np.isnan(arr)]
     count = int(arr.size)
-    out = {"count": count, "nulls": int(nulls + (len(values) - nulls - count)), "buckets": {}}
+    out = {"count": count, "nulls": int(nulls + (len(values) - nulls - count)), "integer": integer, "buckets": {}}
     if count == 0:
         return out
     arr = arr.astype(np.float64, copy=False)
@@ -99,10 +100,10 @@ def subtract_sketch(a: dict, b: dict | None) -> dict:
         return a
     buckets = {k: c - b["buckets"].get(k, 0) for k, c in a["buckets"].items()}
     buckets = {k: c for k, c in buckets.items() if c > 0}
-    out = {"count": a["count"] - b["count"], "nulls": a["nulls"] - b.get("nulls", 0), "buckets": buckets}
+    out = {"count": a["count"] - b["count"], "nulls": a["nulls"] - b.get("nulls", 0), "integer": a.get("integer", False), "buckets": buckets}
     if out["count"] <= 0 or not buckets:
-        return {"count": 0, "nulls": out["nulls"], "buckets": {}}
-    values = sorted(_bucket_value(int(k)) for k in buckets)
+        return {"count": 0, "nulls": out["nulls"], "integer": out["integer"], "buckets": {}}
+    values = [v for v, _ in _sorted_buckets(out)]
     # min/max stay exact unless the removed values reached them; then the bucket bound.
     out["min"] = a["min"] if b["min"] > a["min"] else max(a["min"], values[0])
     out["max"] = a["max"] if b["max"] < a["max"] else min(a["max"], values[-1])
@@ -121,10 +122,11 @@ def subtract_categorical(a: dict, b: dict) -> dict:
 
 
 def merge_sketches(sketches: Iterable[dict]) -> dict:
-    total: dict = {"count": 0, "nulls": 0, "buckets": {}}
+    total: dict = {"count": 0, "nulls": 0, "integer": True, "buckets": {}}
     for s in sketches:
         if not s:
             continue
+        total["integer"] = total["integer"] and s.get("integer", False)
         total["count"] += s["count"]
         total["nulls"] += s.get("nulls", 0)
         if s["count"]:
@@ -146,7 +148,9 @@ def _bucket_value(key: int) -> float:
 
 
 def _sorted_buckets(s: dict) -> list[tuple[float, int]]:
-    items = [(_bucket_value(int(k)), c) for k, c in s["buckets"].items()]
+    # Integer columns: a bucket 2% wide holds one integer below ~50, so rounding is exact there.
+    value = (lambda k: float(round(_bucket_value(k)))) if s.get("integer") else _bucket_value
+    items = [(value(int(k)), c) for k, c in s["buckets"].items()]
     items.sort()
     return items
 
@@ -159,8 +163,8 @@ def quantiles(s: dict, qs: Iterable[float] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95,
     cum = np.cumsum([c for _, c in items])
     out = {}
     for q in qs:
-        rank = q * (s["count"] - 1)
-        i = int(np.searchsorted(cum, rank + 1))
+        rank = round(q * (s["count"] - 1))  # nearest rank, 0-based
+        i = int(np.searchsorted(cum, rank, side="right"))
         value = items[min(i, len(items) - 1)][0]
         out[f"p{round(q * 100):d}"] = float(min(max(value, s["min"]), s["max"]))
     return out
@@ -186,7 +190,12 @@ def histogram(s: dict, bins: int = 40) -> dict:
     lo, hi = s["min"], s["max"]
     if hi <= lo:
         return {"edges": [lo, hi], "counts": [s["count"]]}
-    edges = np.linspace(lo, hi, bins + 1)
+    if s.get("integer"):  # whole-number bins, so no bin holds one more integer than its neighbour
+        step = max(1, math.ceil((hi - lo + 1) / bins))
+        edges = np.arange(lo - 0.5, hi + 0.5 + step, step)
+        bins = len(edges) - 1
+    else:
+        edges = np.linspace(lo, hi, bins + 1)
     counts = np.zeros(bins, dtype=np.int64)
     for value, c in _sorted_buckets(s):
         i = int(np.clip(np.searchsorted(edges, min(max(value, lo), hi), side="right") - 1, 0, bins - 1))

@@ -85,3 +85,14 @@ def test_a_statistics_failure_is_counted_never_fatal(tmp_path, monkeypatch):
     shard = Shard("01-x", 0, "part-00000", 0)
     collect.write_shard_statistics(RunDir(tmp_path), "01-x", shard, pa.table({"text": ["a"]}), [])
     assert shard.counters["audit.statistics_failed"] == 1 and shard.counters["audit.statistics_failed.ValueError"] == 1
+
+
+def test_integer_columns_have_exact_small_values_and_whole_number_bins():
+    values = pa.array([1, 2, 2, 3, 10, 10, 10, 30], pa.int32())
+    s = stats.merge_sketches([stats.sketch(values.slice(0, 4)), stats.sketch(values.slice(4))])
+    assert s["integer"]
+    assert stats.quantiles(s, (0.1, 0.9))["p10"] == 1.0 and stats.quantiles(s, (0.9,))["p90"] == 10.0
+    h = stats.histogram(s)
+    assert all(abs((b - a) - (h["edges"][1] - h["edges"][0])) < 1e-9 for a, b in zip(h["edges"], h["edges"][1:]))
+    assert h["edges"][0] == 0.5 and sum(h["counts"]) == 8
+    assert h["edges"][1] == 1.5 and h["counts"][9] == 3  # unit bins: [9.5, 10.5) holds the three 10s
