@@ -180,6 +180,7 @@ def build_report(run_root: str | Path) -> dict:
     run = RunDir(run_root)
     report["version"] = REPORT_VERSION
     stages = report["stages"]
+    planned = read_json(run.manifest).get("shards") or 0  # stages not started yet have no shard count
     funnel = []
     for s in stages:
         dropped = sum(s["dropped"].values())
@@ -194,7 +195,7 @@ def build_report(run_root: str | Path) -> dict:
                 "seconds": s["seconds"],
                 "records_per_s": round(s["in"] / s["seconds"], 1) if s["seconds"] else None,
                 "shards_done": s["shards_done"],
-                "shards": s["shards"],
+                "shards": s["shards"] or planned,
             }
         )
     report["funnel"] = funnel
