@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from synth.audit.report import AuditError
 from synth.audit.whatif import StageRef, build_filter
 from synth.core.rundir import RunDir, read_json
+from synth.core.sampling import SampleRecords
 from synth.core.stage import Shard
 
 DEFAULT_SAMPLE = 2000
@@ -52,6 +53,9 @@ def overlap(run_root: str | Path, sample: int = DEFAULT_SAMPLE) -> dict:
             stage = build_filter(run, ref, {})
         except AuditError:
             continue  # not a filter
+        if isinstance(stage, SampleRecords):
+            skipped.append({"stage": s["label"], "why": "a random sample, not a quality filter"})
+            continue
         if not type(stage).parallel:
             skipped.append({"stage": s["label"], "why": "needs an LLM engine (not a CPU filter)"})
             continue
