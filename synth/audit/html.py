@@ -196,6 +196,9 @@ def render_html(report: dict, examples: dict[str, dict[str, list[dict]]] | None 
             rows.append([s["stage"], "(out)", s["out"][0], s["out"][1], s["out"][1] - s["out"][0]])
             rows.extend([s["stage"], r, x, y, y - x] for r, (x, y) in s["dropped"].items() if x != y)
         page.add(_table(["stage", "reason", "a", "b", "b - a"], rows, {2, 3, 4}))
+        changed = [[s["stage"], k, json.dumps(v[0]), json.dumps(v[1])] for s in c["stages"] for k, v in s["options_changed"].items()]
+        if changed:
+            page.add(_table(["stage", "option", "a", "b"], changed))
         for col, values in c["shares"].items():
             items = list(values.items())[:30]
             fig = go.Figure([go.Bar(name="a", x=[k for k, _ in items], y=[v[0] for _, v in items]), go.Bar(name="b", x=[k for k, _ in items], y=[v[1] for _, v in items])])
