@@ -193,7 +193,7 @@ def build_report(run_root: str | Path) -> dict:
                 "dropped": dropped,
                 "kept_pct": round(100 * s["out"] / s["in"], 2) if s["in"] else None,
                 "seconds": s["seconds"],
-                "records_per_s": round(s["in"] / s["seconds"], 1) if s["seconds"] else None,
+                "records_per_s": float(f"{s['in'] / s['seconds']:.3g}") if s["seconds"] else None,
                 "shards_done": s["shards_done"],
                 "shards": s["shards"] or planned,
             }
