@@ -33,6 +33,7 @@ def open_in_browser(page: Path, *, screenshot: Path | None = None, height: int =
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
         "--no-first-run",
         "--disable-extensions",
         "--enable-logging=stderr",
@@ -43,7 +44,7 @@ def open_in_browser(page: Path, *, screenshot: Path | None = None, height: int =
         f"--user-data-dir={page.parent / '.chromium-profile'}",
     ]
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    res = subprocess.run([*args, page.resolve().as_uri()], capture_output=True, text=True, timeout=180)
+    res = subprocess.run([*args, page.resolve().as_uri()], capture_output=True, text=True, timeout=600)  # a loaded CI box is slow
     console = [m.group(1) for m in map(CONSOLE.search, res.stderr.splitlines()) if m]
     return res.stdout, console
 
