@@ -89,7 +89,7 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (versioned schema, see README)."),
     examples: int = typer.Option(3, help="Rejected examples shown per drop reason."),
     what_if: Optional[list[str]] = typer.Option(None, "--what-if", help="STAGE.OPTION=VALUE (repeatable): what that threshold would keep, from the stored scores."),
-    sweep: Optional[str] = typer.Option(None, "--sweep", help="STAGE.OPTION: retention curve of a numeric threshold over its range."),
+    sweep: Optional[list[str]] = typer.Option(None, "--sweep", help="STAGE.OPTION (repeatable): retention curve of a numeric threshold over its range."),
     overlap: bool = typer.Option(False, "--overlap", help="Which filters drop the same records (a seeded sample through every CPU filter)."),
     overlap_sample: int = typer.Option(2000, help="Records sampled for --overlap."),
     compare: Optional[Path] = typer.Option(None, "--compare", help="Another run directory to compare with, stage by stage and record by record."),
@@ -100,7 +100,7 @@ def audit(
     from synth.audit.report import AuditError
 
     try:
-        run_audit(run_dir, as_json=as_json, examples=examples, what_if=list(what_if or []), sweep=sweep, overlap=overlap, overlap_sample=overlap_sample, compare=compare, html=html, describe=_describe)
+        run_audit(run_dir, as_json=as_json, examples=examples, what_if=list(what_if or []), sweep=list(sweep or []), overlap=overlap, overlap_sample=overlap_sample, compare=compare, html=html, describe=_describe)
     except AuditError as exc:
         fail(str(exc))
     except OSError as exc:

@@ -22,7 +22,7 @@ def gather_examples(run_dir: Path, report: dict, limit: int, describe) -> dict[s
     return out
 
 
-def run_audit(run_dir: Path, *, as_json: bool, examples: int, what_if: list[str], sweep: str | None, overlap: bool, overlap_sample: int, compare: Path | None, html: Path | None, describe) -> dict:
+def run_audit(run_dir: Path, *, as_json: bool, examples: int, what_if: list[str], sweep: list[str], overlap: bool, overlap_sample: int, compare: Path | None, html: Path | None, describe) -> dict:
     from synth.audit import terminal
     from synth.audit.report import build_report
 
@@ -38,8 +38,10 @@ def run_audit(run_dir: Path, *, as_json: bool, examples: int, what_if: list[str]
     if sweep:
         from synth.audit.whatif import sweep as compute_sweep
 
-        with status(f"sweeping {sweep}..."):
-            report["sweep"] = compute_sweep(run_dir, report, sweep)
+        report["sweep"] = []
+        for target in sweep:
+            with status(f"sweeping {target}..."):
+                report["sweep"].append(compute_sweep(run_dir, report, target))
     if overlap:
         from synth.audit.overlap import overlap as compute_overlap
 
@@ -76,8 +78,8 @@ def run_audit(run_dir: Path, *, as_json: bool, examples: int, what_if: list[str]
     terminal.print_report(out, report, print_examples)
     if "what_if" in report:
         terminal.print_what_if(out, report["what_if"], describe)
-    if "sweep" in report:
-        terminal.print_sweep(out, report["sweep"])
+    for s in report.get("sweep", []):
+        terminal.print_sweep(out, s)
     if "overlap" in report:
         terminal.print_overlap(out, report["overlap"])
     if "compare" in report:

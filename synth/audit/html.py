@@ -165,8 +165,7 @@ def render_html(report: dict, examples: dict[str, dict[str, list[dict]]] | None 
         rows = [[k, ex["id"], ex.get("reason") or ex.get("was"), json.dumps(ex["scores"], default=str), ex["text"]] for k, exs in r["examples"].items() for ex in exs]
         if rows:
             page.add(_table(["flip", "id", "reason", "scores", "text"], rows))
-    if "sweep" in report:
-        s = report["sweep"]
+    for s in report.get("sweep", []):
         page.add(f"<h2>Sweep {_e(s['stage'])}.{_e(s['option'])}</h2>")
         if s["sampled"]:
             page.add(f"<p class=\"note\">on a seeded sample of {s['records']:,} of {s['of_records']:,} records</p>")

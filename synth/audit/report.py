@@ -24,7 +24,8 @@ Schema (`version` 2; every key below is always present unless marked optional):
 - `notes`: what the report could not cover (shards without statistics), one line each.
 - `domain_mix`: per stage that records `domain_mix.*` counters,
   `{stage, domains: [{domain, before, after, target_share}]}`.
-- optional `what_if`, `sweep`, `overlap`, `compare`: see those modules.
+- optional `what_if` (a list, one per stage changed), `sweep` (a list, one per
+  `--sweep`), `overlap`, `compare`: see those modules.
 """
 
 from __future__ import annotations

@@ -70,7 +70,9 @@ def test_what_if_is_exact_against_a_rerun(toy_run, tmp_path):
 
 
 def test_sweep_is_monotone_and_shows_records_near_the_cutoff(toy_run):
-    s = audit_json(toy_run, "--sweep", "toy_min_words.min_words")["sweep"]
+    both = audit_json(toy_run, "--sweep", "toy_min_words.min_words", "--sweep", "toy_max_digits.max_digit_frac")["sweep"]
+    assert [x["option"] for x in both] == ["min_words", "max_digit_frac"]
+    s = both[0]
     kept = [p["kept"] for p in s["curve"]]
     assert kept == sorted(kept, reverse=True) and kept[0] == 600
     now = next(p for p in s["curve"] if p["value"] == 10)

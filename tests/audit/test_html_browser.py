@@ -64,7 +64,7 @@ def test_html_report_renders_offline_with_every_chart(tmp_path):
     page = tmp_path / "audit.html"
     res = CliRunner().invoke(
         app,
-        ["audit", str(run), "--html", str(page), "--what-if", "toy_min_words.min_words=20", "--sweep", "toy_max_digits.max_digit_frac", "--overlap", "--compare", str(other)],
+        ["audit", str(run), "--html", str(page), "--what-if", "toy_min_words.min_words=20", "--sweep", "toy_max_digits.max_digit_frac", "--sweep", "toy_min_words.min_words", "--overlap", "--compare", str(other)],
     )
     assert res.exit_code == 0, res.output
     source = page.read_text()
@@ -73,7 +73,8 @@ def test_html_report_renders_offline_with_every_chart(tmp_path):
     head, _, rest = source.partition("</script>")
     assert "<script" in head and not re.search(r"""(src|href)=["']https?://""", rest) and "@import" not in rest
     charts = source.count('<div class="chart">')
-    assert charts >= 8  # funnel, shares, histograms, sweep, overlap, comparison
+    assert charts >= 9  # funnel, shares, histograms, two sweeps, overlap, comparison
+    assert "Sweep 01-toy_min_words.min_words" in source
     dom, console = open_in_browser(page)
     assert console == []
     drawn = dom.count('class="main-svg"')
