@@ -64,6 +64,9 @@ def main() -> None:
     args = ap.parse_args()
     raw = pipeline_raw(args.records, args.shards)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="synth-audit-bench-"))
+    # Warm-up (imports, kernel caches), untimed, so the first timed run is not penalised.
+    for stats_on in (True, False):
+        one_run(pipeline_raw(2_000, 2), work / "warmup", stats_on)
     on, off = [], []
     for r in range(args.rounds):
         order = [(True, on), (False, off)] if r % 2 == 0 else [(False, off), (True, on)]
