@@ -86,47 +86,27 @@ def _rows(path: Path) -> int:
 @app.command()
 def audit(
     run_dir: Path = typer.Argument(..., help="A run directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the ledger as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (versioned schema, see README)."),
     examples: int = typer.Option(3, help="Rejected examples shown per drop reason."),
+    what_if: Optional[list[str]] = typer.Option(None, "--what-if", help="STAGE.OPTION=VALUE (repeatable): what that threshold would keep, from the stored scores."),
+    sweep: Optional[list[str]] = typer.Option(None, "--sweep", help="STAGE.OPTION (repeatable): retention curve of a numeric threshold over its range."),
+    overlap: bool = typer.Option(False, "--overlap", help="Which filters drop the same records (a seeded sample through every CPU filter)."),
+    overlap_sample: int = typer.Option(2000, help="Records sampled for --overlap."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="Another run directory to compare with, stage by stage and record by record."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report to this file."),
 ) -> None:
-    """What every stage kept and dropped, and why."""
-    from synth.core.ledger import audit as build_audit
-    from synth.core.ledger import reject_samples
+    """What every stage kept and dropped, why, with score distributions; re-tune, compare."""
+    from synth.audit.cli import run_audit
+    from synth.audit.report import AuditError
 
     try:
-        report = build_audit(run_dir)
-    except FileNotFoundError as exc:
+        run_audit(run_dir, as_json=as_json, examples=examples, what_if=list(what_if or []), sweep=list(sweep or []), overlap=overlap, overlap_sample=overlap_sample, compare=compare, html=html, describe=_describe)
+    except AuditError as exc:
         fail(str(exc))
-    if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-        return
-    from rich.table import Table
-
-    # Piped output (a log, CI) gets a readable width instead of 80 columns.
-    out = Console() if sys.stdout.isatty() else Console(width=160)
-    table = Table(title=f"{report['pipeline']}: {report['run']}" + ("" if report["complete"] else " (incomplete)"))
-    for col in ("stage", "in", "out", "dropped", "top reasons", "shards", "seconds"):
-        table.add_column(col, justify="right" if col in ("in", "out", "dropped", "shards", "seconds") else "left", no_wrap=col != "top reasons")
-    for s in report["stages"]:
-        dropped = sum(s["dropped"].values())
-        reasons = ", ".join(f"{k} {v:,}" for k, v in list(s["dropped"].items())[:3])
-        table.add_row(s["stage"], f"{s['in']:,}", f"{s['out']:,}", f"{dropped:,}", reasons, f"{s['shards_done']}/{s['shards']}", f"{s['seconds']:.1f}")
-    out.print(table)
-    for s in report["stages"]:
-        if s.get("type") == "kg_walk":  # per pattern: requested, produced, failures, unavailable
-            from kg.cli import print_pattern_report
-
-            print_pattern_report(s["counters"], out)
-    for s in report["stages"]:
-        samples = reject_samples(run_dir, s["stage"], examples)
-        for reason, rows in samples.items():
-            count = s["dropped"].get(reason, s["counters"].get(reason, 0))
-            verb = "discarded" if reason.startswith("discarded.") else "dropped"
-            out.print(f"[bold]{s['stage']}[/] {verb} [yellow]{reason.removeprefix('discarded.')}[/] ({count:,}), e.g.:")
-            for row in rows:
-                text = _describe(row["record"])
-                scores = f" scores={row['scores']}" if row["scores"] else ""
-                out.print(f"  - {row['id'][:12]} {text!r}{scores}", highlight=False)
+    except OSError as exc:
+        fail(f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a damaged run directory: one line, not a traceback
+        fail(f"audit of {run_dir} failed: {type(exc).__name__}: {exc}")
 
 
 @app.command("inputs")

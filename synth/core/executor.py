@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synth.audit.collect import write_shard_statistics
 from synth.core.config import Pipeline, StageEntry, build_pipeline
 from synth.core.ledger import stage_totals, write_shard_ledger
 from synth.core.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json, shard_name
@@ -113,6 +114,8 @@ def run_shard(task: ShardTask) -> dict:
         if removed:
             table = table.drop_columns(removed)
         table = _cast_declared(table, stage.column_types())
+    upstream_label = pipeline.stages[task.stage_index - 1].label if task.stage_index else None
+    write_shard_statistics(run, entry.label, shard, table, stage.output_columns(), upstream_label, stage.creates_records)
     stats = write_shard_ledger(run, entry.label, shard, n_in, table.num_rows, timer.seconds, stage.creates_records)
     atomic_write_parquet(target, table)  # the commit point
     return stats

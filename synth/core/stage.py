@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from synth.core.records import derive_seed, rng_for
@@ -85,10 +86,17 @@ class Shard:
         self.rejects: list[RejectSample] = []
         self._reject_limit = reject_sample_per_reason
         self._sampled: Counter[str] = Counter()
+        # For the audit: (id, reason, input row, scores, record) of every dropped record, and
+        # a filter's score columns over every record it saw (kept and dropped).
+        self.dropped_scores: list[tuple] = []
+        self.seen_scores: pa.Table | None = None
+        self.dropped_table: pa.Table | None = None  # a filter's dropped rows, as columns
 
-    def drop(self, record: dict, reason: str, scores: dict | None = None) -> None:
-        """Count one dropped record under `reason` and keep it if the sample has room."""
+    def drop(self, record: dict, reason: str, scores: dict | None = None, row: int | None = None) -> None:
+        """Count one dropped record under `reason` and keep it if the sample has room.
+        `row` is its position in the stage's input shard, when known."""
         self.dropped[reason] += 1
+        self.dropped_scores.append((record.get("id"), reason, row, scores, record))
         if self._sampled[reason] < self._reject_limit:
             self._sampled[reason] += 1
             self.rejects.append(RejectSample(reason, record, scores))
@@ -183,6 +191,7 @@ class Filter(Stage):
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
         scores = self.score(table, shard)
         table = add_columns(table, scores, self.column_types())
+        shard.seen_scores = table.select(list(scores))
         if table.num_rows == 0:
             return table
         looked_at = [c for c in dict.fromkeys([*self.input_columns(), *self.decide_columns(), *scores]) if c in table.column_names]
@@ -198,10 +207,12 @@ class Filter(Stage):
                 continue
             keep[i] = False
             record = table.slice(i, 1).to_pylist()[0]
-            shard.drop(record, reason, {k: row[k] for k in scores})
+            shard.drop(record, reason, {k: row[k] for k in scores}, row=i)
         if all(keep):
             return table
-        return table.filter(pa.array(keep, type=pa.bool_()))
+        mask = pa.array(keep, type=pa.bool_())
+        shard.dropped_table = table.filter(pc.invert(mask))
+        return table.filter(mask)
 
 
 class SourceStage(Stage):

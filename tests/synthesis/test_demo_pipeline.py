@@ -40,7 +40,8 @@ def demo_run(tmp_path_factory):
 
 def test_ledger_accounts_for_every_record(demo_run):
     report = _audit(demo_run)
-    assert report["version"] == 1 and report["complete"]
+    assert report["version"] == 2 and report["complete"] and report["status"] == "complete"
+    assert not any(k.startswith("audit.statistics_failed") for s in report["stages"] for k in s["counters"])
     stages = report["stages"]
     for prev, stage in zip(stages, stages[1:]):
         assert stage["in"] == prev["out"], (prev["stage"], stage["stage"])

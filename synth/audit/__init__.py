@@ -1,0 +1,1 @@
+"""The audit: statistics over every record, and the `synth audit` report built from them."""
