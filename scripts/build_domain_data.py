@@ -72,6 +72,10 @@ def mmlu_rows(data: Path, mapping: dict[str, list[str]], part: str):
                 # A bare "Which of the following is true?" says nothing; its choices do.
                 text = q if len(q.split()) >= 8 else q + " " + " ".join(row[f"choice{i}"] for i in range(4))
                 yield {"text": text, "domain": domain, "source": f"mmlu/{subject}", "item": q}
+                # Training view with the answer: more of the subject's vocabulary.
+                answer = row[f"choice{int(row['answer'])}"] if str(row.get("answer", "")).isdigit() else ""
+                if answer and answer not in text:
+                    yield {"text": f"{q} {answer}", "domain": domain, "source": f"mmlu/{subject}", "item": q, "view": True}
 
 
 def gsm8k_rows(data: Path, domain: str, part: str):
@@ -150,6 +154,23 @@ def news_rows(data: Path, domain: str, per_article: int = 4):
             yield {"text": p[:900], "domain": domain, "source": "news", "item": key}
 
 
+def kg_rows(data: Path, mapping: dict[str, list[str]], per_domain: int):
+    top_domain = {t: d for d, tops in mapping.items() for t in tops}
+    by_domain: dict[str, list[dict]] = {}
+    with gzip.open(data / "kg" / "fb15k237-labeled.tsv.gz", "rt", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            domain = top_domain.get(row["relation"].split("/")[1])
+            if domain is None or not row["head_name"] or not row["tail_name"]:
+                continue
+            parts = [p for p in re.split(r"[/.]", row["relation"]) if p]
+            words = " ".join(dict.fromkeys(w for p in parts[1:] for w in p.split("_")))
+            text = f"{row['head_name']} {words} {row['tail_name']}"
+            by_domain.setdefault(domain, []).append({"text": text, "domain": domain, "source": "kg", "item": row["head_name"]})
+    for domain in sorted(by_domain):
+        rows = sorted(by_domain[domain], key=lambda r: hashlib.sha1(r["text"].encode()).hexdigest())
+        yield from rows[:per_domain]
+
+
 def chat_rows(mapping: dict[str, list[str]]):
     try:
         package = importlib.import_module("chatterbot_corpus")
@@ -174,6 +195,11 @@ def chat_rows(mapping: dict[str, list[str]]):
             yield {"text": turn, "domain": domain, "source": f"chat/{path.stem}", "item": turn.lower()}
 
 
+def instruction_view(row: dict, openings: list[str]) -> dict:
+    h = int(hashlib.sha1(f"view\x00{row['source']}\x00{row['text']}".encode()).hexdigest()[:8], 16)
+    return {**row, "text": f"{openings[h % len(openings)]} {row['text']}", "view": True}
+
+
 def assemble(data: Path, sources: dict) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {s: [] for s in (*SPLITS, "unseen")}
     trainable = [
@@ -184,7 +210,9 @@ def assemble(data: Path, sources: dict) -> dict[str, list[dict]]:
         book_rows(data, sources.get("books_files", []), sources.get("books", "humanities")),
         news_rows(data, sources.get("news", "general")),
         chat_rows(sources.get("chat", {})),
+        kg_rows(data, sources.get("kg", {}), sources.get("kg_facts_per_domain", 3000)),
     ]
+    openings = sources.get("instruction_views", [])
     seen_text = set()
     for rows in trainable:
         for row in rows:
@@ -193,9 +221,13 @@ def assemble(data: Path, sources: dict) -> dict[str, list[dict]]:
                 continue
             seen_text.add(key)
             split = row.pop("split", None) or split_of(row["source"].split("/")[0], row["item"])
+            if row.get("view") and split != "train":
+                continue  # held-out splits judge the source text only
             out[split].append(row)
+            if split == "train" and not row.get("view") and openings:
+                out[split].append(instruction_view(row, openings))
     for row in [*mmlu_rows(data, sources["mmlu"], "dev"), *gsm8k_rows(data, sources["gsm8k"], "test")]:
-        if row["text"].strip().lower() not in seen_text:
+        if not row.get("view") and row["text"].strip().lower() not in seen_text:
             out["unseen"].append(row)
     return out
 
