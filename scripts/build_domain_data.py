@@ -165,7 +165,8 @@ def kg_rows(data: Path, mapping: dict[str, list[str]], per_domain: int):
             parts = [p for p in re.split(r"[/.]", row["relation"]) if p]
             words = " ".join(dict.fromkeys(w for p in parts[1:] for w in p.split("_")))
             text = f"{row['head_name']} {words} {row['tail_name']}"
-            by_domain.setdefault(domain, []).append({"text": text, "domain": domain, "source": "kg", "item": row["head_name"]})
+            # Facts are vocabulary, not requests: train on them, never judge by them.
+            by_domain.setdefault(domain, []).append({"text": text, "domain": domain, "source": "kg", "item": row["head_name"], "split": "train"})
     for domain in sorted(by_domain):
         rows = sorted(by_domain[domain], key=lambda r: hashlib.sha1(r["text"].encode()).hexdigest())
         yield from rows[:per_domain]
@@ -232,6 +233,12 @@ def assemble(data: Path, sources: dict) -> dict[str, list[dict]]:
     return out
 
 
+def write_split(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="the shared data folder")
@@ -245,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = assemble(args.data, sources)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():
-        with (args.out / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_split(args.out / f"{name}.jsonl", rows)
         counts = Counter(r["domain"] for r in rows)
         print(f"{name:7s} {len(rows):6d}  " + "  ".join(f"{d}={counts[d]}" for d in sorted(counts)))
     if args.train:

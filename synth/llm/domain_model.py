@@ -8,6 +8,7 @@ labels, the confidence threshold below which a label becomes `general`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -259,6 +260,7 @@ def train_domain_classifier(
         "threshold": threshold,
         "calibration": {"examples": len(valid_pairs), "macro_f1": macro_f1, "rule": "max macro F1; below threshold -> general"},
         "n_train": len(pairs),
+        "train_sha1": hashlib.sha1(Path(train).read_bytes()).hexdigest(),
         "n_train_by_domain": dict(sorted(Counter(lab for _, lab in pairs).items())),
         "skipped": dict(skipped),
         "dropped_overlapping_held_out": overlap,
