@@ -90,19 +90,21 @@ def load_labelled(path: Path | str, text_field: str = "text", label_field: str =
 
 
 def split_held_out(pairs: list[tuple[str, str]], fraction: float, seed: int) -> tuple[list, list]:
-    """Stratified split by distinct text: a text never lands on both sides."""
+    """Stratified split by distinct text: a text (and all its copies) lands on one
+    side only; copies in training keep their weight."""
     rng = random.Random(seed)
     by_label: dict[str, list[str]] = {}
     for text, label in pairs:
         by_label.setdefault(label, []).append(text)
-    train, held = [], []
+    held: list[tuple[str, str]] = []
+    held_texts: set[str] = set()
     for label in sorted(by_label):
         texts = sorted(set(by_label[label]))
         rng.shuffle(texts)
         n = max(1, round(len(texts) * fraction)) if len(texts) > 2 else 0
         held += [(t, label) for t in texts[:n]]
-        train += [(t, label) for t in texts[n:]]
-    return train, held
+        held_texts.update(texts[:n])
+    return [p for p in pairs if p[0] not in held_texts], held
 
 
 # -- metrics and calibration ------------------------------------------------------
@@ -216,17 +218,25 @@ def train_domain_classifier(
     pairs, skipped = load_labelled(train, text_field, label_field)
     if len({lab for _, lab in pairs}) < 2:
         raise DomainDataError(f"{train}: need examples of at least two domains, found {sorted({lab for _, lab in pairs})}")
+    overlap = 0
+
+    def without(held: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        nonlocal overlap  # never train on what we judge by
+        texts = {t for t, _ in held}
+        kept = [(t, lab) for t, lab in pairs if t not in texts]
+        overlap += len(pairs) - len(kept)
+        return kept
+
     if test is not None:
         test_pairs = load_labelled(test, text_field, label_field)[0]
+        pairs = without(test_pairs)
     else:
         pairs, test_pairs = split_held_out(pairs, held_out_fraction, seed)
     if valid is not None:
         valid_pairs = load_labelled(valid, text_field, label_field)[0]
+        pairs = without(valid_pairs)
     else:
         pairs, valid_pairs = split_held_out(pairs, held_out_fraction, seed + 1)
-    held_texts = {t for t, _ in test_pairs} | {t for t, _ in valid_pairs}
-    overlap = sum(1 for t, _ in pairs if t in held_texts)
-    pairs = [(t, lab) for t, lab in pairs if t not in held_texts]  # never train on what we judge by
     if not pairs:
         raise DomainDataError(f"{train}: no training examples left after holding out")
 

@@ -91,6 +91,11 @@ class ClassifierConfig(BaseModel):
     def _model_path(self):
         if self.kind == "transformers" and not self.model_path:
             raise ValueError("kind 'transformers' needs 'model_path' (a local Hugging Face model folder)")
+        # A wrong path fails when the pipeline is checked, not in a worker mid-run.
+        if self.kind == "fasttext" and self.model_path and not Path(self.model_path).is_file():
+            raise ValueError(f"model_path {self.model_path!r}: no such fastText model file")
+        if self.kind == "transformers" and not Path(self.model_path).is_dir():
+            raise ValueError(f"model_path {self.model_path!r}: no such Hugging Face model folder")
         return self
 
 

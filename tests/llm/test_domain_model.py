@@ -72,10 +72,17 @@ def test_threshold_and_rename_apply_to_the_trained_model():
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="domain model not found"):
-        make_classifier(ClassifierConfig(model_path=str(tmp_path / "nope.ftz")))
+    with pytest.raises(ValueError, match="no such fastText model file"):
+        ClassifierConfig(model_path=str(tmp_path / "nope.ftz"))
     with pytest.raises(ValueError, match="needs 'model_path'"):
         ClassifierConfig(kind="transformers")
+    with pytest.raises(ValueError, match="no such Hugging Face model folder"):
+        ClassifierConfig(kind="transformers", model_path=str(tmp_path / "nope"))
+    from synth.core.config import ConfigError, build_pipeline
+
+    with pytest.raises(ConfigError, match="no such fastText model file"):
+        stages = [{"type": "tests.core.toy_stages:CountSource"}, {"type": "route", "text_column": "text", "classifier": {"model_path": str(tmp_path / "nope.ftz")}}]
+        build_pipeline({"name": "t", "stages": stages})
 
 
 def test_tokens_are_one_line_and_batch_equals_single():
