@@ -263,7 +263,7 @@ def train_domain_classifier(
         labels, confs = scorer.predict([t for t, _ in valid_pairs])
         threshold, macro_f1 = calibrate_threshold([g for _, g in valid_pairs], labels, confs)
     report = {
-        "model": str(output),
+        "model": output.name,
         "kind": "fasttext",
         "size_bytes": output.stat().st_size,
         "labels": scorer.labels,
