@@ -97,6 +97,11 @@ def main() -> None:
     print(f"model {model_path.name}: {model_path.stat().st_size:,} bytes, threshold {trained.threshold:.2f} (calibrated on {meta.get('calibration', {}).get('examples', 0):,} held-out examples)")
     test = report("held-out (test split, never trained or calibrated on)", splits["test"], labellers)
     report("unseen sources (MMLU dev, GSM8K test)", splits["unseen"], labellers)
+    # Where the misses are: accuracy per source of the held-out split.
+    by_source: dict[str, list[bool]] = {}
+    for row, decision in zip(splits["test"], trained.classify_many([r["text"] for r in splits["test"]])):
+        by_source.setdefault(row["source"].split("/")[0], []).append(decision.domain == row["domain"])
+    print("\ntrained, held-out accuracy by source: " + ", ".join(f"{s} {sum(v) / len(v):.2f} ({len(v)})" for s, v in sorted(by_source.items())))
 
     texts = [r["text"] for r in splits["test"] + splits["unseen"]]
     texts = (texts * (args.speed_texts // len(texts) + 1))[: args.speed_texts]
