@@ -158,6 +158,12 @@ def _register_subcommands() -> None:
     quality_app = typer.Typer(help="fastText quality classifiers: train one from labelled examples.", no_args_is_help=True)
     quality_app.command("train")(quality_train)
     app.add_typer(quality_app, name="quality")
+    from synth.llm.route_cli import route_label, route_train
+
+    route_app = typer.Typer(help="Domain classifiers for `route` and `self_instruct`: train one, label text.", no_args_is_help=True)
+    route_app.command("train")(route_train)
+    route_app.command("label")(route_label)
+    app.add_typer(route_app, name="route")
     app.add_typer(kg_app, name="kg")
     from synth.ingest.blocklists_cli import blocklists_app
 

@@ -1,17 +1,20 @@
 """Specialist routing: classify an instruction's domain, then pick its model.
 
-Two classifiers, chosen by config:
+Classifiers, chosen by config (`classifier.kind`):
+- `fasttext` (default): a supervised fastText model. Without `model_path` it is the
+  packaged one (synth/llm/data/domains.ftz, trained by scripts/build_domain_data.py on
+  MMLU, GSM8K, HumanEval, code, books, news and chat); `synth route train` builds one
+  from a team's own labelled JSONL, with its own domains.
+- `transformers`: a local Hugging Face sequence-classification folder, same interface.
 - `rules`: weighted keyword/regex patterns per domain (built-in ones for math, code,
   science, humanities, plus any configured); confidence is the winning domain's share
   of the matched weight, damped when little matched.
-- `fasttext`: a supervised fastText model (labels `__label__<domain>`), trainable with
-  `train_fasttext` from a JSONL of {text, domain}.
-Text that matches nothing is `general`.
+Below the confidence threshold (a trained model's calibrated one unless configured)
+or when nothing matches, the label is `general`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,21 +70,32 @@ class DomainRule(BaseModel):
 class ClassifierConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["rules", "fasttext"] = "rules"
+    kind: Literal["fasttext", "rules", "transformers"] = "fasttext"
     # Extra or replacement rules: domain -> rules. A domain listed here is added to
     # the built-in ones (or replaces them with `replace_builtin`).
     rules: dict[str, list[DomainRule]] = Field(default_factory=dict)
     replace_builtin: bool = False
-    # Below this confidence the instruction is `general`.
-    min_confidence: float = Field(0.34, ge=0, le=1)
+    # Below this confidence the instruction is `general`. None: the threshold calibrated
+    # when the model was trained (in its .json), or 0.34 for rules.
+    min_confidence: float | None = Field(None, ge=0, le=1)
     # Matched weight needed for full confidence; less matched evidence damps it.
     saturation: float = Field(2.0, gt=0)
-    model_path: str | None = Field(None, description="fastText .bin (kind: fasttext).")
+    model_path: str | None = Field(
+        None, description="fastText .bin/.ftz (default: the packaged model) or, for kind 'transformers', a Hugging Face model folder."
+    )
+    # Model label -> domain, e.g. {python: code, rust: code} or {law: humanities}.
+    rename: dict[str, str] = Field(default_factory=dict)
+    device: str | None = Field(None, description="kind 'transformers': torch device (default: cuda when there is one).")
 
     @model_validator(mode="after")
-    def _fasttext_path(self):
-        if self.kind == "fasttext" and not self.model_path:
-            raise ValueError("kind 'fasttext' needs 'model_path'")
+    def _model_path(self):
+        if self.kind == "transformers" and not self.model_path:
+            raise ValueError("kind 'transformers' needs 'model_path' (a local Hugging Face model folder)")
+        # A wrong path fails when the pipeline is checked, not in a worker mid-run.
+        if self.kind == "fasttext" and self.model_path and not Path(self.model_path).is_file():
+            raise ValueError(f"model_path {self.model_path!r}: no such fastText model file")
+        if self.kind == "transformers" and not Path(self.model_path).is_dir():
+            raise ValueError(f"model_path {self.model_path!r}: no such Hugging Face model folder")
         return self
 
 
@@ -133,7 +147,7 @@ class RuleClassifier:
         share = scores[best] / total
         strength = min(1.0, scores[best] / self.config.saturation)
         confidence = round(share * strength, 4)
-        if confidence < self.config.min_confidence:
+        if confidence < (0.34 if self.config.min_confidence is None else self.config.min_confidence):
             return DomainDecision(GENERAL, round(1 - confidence, 4))
         return DomainDecision(best, confidence)
 
@@ -141,55 +155,62 @@ class RuleClassifier:
         return [self.classify(t) for t in texts]
 
 
-class FastTextClassifier:
-    def __init__(self, config: ClassifierConfig):
-        import fasttext
+class TrainedClassifier:
+    """A trained domain model (fastText or transformers) behind the rules' interface:
+    calibrated threshold, `general` below it, configured label renames."""
 
+    def __init__(self, config: ClassifierConfig, model):
         self.config = config
-        self.model = fasttext.load_model(str(config.model_path))
+        self.model = model
+        configured = config.min_confidence
+        self.threshold = float(configured if configured is not None else model.metadata.get("threshold", 0.0))
 
     @property
     def domains(self) -> list[str]:
-        return sorted({label.removeprefix("__label__") for label in self.model.get_labels()} | {GENERAL})
+        return sorted({self.config.rename.get(label, label) for label in self.model.labels} | {GENERAL})
 
     def classify(self, text: str) -> DomainDecision:
         return self.classify_many([text])[0]
 
     def classify_many(self, texts: Sequence[str]) -> list[DomainDecision]:
-        clean = [" ".join(t.split()) for t in texts]  # fastText rejects newlines
-        labels, probs = self.model.predict(clean, k=1)
-        out = []
-        for lab, p in zip(labels, probs):
-            domain = lab[0].removeprefix("__label__") if len(lab) else GENERAL
-            conf = float(p[0]) if len(p) else 0.0
-            if conf < self.config.min_confidence:
-                domain = GENERAL
-            out.append(DomainDecision(domain, round(min(conf, 1.0), 4)))
-        return out
+        labels, confs = self.model.predict([t or "" for t in texts])
+        rename, threshold = self.config.rename, self.threshold
+        return [
+            DomainDecision(rename.get(label, label) if conf >= threshold else GENERAL, round(conf, 4))
+            for label, conf in zip(labels, confs)
+        ]
+
+
+class FastTextClassifier(TrainedClassifier):
+    def __init__(self, config: ClassifierConfig):
+        from synth.llm.domain_model import DEFAULT_MODEL_PATH, FastTextDomainModel
+
+        super().__init__(config, FastTextDomainModel(config.model_path or DEFAULT_MODEL_PATH))
+
+
+class TransformerClassifier(TrainedClassifier):
+    def __init__(self, config: ClassifierConfig):
+        from synth.llm.domain_model import TransformerDomainModel
+
+        super().__init__(config, TransformerDomainModel(config.model_path, device=config.device))
 
 
 def make_classifier(config: ClassifierConfig | None = None):
     config = config or ClassifierConfig()
-    return FastTextClassifier(config) if config.kind == "fasttext" else RuleClassifier(config)
+    if config.kind == "fasttext":
+        return FastTextClassifier(config)
+    if config.kind == "transformers":
+        return TransformerClassifier(config)
+    return RuleClassifier(config)
 
 
 def train_fasttext(jsonl: Path | str, out: Path | str, text_field: str = "text", label_field: str = "domain", epoch: int = 25) -> Path:
-    """Train a domain classifier from labelled JSONL; returns the saved model path."""
-    import tempfile
+    """Train a domain classifier from labelled JSONL; returns the saved model path
+    (its metadata, with the calibrated threshold, beside it as .json)."""
+    from synth.llm.domain_model import train_domain_classifier
 
-    import fasttext
-
-    out = Path(out)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as tmp:
-        for line in Path(jsonl).read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                tmp.write(f"__label__{row[label_field]} {' '.join(str(row[text_field]).split())}\n")
-    model = fasttext.train_supervised(tmp.name, epoch=epoch, wordNgrams=2, verbose=0)
-    Path(tmp.name).unlink()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.save_model(str(out))
-    return out
+    train_domain_classifier(jsonl, out, text_field=text_field, label_field=label_field, epoch=epoch)
+    return Path(out)
 
 
 class Router:

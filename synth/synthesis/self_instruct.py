@@ -5,6 +5,12 @@ domain distribution, the stage counts the shard's domains, and for every domain
 short of its target writes new instructions from a few seed instructions (drawn
 from the shard, seeded), until the shard would match the target or the per-shard
 cap is reached. Inputs pass through unchanged; new rows are appended.
+
+Domains are the router's labels: rows without a `domain` (no `route` stage before)
+are labelled by the same classifier, and every new instruction is labelled by it too,
+so the mix this stage reports is the mix `route` and the audit see. The ledger gets
+`domain_mix.before.<d>` and `domain_mix.after.<d>` (record counts, summed over shards)
+and `domain_mix.target.<d>` (target share in per-mille, recorded once, by shard 0).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pydantic import Field, field_validator
 
 from synth.core.records import content_id
 from synth.core.stage import Shard
+from synth.llm.routing import ClassifierConfig, make_classifier
 from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions
 from synth.llm.types import ChatRequest
 from synth.prompts import load_prompt
@@ -33,6 +40,12 @@ class SelfInstructOptions(LLMStageOptions):
     examples: int = Field(3, ge=1, le=10, description="Seed instructions shown per request.")
     min_words: int = Field(4, ge=1)
     sampling: SamplingOptions = Field(default_factory=lambda: SamplingOptions(temperature=0.9, max_tokens=160))
+    # The labeller for rows without a domain and for new instructions: use the same
+    # classifier as the pipeline's `route` stage.
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    # A new instruction the classifier puts in another domain than the one asked for
+    # fills no gap: drop it (reason `off_target_domain`) instead of only counting it.
+    drop_off_target: bool = False
 
     @field_validator("target")
     @classmethod
@@ -71,18 +84,35 @@ class SelfInstruct(LLMStage):
     type = "self_instruct"
     Options = SelfInstructOptions
     creates_records: ClassVar[bool] = True
-    reads = ("id", "instruction", "domain")
+    reads = ("id", "instruction")  # and `domain` when there is one; else labelled here
+    writes = ("domain",)
 
     def setup(self) -> None:
         self.prompt = load_prompt(self.options.prompt)
         self.descriptions = self.prompt.data.get("domains", {})
+        self.classifier = make_classifier(self.options.classifier)
+
+    def _label_missing(self, rows: list[dict]) -> None:
+        missing = [r for r in rows if not r.get("domain")]
+        for row, decision in zip(missing, self.classifier.classify_many([r.get("instruction") or "" for r in missing])):
+            row["domain"] = decision.domain
+
+    def _record_mix(self, shard: Shard, when: str, counts: Counter) -> None:
+        for domain in sorted(set(counts) | set(self.options.target)):
+            shard.count(f"domain_mix.{when}.{domain}", counts.get(domain, 0))
 
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
         self.ensure_setup()
+        if shard.index == 0:  # a share, not a count: once per run, whatever the shard count
+            total = sum(self.options.target.values())
+            for domain, share in sorted(self.options.target.items()):
+                shard.count(f"domain_mix.target.{domain}", int(round(1000 * share / total)))
         rows = table.to_pylist()
         if not rows:
             return table
-        counts = Counter(r.get("domain") or "general" for r in rows)
+        self._label_missing(rows)
+        counts = Counter(r["domain"] for r in rows)
+        self._record_mix(shard, "before", counts)
         plan = deficits(counts, self.options.target, self.options.max_new_per_shard)
         jobs: list[tuple[str, int]] = []
         requests = []
@@ -97,9 +127,11 @@ class SelfInstruct(LLMStage):
         results = self.call(requests, shard) if requests else []
         model = model_name(self)
         template = rows[0]
+        labels = iter(self.classifier.classify_many([(r.text or "").strip() for r in results]))
         seen = {r["instruction"].strip().lower() for r in rows}
         for (domain, j), req, res in zip(jobs, requests, results):
             text = (res.text or "").strip()
+            label = next(labels).domain
             record = {"domain": domain, "instruction": text}
             if res.error is not None:
                 shard.drop(record, "llm_error", {"error": res.error})
@@ -107,7 +139,11 @@ class SelfInstruct(LLMStage):
                 shard.drop(record, "too_short")
             elif text.lower() in seen:
                 shard.drop(record, "repeats_seed")
+            elif label != domain and self.options.drop_off_target:
+                shard.drop(record, "off_target_domain", {"classified_as": label})
             else:
+                if label != domain:  # asked for one domain, the classifier reads another
+                    shard.count(f"self_instruct.off_target.{domain}")
                 seen.add(text.lower())
                 new = {k: None for k in template}
                 new.update(
@@ -120,7 +156,8 @@ class SelfInstruct(LLMStage):
                 )
                 rows.append(new)
                 shard.count(f"self_instruct.new.{domain}")
+        self._record_mix(shard, "after", Counter(r["domain"] for r in rows))
         return pa.Table.from_pylist(rows, schema=extend_schema(table.schema, self.column_types()))
 
     def column_types(self):
-        return {"task_type": pa.string(), "evolution": pa.list_(pa.string()), "provenance": pa.string()}
+        return {"domain": pa.string(), "task_type": pa.string(), "evolution": pa.list_(pa.string()), "provenance": pa.string()}

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Assemble the labelled text the default domain classifier is trained on.
+
+Reads the sources named in scripts/domain_sources.yaml (MMLU subjects, GSM8K, HumanEval,
+standard-library code, book passages, news articles, chat user turns) from the shared
+data folder and the installed `chatterbot-corpus` package, labels each with its domain,
+and writes JSONL files of {"text", "domain", "source", "item"}:
+
+  train.jsonl   training
+  valid.jsonl   threshold calibration (never trained on)
+  test.jsonl    held-out evaluation (never trained on, never calibrated on)
+  unseen.jsonl  sources kept out of training altogether: MMLU dev, GSM8K test
+
+Every source item goes to exactly one split, by a hash of its identity (a question,
+a problem id, a book, an article, a module), so no item is in two splits. Output is
+identical on every run with the same inputs.
+
+    python scripts/build_domain_data.py --data ../shared/data --out build/domain-data
+    python scripts/build_domain_data.py --train   # also trains and writes the packaged model
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import hashlib
+import importlib
+import inspect
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "valid", "test")
+
+
+def split_of(source: str, item: str, valid: float = 0.1, test: float = 0.15) -> str:
+    h = int(hashlib.sha1(f"{source}\x00{item}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if h < test else "valid" if h < test + valid else "train"
+
+
+def split_few(source: str, items: list[str]) -> dict[str, str]:
+    """For sources of a handful of items (books): one to test, one to valid, the rest train."""
+    order = sorted(items, key=lambda i: hashlib.sha1(f"{source}\x00{i}".encode()).hexdigest())
+    out = {i: "train" for i in order}
+    if len(order) >= 3:
+        out[order[0]], out[order[1]] = "test", "valid"
+    return out
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def mmlu_rows(data: Path, mapping: dict[str, list[str]], part: str):
+    subject_domain = {s: d for d, subjects in mapping.items() for s in subjects}
+    folder = data / "benchmarks" / "mmlu" / part
+    for path in sorted(folder.glob(f"*_{part}.csv")):
+        subject = path.name[: -len(f"_{part}.csv")]
+        domain = subject_domain.get(subject)
+        if domain is None:
+            print(f"note: MMLU subject {subject} is not mapped; skipped", file=sys.stderr)
+            continue
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                q = row["question"].strip()
+                # A bare "Which of the following is true?" says nothing; its choices do.
+                text = q if len(q.split()) >= 8 else q + " " + " ".join(row[f"choice{i}"] for i in range(4))
+                yield {"text": text, "domain": domain, "source": f"mmlu/{subject}", "item": q}
+                # Training view with the answer: more of the subject's vocabulary.
+                answer = row[f"choice{int(row['answer'])}"] if str(row.get("answer", "")).isdigit() else ""
+                if answer and answer not in text:
+                    yield {"text": f"{q} {answer}", "domain": domain, "source": f"mmlu/{subject}", "item": q, "view": True}
+
+
+def gsm8k_rows(data: Path, domain: str, part: str):
+    with (data / "benchmarks" / "gsm8k" / f"{part}.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            q = json.loads(line)["question"]
+            yield {"text": q, "domain": domain, "source": "gsm8k", "item": q}
+
+
+_DOCSTRING = re.compile(r'"""(.*?)"""', re.S)
+
+
+def humaneval_rows(data: Path, domain: str):
+    with gzip.open(data / "benchmarks" / "humaneval" / "HumanEval.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            task = json.loads(line)
+            prompt = task["prompt"]
+            yield {"text": prompt, "domain": domain, "source": "humaneval", "item": task["task_id"]}
+            # The task in words, as an instruction asks for it.
+            doc = _DOCSTRING.search(prompt)
+            if doc:
+                words = [ln for ln in doc.group(1).splitlines() if ln.strip() and not ln.strip().startswith(">>>")]
+                yield {"text": " ".join(words), "domain": domain, "source": "humaneval", "item": task["task_id"]}
+
+
+def stdlib_rows(modules: list[str], domain: str, max_chars: int = 700):
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for fname, fn in sorted(vars(module).items()):
+            if not inspect.isfunction(fn) or fn.__module__ != module.__name__ or fname.startswith("__"):
+                continue
+            try:
+                source = inspect.getsource(fn)
+            except (OSError, TypeError):
+                continue
+            yield {"text": source[:max_chars], "domain": domain, "source": "stdlib", "item": name}
+
+
+_GUTENBERG_START = re.compile(r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*?\*\*\*", re.I)
+_GUTENBERG_END = re.compile(r"\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG", re.I)
+
+
+def book_passages(text: str, min_chars: int = 200, max_chars: int = 900) -> list[str]:
+    start = _GUTENBERG_START.search(text)
+    end = _GUTENBERG_END.search(text)
+    body = text[start.end() if start else 0 : end.start() if end else len(text)]
+    out, buf = [], ""
+    for para in re.split(r"\n\s*\n", body):
+        para = one_line(para)
+        if not para:
+            continue
+        buf = f"{buf} {para}".strip()
+        if len(buf) >= min_chars:
+            out.append(buf[:max_chars])
+            buf = ""
+    return out
+
+
+def book_rows(data: Path, files: list[str], domain: str, per_book: int = 400):
+    splits = split_few("books", files)
+    for name in files:
+        passages = book_passages((data / "books" / name).read_text(encoding="utf-8", errors="replace"))
+        step = max(1, len(passages) // per_book)  # spread over the whole book
+        for p in passages[::step][:per_book]:
+            yield {"text": p, "domain": domain, "source": "books", "item": name, "split": splits[name]}
+
+
+def news_rows(data: Path, domain: str, per_article: int = 4):
+    truth = json.loads((data / "extraction" / "ground-truth.json").read_text(encoding="utf-8"))
+    for key in sorted(truth):
+        paras = [one_line(p) for p in truth[key].get("articleBody", "").split("\n") if len(p.split()) >= 12]
+        for p in paras[:per_article]:
+            yield {"text": p[:900], "domain": domain, "source": "news", "item": key}
+
+
+def kg_rows(data: Path, mapping: dict[str, list[str]], per_domain: int):
+    top_domain = {t: d for d, tops in mapping.items() for t in tops}
+    by_domain: dict[str, list[dict]] = {}
+    with gzip.open(data / "kg" / "fb15k237-labeled.tsv.gz", "rt", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            domain = top_domain.get(row["relation"].split("/")[1])
+            if domain is None or not row["head_name"] or not row["tail_name"]:
+                continue
+            parts = [p for p in re.split(r"[/.]", row["relation"]) if p]
+            words = " ".join(dict.fromkeys(w for p in parts[1:] for w in p.split("_")))
+            text = f"{row['head_name']} {words} {row['tail_name']}"
+            # Facts are vocabulary, not requests: train on them, never judge by them.
+            by_domain.setdefault(domain, []).append({"text": text, "domain": domain, "source": "kg", "item": row["head_name"], "split": "train"})
+    for domain in sorted(by_domain):
+        rows = sorted(by_domain[domain], key=lambda r: hashlib.sha1(r["text"].encode()).hexdigest())
+        yield from rows[:per_domain]
+
+
+def chat_rows(mapping: dict[str, list[str]]):
+    try:
+        package = importlib.import_module("chatterbot_corpus")
+    except ImportError:
+        print("note: chatterbot-corpus not installed (pip install chatterbot-corpus); no chat turns", file=sys.stderr)
+        return
+    folder = Path(package.__file__).parent / "data" / "english"
+    category_domain = {c: d for d, cats in mapping.items() for c in cats}
+    seen = set()
+    for path in sorted(folder.glob("*.yml")):
+        domain = category_domain.get(path.stem)
+        if domain is None:
+            continue
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for convo in doc.get("conversations", []):
+            if not convo or not isinstance(convo[0], str):
+                continue
+            turn = one_line(convo[0])
+            if turn.lower() in seen or len(turn) < 3:
+                continue
+            seen.add(turn.lower())
+            yield {"text": turn, "domain": domain, "source": f"chat/{path.stem}", "item": turn.lower()}
+
+
+def instruction_view(row: dict, openings: list[str]) -> dict:
+    h = int(hashlib.sha1(f"view\x00{row['source']}\x00{row['text']}".encode()).hexdigest()[:8], 16)
+    return {**row, "text": f"{openings[h % len(openings)]} {row['text']}", "view": True}
+
+
+def assemble(data: Path, sources: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {s: [] for s in (*SPLITS, "unseen")}
+    trainable = [
+        mmlu_rows(data, sources["mmlu"], "test"),
+        gsm8k_rows(data, sources["gsm8k"], "train"),
+        humaneval_rows(data, sources["humaneval"]),
+        stdlib_rows(sources.get("stdlib_modules", []), sources.get("stdlib_code", "code")),
+        book_rows(data, sources.get("books_files", []), sources.get("books", "humanities")),
+        news_rows(data, sources.get("news", "general")),
+        chat_rows(sources.get("chat", {})),
+        kg_rows(data, sources.get("kg", {}), sources.get("kg_facts_per_domain", 3000)),
+    ]
+    openings = sources.get("instruction_views", [])
+    seen_text = set()
+    for rows in trainable:
+        for row in rows:
+            key = row["text"].strip().lower()
+            if key in seen_text:  # the same text under two items would leak across splits
+                continue
+            seen_text.add(key)
+            split = row.pop("split", None) or split_of(row["source"].split("/")[0], row["item"])
+            if row.get("view") and split != "train":
+                continue  # held-out splits judge the source text only
+            out[split].append(row)
+            if split == "train" and not row.get("view") and openings:
+                out[split].append(instruction_view(row, openings))
+    for row in [*mmlu_rows(data, sources["mmlu"], "dev"), *gsm8k_rows(data, sources["gsm8k"], "test")]:
+        if not row.get("view") and row["text"].strip().lower() not in seen_text:
+            out["unseen"].append(row)
+    return out
+
+
+def write_split(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="the shared data folder")
+    ap.add_argument("--sources", type=Path, default=REPO / "scripts" / "domain_sources.yaml")
+    ap.add_argument("--out", type=Path, default=REPO / "build" / "domain-data")
+    ap.add_argument("--train", action="store_true", help="then train the model and write it as the packaged default")
+    ap.add_argument("--model", type=Path, default=None, help="model path for --train (default: the packaged one)")
+    args = ap.parse_args(argv)
+
+    sources = yaml.safe_load(args.sources.read_text())
+    splits = assemble(args.data, sources)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, rows in splits.items():
+        write_split(args.out / f"{name}.jsonl", rows)
+        counts = Counter(r["domain"] for r in rows)
+        print(f"{name:7s} {len(rows):6d}  " + "  ".join(f"{d}={counts[d]}" for d in sorted(counts)))
+    if args.train:
+        sys.path.insert(0, str(REPO))
+        from synth.llm.domain_model import DEFAULT_MODEL_PATH, train_domain_classifier
+
+        model = args.model or DEFAULT_MODEL_PATH
+        report = train_domain_classifier(args.out / "train.jsonl", model, valid=args.out / "valid.jsonl", test=args.out / "test.jsonl", quantize=True)
+        print(json.dumps({k: report[k] for k in ("model", "size_bytes", "threshold", "held_out")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

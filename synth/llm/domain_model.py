@@ -1,0 +1,328 @@
+"""Trained domain classifiers: the packaged fastText default, training with a
+calibrated confidence threshold, and an optional Hugging Face transformer.
+
+A trained model travels with a metadata file beside it (same name, `.json`): its
+labels, the confidence threshold below which a label becomes `general`
+(calibrated on held-out data) and the held-out precision/recall per domain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import string
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+GENERAL = "general"
+DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "domains.ftz"
+
+# Punctuation becomes its own token (so "end." and "end" share a feature) and every
+# line break a space (fastText reads one example per line).
+_NORMALISE = str.maketrans(
+    {**{c: f" {c} " for c in string.punctuation}, **{c: " " for c in "\n\r\t\v\f\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}}
+)
+_SEP = "\x1f"
+
+
+class DomainDataError(ValueError):
+    """Unusable training input; the message is meant for the user, one line."""
+
+
+def domain_tokens_many(texts: Sequence[str], max_chars: int = 1000) -> list[str]:
+    """The one normalisation for training and prediction: lowercase, one line,
+    punctuation split off; the first `max_chars` decide (instructions are short).
+    Done on one joined string, so the per-text cost stays in C."""
+    if not texts:
+        return []
+    joined = _SEP.join(t[:max_chars] for t in texts)
+    if joined.count(_SEP) != len(texts) - 1:  # a text holds the separator itself
+        return [domain_tokens(t, max_chars) for t in texts]
+    return joined.lower().translate(_NORMALISE).split(_SEP)
+
+
+def domain_tokens(text: str, max_chars: int = 1000) -> str:
+    return text[:max_chars].lower().translate(_NORMALISE)
+
+
+def metadata_path(model_path: Path | str) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def read_metadata(model_path: Path | str) -> dict:
+    path = metadata_path(model_path)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# -- data ---------------------------------------------------------------------------
+
+
+def load_labelled(path: Path | str, text_field: str = "text", label_field: str = "domain") -> tuple[list[tuple[str, str]], Counter]:
+    """(text, domain) pairs from JSONL; malformed or unlabelled lines are counted, not fatal."""
+    path = Path(path)
+    if not path.is_file():
+        raise DomainDataError(f"labelled examples not found: {path}")
+    pairs: list[tuple[str, str]] = []
+    skipped: Counter = Counter()
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                skipped["malformed_json"] += 1
+                continue
+            text = obj.get(text_field) if isinstance(obj, dict) else None
+            label = obj.get(label_field) if isinstance(obj, dict) else None
+            if not isinstance(text, str) or not text.strip() or label in (None, ""):
+                skipped[f"no_{text_field}_or_{label_field}"] += 1
+                continue
+            if not re.fullmatch(r"[\w.+-]+", str(label)):
+                skipped["bad_label"] += 1
+                continue
+            pairs.append((text, str(label)))
+    return pairs, skipped
+
+
+def split_held_out(pairs: list[tuple[str, str]], fraction: float, seed: int) -> tuple[list, list]:
+    """Stratified split by distinct text: a text (and all its copies) lands on one
+    side only; copies in training keep their weight."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[str]] = {}
+    for text, label in pairs:
+        by_label.setdefault(label, []).append(text)
+    held: list[tuple[str, str]] = []
+    held_texts: set[str] = set()
+    for label in sorted(by_label):
+        texts = sorted(set(by_label[label]))
+        rng.shuffle(texts)
+        n = max(1, round(len(texts) * fraction)) if len(texts) > 2 else 0
+        held += [(t, label) for t in texts[:n]]
+        held_texts.update(texts[:n])
+    return [p for p in pairs if p[0] not in held_texts], held
+
+
+# -- metrics and calibration ------------------------------------------------------
+
+
+def per_domain_metrics(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, dict]:
+    labels = sorted(set(gold) | set(predicted))
+    tp, fp, fn = Counter(), Counter(), Counter()
+    for g, p in zip(gold, predicted):
+        if g == p:
+            tp[g] += 1
+        else:
+            fp[p] += 1
+            fn[g] += 1
+    out = {}
+    for label in labels:
+        precision = tp[label] / (tp[label] + fp[label]) if tp[label] + fp[label] else 0.0
+        recall = tp[label] / (tp[label] + fn[label]) if tp[label] + fn[label] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[label] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "support": tp[label] + fn[label]}
+    return out
+
+
+def apply_threshold(labels: Sequence[str], confidences: Sequence[float], threshold: float) -> list[str]:
+    return [lab if conf >= threshold else GENERAL for lab, conf in zip(labels, confidences)]
+
+
+def calibrate_threshold(gold: Sequence[str], labels: Sequence[str], confidences: Sequence[float]) -> tuple[float, float]:
+    """The confidence threshold (below it: `general`) that maximises macro F1 over the
+    gold domains on held-out data; ties go to the lower threshold. Returns (threshold, macro F1)."""
+    domains = sorted(set(gold))
+    best = (0.0, -1.0)
+    for step in range(0, 96):
+        t = step / 100
+        m = per_domain_metrics(gold, apply_threshold(labels, confidences, t))
+        macro = sum(m.get(d, {}).get("f1", 0.0) for d in domains) / len(domains)
+        if macro > best[1] + 1e-9:
+            best = (t, macro)
+    return best[0], round(best[1], 4)
+
+
+# -- fastText ---------------------------------------------------------------------
+
+
+class FastTextDomainModel:
+    """A fastText domain model: `predict(texts) -> (labels, confidences)`."""
+
+    def __init__(self, path: Path | str):
+        import fasttext
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"domain model not found: {path}")
+        self.path = path
+        self.model = fasttext.load_model(str(path))
+        self.metadata = read_metadata(path)
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted(label.removeprefix("__label__") for label in self.model.get_labels())
+
+    def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
+        labels, probs = self.model.predict(domain_tokens_many(texts), k=1)
+        out_l = [lab[0][9:] if len(lab) else GENERAL for lab in labels]  # strip "__label__"
+        out_c = [min(float(p[0]), 1.0) if len(p) else 0.0 for p in probs]
+        return out_l, out_c
+
+
+def _balanced(pairs: list[tuple[str, str]], seed: int) -> list[tuple[str, str]]:
+    """Repeat the examples of smaller domains until every domain is as large as the
+    largest: fastText has no class weights, and a rare domain must not be drowned."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[tuple[str, str]]] = {}
+    for pair in pairs:
+        by_label.setdefault(pair[1], []).append(pair)
+    top = max(len(v) for v in by_label.values())
+    out = []
+    for label in sorted(by_label):
+        rows = by_label[label]
+        out += rows * (top // len(rows)) + rng.sample(rows, top % len(rows))
+    rng.shuffle(out)
+    return out
+
+
+def train_domain_classifier(
+    train: Path | str,
+    output: Path | str,
+    valid: Path | str | None = None,
+    test: Path | str | None = None,
+    held_out_fraction: float = 0.15,
+    seed: int = 0,
+    epoch: int = 25,
+    lr: float = 0.5,
+    dim: int = 32,
+    word_ngrams: int = 2,
+    bucket: int = 200_000,
+    minn: int = 0,
+    maxn: int = 0,
+    quantize: bool = False,
+    balance: bool = True,
+    text_field: str = "text",
+    label_field: str = "domain",
+) -> dict:
+    """Train a fastText domain classifier from labelled JSONL, calibrate its
+    threshold on held-out data, and write the model plus its metadata JSON.
+
+    `valid` calibrates the threshold and `test` reports precision/recall; each
+    defaults to a stratified share of `train` split off before training."""
+    import fasttext
+
+    pairs, skipped = load_labelled(train, text_field, label_field)
+    if len({lab for _, lab in pairs}) < 2:
+        raise DomainDataError(f"{train}: need examples of at least two domains, found {sorted({lab for _, lab in pairs})}")
+    overlap = 0
+
+    def without(held: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        nonlocal overlap  # never train on what we judge by
+        texts = {t for t, _ in held}
+        kept = [(t, lab) for t, lab in pairs if t not in texts]
+        overlap += len(pairs) - len(kept)
+        return kept
+
+    if test is not None:
+        test_pairs = load_labelled(test, text_field, label_field)[0]
+        pairs = without(test_pairs)
+    else:
+        pairs, test_pairs = split_held_out(pairs, held_out_fraction, seed)
+    if valid is not None:
+        valid_pairs = load_labelled(valid, text_field, label_field)[0]
+        pairs = without(valid_pairs)
+    else:
+        pairs, valid_pairs = split_held_out(pairs, held_out_fraction, seed + 1)
+    if not pairs:
+        raise DomainDataError(f"{train}: no training examples left after holding out")
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    rows = _balanced(pairs, seed) if balance else pairs
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as tmp:
+        for (_, label), tokens in zip(rows, domain_tokens_many([t for t, _ in rows])):
+            tmp.write(f"__label__{label} {tokens}\n")
+    try:
+        model = fasttext.train_supervised(
+            tmp.name, epoch=epoch, lr=lr, dim=dim, wordNgrams=word_ngrams, bucket=bucket, minn=minn, maxn=maxn, minCount=1, seed=seed, thread=1, verbose=0
+        )
+        if quantize:
+            model.quantize(input=tmp.name, qnorm=True, retrain=True, cutoff=50_000, epoch=max(5, epoch // 2), lr=lr, thread=1, verbose=0)
+    finally:
+        Path(tmp.name).unlink(missing_ok=True)
+    model.save_model(str(output))
+
+    scorer = FastTextDomainModel.__new__(FastTextDomainModel)
+    scorer.model, scorer.path, scorer.metadata = model, output, {}
+    threshold, macro_f1 = 0.0, None
+    if valid_pairs:
+        labels, confs = scorer.predict([t for t, _ in valid_pairs])
+        threshold, macro_f1 = calibrate_threshold([g for _, g in valid_pairs], labels, confs)
+    report = {
+        "model": output.name,
+        "kind": "fasttext",
+        "size_bytes": output.stat().st_size,
+        "labels": scorer.labels,
+        "threshold": threshold,
+        "calibration": {"examples": len(valid_pairs), "macro_f1": macro_f1, "rule": "max macro F1; below threshold -> general"},
+        "n_train": len(pairs),
+        "train_sha1": hashlib.sha1(Path(train).read_bytes()).hexdigest(),
+        "n_train_by_domain": dict(sorted(Counter(lab for _, lab in pairs).items())),
+        "skipped": dict(skipped),
+        "dropped_overlapping_held_out": overlap,
+        "params": {"epoch": epoch, "lr": lr, "dim": dim, "word_ngrams": word_ngrams, "bucket": bucket, "minn": minn, "maxn": maxn, "quantize": quantize, "balance": balance, "seed": seed},
+    }
+    if test_pairs:
+        labels, confs = scorer.predict([t for t, _ in test_pairs])
+        gold = [g for _, g in test_pairs]
+        report["held_out"] = per_domain_metrics(gold, apply_threshold(labels, confs, threshold))
+        report["n_test"] = len(test_pairs)
+    metadata_path(output).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    return report
+
+
+# -- transformers -----------------------------------------------------------------
+
+
+class TransformerDomainModel:
+    """A local Hugging Face sequence-classification folder (labels from its
+    `id2label`); runs on GPU when one is there. Same interface as fastText."""
+
+    def __init__(self, path: Path | str, device: str | None = None, batch_size: int = 64, max_length: int = 256):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a Hugging Face model folder (no config.json)")
+        self.path = path
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
+        self.id2label = {int(i): str(lab) for i, lab in self.model.config.id2label.items()}
+        self.batch_size, self.max_length = batch_size, max_length
+        # Optional `domains.json` in the folder: {"threshold": ...} calibrated like fastText's.
+        meta = path / "domains.json"
+        self.metadata = json.loads(meta.read_text()) if meta.is_file() else {}
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted(self.id2label.values())
+
+    def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
+        labels: list[str] = []
+        confs: list[float] = []
+        for i in range(0, len(texts), self.batch_size):
+            batch = [t or "" for t in texts[i : i + self.batch_size]]
+            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            with self.torch.no_grad():
+                probs = self.model(**enc).logits.float().softmax(-1)
+            top = probs.max(-1)
+            labels += [self.id2label[int(j)] for j in top.indices.tolist()]
+            confs += [round(float(p), 6) for p in top.values.tolist()]
+        return labels, confs

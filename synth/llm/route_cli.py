@@ -1,0 +1,89 @@
+"""`synth route ...`: train a domain classifier, label text with one.
+
+    route_app = typer.Typer(); route_app.command("train")(route_train)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _metrics_table(title: str, metrics: dict) -> Table:
+    table = Table(title=title)
+    for col in ("domain", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "domain" else "right")
+    for domain, m in sorted(metrics.items()):
+        table.add_row(domain, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    return table
+
+
+def route_train(
+    examples: Path = typer.Argument(..., help="JSONL of {text, domain}: the labelled training examples."),
+    output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.bin, or .ftz with --quantize); its metadata (threshold, metrics) goes beside it as .json."),
+    valid: Optional[Path] = typer.Option(None, help="JSONL to calibrate the confidence threshold on (default: a held-out share of EXAMPLES)."),
+    test: Optional[Path] = typer.Option(None, help="JSONL to report precision/recall on (default: a held-out share of EXAMPLES)."),
+    held_out: float = typer.Option(0.15, help="Share per domain held out for each of calibration and test when --valid/--test are not given."),
+    text_field: str = typer.Option("text", help="JSON field with the text."),
+    label_field: str = typer.Option("domain", help="JSON field with the domain."),
+    seed: int = typer.Option(0, help="Split and training seed."),
+    epoch: int = typer.Option(25, help="Training epochs."),
+    lr: float = typer.Option(0.5, help="Learning rate."),
+    dim: int = typer.Option(32, help="Vector size."),
+    word_ngrams: int = typer.Option(2, help="Word n-gram features."),
+    bucket: int = typer.Option(200_000, help="Hash buckets for n-grams (unquantized size ~ bucket x dim x 4 bytes)."),
+    quantize: bool = typer.Option(False, help="Quantize (a file of ~1 MB instead of tens)."),
+    balance: bool = typer.Option(True, help="Repeat examples of small domains up to the largest one's count."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Train a fastText domain classifier; print held-out precision/recall per domain
+    and the calibrated confidence threshold (below it the label is `general`)."""
+    from synth.llm.domain_model import DomainDataError, metadata_path, train_domain_classifier
+
+    try:
+        report = train_domain_classifier(
+            examples, output, valid=valid, test=test, held_out_fraction=held_out, seed=seed, epoch=epoch, lr=lr, dim=dim,
+            word_ngrams=word_ngrams, bucket=bucket, quantize=quantize, balance=balance, text_field=text_field, label_field=label_field,
+        )
+    except (DomainDataError, ValueError, RuntimeError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(report, indent=1, sort_keys=True))
+        return
+    console = Console()
+    console.print(f"model {output} ({report['size_bytes']:,} bytes), metadata {metadata_path(output)}")
+    console.print(f"trained on {report['n_train']:,} examples: " + ", ".join(f"{d} {n:,}" for d, n in report["n_train_by_domain"].items()))
+    calibration = report["calibration"]
+    console.print(f"confidence threshold {report['threshold']:.2f} (calibrated on {calibration['examples']:,} held-out examples, macro F1 {calibration['macro_f1']})")
+    if report.get("held_out"):
+        console.print(_metrics_table(f"held-out ({report['n_test']:,} examples)", report["held_out"]))
+    for reason, n in report["skipped"].items():
+        console.print(f"skipped {n:,} lines: {reason}")
+
+
+def route_label(
+    texts: list[str] = typer.Argument(None, help="Texts to label (default: one per line on stdin)."),
+    kind: str = typer.Option("fasttext", help="fasttext, transformers or rules."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model path (default: the packaged fastText model)."),
+) -> None:
+    """Print each text's domain and confidence as the `route` stage would label it."""
+    import sys
+
+    from pydantic import ValidationError
+
+    from synth.llm.routing import ClassifierConfig, make_classifier
+
+    try:
+        classifier = make_classifier(ClassifierConfig(kind=kind, model_path=model))
+    except (ValidationError, OSError, ValueError) as exc:
+        typer.echo(f"error: {str(exc).splitlines()[0] if not isinstance(exc, ValidationError) else exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(2) from None
+    lines = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for text, decision in zip(lines, classifier.classify_many(lines)):
+        typer.echo(json.dumps({"domain": decision.domain, "confidence": decision.confidence, "text": text[:80]}, ensure_ascii=False))

@@ -1,0 +1,222 @@
+"""The trained domain classifiers: the packaged default, training with a calibrated
+threshold, `synth route train`, the data assembly script, and the transformer option."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from synth.llm.domain_model import (
+    DEFAULT_MODEL_PATH,
+    apply_threshold,
+    calibrate_threshold,
+    domain_tokens,
+    domain_tokens_many,
+    per_domain_metrics,
+    read_metadata,
+    train_domain_classifier,
+)
+from synth.llm.routing import ClassifierConfig, FastTextClassifier, Router, RoutingConfig, make_classifier
+
+REPO = Path(__file__).resolve().parents[2]
+
+DEFAULT_CASES = {
+    "math": ["Solve for x: 3x + 5 = 20, then compute the sum of its digits.", "A train travels 60 miles in 1.5 hours. What is its average speed?"],
+    "code": ["Write a Python function that returns the n-th Fibonacci number using recursion.", "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\""],
+    "science": ["Explain how photosynthesis turns light energy into chemical energy in a plant cell.", "Which organelle produces most of the ATP in a eukaryotic cell?"],
+    "humanities": ["Which philosopher wrote the Critique of Pure Reason, and what is its main argument?", "What were the main consequences of the Treaty of Versailles?"],
+    "general": ["Suggest a nice name for my new puppy.", "What is your favorite movie?"],
+}
+
+
+def test_packaged_model_is_small_and_calibrated():
+    assert DEFAULT_MODEL_PATH.is_file()
+    assert DEFAULT_MODEL_PATH.stat().st_size < 5_000_000
+    meta = read_metadata(DEFAULT_MODEL_PATH)
+    assert meta["labels"] == ["code", "general", "humanities", "math", "science"]
+    assert 0 <= meta["threshold"] < 1 and meta["calibration"]["examples"] > 1000
+    assert set(meta["held_out"]) == set(meta["labels"])
+
+
+def test_default_classifier_is_the_packaged_fasttext_model():
+    classifier = make_classifier()
+    assert isinstance(classifier, FastTextClassifier)
+    assert classifier.threshold == read_metadata(DEFAULT_MODEL_PATH)["threshold"]
+    assert classifier.domains == ["code", "general", "humanities", "math", "science"]
+
+
+@pytest.mark.parametrize("domain", sorted(DEFAULT_CASES))
+def test_default_classifier_labels_each_domain(domain):
+    decisions = make_classifier().classify_many(DEFAULT_CASES[domain])
+    assert [d.domain for d in decisions] == [domain] * len(DEFAULT_CASES[domain])
+    assert all(0 < d.confidence <= 1 for d in decisions)
+
+
+def test_threshold_and_rename_apply_to_the_trained_model():
+    text = DEFAULT_CASES["math"][0]
+    candidates = ["the cell", "a function of time", "history of numbers", "energy and work", "the proof"]
+    unsure = next(d for d in make_classifier().classify_many(candidates) if d.domain != "general" and d.confidence < 0.999)
+    unsure_text = candidates[[d for d in make_classifier().classify_many(candidates)].index(unsure)]
+    strict = make_classifier(ClassifierConfig(min_confidence=min(1.0, unsure.confidence + 0.001)))
+    assert strict.classify(unsure_text).domain == "general"
+    renamed = make_classifier(ClassifierConfig(rename={"math": "stem"}))
+    assert renamed.classify(text).domain == "stem" and "stem" in renamed.domains and "math" not in renamed.domains
+    router = Router(RoutingConfig(classifier=ClassifierConfig(rename={"math": "stem"}), routes={"stem": "mathy"}), default_model="base")
+    assert [m for _, m in router.route([text, "Suggest a nice name for my new puppy."])] == ["mathy", "base"]
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no such fastText model file"):
+        ClassifierConfig(model_path=str(tmp_path / "nope.ftz"))
+    with pytest.raises(ValueError, match="needs 'model_path'"):
+        ClassifierConfig(kind="transformers")
+    with pytest.raises(ValueError, match="no such Hugging Face model folder"):
+        ClassifierConfig(kind="transformers", model_path=str(tmp_path / "nope"))
+    from synth.core.config import ConfigError, build_pipeline
+
+    with pytest.raises(ConfigError, match="no such fastText model file"):
+        stages = [{"type": "tests.core.toy_stages:CountSource"}, {"type": "route", "text_column": "text", "classifier": {"model_path": str(tmp_path / "nope.ftz")}}]
+        build_pipeline({"name": "t", "stages": stages})
+
+
+def test_tokens_are_one_line_and_batch_equals_single():
+    texts = ["Hello, World!\nNext line.", "x=1+2", "tab\tand\x1fseparator", ""]
+    batch = domain_tokens_many(texts)
+    assert batch == [domain_tokens(t) for t in texts]
+    assert all("\n" not in t for t in batch)
+    assert batch[0].split() == ["hello", ",", "world", "!", "next", "line", "."]
+
+
+def test_calibrated_threshold_sends_unsure_predictions_to_general():
+    # confident predictions are right; unsure ones are wrong, and their gold is general
+    gold = ["math"] * 20 + ["general"] * 20
+    labels = ["math"] * 20 + ["science"] * 20
+    confs = [0.9] * 20 + [0.4] * 20
+    threshold, macro = calibrate_threshold(gold, labels, confs)
+    assert 0.4 < threshold <= 0.9 and macro == 1.0
+    assert apply_threshold(labels, confs, threshold) == gold
+    m = per_domain_metrics(gold, labels)
+    assert m["math"]["recall"] == 1.0 and m["general"]["recall"] == 0.0 and m["science"]["precision"] == 0.0
+
+
+def _labelled(path: Path, n: int = 40) -> Path:
+    rows = []
+    for i in range(n):
+        rows.append({"text": f"compute the integral of x^{i} and solve the equation {i} + x = {2 * i}", "domain": "math"})
+        rows.append({"text": f"the court ruled on contract {i} under the statute and the plaintiff appealed", "domain": "law"})
+        rows.append({"text": f"what a lovely day {i}, shall we go for a walk in the park", "domain": "general"})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n" + json.dumps({"text": "no label"}) + "\n")
+    return path
+
+
+def test_training_holds_out_calibrates_and_reports(tmp_path):
+    model = tmp_path / "domains.bin"
+    report = train_domain_classifier(_labelled(tmp_path / "train.jsonl"), model, epoch=10)
+    meta = read_metadata(model)
+    assert meta["threshold"] == report["threshold"] and meta["labels"] == ["general", "law", "math"]
+    assert set(report["held_out"]) >= {"general", "law", "math"} and report["n_test"] > 0
+    assert report["skipped"] == {"malformed_json": 1, "no_text_or_domain": 1}
+    assert report["n_train"] + report["n_test"] + report["calibration"]["examples"] == 120
+    # a team's own domain routes to its own model
+    router = Router(RoutingConfig(classifier=ClassifierConfig(model_path=str(model)), routes={"law": "lawyer"}), default_model="base")
+    (decision, routed), = router.route(["the plaintiff appealed the court ruling on the contract"])
+    assert decision.domain == "law" and routed == "lawyer"
+
+
+def test_training_never_trains_on_held_out_text(tmp_path):
+    train = _labelled(tmp_path / "train.jsonl")
+    test = tmp_path / "test.jsonl"
+    test.write_text("\n".join(train.read_text().splitlines()[:6]) + "\n")
+    report = train_domain_classifier(train, tmp_path / "m.bin", test=test, epoch=5)
+    assert report["dropped_overlapping_held_out"] == 6 and report["n_test"] == 6
+
+
+def test_route_train_cli_prints_threshold_and_per_domain_table(tmp_path):
+    from synth.cli import app
+
+    model = tmp_path / "d.bin"
+    res = CliRunner().invoke(app, ["route", "train", str(_labelled(tmp_path / "t.jsonl")), "-o", str(model), "--epoch", "5"])
+    assert res.exit_code == 0, res.output
+    assert "confidence threshold" in res.output and "precision" in res.output and "law" in res.output
+    assert model.is_file() and model.with_suffix(".json").is_file()
+    bad = CliRunner().invoke(app, ["route", "train", str(tmp_path / "missing.jsonl"), "-o", str(model)])
+    assert bad.exit_code == 2 and "not found" in bad.output and "Traceback" not in bad.output
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"text": "x", "domain": "math"}) + "\n")
+    bad = CliRunner().invoke(app, ["route", "train", str(one), "-o", str(model)])
+    assert bad.exit_code == 2 and "at least two domains" in bad.output
+
+
+def test_route_label_cli():
+    from synth.cli import app
+
+    res = CliRunner().invoke(app, ["route", "label", DEFAULT_CASES["math"][0]])
+    assert res.exit_code == 0 and json.loads(res.output)["domain"] == "math"
+
+
+def test_assembly_script_splits_by_source_item(shared_data, tmp_path):
+    out = tmp_path / "data"
+    res = subprocess.run([sys.executable, str(REPO / "scripts" / "build_domain_data.py"), "--data", str(shared_data), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    splits = {s: [json.loads(line) for line in (out / f"{s}.jsonl").open()] for s in ("train", "valid", "test", "unseen")}
+    items = {s: {(r["source"].split("/")[0], r["item"]) for r in rows} for s, rows in splits.items()}
+    assert not items["train"] & items["valid"] and not items["train"] & items["test"] and not items["valid"] & items["test"]
+    texts = {s: {r["text"] for r in rows} for s, rows in splits.items()}
+    assert not texts["unseen"] & (texts["train"] | texts["valid"] | texts["test"])
+    for split in ("valid", "test"):
+        assert {r["domain"] for r in splits[split]} == {"math", "code", "science", "humanities", "general"}
+        assert not any(r.get("view") for r in splits[split])
+    assert {r["source"].split("/")[0] for r in splits["unseen"]} == {"mmlu", "gsm8k"}
+    # books are held out whole: a book's passages sit in one split only
+    books = Counter((r["item"], s) for s, rows in splits.items() for r in rows if r["source"] == "books")
+    assert len({item for item, _ in books}) == len(books)
+    # the same inputs give the same files
+    again = tmp_path / "again"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "build_domain_data.py"), "--data", str(shared_data), "--out", str(again)], check=True, capture_output=True, timeout=300)
+    assert (again / "train.jsonl").read_bytes() == (out / "train.jsonl").read_bytes()
+
+
+def _tiny_transformer(folder: Path, labels: list[str], favourite: str) -> Path:
+    """A tiny BERT classifier built offline; its bias makes `favourite` win for any text."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "solve": 4, "the": 5, "equation": 6}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
+    config = transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=64, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)},
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.fill_(-5.0)
+        model.classifier.bias[labels.index(favourite)] = 5.0
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def test_transformer_classifier_through_the_same_interface(tmp_path):
+    folder = _tiny_transformer(tmp_path / "clf", ["math", "code", "law"], favourite="law")
+    (folder / "domains.json").write_text(json.dumps({"threshold": 0.5}))
+    router = Router(RoutingConfig(classifier=ClassifierConfig(kind="transformers", model_path=str(folder), device="cpu"), routes={"law": "lawyer"}), default_model="base")
+    assert router.classifier.threshold == 0.5
+    assert router.classifier.domains == ["code", "general", "law", "math"]
+    routed = router.route(["solve the equation", "anything at all", ""])
+    assert [(d.domain, m) for d, m in routed] == [("law", "lawyer")] * 3
+    assert all(d.confidence > 0.99 for d, _ in routed)
+    # below the configured threshold the label is general
+    strict = make_classifier(ClassifierConfig(kind="transformers", model_path=str(folder), device="cpu", min_confidence=1.0))
+    assert strict.classify("solve the equation").domain == "general"
+    with pytest.raises(FileNotFoundError, match="not a Hugging Face model folder"):
+        make_classifier(ClassifierConfig(kind="transformers", model_path=str(tmp_path)))
