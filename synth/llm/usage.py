@@ -34,4 +34,28 @@ def usage_counters(results: Iterable[ChatResult], model: str, prefix: str = "llm
             c["completion_tokens"] += r.completion_tokens
             c["latency_s"] += r.latency_s
     c["latency_s"] = round(c["latency_s"], 3)
+    c.update(replica_counters(results))
     return {f"{prefix}.{model}.{k}": v for k, v in c.items()}
+
+
+def replica_counters(results: Iterable[ChatResult]) -> dict[str, int]:
+    """`replica.<i>.requests|failures|tokens` for models served by several replicas:
+    every attempt sent to a replica is a request there; a failed one also a failure."""
+    c: dict[str, int] = {}
+
+    def add(i: int, what: str, n: int = 1) -> None:
+        key = f"replica.{i}.{what}"
+        c[key] = c.get(key, 0) + n
+
+    for r in results:
+        for i in r.replica_failures:
+            add(i, "requests")
+            add(i, "failures")
+        if r.replica is not None and not r.cached:
+            add(r.replica, "requests")
+            if r.error is not None:
+                add(r.replica, "failures")
+            else:
+                add(r.replica, "tokens", r.prompt_tokens + r.completion_tokens)
+                add(r.replica, "failures", 0)
+    return c
