@@ -36,6 +36,7 @@ def run(
     seed: Optional[int] = typer.Option(None, help="Override the pipeline's seed."),
     executor: str = typer.Option("local", help="local (process pool) or ray."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (with --executor ray); default starts a local Ray."),
+    engine_actors: int = typer.Option(0, help="With --executor ray: LLM engine actors (0 = one per GPU, or 1 on CPU)."),
     models: Optional[Path] = typer.Option(None, help="Models file for LLM stages (overrides the pipeline's settings.models)."),
 ) -> None:
     """Run (or resume) a pipeline into a run directory."""
@@ -54,7 +55,10 @@ def run(
     if executor == "ray":
         from synth.core.executor import RayExecutor
 
-        ex = RayExecutor(ray_address)
+        try:
+            ex = RayExecutor(ray_address, engine_actors=engine_actors or None)
+        except RuntimeError as exc:  # unreachable cluster: one line, not a Ray traceback
+            fail(str(exc))
     elif executor == "local":
         ex = LocalExecutor(workers or None)
     else:

@@ -145,6 +145,7 @@ class ServedEngine:
                 if progress is not None:
                     progress(i, res)
 
+            await self._probe_due(client)  # replicas out since the last batch may be back
             prober = asyncio.create_task(self._probe_loop(client))
             try:
                 await asyncio.gather(*(run(i, r) for i, r in enumerate(requests)))
@@ -204,26 +205,29 @@ class ServedEngine:
 
     async def _probe_loop(self, client: httpx.AsyncClient) -> None:
         """Ask replicas that were taken out whether they answer again."""
-        e = self.entry
         while True:
-            now = time.monotonic()
-            for r in self.replicas:
-                if r.up or r.next_probe > now:
-                    continue
-                r.next_probe = now + e.probe_interval_s
-                try:
-                    resp = await client.get(f"{r.url}/models", timeout=httpx.Timeout(5.0, connect=min(5.0, e.connect_timeout_s)))
-                    ok = resp.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    assert self._cond is not None
-                    async with self._cond:
-                        r.up = True
-                        self._down_since = None
-                        self._cond.notify_all()
-                    log.warning("model %s: replica %d at %s answers again; taken back", self.name, r.index, r.url)
-            await asyncio.sleep(min(0.25, e.probe_interval_s))
+            await self._probe_due(client)
+            await asyncio.sleep(min(0.25, self.entry.probe_interval_s))
+
+    async def _probe_due(self, client: httpx.AsyncClient) -> None:
+        e = self.entry
+        now = time.monotonic()
+        for r in self.replicas:
+            if r.up or r.next_probe > now:
+                continue
+            r.next_probe = now + e.probe_interval_s
+            try:
+                resp = await client.get(f"{r.url}/models", timeout=httpx.Timeout(5.0, connect=min(5.0, e.connect_timeout_s)))
+                ok = resp.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                assert self._cond is not None
+                async with self._cond:
+                    r.up = True
+                    self._down_since = None
+                    self._cond.notify_all()
+                log.warning("model %s: replica %d at %s answers again; taken back", self.name, r.index, r.url)
 
     def _body(self, req: ChatRequest) -> dict:
         sp = req.sampling
