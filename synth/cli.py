@@ -81,6 +81,23 @@ def run(
     console.print(f"[green]done:[/] {rows:,} records in {result.run_dir / 'output'} ({len(result.output)} shards); see `synth audit {result.run_dir}`")
 
 
+def _print_replicas(out, stages: list[dict]) -> None:
+    """Requests, failures and tokens per replica, for models with several."""
+    from rich.table import Table
+
+    from synth.llm.usage import replica_table
+
+    rows = replica_table(stages)
+    if not rows:
+        return
+    table = Table(title="model replicas")
+    for col in ("stage", "model", "replica", "requests", "failures", "tokens"):
+        table.add_column(col, justify="left" if col in ("stage", "model") else "right")
+    for stage, model, i, requests, failures, tokens in rows:
+        table.add_row(stage, model, str(i), f"{requests:,}", f"{failures:,}", f"{tokens:,}")
+    out.print(table)
+
+
 def _rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -116,6 +133,7 @@ def audit(
         reasons = ", ".join(f"{k} {v:,}" for k, v in list(s["dropped"].items())[:3])
         table.add_row(s["stage"], f"{s['in']:,}", f"{s['out']:,}", f"{dropped:,}", reasons, f"{s['shards_done']}/{s['shards']}", f"{s['seconds']:.1f}")
     out.print(table)
+    _print_replicas(out, report["stages"])
     for s in report["stages"]:
         samples = reject_samples(run_dir, s["stage"], examples)
         for reason, rows in samples.items():

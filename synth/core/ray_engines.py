@@ -126,7 +126,8 @@ class EngineActor:
     def info(self) -> dict:
         from synth.llm import stage as llm_stage
 
-        return {"pid": os.getpid(), "shards": self.shards, "engines": len(llm_stage._bases)}
+        opened = [b for b in llm_stage._bases.values() if getattr(b, "opened", True)]
+        return {"pid": os.getpid(), "shards": self.shards, "engines": len(opened)}
 
     def shutdown(self) -> None:
         """Close engines (stops servers an engine started) before the actor is killed."""

@@ -164,3 +164,31 @@ def test_serve_replicas_get_consecutive_ports_own_gpus_and_logs(tmp_path):
     with pytest.raises(EngineError, match="needs 2 GPU"):
         replica_devices(two, 1, "0,1,2")
     assert replica_devices(ModelEntry(mode="serve", port=8100), 0) is None  # one replica: untouched
+
+
+def test_audit_shows_requests_failures_and_tokens_per_replica(tmp_path):
+    from typer.testing import CliRunner
+
+    from synth.cli import app
+    from synth.core.config import build_pipeline
+    from synth.core.executor import LocalExecutor, PipelineSource, run_pipeline
+    from synth.llm.usage import replica_table
+
+    from .llm_helpers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with ScriptedServer() as live:
+        models = tmp_path / "models.yaml"
+        models.write_text(f"models:\n  m:\n    mode: endpoint\n    urls: [{dead}, {live.url}]\n    startup_timeout_s: 2\n")
+        raw = {"name": "r", "seed": 1, "settings": {"models": str(models)}, "stages": [
+            {"type": "tests.core.toy_stages:CountSource", "per_shard": 4, "shards": 2},
+            {"type": "tests.core.toy_llm_stages:Echo"},
+        ]}
+        run_pipeline(build_pipeline(raw), PipelineSource(raw=raw, path=None, seed=1), tmp_path / "run", executor=LocalExecutor(1))
+    from synth.core.ledger import audit
+
+    rows = replica_table(audit(tmp_path / "run")["stages"])
+    assert [(r[1], r[2]) for r in rows] == [("m", 1)]  # the silent replica was out from the start
+    assert rows[0][3] >= 1 and rows[0][4] == 0 and rows[0][5] > 0
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "run")])
+    assert result.exit_code == 0 and "model replicas" in result.output
