@@ -5,8 +5,9 @@ Keeps up to `max_in_flight` requests open per replica (a vLLM server batches
 whatever is in flight) and sends each request to the replica with the fewest in
 flight. A replica that refuses connections is taken out: its requests are retried
 on the others, and it is probed (GET /models every `probe_interval_s`) and taken
-back once it answers. 429, 5xx and timeouts are retried with exponential backoff
-and jitter (on another replica when there is one). When every replica has been
+back once it answers; one that times out is taken out the same way. 429, 5xx and
+timeouts are retried with exponential backoff and jitter (on another replica when
+there is one). When every replica has been
 unreachable for `down_timeout_s` the waiting requests fail with a clear error, so a
 dead fleet costs a bounded wait, never a hang or a loss. Each request ends with
 exactly one result.
@@ -33,10 +34,11 @@ _CONNECTION_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProt
 
 
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, connection: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None, connection: bool = False, stalled: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
         self.connection = connection
+        self.stalled = stalled
 
 
 @dataclass
@@ -290,7 +292,7 @@ class ServedEngine:
             except _CONNECTION_ERRORS as ex:
                 err = _Retryable(f"{type(ex).__name__}: {ex}", connection=True)
             except httpx.TimeoutException as ex:
-                err = _Retryable(f"timeout after {e.request_timeout_s:.0f}s ({type(ex).__name__})")
+                err = _Retryable(f"timeout after {e.request_timeout_s:.0f}s ({type(ex).__name__})", stalled=True)
             except _Retryable as ex:
                 err = ex
             except ValueError as ex:  # body not JSON: a broken proxy or server
@@ -305,6 +307,10 @@ class ServedEngine:
                 # once elsewhere, or wait for a probe to find it back (up to down_timeout_s).
                 await self._take_out(replica, str(err))
                 continue
+            if err.stalled:
+                # A replica that stops answering is taken out too; the probe takes it
+                # back as soon as it answers GET /models (a merely busy server does).
+                await self._take_out(replica, str(err))
             attempt += 1
             if attempt > e.max_retries:
                 return done(ChatResult.failure(

@@ -192,3 +192,11 @@ def test_audit_shows_requests_failures_and_tokens_per_replica(tmp_path):
     assert rows[0][3] >= 1 and rows[0][4] == 0 and rows[0][5] > 0
     result = CliRunner().invoke(app, ["audit", str(tmp_path / "run")])
     assert result.exit_code == 0 and "model replicas" in result.output
+
+
+def test_replica_that_stops_answering_times_out_and_the_request_moves_on():
+    with ScriptedServer() as a, ScriptedServer() as b:
+        a.plan.append(("sleep", 2.0))
+        eng = ServedEngine("m", replicas(a.url, b.url, max_in_flight=1, request_timeout_s=0.5))
+        (res,) = eng.generate([req("x")])
+    assert res.ok and res.texts == ["x#0"] and res.replica_failures == [0] and res.replica == 1
