@@ -19,6 +19,14 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
+def default_model_path():
+    pytest.importorskip("vllm")
+    from synth.llm.default_model import prepare_default_model
+
+    return prepare_default_model()
+
+
+@pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
