@@ -200,3 +200,20 @@ def test_replica_that_stops_answering_times_out_and_the_request_moves_on():
         eng = ServedEngine("m", replicas(a.url, b.url, max_in_flight=1, request_timeout_s=0.5))
         (res,) = eng.generate([req("x")])
     assert res.ok and res.texts == ["x#0"] and res.replica_failures == [0] and res.replica == 1
+
+
+def test_synth_serve_starts_every_replica_of_every_serve_entry(tmp_path, monkeypatch):
+    from synth.llm import serve as serve_mod
+
+    started = []
+    monkeypatch.setattr(serve_mod.ServerProcess, "start", lambda self: started.append((self.label, self.url)) or self)
+    monkeypatch.setattr(serve_mod.ServerProcess, "wait_ready", lambda self, timeout_s=None: None)
+    monkeypatch.setattr(serve_mod.ServerProcess, "stop", lambda self, grace_s=20.0: None)
+    models = ModelsConfig.from_dict({"models": {
+        "a": {"mode": "serve", "port": 9100, "replicas": 2},
+        "b": {"mode": "serve", "port": 9200},
+        "c": {"mode": "endpoint", "urls": ["http://x:1/v1", "http://y:1/v1"]},
+    }})
+    servers = serve_mod.start_servers(models, tmp_path)
+    assert started == [("a-0", "http://127.0.0.1:9100/v1"), ("a-1", "http://127.0.0.1:9101/v1"), ("b", "http://127.0.0.1:9200/v1")]
+    assert [s.replica for s in servers] == [0, 1, 0]
