@@ -1,4 +1,5 @@
-"""An LLM stage for executor tests: asks the model to echo each record's text."""
+"""An LLM stage for executor tests: asks the model to echo each record's number and
+text (one distinct request per record, so no shard is served by another's cache)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ class Echo(LLMStage):
     type: ClassVar[str] = "toy_echo"
 
     def build_request(self, row, shard):
-        return ChatRequest([{"role": "user", "content": row["text"]}], SamplingParams(temperature=0.0, max_tokens=8))
+        return ChatRequest([{"role": "user", "content": f"{row['n']}: {row['text']}"}], SamplingParams(temperature=0.0, max_tokens=8))
 
     def apply_result(self, row, result, shard):
         return {**row, "answer": result.text}
