@@ -36,6 +36,7 @@ def run(
     seed: Optional[int] = typer.Option(None, help="Override the pipeline's seed."),
     executor: str = typer.Option("local", help="local (process pool) or ray."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (with --executor ray); default starts a local Ray."),
+    engine_actors: int = typer.Option(0, help="With --executor ray: LLM engine actors (0 = one per GPU, or 1 on CPU)."),
     models: Optional[Path] = typer.Option(None, help="Models file for LLM stages (overrides the pipeline's settings.models)."),
 ) -> None:
     """Run (or resume) a pipeline into a run directory."""
@@ -54,7 +55,10 @@ def run(
     if executor == "ray":
         from synth.core.executor import RayExecutor
 
-        ex = RayExecutor(ray_address)
+        try:
+            ex = RayExecutor(ray_address, engine_actors=engine_actors or None)
+        except RuntimeError as exc:  # unreachable cluster: one line, not a Ray traceback
+            fail(str(exc))
     elif executor == "local":
         ex = LocalExecutor(workers or None)
     else:
@@ -75,6 +79,23 @@ def run(
         fail("interrupted: finished shards are kept; run the same command to resume", 130)
     rows = sum(_rows(p) for p in result.output)
     console.print(f"[green]done:[/] {rows:,} records in {result.run_dir / 'output'} ({len(result.output)} shards); see `synth audit {result.run_dir}`")
+
+
+def _print_replicas(out, stages: list[dict]) -> None:
+    """Requests, failures and tokens per replica, for models with several."""
+    from rich.table import Table
+
+    from synth.llm.usage import replica_table
+
+    rows = replica_table(stages)
+    if not rows:
+        return
+    table = Table(title="model replicas")
+    for col in ("stage", "model", "replica", "requests", "failures", "tokens"):
+        table.add_column(col, justify="left" if col in ("stage", "model") else "right")
+    for stage, model, i, requests, failures, tokens in rows:
+        table.add_row(stage, model, str(i), f"{requests:,}", f"{failures:,}", f"{tokens:,}")
+    out.print(table)
 
 
 def _rows(path: Path) -> int:

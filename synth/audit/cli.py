@@ -76,6 +76,9 @@ def run_audit(run_dir: Path, *, as_json: bool, examples: int, what_if: list[str]
                     console.print(f"  - {row['id'][:12]} {row['text']!r}{scores}", highlight=False)
 
     terminal.print_report(out, report, print_examples)
+    from synth.cli import _print_replicas
+
+    _print_replicas(out, report["stages"])
     for s in report["stages"]:
         if s.get("type") == "kg_walk":  # per pattern: requested, produced, failures, unavailable
             from kg.cli import print_pattern_report

@@ -166,33 +166,32 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    """The same shard tasks as Ray tasks. The run directory must be on storage
-    every node sees (NFS, a mounted bucket), as with any Ray data job."""
+    """The same shard tasks on Ray (see synth.core.ray_engines): plain stages as Ray
+    tasks, at most `max_in_flight` submitted at once; LLM stages on engine actors
+    that keep their engines up for the whole run (one per GPU, else `engine_actors`
+    on CPU). The run directory must be on storage every node sees (checked)."""
 
-    def __init__(self, address: str | None = None, num_cpus_per_task: float = 1.0, init_kwargs: dict | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus_per_task: float = 1.0,
+        init_kwargs: dict | None = None,
+        engine_actors: int | None = None,
+        max_in_flight: int | None = None,
+    ):
         import ray
 
+        from synth.core.ray_engines import RayRunner, connect
+
         self.ray = ray
-        if not ray.is_initialized():
-            ray.init(address=address, **(init_kwargs or {}))
-        self._remote = ray.remote(num_cpus=num_cpus_per_task, max_retries=2)(run_shard)
+        connect(ray, address, init_kwargs)
+        self.runner = RayRunner(ray, run_shard, num_cpus_per_task=num_cpus_per_task, engine_actors=engine_actors, max_in_flight=max_in_flight)
 
     def map(self, tasks: list[ShardTask], parallel: bool = True) -> Iterator[tuple[ShardTask, dict | None, BaseException | None, str]]:
-        if not parallel:
-            yield from LocalExecutor(1).map(tasks)
-            return
-        pending = {self._remote.remote(t): t for t in tasks}
-        while pending:
-            done, _ = self.ray.wait(list(pending), num_returns=1)
-            ref = done[0]
-            task = pending.pop(ref)
-            try:
-                yield task, self.ray.get(ref), None, ""
-            except Exception as exc:  # noqa: BLE001
-                yield task, None, exc, "".join(traceback.format_exception(exc))
+        yield from self.runner.map(tasks, parallel)
 
     def close(self) -> None:
-        pass
+        self.runner.close()
 
 
 # -- the driver ------------------------------------------------------------------

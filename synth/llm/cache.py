@@ -199,6 +199,8 @@ class CachedEngine:
             cached=False,
             latency_s=res.latency_s,
             cached_samples=n_cached,
+            replica=res.replica,
+            replica_failures=res.replica_failures,
         )
 
     def close(self) -> None:

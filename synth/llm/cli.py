@@ -49,7 +49,7 @@ def list_models(
     except ModelsConfigError as e:
         _fail(str(e), 2)
     for name, e in cfg.models.items():
-        where = e.base_url() if e.mode != "offline" else "in-process"
+        where = ", ".join(e.base_urls()) if e.mode != "offline" else "in-process"
         mark = " (default)" if name == cfg.default_name else ""
         typer.echo(f"{name}{mark}: mode={e.mode} model={e.model} at {where}")
 

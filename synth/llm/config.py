@@ -10,6 +10,13 @@ models:
     mode: endpoint
     url: http://gpu-box:8000/v1
     served_model_name: Qwen/Qwen2.5-Math-7B-Instruct
+  chat:                     # several replicas of one model: least-in-flight routing,
+    mode: endpoint          # a failed replica is taken out and probed back
+    urls: [http://gpu1:8000/v1, http://gpu2:8000/v1]
+  local:
+    mode: serve
+    port: 8100              # replicas on 8100, 8101, ... with CUDA_VISIBLE_DEVICES=0, 1, ...
+    replicas: 2
 ```
 """
 
@@ -49,10 +56,13 @@ class ModelEntry(BaseModel):
     # -- serve ---------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int | None = Field(None, ge=1, le=65535, description="Required for mode serve.")
+    replicas: int = Field(1, ge=1, description="serve: servers to start, one per GPU, on port, port+1, ...")
+    gpus_per_replica: int = Field(1, ge=0, description="serve: GPUs each replica sees (CUDA_VISIBLE_DEVICES); 0 = leave it unset.")
     startup_timeout_s: float = Field(600.0, gt=0)
     autostart: bool = Field(True, description="serve mode: start the server if nothing answers on the port.")
     # -- endpoint / HTTP client ------------------------------------------------
     url: str | None = Field(None, description="Base URL ending in /v1 (endpoint mode).")
+    urls: list[str] = Field(default_factory=list, description="Several replicas of the model (endpoint mode), each a base URL ending in /v1.")
     served_model_name: str | None = Field(None, description="Model name the server expects; default: the entry's name.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
     max_in_flight: int = Field(64, ge=1)
@@ -64,22 +74,43 @@ class ModelEntry(BaseModel):
     # The total time a request may spend waiting for an endpoint that does not answer
     # before it is failed with a clear "endpoint down" error.
     down_timeout_s: float = Field(300.0, gt=0)
+    # How often a replica that was taken out is asked GET /models to be taken back.
+    probe_interval_s: float = Field(2.0, gt=0)
     # -- capabilities --------------------------------------------------------
     structured_output: bool = Field(True, description="Send JSON schemas for guided decoding.")
     per_request_seed: bool = Field(False, description="Send per-request seeds (crashes vllm CPU engines).")
 
     @model_validator(mode="after")
     def _mode_fields(self):
-        if self.mode == "endpoint" and not self.url:
-            raise ValueError("mode 'endpoint' needs 'url' (e.g. http://host:8000/v1)")
+        if self.mode == "endpoint" and not (self.url or self.urls):
+            raise ValueError("mode 'endpoint' needs 'url' or 'urls' (e.g. http://host:8000/v1)")
+        if self.url and self.urls:
+            raise ValueError("give 'url' (one endpoint) or 'urls' (replicas), not both")
+        if len(set(self.urls)) != len(self.urls):
+            raise ValueError(f"'urls' lists a URL twice: {self.urls}")
+        if self.replicas > 1 and self.mode != "serve":
+            raise ValueError("'replicas' starts servers and needs mode 'serve'; list running endpoints in 'urls'")
+        if self.mode == "serve" and self.port is not None and self.port + self.replicas - 1 > 65535:
+            raise ValueError(f"replicas {self.replicas} from port {self.port} run past port 65535")
         if self.mode == "serve" and self.port is None:
             raise ValueError("mode 'serve' needs 'port'")
         return self
 
     def base_url(self) -> str:
+        """The first replica's URL."""
+        return self.base_urls()[0]
+
+    def base_urls(self) -> list[str]:
+        """One base URL per replica: `url` or `urls`, else `replicas` local ports from `port`."""
+        if self.urls:
+            return [u.rstrip("/") for u in self.urls]
         if self.url:
-            return self.url.rstrip("/")
-        return f"http://{self.host}:{self.port}/v1"
+            return [self.url.rstrip("/")]
+        return [f"http://{self.host}:{p}/v1" for p in self.ports()]
+
+    def ports(self) -> list[int]:
+        """serve: the consecutive ports of the replicas."""
+        return [] if self.port is None else [self.port + i for i in range(self.replicas)]
 
 
 class ModelsConfig(BaseModel):
@@ -96,7 +127,7 @@ class ModelsConfig(BaseModel):
             raise ValueError("'models' must name at least one model")
         if self.default is not None and self.default not in self.models:
             raise ValueError(f"'default' is {self.default!r}, not one of the models: {sorted(self.models)}")
-        ports = [e.port for e in self.models.values() if e.mode == "serve"]
+        ports = [p for e in self.models.values() if e.mode == "serve" for p in e.ports()]
         dup = {p for p in ports if ports.count(p) > 1}
         if dup:
             raise ValueError(f"serve ports used twice: {sorted(dup)}")

@@ -20,14 +20,18 @@ class ManagedServedEngine(ServedEngine):
     """A served engine that started its own server (mode serve, nothing on the port)
     and stops it on close."""
 
-    def __init__(self, name, entry, server):
+    def __init__(self, name, entry, servers):
         super().__init__(name, entry)
-        self.server = server
+        self.servers = servers if isinstance(servers, list) else [servers]
+
+    @property
+    def server(self):
+        return self.servers[0] if self.servers else None
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        servers, self.servers = self.servers, []
+        for server in servers:
+            server.stop()
 
 
 def _answers(url: str) -> bool:
@@ -64,21 +68,25 @@ def open_engine(
         engine = ServedEngine(name, entry)
         engine.wait_ready()
     else:
-        url = entry.base_url()
-        if _answers(url) or not entry.autostart:
+        # Replicas already answering are used as they are; the others are started here.
+        silent = [i for i, url in enumerate(entry.base_urls()) if not _answers(url)]
+        if not silent or not entry.autostart:
             engine = ServedEngine(name, entry)
             engine.wait_ready()
         else:
-            from synth.llm.serve import ServerProcess
+            from synth.llm.serve import ServerProcess, stop_servers
 
             folder = log_dir or models.log_dir or tempfile.mkdtemp(prefix="synth-vllm-logs-")
-            server = ServerProcess(name, entry, folder).start()
+            servers = []
             try:
-                server.wait_ready()
+                for i in silent:
+                    servers.append(ServerProcess(name, entry, folder, i).start())
+                for server in servers:
+                    server.wait_ready()
             except BaseException:
-                server.stop()
+                stop_servers(servers)
                 raise
-            engine = ManagedServedEngine(name, entry, server)
+            engine = ManagedServedEngine(name, entry, servers)
     if cache is None:
         return engine
     if not isinstance(cache, RequestCache):

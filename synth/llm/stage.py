@@ -118,11 +118,38 @@ def shared_engine(model: str | None, models: ModelsConfig, models_key: str, cach
             base_key = (models_key, entry.model_dump_json(exclude={"served_model_name"} if entry.mode == "offline" else set()))
             base = _bases.get(base_key)
             if base is None:
-                base = _bases[base_key] = open_engine(name, models)
+                base = _bases[base_key] = _LazyEngine(name, entry, lambda: open_engine(name, models))
             named = base if base.name == name else _Renamed(base, name)
             engine = CachedEngine(named, RequestCache(cache_path)) if cache_path else named
             _engines[key] = engine
         return engine
+
+
+class _LazyEngine:
+    """Opens the engine on the first request the cache cannot answer: a rerun or a
+    resume served from the request cache starts no engine (a minute each on CPU)."""
+
+    def __init__(self, name: str, entry, opener):
+        from synth.llm.config import model_identity
+
+        self.name, self.model_id = name, model_identity(name, entry)
+        self._opener, self._engine = opener, None
+        self._open_lock = threading.Lock()
+
+    @property
+    def opened(self) -> bool:
+        return self._engine is not None
+
+    def generate(self, requests, progress=None):
+        with self._open_lock:
+            if self._engine is None:
+                self._engine = self._opener()
+        return self._engine.generate(requests, progress)
+
+    def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
 
 
 class _Renamed:

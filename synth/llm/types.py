@@ -70,6 +70,10 @@ class ChatResult:
     latency_s: float = 0.0
     # How many of the texts came from the cache (a request with n>1 may be partly cached).
     cached_samples: int = 0
+    # Models with several replicas: the replica that gave this result, and the
+    # replicas where earlier attempts of the request failed (per-replica counters).
+    replica: int | None = None
+    replica_failures: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

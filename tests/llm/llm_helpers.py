@@ -39,12 +39,13 @@ class ScriptedServer:
     request to /v1/chat/completions: an int status (with an error body), ("sleep", s)
     to stall, or None for a normal answer echoing the last message n times."""
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.plan: deque = deque()
         self.bodies: list[dict] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.delay_s = 0.0
+        self.dead = False  # kill(): kept-alive connections get no answer either
         self.lock = threading.Lock()
         outer = self
 
@@ -70,6 +71,9 @@ class ScriptedServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
+                if outer.dead:  # hang up without an answer, as a killed server does
+                    self.close_connection = True
+                    return
                 with outer.lock:
                     outer.bodies.append(body)
                     action = outer.plan.popleft() if outer.plan else None
@@ -92,8 +96,10 @@ class ScriptedServer:
                     with outer.lock:
                         outer.in_flight -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
+        # A client that timed out or a kill() leaves broken pipes: not worth a traceback.
+        self.httpd.handle_error = lambda request, client_address: None
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -101,6 +107,11 @@ class ScriptedServer:
     def __enter__(self):
         self.thread.start()
         return self
+
+    def kill(self) -> None:
+        """Stop answering at once, on open connections too, and close the port."""
+        self.dead = True
+        self.__exit__(None, None, None)
 
     def __exit__(self, *exc):
         self.httpd.shutdown()

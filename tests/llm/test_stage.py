@@ -112,10 +112,14 @@ def test_shared_engines_open_once_per_distinct_entry(tmp_path, monkeypatch):
     m = stage_mod.shared_engine("math", models, "k", tmp_path / "c.sqlite")
     b = stage_mod.shared_engine("big", models, "k", None)
     assert stage_mod.shared_engine("general", models, "k", tmp_path / "c.sqlite") is g
-    assert opened == ["general", "big"]  # math has the same settings as general
+    assert opened == []  # engines open on the first request the cache cannot answer
     assert (g.name, m.name, b.name) == ("general", "math", "big")
     (res,) = m.generate([ChatRequest([{"role": "user", "content": "x"}])])
     assert res.ok
+    b.generate([ChatRequest([{"role": "user", "content": "x"}])])
+    assert opened == ["general", "big"]  # math has the same settings as general
+    (again,) = g.generate([ChatRequest([{"role": "user", "content": "x"}])])
+    assert again.cached and opened == ["general", "big"]  # served by the cache: nothing more opened
     stage_mod.close_engines()
 
 
