@@ -35,7 +35,8 @@ def test_a_parquet_without_the_text_column_is_a_counted_drop(tmp_path):
     assert texts == ["a readable document", "another one"]
     stage = audit(tmp_path / "run")["stages"][0]
     assert stage["dropped"] == {"unreadable_file": 1}
-    rejects = [r for p in (tmp_path / "run" / "rejected").rglob("*.parquet") for r in pq.read_table(p).to_pylist()]
+    # the reject sample only: rejected/NN/scores/ holds the audit's per-record scores
+    rejects = [r for p in (tmp_path / "run" / "rejected").glob("*/part-*.parquet") for r in pq.read_table(p).to_pylist()]
     assert len(rejects) == 1
     sample = json.dumps(rejects[0], default=str)
     assert "bad.parquet" in sample and "no column 'text'" in sample
