@@ -30,6 +30,7 @@ MESSAGE = pa.struct([
     ("tool_calls", pa.list_(TOOL_CALL)),
     ("tool_call_id", pa.string()),
     ("name", pa.string()),
+    ("weight", pa.int64()),
 ])
 # `tools` and `meta` are JSON strings: tool schemas and query trees differ in shape from
 # row to row, and a struct column would merge them into one shape padded with nulls,

@@ -174,6 +174,9 @@ def _register_subcommands() -> None:
     quality_app.command("train")(quality_train)
     app.add_typer(quality_app, name="quality")
     app.add_typer(kg_app, name="kg")
+    from synth.pack.cli import pack_command
+
+    app.command("pack")(pack_command)
     from synth.dedup.report import register as register_dedup
 
     register_dedup(app)
