@@ -120,7 +120,7 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
         "eod": renderer.eod_id, "files": [(f.source, str(Path(f.path).resolve())) for f in files], "version": FORMAT_VERSION,
     }
     fp_file = work / "tokenize.json"
-    if fp_file.exists() and json.loads(fp_file.read_text()) != tok_fp:
+    if fp_file.exists() and json.loads(fp_file.read_text()) != json.loads(json.dumps(tok_fp)):
         say("inputs, tokenizer or loss options changed since the last pack into this folder: tokenising again")
         shutil.rmtree(tok_dir, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
