@@ -196,7 +196,7 @@ def train(data: str, steps: int = 200, batch_size: int = 4, lr: float = 3e-3, se
             seen_kind[kinds[code]] += int(n)
         if step % log_every == 0 or step == steps:
             share = (expert_load.sum(0) / expert_load.sum()).tolist()
-            say(f"step {step:4d}  loss {loss.item():.3f}  aux {float(aux):.3f}  "
+            say(f"step {step:4d}  loss {loss.item():.3f}  aux {aux.item():.3f}  "
                 f"experts {' '.join(f'{s:.2f}' for s in share)}  {time.perf_counter() - started:.0f}s")
         if step >= steps:
             break
