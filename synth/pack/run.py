@@ -33,7 +33,7 @@ from synth.pack.inputs import resolve_inputs
 from synth.pack.mix import MixConfig, group_of, load_mix, plan_ratios, repeats_for
 from synth.pack.packer import WindowPacker
 from synth.pack.render import LossPolicy, Renderer, load_tokenizer, tokenizer_fingerprint
-from synth.pack.tokenize import TokenizeTask, decode_tokens, tokenize_file
+from synth.pack.tokenize import RENDERERS, TokenizeTask, decode_tokens, tokenize_file
 
 FORMAT_NAME = "synth-pack"
 FORMAT_VERSION = 1
@@ -141,6 +141,8 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
     todo = [t for t in tasks if not Path(t.target).exists()]
     if len(todo) < len(tasks):
         say(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} input files already tokenised")
+    # In-process tokenising reuses the tokenizer loaded above (loading one takes seconds).
+    RENDERERS[(str(opts.tokenizer), opts.chat_loss, opts.text_loss, opts.eod_token)] = renderer
     tick = progress("tokenise", len(tasks), len(tasks) - len(todo)) if progress else None
     if todo:
         if opts.workers <= 1:

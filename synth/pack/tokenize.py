@@ -41,14 +41,14 @@ class TokenizeTask:
     target: str
 
 
-_RENDERERS: dict[tuple, Renderer] = {}
+RENDERERS: dict[tuple, Renderer] = {}
 
 
 def renderer_for(task: TokenizeTask) -> Renderer:
     key = (task.tokenizer, task.chat_loss, task.text_loss, task.eod_token)
-    if key not in _RENDERERS:
-        _RENDERERS[key] = Renderer(load_tokenizer(task.tokenizer), LossPolicy.parse(task.chat_loss, task.text_loss), task.eod_token)
-    return _RENDERERS[key]
+    if key not in RENDERERS:
+        RENDERERS[key] = Renderer(load_tokenizer(task.tokenizer), LossPolicy.parse(task.chat_loss, task.text_loss), task.eod_token)
+    return RENDERERS[key]
 
 
 def _str(v, default: str) -> str:
