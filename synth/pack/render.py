@@ -215,4 +215,6 @@ class Renderer:
         return out
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        # Plain text needs no offsets: the fast path skips computing them.
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]

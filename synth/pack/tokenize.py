@@ -82,11 +82,12 @@ def tokenize_file(task: TokenizeTask) -> dict:
             stats["tokens"] += len(rendered.tokens)
 
     row = 0
-    for batch in iter_record_batches(task.path):
+    fname = Path(task.path).name
+    for batch in iter_record_batches(task.path, batch_rows=4096):
         texts: list[tuple[int, str, str, str]] = []
         slots: list = []
         for rec in batch:
-            rid = _str(rec.get("id"), f"{Path(task.path).name}#{row}")
+            rid = _str(rec.get("id"), f"{fname}#{row}")
             row += 1
             stats["records"] += 1
             domain = _str(rec.get("domain"), "unknown")
