@@ -114,3 +114,32 @@ def test_text_records_train_on_every_token_and_end_with_eod():
     assert tok.decode(out.tokens[:-1].tolist()) == "Hello there, world."
     [none] = Renderer(tok, LossPolicy.parse(text="none")).text_masks([[1, 2]])
     assert not none.mask.any()
+
+
+def test_kg_self_correction_wrong_call_is_not_trained(shared_data, tmp_path):
+    from kg.config import WalkConfig
+    from kg.generate import SampleFactory, sample_seeds
+    from kg.graph import load_graph
+
+    graph = load_graph(shared_data / "kg" / "nations", cache=tmp_path / "cache")
+    records = [o.record for o in SampleFactory(graph, WalkConfig(error_share=1.0)).make(sample_seeds(30, 0, 60)) if o.record]
+    folder = tokenizer_with_template(default_tokenizer_dir(), tmp_path / "tok", "qwen2_5.jinja")
+    tok = load_tokenizer(folder)
+    r = Renderer(tok, LossPolicy())
+    checked = 0
+    for rec in records:
+        meta = json.loads(rec["meta"]) if isinstance(rec["meta"], str) else rec["meta"]
+        if meta.get("variant") != "self_correction":
+            continue
+        msgs = rec["messages"]
+        [wrong] = [i for i, m in enumerate(msgs) if m.get("weight") == 0]
+        assert msgs[wrong]["role"] == "assistant" and msgs[wrong]["tool_calls"]
+        # the recovery is the next assistant turn after the error result
+        fix = next(m for m in msgs[wrong + 1:] if m["role"] == "assistant")
+        out = r.render_chat(msgs, rec["tools"])
+        trained = masked_text(tok, out)
+        assert fix["content"] in trained
+        untrained = Renderer(tok, LossPolicy()).render_chat([{**m, "weight": None} for m in msgs], rec["tools"])
+        assert out.mask.sum() < untrained.mask.sum()  # the wrong call's tokens are what weight 0 removes
+        checked += 1
+    assert checked >= 3
