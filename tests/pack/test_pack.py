@@ -185,3 +185,13 @@ def test_rerun_is_a_no_op_and_changed_options_repack(corpus, tok_dir, tmp_path):
     third = pack(opts)
     assert not third.resumed and third.manifest["seq_len"] == 128
     assert PackedData(tmp_path / "o").tokens.shape[1] == 128
+
+
+def test_parallel_workers_write_the_same_bytes(corpus, tok_dir, tmp_path):
+    from tests.pack.test_resume import tree_digest
+
+    d, web, chats = corpus
+    one = pack(PackOptions([str(web), str(chats)], str(tok_dir), 256, str(tmp_path / "one"), workers=1))
+    two = pack(PackOptions([str(web), str(chats)], str(tok_dir), 256, str(tmp_path / "two"), workers=2))
+    assert one.manifest["files"] == two.manifest["files"]
+    assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
