@@ -47,6 +47,14 @@ class PackedData:
     def __len__(self) -> int:
         return self.n_seq
 
+    # DataLoader workers started by spawn/forkserver get the path and map the files
+    # again, instead of a pickled copy of every token.
+    def __getstate__(self) -> dict:
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])
+
     def docs_of(self, seq: int) -> np.ndarray:
         """Rows (sequence, offset, length, source, domain, kind) of the documents in `seq`."""
         return np.asarray(self.documents[self.sequence_index[seq]:self.sequence_index[seq + 1]])

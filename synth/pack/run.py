@@ -117,7 +117,9 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
     tok_dir = work / "tokens"
     tok_fp = {
         "tokenizer": tokenizer_fingerprint(opts.tokenizer), "chat_loss": opts.chat_loss, "text_loss": opts.text_loss,
-        "eod": renderer.eod_id, "files": [(f.source, str(Path(f.path).resolve())) for f in files], "version": FORMAT_VERSION,
+        "eod": renderer.eod_id, "version": FORMAT_VERSION,
+        # a rewritten input file (same path, new size or time) is tokenised again
+        "files": [(f.source, str(Path(f.path).resolve()), os.stat(f.path).st_size, os.stat(f.path).st_mtime_ns) for f in files],
     }
     fp_file = work / "tokenize.json"
     if fp_file.exists() and json.loads(fp_file.read_text()) != json.loads(json.dumps(tok_fp)):

@@ -146,3 +146,13 @@ def test_packed_loss_equals_token_weighted_mean_of_documents_alone(packed):
         leaky, _, _ = model(batch["input_ids"], batch["position_ids"], batch["cu_seqlens"], document_masking=False)
         leaky_sum, _ = moe.token_losses(leaky, batch["labels"])
         assert abs(leaky_sum / packed_n - alone_loss) > 1e-3
+
+
+def test_pickled_data_reopens_the_files_instead_of_copying_tokens(packed):
+    import pickle
+
+    data = PackedData(packed)
+    blob = pickle.dumps(data)
+    assert len(blob) < 1000 < data.tokens.nbytes
+    again = pickle.loads(blob)
+    assert (np.asarray(again.tokens) == np.asarray(data.tokens)).all()

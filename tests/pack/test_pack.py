@@ -195,3 +195,14 @@ def test_parallel_workers_write_the_same_bytes(corpus, tok_dir, tmp_path):
     two = pack(PackOptions([str(web), str(chats)], str(tok_dir), 256, str(tmp_path / "two"), workers=2))
     assert one.manifest["files"] == two.manifest["files"]
     assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
+
+
+def test_a_rewritten_input_is_tokenised_again(tok_dir, tmp_path):
+    src = write_jsonl(tmp_path / "a.jsonl", [text(1, 10)])
+    opts = PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "o"))
+    first = pack(opts)
+    write_jsonl(src, [text(1, 10), text(2, 10)])
+    messages = []
+    second = pack(opts, say=messages.append)
+    assert first.manifest["documents"] == 1 and second.manifest["documents"] == 2
+    assert any("tokenising again" in m for m in messages)
