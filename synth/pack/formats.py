@@ -134,7 +134,7 @@ def write_megatron_index(path: Path, lengths: list[int], dtype: type) -> None:
 
 
 def read_megatron_index(path: Path) -> dict:
-    """Our own reader of .idx (used by `synth.loader` tooling and tests)."""
+    """Our own reader of .idx, for inspection without megatron-core."""
     raw = Path(path).read_bytes()
     if raw[:9] != MEGATRON_MAGIC:
         raise ValueError(f"{path}: not a Megatron index (bad magic)")

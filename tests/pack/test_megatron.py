@@ -65,6 +65,17 @@ def test_megatron_files_read_back_with_megatron_core(which, dtype, tmp_path, req
         # ids above uint16's range are really there and survive the round trip
         ds = indexed_dataset(out / "megatron" / "web_text_document")
         assert max(int(np.asarray(ds[i]).max()) for i in range(len(ds))) > 65535
+    # the header, byte by byte: magic, version 1 <Q, dtype code <B, sequence and document counts <Q
+    import struct
+
+    from synth.pack.formats import read_megatron_index
+
+    idx = next((out / "megatron").glob("*.idx"))
+    raw = idx.read_bytes()
+    code = 8 if dtype == np.uint16 else 4
+    n = len(read_megatron_index(idx)["lengths"])
+    assert raw[:34] == b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, code, n, n + 1)
+    assert len(raw) == 34 + 4 * n + 8 * n + 8 * (n + 1)
     blend = (out / "megatron" / "blend.txt").read_text().split()
     weights, prefixes = [float(w) for w in blend[0::2]], blend[1::2]
     assert abs(sum(weights) - 1) < 1e-4 and all(p.endswith("_text_document") for p in prefixes)
