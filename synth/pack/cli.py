@@ -86,6 +86,9 @@ def report(m: dict, seconds: float, con: Console) -> None:
         table.add_row(g, f"{mix['target_share'][g]:.3f}", f"{mix['actual_share'][g]:.3f}", f"{mix['actual_tokens'][g]:,}",
                       f"{mix['trained_tokens'][g]:,}", f"{mix['ratio'][g]:.3f}")
     con.print(table)
+    for key, per in m["tokens_written"].items():
+        if key != mix["by"]:
+            con.print(f"tokens by {key}: " + ", ".join(f"{k} {v:,}" for k, v in per.items()), highlight=False)
     c = m["counts"]
     skipped = sum(c["skipped"].values())
     line = (f"[green]done:[/] {m['tokens']['documents']:,} tokens, {m['documents']:,} documents from {c['input_records']:,} records "
