@@ -187,7 +187,8 @@ def train(data: str, steps: int = 200, batch_size: int = 4, lr: float = 3e-3, se
         opt.zero_grad()
         (loss + model.c.aux_loss_coef * aux).backward()
         opt.step()
-        history.append(loss.item())
+        if count > 0:  # a batch of prompt-only pieces trains the router alone: no LM loss to log
+            history.append(loss.item())
         expert_load += load
         trained = batch["labels"] != -100
         for code, n in zip(*batch["token_domain"][trained].unique(return_counts=True)):

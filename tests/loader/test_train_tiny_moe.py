@@ -38,10 +38,11 @@ def corpus(tmp_path_factory, shared_data):
 @pytest.mark.slow
 def test_tiny_moe_loss_falls_and_every_expert_gets_tokens(corpus):
     moe = load_example()
-    out = moe.train(str(corpus), steps=30, batch_size=2, lr=1e-2, log_every=10, say=lambda m: None,
-                    config={"d_model": 32, "d_expert": 48})
-    loss = out["loss"]
-    assert len(loss) == 30
-    assert sum(loss[-10:]) / 10 < sum(loss[:10]) / 10 - 1.0
+    out = moe.train(str(corpus), steps=36, batch_size=2, lr=5e-3, log_every=12, say=lambda m: None)
+    loss = out["loss"]  # steps with trained tokens
+    # tool-use records are long (tools in the system prompt): at --seq-len 128 some pieces
+    # hold only prompt tokens, and so some batches have nothing to predict
+    assert len(loss) >= 10, loss
+    assert sum(loss[-5:]) / 5 < sum(loss[:5]) / 5 - 1.0, loss
     assert (out["expert_load"] > 0).all()
     assert set(out["kinds"]) == {"text", "tool_use"} and "books" in out["domains"]
