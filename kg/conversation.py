@@ -45,9 +45,11 @@ def tool_call(cid: str, name: str, args: dict | str) -> dict:
 
 
 def msg(role: str, content: str | None = None, tool_calls: list | None = None, tool_call_id: str | None = None,
-        name: str | None = None) -> dict:
+        name: str | None = None, weight: int | None = None) -> dict:
     # Every message has every key so the Parquet column has one struct type.
-    return {"role": role, "content": content, "tool_calls": tool_calls, "tool_call_id": tool_call_id, "name": name}
+    # weight=0 (OpenAI fine-tuning convention): a turn kept for context but never trained on.
+    return {"role": role, "content": content, "tool_calls": tool_calls, "tool_call_id": tool_call_id, "name": name,
+            "weight": weight}
 
 
 def domain_of(graph: KnowledgeGraph, relation: str | None) -> str:
@@ -169,7 +171,8 @@ class ConversationBuilder:
                 else:
                     calls.append(tool_call(cid, s.name, s.args))
                     results.append(msg("tool", dump(s.result), tool_call_id=cid, name=s.name))
-            messages.append(msg("assistant", None, tool_calls=calls))
+            # The deliberately wrong call is context for the recovery, not something to learn.
+            messages.append(msg("assistant", None, tool_calls=calls, weight=0 if fix is not None else None))
             messages.extend(results)
             if fix is not None:
                 note = rng.choice(self.reflection[corrupt["kind"]]).format(

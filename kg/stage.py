@@ -30,6 +30,7 @@ MESSAGE = pa.struct([
     ("tool_calls", pa.list_(TOOL_CALL)),
     ("tool_call_id", pa.string()),
     ("name", pa.string()),
+    ("weight", pa.int64()),
 ])
 EVAL_DIR = "eval"  # RUN/eval/part-*.parquet: the held-out evaluation split
 

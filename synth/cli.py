@@ -189,6 +189,9 @@ def _register_subcommands() -> None:
     from synth.ingest.blocklists_cli import blocklists_app
 
     app.add_typer(blocklists_app, name="blocklists")
+    from synth.pack.cli import pack_command
+
+    app.command("pack")(pack_command)
     from synth.dedup.report import register as register_dedup
 
     register_dedup(app)

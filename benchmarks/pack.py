@@ -1,0 +1,123 @@
+"""`synth pack` tokens/s against the floor of the job: raw `tokenizers` batch encoding.
+
+Inputs: the shared books (one text record per paragraph) and a demo run's output
+(`--demo-run runs/demo`, chat records); without a demo run, KG tool-use samples from
+the shared `nations` graph stand in for the chat records. Timed side by side, in this
+process, with the embedded model's tokenizer (49K vocab):
+
+- pack: `synth pack` end to end with --workers 1 (read, render through the chat
+  template with masks, tokenise, pack best-fit-decreasing, write the native files);
+- raw: `tokenizers`' `encode_batch_fast` (its fastest batch call, no offsets) of the very
+  same rendered text (the chat records are rendered beforehand, untimed).
+
+    .venv/bin/python benchmarks/pack.py [--demo-run runs/demo] [--books 9] [--rounds 2]
+
+Last line: ratio=<pack tokens/s / raw encode tokens/s> (best round of each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared" / "data"
+
+
+def book_records(n_books: int) -> list[dict]:
+    recs = []
+    for path in sorted((SHARED / "books").glob("pg*.txt"))[:n_books]:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for i, para in enumerate(p.strip() for p in text.split("\n\n")):
+            if para:
+                recs.append({"id": f"{path.stem}-{i}", "domain": "books", "text": para})
+    return recs
+
+
+def kg_records(n: int) -> list[dict]:
+    from kg.config import WalkConfig
+    from kg.generate import SampleFactory, sample_seeds
+    from kg.graph import load_graph
+
+    graph = load_graph(SHARED / "kg" / "nations", cache=Path(tempfile.mkdtemp()))
+    factory = SampleFactory(graph, WalkConfig(error_share=0.2))
+    return [o.record for o in factory.make(sample_seeds(n, 0, 60)) if o.record]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--demo-run", default=str(REPO / "runs" / "demo"))
+    ap.add_argument("--books", type=int, default=9)
+    ap.add_argument("--kg-samples", type=int, default=400)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from synth.llm.default_model import prepare_default_model
+    from synth.pack.inputs import iter_record_batches, resolve_inputs
+    from synth.pack.render import LossPolicy, Renderer, load_tokenizer
+    from synth.pack.run import PackOptions, pack
+
+    tok_dir = prepare_default_model()
+    work = Path(tempfile.mkdtemp(prefix="bench-pack-"))
+    books = work / "books.jsonl"
+    with open(books, "w") as fh:
+        for r in book_records(a.books):
+            fh.write(json.dumps(r) + "\n")
+    inputs = [str(books)]
+    demo = Path(a.demo_run)
+    if (demo / "output").is_dir():
+        inputs.append(str(demo))
+        chats = f"demo run {demo}"
+    else:
+        from kg.stage import SAMPLE_SCHEMA
+
+        pq.write_table(pa.Table.from_pylist(kg_records(a.kg_samples), schema=SAMPLE_SCHEMA), work / "kg.parquet")
+        inputs.append(str(work / "kg.parquet"))
+        chats = f"no demo run at {demo}: {a.kg_samples} KG tool-use samples instead"
+
+    # The same rendered text for the raw encoder (chat templates applied beforehand).
+    renderer = Renderer(load_tokenizer(tok_dir), LossPolicy())
+    texts = []
+    for f in resolve_inputs(inputs):
+        for batch in iter_record_batches(f.path):
+            for rec in batch:
+                if rec.get("messages"):
+                    texts.append(renderer.chat_text_and_spans(rec["messages"], rec.get("tools"))[0])
+                elif rec.get("text"):
+                    texts.append(rec["text"])
+    backend = renderer.backend
+
+    pack_rates, raw_rates = [], []
+    for rnd in range(a.rounds):
+        out = work / f"out-{rnd}"
+        t = time.perf_counter()
+        res = pack(PackOptions(inputs, str(tok_dir), a.seq_len, str(out), workers=1))
+        secs = time.perf_counter() - t
+        n_tokens = res.manifest["tokens"]["documents"]
+        pack_rates.append(n_tokens / secs)
+        t = time.perf_counter()
+        encoded = backend.encode_batch_fast(texts, add_special_tokens=False)  # the fastest batch API: no offsets
+        raw_secs = time.perf_counter() - t
+        raw_tokens = sum(len(e.ids) for e in encoded) + len(texts)  # + one end-of-document token each, as packed
+        raw_rates.append(raw_tokens / raw_secs)
+        print(f"round {rnd + 1}: pack {n_tokens:,} tokens in {secs:.2f}s = {pack_rates[-1]:,.0f} tokens/s "
+              f"(fill {res.manifest['fill_efficiency']:.1%}); raw encode {raw_tokens:,} tokens in {raw_secs:.2f}s = {raw_rates[-1]:,.0f} tokens/s")
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"inputs: {a.books} books ({len(texts):,} records with the chats); chats: {chats}")
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"pack_tokens_per_s={max(pack_rates):.0f} raw_encode_tokens_per_s={max(raw_rates):.0f}")
+    print(f"ratio={max(pack_rates) / max(raw_rates):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""What `synth pack` reads: run directories (their `output/`), folders, Parquet and JSONL
+files. Every input has a source name (the run directory's or file's name, or NAME in
+NAME=PATH), which mix.yaml weights may refer to. One task per file."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RECORD_COLUMNS = ("id", "messages", "tools", "text", "domain", "kind")
+_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json")
+
+
+class PackInputError(ValueError):
+    """An input path that cannot be read at all."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    source: str
+    path: str
+
+
+def _data_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES) and not p.name.startswith("."))
+
+
+def resolve_inputs(inputs: list[str]) -> list[InputFile]:
+    files: list[InputFile] = []
+    for raw in inputs:
+        name, _, path_s = raw.partition("=") if "=" in raw and not Path(raw).exists() else ("", "", raw)
+        path = Path(path_s)
+        if not path.exists():
+            raise PackInputError(f"input {path_s}: no such file or folder")
+        if path.is_dir():
+            folder = path / "output" if (path / "output").is_dir() else path
+            found = _data_files(folder)
+            if not found:
+                raise PackInputError(f"input {path_s}: no .parquet or .jsonl files in {folder}")
+            source = name or path.resolve().name
+            files.extend(InputFile(source, str(f)) for f in found)
+        elif path.name.endswith(_SUFFIXES):
+            source = name or path.name.split(".")[0]
+            files.append(InputFile(source, str(path)))
+        else:
+            raise PackInputError(f"input {path_s}: not a run directory, folder, .parquet or .jsonl file")
+    return files
+
+
+def iter_record_batches(path: str, batch_rows: int = 1024) -> Iterator[list[dict]]:
+    """Batches of records as dicts; a JSONL line that is not JSON becomes a record with
+    `_bad` set, so it is counted, not lost."""
+    if path.endswith(".parquet"):
+        pf = pq.ParquetFile(path)
+        cols = [c for c in RECORD_COLUMNS if c in pf.schema_arrow.names]
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=cols):
+            yield pa.Table.from_batches([batch]).to_pylist()
+        return
+    if path.endswith(".jsonl"):
+        # Arrow's JSON reader is several times faster than json.loads per line for text
+        # records; a file it cannot read as one table (a bad line, mixed types) is read
+        # line by line.
+        try:
+            import pyarrow.json as pj
+
+            table = pj.read_json(path)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            table = None
+        # Chat records stay on the per-line path: Arrow would merge differently shaped
+        # tool schemas and arguments into one struct padded with nulls.
+        if table is not None and not {"messages", "tools"} & set(table.column_names):
+            cols = [c for c in RECORD_COLUMNS if c in table.column_names]
+            for batch in table.select(cols).to_batches(max_chunksize=batch_rows):
+                yield pa.Table.from_batches([batch]).to_pylist()
+            return
+    opener = gzip.open if path.endswith(".gz") else open
+    batch: list[dict] = []
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError
+            except ValueError:
+                rec = {"_bad": "bad_json_line"}
+            batch.append(rec)
+            if len(batch) >= batch_rows:
+                yield batch
+                batch = []
+    if batch:
+        yield batch

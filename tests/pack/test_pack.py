@@ -1,0 +1,208 @@
+"""`synth pack`: native output, packing.parquet accounting, mix by tokens, bad input."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from synth.cli import app
+from synth.loader import PackedData
+from synth.pack.packer import WindowPacker
+from synth.pack.run import PackOptions, pack
+from tests.pack.helpers import chat, default_tokenizer_dir, text, write_jsonl
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tok_dir():
+    return default_tokenizer_dir()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    web = write_jsonl(d / "web.jsonl", [text(i, 20 + 13 * (i % 11)) for i in range(60)] + [text(1000, 700)])
+    chats = write_jsonl(d / "chats.jsonl", [chat(i) for i in range(40)])
+    return d, web, chats
+
+
+def run_cli(*args):
+    res = runner.invoke(app, ["pack", *map(str, args)])
+    return res.exit_code, res.output
+
+
+def test_native_pack_round_trips_every_record(corpus, tok_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    d, web, chats = corpus
+    out = tmp_path / "out"
+    code, output = run_cli(web, chats, "--tokenizer", tok_dir, "--seq-len", 256, "--output", out, "--window", 16)
+    assert code == 0, output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["dtype"] == "uint16" and m["tokenizer"]["vocab_size"] == 49152
+    data = PackedData(out)
+    packing = pq.read_table(out / "packing.parquet").to_pylist()
+    placed = [r for r in packing if r["status"] in ("packed", "split")]
+    assert {r["record_id"] for r in packing} == {f"text-{i}" for i in [*range(60), 1000]} | {f"chat-{i}" for i in range(40)}
+    # the 700-word text is longer than a sequence: split, nothing truncated
+    pieces = sorted((r for r in placed if r["record_id"] == "text-1000"), key=lambda r: r["piece"])
+    assert len(pieces) > 1 and all(r["status"] == "split" for r in pieces)
+    assert sum(r["tokens"] for r in pieces) == pieces[0]["record_tokens"]
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    source = {r["id"]: r for r in [json.loads(x) for x in open(web)] + [json.loads(x) for x in open(chats)]}
+    by_record = {}
+    for r in sorted(placed, key=lambda r: (r["record_id"], r["piece"])):
+        by_record.setdefault(r["record_id"], []).append(np.asarray(data.tokens[r["sequence"], r["offset"]:r["offset"] + r["tokens"]]))
+    for rid, parts in by_record.items():
+        ids = np.concatenate(parts)
+        assert ids[-1] == m["tokenizer"]["eod_id"]
+        if rid.startswith("text"):
+            assert tok.decode(ids[:-1].tolist()) == source[rid]["text"]
+        else:
+            assert source[rid]["messages"][-1]["content"] in tok.decode(ids.tolist())
+    # documents never overlap, never cross a sequence, and padding is never trained on
+    for s in range(len(data)):
+        docs = data.docs_of(s)
+        ends = docs[:, 1] + docs[:, 2]
+        assert (docs[1:, 1] == ends[:-1]).all() and docs[0, 1] == 0 and ends[-1] <= data.seq_len
+        assert not data.mask[s, ends[-1]:].any()
+    assert m["documents"] == len(placed) == len(data.documents)
+    assert m["tokens"]["documents"] == sum(r["tokens"] for r in placed)
+    assert 0.9 < m["fill_efficiency"] <= 1.0
+    assert "fill" in output and "tokens by domain: general" in " ".join(output.split())
+
+
+def test_packer_is_best_fit_and_bounded():
+    p = WindowPacker(10, window=4, carry=1)
+    bins = []
+    for i, n in enumerate([7, 3, 6, 4, 5, 5, 2, 8]):
+        bins += list(p.add(n, (i, n)))
+    # first window of 4: 7+3 and 6+4 fill exactly; nothing open is carried (no room left)
+    assert [sorted(d[1] for d in b.docs) for b in bins[:2]] == [[3, 7], [4, 6]]
+    assert len(p._open) <= 1 and len(p._pending) == 0
+    bins += list(p.finish())
+    assert sorted(n for b in bins for _, n in b.docs) == sorted([7, 3, 6, 4, 5, 5, 2, 8])
+    assert all(sum(n for _, n in b.docs) <= 10 for b in bins)
+
+
+def test_long_documents_can_be_dropped_and_are_accounted(corpus, tok_dir, tmp_path):
+    d, web, _ = corpus
+    res = pack(PackOptions([str(web)], str(tok_dir), 1024, str(tmp_path / "o"), long_docs="drop"))
+    rows = pq.read_table(tmp_path / "o" / "packing.parquet").to_pylist()
+    [dropped] = [r for r in rows if r["status"] == "dropped"]
+    assert dropped["record_id"] == "text-1000" and "longer_than_seq_len" in dropped["reason"]
+    assert res.manifest["counts"]["dropped"] == 1
+
+
+def test_mix_by_tokens_reaches_the_weights(corpus, tok_dir, tmp_path):
+    d, web, chats = corpus
+    mix = tmp_path / "mix.yaml"
+    mix.write_text("by: source\nweights: {web: 0.3, chats: 0.7}\nbudget_tokens: 8000\nmax_repeats: 4\n")
+    code, output = run_cli(web, chats, "--tokenizer", tok_dir, "--seq-len", 256, "--output", tmp_path / "o", "--mix", mix, "--seed", 3)
+    assert code == 0, output
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())["mix"]
+    assert m["target_share"] == {"chats": 0.7, "web": 0.3}
+    assert abs(m["actual_share"]["chats"] - 0.7) < 0.05 and m["distance"] < 0.05
+    assert abs(sum(m["actual_tokens"].values()) - 8000) < 800
+    rows = pq.read_table(tmp_path / "o" / "packing.parquet").to_pylist()
+    assert any(r["copy"] and r["copy"] > 0 for r in rows if r["source"] == "chats")  # chats are up-sampled: repeats
+    assert any(r["status"] == "not_sampled" for r in rows if r["source"] == "web")  # web is down-sampled
+    assert "mix distance" in output
+
+
+def test_mix_by_domain(corpus, tok_dir, tmp_path):
+    d, web, chats = corpus
+    mix = tmp_path / "mix.yaml"
+    mix.write_text("by: domain\nweights: {math: 1, general: 1}\n")
+    res = pack(PackOptions([str(web), str(chats)], str(tok_dir), 256, str(tmp_path / "o"), mix=str(mix)))
+    a = res.manifest["mix"]["actual_share"]
+    assert abs(a["math"] - 0.5) < 0.05  # without a budget: the largest mix that repeats nothing
+    assert res.manifest["counts"]["repeats"] == 0
+
+
+@pytest.mark.parametrize("mix_text, message", [
+    ("weights: {web: 1, nowhere: 1}\n", "'nowhere', which is not in the inputs"),
+    ("weights: {web: 1}\nbudget_tokens: 100000000\n", "lower the budget or raise max_repeats"),
+    ("weights: {web: 1}\nbugdet: 3\n", "field bugdet"),
+])
+def test_bad_mix_is_one_line_error(corpus, tok_dir, tmp_path, mix_text, message):
+    d, web, chats = corpus
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(mix_text)
+    code, output = run_cli(web, chats, "--tokenizer", tok_dir, "--seq-len", 64, "--output", tmp_path / "o", "--mix", mix)
+    assert code == 1 and message in " ".join(output.split()) and "Traceback" not in output
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_bad_tokenizer_paths_are_one_line_errors(corpus, tmp_path):
+    d, web, _ = corpus
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "tokenizer.json").write_text("{not a tokenizer")
+    for path, message in [(tmp_path / "missing", "no such folder"), (tmp_path / "empty", "not a tokenizer folder"),
+                          (tmp_path / "junk", "cannot load a tokenizer")]:
+        code, output = run_cli(web, "--tokenizer", path, "--seq-len", 64, "--output", tmp_path / "o")
+        assert code == 1 and message in " ".join(output.split()) and "Traceback" not in output, output
+
+
+def test_bad_records_are_counted_skips_with_ids(tok_dir, tmp_path):
+    src = write_jsonl(tmp_path / "mixed.jsonl", [
+        chat(1),
+        {"id": "neither", "domain": "x"},
+        {"id": "role", "messages": [{"role": "wizard", "content": "hi"}]},
+        {"id": "args", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]},
+        "this line is not json",
+    ])
+    code, output = run_cli(src, "--tokenizer", tok_dir, "--seq-len", 128, "--output", tmp_path / "o")
+    assert code == 0, output
+    rows = {r["record_id"]: r for r in pq.read_table(tmp_path / "o" / "packing.parquet").to_pylist()}
+    assert rows["neither"]["reason"] == "no_messages_or_text"
+    assert rows["role"]["reason"] == "unknown_role"
+    assert rows["args"]["reason"] == "tool_arguments_not_json"
+    assert rows["mixed.jsonl#4"]["reason"] == "bad_json_line"
+    assert rows["chat-1"]["status"] == "packed"
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["counts"]["skipped"] == {"bad_json_line": 1, "no_messages_or_text": 1, "tool_arguments_not_json": 1, "unknown_role": 1}
+    assert "skipped unknown_role: 1" in output
+
+
+def test_missing_input_is_one_line_error(tok_dir, tmp_path):
+    code, output = run_cli(tmp_path / "nope.jsonl", "--tokenizer", tok_dir, "--seq-len", 64, "--output", tmp_path / "o")
+    assert code == 1 and "no such file" in output and "Traceback" not in output
+
+
+def test_rerun_is_a_no_op_and_changed_options_repack(corpus, tok_dir, tmp_path):
+    d, web, _ = corpus
+    opts = PackOptions([str(web)], str(tok_dir), 256, str(tmp_path / "o"))
+    first = pack(opts)
+    again = pack(opts)
+    assert again.resumed and again.manifest == first.manifest
+    opts.seq_len = 128
+    third = pack(opts)
+    assert not third.resumed and third.manifest["seq_len"] == 128
+    assert PackedData(tmp_path / "o").tokens.shape[1] == 128
+
+
+def test_parallel_workers_write_the_same_bytes(corpus, tok_dir, tmp_path):
+    from tests.pack.test_resume import tree_digest
+
+    d, web, chats = corpus
+    one = pack(PackOptions([str(web), str(chats)], str(tok_dir), 256, str(tmp_path / "one"), workers=1))
+    two = pack(PackOptions([str(web), str(chats)], str(tok_dir), 256, str(tmp_path / "two"), workers=2))
+    assert one.manifest["files"] == two.manifest["files"]
+    assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
+
+
+def test_a_rewritten_input_is_tokenised_again(tok_dir, tmp_path):
+    src = write_jsonl(tmp_path / "a.jsonl", [text(1, 10)])
+    opts = PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "o"))
+    first = pack(opts)
+    write_jsonl(src, [text(1, 10), text(2, 10)])
+    messages = []
+    second = pack(opts, say=messages.append)
+    assert first.manifest["documents"] == 1 and second.manifest["documents"] == 2
+    assert any("tokenising again" in m for m in messages)
