@@ -5,11 +5,25 @@
   9 alphanumeric characters, one result per call, weights 0/1);
 - sequential: rendered by the Llama 3.1 chat template (shipped in `trl`), which refuses
   a message with more than one call, so the plain export must fail where this one works;
-- openai: rendered by the Qwen2.5 tool-calling template (shipped in `trl`).
+- openai: rendered by the Qwen2.5 tool-calling template (shipped in `trl`);
+- sharegpt: read by LLaMA-Factory's own ShareGPT converter (which skips an example whose
+  turns do not alternate) and encoded by its `qwen` and `llama3` templates, whose tool
+  formatter renders the calls; its tool extractor must parse every call back;
+- hermes: read by the same converter with the Hermes roles (system / human / gpt / tool),
+  and every gpt turn parsed by vLLM's Hermes 2 Pro tool parser (what serves Hermes models),
+  which must give back every call's name and arguments.
+
+LLaMA-Factory is installed without its dependencies (its releases pin transformers <= 5.6
+and need torchaudio, which breaks beside torch 2.13+cpu); only its data modules are used,
+and torchaudio, which it imports for audio inputs only, is stood in for while they load.
 """
 
+import importlib
+import importlib.machinery
 import importlib.util
 import json
+import sys
+import types
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +31,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kg.config import WalkConfig
-from kg.export import export, sequential_messages
+from kg.export import export, sequential_messages, to_sharegpt
 from kg.generate import SampleFactory, sample_seeds
 from kg.stage import SAMPLE_SCHEMA
 
@@ -177,3 +191,134 @@ def test_openai_export_renders_with_qwen25(weighted_run, tmp_path, tokenizer):
         body = text.split("<|im_end|>", 1)[1]
         assert body.count("<tool_call>") == sum(len(m["tool_calls"] or []) for m in rec["messages"])
         assert rec["messages"][-1]["content"] in text
+
+
+# -- sharegpt and hermes: LLaMA-Factory's reader and templates, vLLM's Hermes parser -----------
+
+
+@pytest.fixture(scope="module")
+def llamafactory():
+    """LLaMA-Factory's data modules (converter, parser, templates), without its trainer stack.
+
+    `llamafactory.data/__init__` imports the collators and the dataset loader, which need
+    its pinned trainer stack, so only the modules a dataset goes through are loaded. Its
+    multimodal plugin imports torchaudio at module level for audio inputs; a stand-in module
+    satisfies that import (text samples never reach it) and is removed right after.
+    """
+    pytest.importorskip("peft")  # imported by llamafactory.extras.constants
+    lf = pytest.importorskip("llamafactory")
+    import transformers.processing_utils  # noqa: F401  (load transformers' audio helpers before the stand-in)
+    import transformers.video_utils  # noqa: F401
+
+    name = "llamafactory.data"
+    if name not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(Path(lf.__file__).parent / "data")]
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+    had_torchaudio = "torchaudio" in sys.modules
+    if not had_torchaudio:
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    try:
+        template = importlib.import_module("llamafactory.data.template")
+    finally:
+        if not had_torchaudio:
+            del sys.modules["torchaudio"]
+    return types.SimpleNamespace(
+        template=template,
+        converter=importlib.import_module("llamafactory.data.converter"),
+        parser=importlib.import_module("llamafactory.data.parser"))
+
+
+@pytest.fixture(scope="module")
+def byte_tokenizer():
+    """A byte-level tokenizer: any text encodes and decodes back unchanged."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(BPE({c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def _lf_read(llamafactory, line, **tags):
+    """One exported line through LLaMA-Factory's ShareGPT converter, as `dataset_info.json` would
+    configure it (`formatting: sharegpt`, columns and tags); [] means it skipped the example."""
+    attr = llamafactory.parser.DatasetAttr("file", "kg", formatting="sharegpt", **tags)
+    converter = llamafactory.converter.SharegptDatasetConverter(attr, types.SimpleNamespace(media_dir=None))
+    example = converter(line)
+    return example["_prompt"] + example["_response"], example["_system"], example["_tools"]
+
+
+def _calls(message):
+    return [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+            for c in message["tool_calls"] or []]
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+@pytest.mark.parametrize("template_name,stop", [("qwen", "<|im_end|>\n"), ("llama3", "<|eot_id|>")])
+def test_sharegpt_export_trains_in_llamafactory(run, tmp_path, llamafactory, byte_tokenizer, template_name, stop,
+                                                sequential):
+    root, records = run
+    target = tmp_path / "sharegpt.jsonl"
+    assert export(root, "sharegpt", target, sequential=sequential) == len(records)
+    template = llamafactory.template.TEMPLATES[template_name]
+    for line, rec in zip(_lines(target), records):
+        messages, system, tools = _lf_read(llamafactory, line, system="system", tools="tools")
+        assert messages, f"LLaMA-Factory skipped sample {rec['id']}"
+        assert system == rec["messages"][0]["content"]
+        pairs = template.encode_multiturn(byte_tokenizer, messages, system, tools)
+        assert len(pairs) == len(messages) // 2
+        prompt_text = byte_tokenizer.decode(pairs[0][0])
+        for tool in json.loads(rec["tools"]):  # the template's tool formatter lists every tool
+            assert tool["function"]["name"] in prompt_text
+        # every function turn, as trained on, parses back (LLaMA-Factory's own extractor) to the calls made
+        rendered = [byte_tokenizer.decode(resp) for _, resp, in pairs]
+        parsed = [template.extract_tool(text.removesuffix(stop)) for text, m in zip(rendered, messages[1::2])
+                  if m["role"] == "function"]
+        expected = [_calls(m) for m in rec["messages"] if m["role"] == "assistant" and m["tool_calls"]]
+        if sequential:
+            expected = [[c] for calls in expected for c in calls]
+        assert [[{"name": f.name, "arguments": json.loads(f.arguments)} for f in p] for p in parsed] == expected
+        assert rendered[-1].removesuffix(stop) == rec["messages"][-1]["content"]
+
+
+def test_llamafactory_skips_what_the_sharegpt_export_avoids(run, llamafactory):
+    # The reader is strict: a reflection kept as a gpt turn before its corrected call breaks
+    # the alternation, and LLaMA-Factory silently drops the whole example.
+    _, records = run
+    rec = next(r for r in records if any(m["role"] == "assistant" and m["content"] and m["tool_calls"]
+                                         for m in r["messages"]))
+    line = to_sharegpt(rec)
+    k = next(i for i, t in enumerate(line["conversations"]) if t["from"] == "function_call" and i > 2)
+    line["conversations"].insert(k, {"from": "gpt", "value": "Let me correct that."})
+    assert _lf_read(llamafactory, line, system="system", tools="tools")[0] == []
+
+
+@pytest.mark.slow  # importing vLLM takes ~20 s
+@pytest.mark.parametrize("sequential", [False, True])
+def test_hermes_export_parses_with_vllm_hermes_parser(run, tmp_path, llamafactory, byte_tokenizer, sequential):
+    pytest.importorskip("vllm")
+    from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser
+
+    parser = Hermes2ProToolParser(byte_tokenizer)
+    root, records = run
+    target = tmp_path / "hermes.jsonl"
+    assert export(root, "hermes", target, sequential=sequential) == len(records)
+    for line, rec in zip(_lines(target), records):
+        # a Hermes function-calling dataset: roles system / human / gpt / tool, system in the turns
+        messages, system, _ = _lf_read(llamafactory, line, observation_tag="tool")
+        assert messages, f"LLaMA-Factory skipped sample {rec['id']}"
+        assert "<tools>" in system
+        source = sequential_messages(rec["messages"]) if sequential else rec["messages"]
+        assistant = [m for m in source if m["role"] == "assistant"]
+        gpt = [m["content"] for m in messages if m["role"] == "assistant"]
+        assert len(gpt) == len(assistant)
+        for text, m in zip(gpt, assistant):
+            info = parser.extract_tool_calls(text, request=None)
+            assert info.tools_called == bool(m["tool_calls"])
+            got = [{"name": c.function.name, "arguments": json.loads(c.function.arguments)} for c in info.tool_calls]
+            assert got == _calls(m)
+            assert (info.content or "").strip() == (m["content"] or "").strip()
