@@ -7,8 +7,9 @@
   a message with more than one call, so the plain export must fail where this one works;
 - openai: rendered by the Qwen2.5 tool-calling template (shipped in `trl`);
 - sharegpt: read by LLaMA-Factory's own ShareGPT converter (which skips an example whose
-  turns do not alternate) and encoded by its `qwen` and `llama3` templates, whose tool
-  formatter renders the calls; its tool extractor must parse every call back;
+  turns do not alternate) and made into supervised examples by its processor with its
+  `qwen` and `llama3` templates; the trained spans must be the calls (parsed back by the
+  template's own tool extractor) and the answer;
 - hermes: read by the same converter with the Hermes roles (system / human / gpt / tool),
   and every gpt turn parsed by vLLM's Hermes 2 Pro tool parser (what serves Hermes models),
   which must give back every call's name and arguments.
@@ -243,11 +244,15 @@ def byte_tokenizer():
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok)
 
 
+def _lf_attr(llamafactory, **columns_and_tags):
+    """A dataset as `dataset_info.json` would declare it: `formatting: sharegpt`, columns, tags."""
+    return llamafactory.parser.DatasetAttr("file", "kg", formatting="sharegpt", **columns_and_tags)
+
+
 def _lf_read(llamafactory, line, **tags):
-    """One exported line through LLaMA-Factory's ShareGPT converter, as `dataset_info.json` would
-    configure it (`formatting: sharegpt`, columns and tags); [] means it skipped the example."""
-    attr = llamafactory.parser.DatasetAttr("file", "kg", formatting="sharegpt", **tags)
-    converter = llamafactory.converter.SharegptDatasetConverter(attr, types.SimpleNamespace(media_dir=None))
+    """One exported line through LLaMA-Factory's ShareGPT converter; [] means it skipped the example."""
+    converter = llamafactory.converter.SharegptDatasetConverter(_lf_attr(llamafactory, **tags),
+                                                                types.SimpleNamespace(media_dir=None))
     example = converter(line)
     return example["_prompt"] + example["_response"], example["_system"], example["_tools"]
 
@@ -261,28 +266,48 @@ def _calls(message):
 @pytest.mark.parametrize("template_name,stop", [("qwen", "<|im_end|>\n"), ("llama3", "<|eot_id|>")])
 def test_sharegpt_export_trains_in_llamafactory(run, tmp_path, llamafactory, byte_tokenizer, template_name, stop,
                                                 sequential):
+    """Every sample becomes a LLaMA-Factory supervised example whose trained tokens are exactly
+    its calls (parsed back by the template's own tool extractor) and its answer."""
+    from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
+
     root, records = run
     target = tmp_path / "sharegpt.jsonl"
     assert export(root, "sharegpt", target, sequential=sequential) == len(records)
     template = llamafactory.template.TEMPLATES[template_name]
-    for line, rec in zip(_lines(target), records):
-        messages, system, tools = _lf_read(llamafactory, line, system="system", tools="tools")
-        assert messages, f"LLaMA-Factory skipped sample {rec['id']}"
-        assert system == rec["messages"][0]["content"]
-        pairs = template.encode_multiturn(byte_tokenizer, messages, system, tools)
-        assert len(pairs) == len(messages) // 2
-        prompt_text = byte_tokenizer.decode(pairs[0][0])
+    examples = [llamafactory.converter.SharegptDatasetConverter(_lf_attr(llamafactory, system="system", tools="tools"),
+                                                                types.SimpleNamespace(media_dir=None))(line)
+                for line in _lines(target)]
+    for ex, rec in zip(examples, records):
+        assert ex["_prompt"], f"LLaMA-Factory skipped sample {rec['id']}"
+    batch = {k: [ex[k] for ex in examples] for k in examples[0]}
+    processor = SupervisedDatasetProcessor(template=template, tokenizer=byte_tokenizer, processor=None,
+                                           data_args=types.SimpleNamespace(cutoff_len=10**6, train_on_prompt=False,
+                                                                           mask_history=False))
+    encoded = processor.preprocess_dataset(batch)
+    assert len(encoded["input_ids"]) == len(records)  # none dropped
+    for input_ids, labels, ex, rec in zip(encoded["input_ids"], encoded["labels"], examples, records):
+        text = byte_tokenizer.decode(input_ids)
         for tool in json.loads(rec["tools"]):  # the template's tool formatter lists every tool
-            assert tool["function"]["name"] in prompt_text
-        # every function turn, as trained on, parses back (LLaMA-Factory's own extractor) to the calls made
-        rendered = [byte_tokenizer.decode(resp) for _, resp, in pairs]
-        parsed = [template.extract_tool(text.removesuffix(stop)) for text, m in zip(rendered, messages[1::2])
-                  if m["role"] == "function"]
+            assert tool["function"]["name"] in text
+        assert rec["messages"][1]["content"] in text
+        # the trained spans (labels not masked), one per assistant turn
+        spans, span = [], []
+        for token, label in zip(input_ids, labels):
+            if label != -100:
+                span.append(token)
+            elif span:
+                spans, span = [*spans, byte_tokenizer.decode(span).removesuffix(stop)], []
+        spans.append(byte_tokenizer.decode(span).removesuffix(stop))
+        turns = (ex["_prompt"] + ex["_response"])[1::2]
+        assert len(spans) == len(turns)
+        parsed = [template.extract_tool(t) for t, m in zip(spans, turns) if m["role"] == "function"]
         expected = [_calls(m) for m in rec["messages"] if m["role"] == "assistant" and m["tool_calls"]]
         if sequential:
             expected = [[c] for calls in expected for c in calls]
         assert [[{"name": f.name, "arguments": json.loads(f.arguments)} for f in p] for p in parsed] == expected
-        assert rendered[-1].removesuffix(stop) == rec["messages"][-1]["content"]
+        assert spans[-1] == rec["messages"][-1]["content"]
+        results = [m["content"] for m in rec["messages"] if m["role"] == "tool"]
+        assert not any(r in span for r in results for span in spans)  # tool results are context, not targets
 
 
 def test_llamafactory_skips_what_the_sharegpt_export_avoids(run, llamafactory):
