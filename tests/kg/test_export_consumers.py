@@ -262,8 +262,10 @@ def _calls(message):
             for c in message["tool_calls"] or []]
 
 
+@pytest.mark.slow  # loading LLaMA-Factory's data modules takes ~15 s
 @pytest.mark.parametrize("sequential", [False, True])
-@pytest.mark.parametrize("template_name,stop", [("qwen", "<|im_end|>\n"), ("llama3", "<|eot_id|>")])
+@pytest.mark.parametrize("template_name,stop", [("qwen", "<|im_end|>\n"), ("llama3", "<|eot_id|>")],
+                         ids=["qwen", "llama3"])
 def test_sharegpt_export_trains_in_llamafactory(run, tmp_path, llamafactory, byte_tokenizer, template_name, stop,
                                                 sequential):
     """Every sample becomes a LLaMA-Factory supervised example whose trained tokens are exactly
@@ -310,6 +312,7 @@ def test_sharegpt_export_trains_in_llamafactory(run, tmp_path, llamafactory, byt
         assert not any(r in span for r in results for span in spans)  # tool results are context, not targets
 
 
+@pytest.mark.slow
 def test_llamafactory_skips_what_the_sharegpt_export_avoids(run, llamafactory):
     # The reader is strict: a reflection kept as a gpt turn before its corrected call breaks
     # the alternation, and LLaMA-Factory silently drops the whole example.
@@ -322,7 +325,7 @@ def test_llamafactory_skips_what_the_sharegpt_export_avoids(run, llamafactory):
     assert _lf_read(llamafactory, line, system="system", tools="tools")[0] == []
 
 
-@pytest.mark.slow  # importing vLLM takes ~20 s
+@pytest.mark.slow  # importing vLLM takes ~20 s (and LLaMA-Factory ~15 s)
 @pytest.mark.parametrize("sequential", [False, True])
 def test_hermes_export_parses_with_vllm_hermes_parser(run, tmp_path, llamafactory, byte_tokenizer, sequential):
     pytest.importorskip("vllm")
