@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synth.core.registry import BUILTIN_STAGES, StageImportError, UnknownStageType, stage_class
+from synth.core.registry import StageImportError, UnknownStageType, all_stage_types, stage_class
 from synth.core.stage import PipelineContext, SourceStage, Stage
 
 
@@ -252,8 +252,9 @@ def build_pipeline(
         except StageImportError as exc:
             raise fail(loc + ("type",), str(exc)) from None
         except UnknownStageType as exc:
-            allowed = ", ".join(sorted(BUILTIN_STAGES))
-            close = difflib.get_close_matches(str(type_name), BUILTIN_STAGES, n=1)
+            known = all_stage_types()
+            allowed = ", ".join(sorted(known))
+            close = difflib.get_close_matches(str(type_name), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise fail(loc + ("type",), f"unknown stage type {exc}{hint}; allowed: {allowed}, or package.module:Class") from None
         try:
