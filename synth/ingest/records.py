@@ -99,6 +99,10 @@ class ReadRecords(SourceStage):
                 continue
             row.setdefault("id", content_id(line))
             rows.append(row)
+        # Arrow takes the columns of the first row only: a key that appears later must not be lost.
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        if any(len(r) != len(names) for r in rows):
+            rows = [{k: r.get(k) for k in names} for r in rows]
         try:
             return pa.Table.from_pylist(rows)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
