@@ -55,7 +55,7 @@ def same_answer(a, b) -> bool:
 
 
 class _Group:
-    __slots__ = ("key", "raw", "_parsed", "fast")
+    __slots__ = ("_parsed", "fast", "key", "raw")
 
     def __init__(self, key: str, raw: str, fast: bool):
         self.key, self.raw, self.fast, self._parsed = key, raw, fast, None
