@@ -86,7 +86,9 @@ def measure(name: str, pairs) -> dict[str, float]:
         right = sum(s == want for s, (_, _, want) in zip(said, pairs))
         agreement[method] = right / len(pairs)
         missed = [(a, b) for s, (a, b, want) in zip(said, pairs) if s != want][:3]
-        print(f"{name:8s} {method:13s} agreement {agreement[method]:.3f} ({right}/{len(pairs)})  {2 * len(pairs) / seconds:9,.0f} answers/s  e.g. wrong: {missed}")
+        print(
+            f"{name:8s} {method:13s} agreement {agreement[method]:.3f} ({right}/{len(pairs)})  {2 * len(pairs) / seconds:9,.0f} answers/s  e.g. wrong: {missed}"
+        )
     return agreement
 
 
@@ -96,14 +98,18 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=500)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    same_answer(parse_answer("1"), parse_answer(r"\frac{\sqrt{2}}{2}"))  # imports and first-use set-up outside the timings
+    same_answer(
+        parse_answer("1"), parse_answer(r"\frac{\sqrt{2}}{2}")
+    )  # imports and first-use set-up outside the timings
     gsm = gsm8k_pairs(args.shared / "benchmarks" / "gsm8k" / "test.jsonl", args.items)
     plain = [p for p in gsm if re.fullmatch(r"-?[\d,]+(\.0+)?", p[1])]
     measure("gsm8k", gsm)
     measure("plain", plain)
     measure("latex", LATEX)
     total = measure("all", gsm + LATEX)
-    print(f"agreement_normaliser={total['normaliser']:.3f} agreement_math_verify={total['math-verify']:.3f} agreement_synth={total['synth voting']:.3f}")
+    print(
+        f"agreement_normaliser={total['normaliser']:.3f} agreement_math_verify={total['math-verify']:.3f} agreement_synth={total['synth voting']:.3f}"
+    )
     print(f"ratio={total['synth voting'] / total['normaliser']:.3f}")
 
 

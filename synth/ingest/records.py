@@ -27,13 +27,22 @@ REJECT_SAMPLE = 10_000  # per shard and reason: with shards of <= 5,000 rows the
 
 
 class ReadRecordsOptions(StageOptions):
-    rows_per_shard: int = Field(5000, ge=1, le=REJECT_SAMPLE, description="Parquet and datasets inputs are split into shards of this many rows.")
-    bytes_per_shard: int = Field(64 << 20, ge=1 << 16, description="Plain JSONL files are split at line starts near this size.")
-    columns: list[str] = Field(default_factory=list, description="Columns the records are expected to have (declared to later stages).")
-    messages_column: str | None = Field(
-        None, description="A column of chat turns ({role, content}); derives `instruction` (first user turn) and `response` (the reply to it) where missing."
+    rows_per_shard: int = Field(
+        5000, ge=1, le=REJECT_SAMPLE, description="Parquet and datasets inputs are split into shards of this many rows."
     )
-    split: list[str] = Field(default_factory=list, description="Splits of a saved DatasetDict to read (default: all, in saved order).")
+    bytes_per_shard: int = Field(
+        64 << 20, ge=1 << 16, description="Plain JSONL files are split at line starts near this size."
+    )
+    columns: list[str] = Field(
+        default_factory=list, description="Columns the records are expected to have (declared to later stages)."
+    )
+    messages_column: str | None = Field(
+        None,
+        description="A column of chat turns ({role, content}); derives `instruction` (first user turn) and `response` (the reply to it) where missing.",
+    )
+    split: list[str] = Field(
+        default_factory=list, description="Splits of a saved DatasetDict to read (default: all, in saved order)."
+    )
 
 
 class ReadRecords(SourceStage):
@@ -55,16 +64,31 @@ class ReadRecords(SourceStage):
             name = path.name
             if path.is_dir():
                 for split, rows in _dataset_splits(path, self.options.split):
-                    specs += [{"path": str(path), "format": "datasets", "split": split, "start": a, "stop": min(rows, a + step)} for a in range(0, max(rows, 1), step)]
+                    specs += [
+                        {
+                            "path": str(path),
+                            "format": "datasets",
+                            "split": split,
+                            "start": a,
+                            "stop": min(rows, a + step),
+                        }
+                        for a in range(0, max(rows, 1), step)
+                    ]
             elif name.endswith(PARQUET_SUFFIXES):
                 rows = pq.ParquetFile(path).metadata.num_rows
-                specs += [{"path": str(path), "format": "parquet", "start": a, "stop": min(rows, a + step)} for a in range(0, max(rows, 1), step)]
+                specs += [
+                    {"path": str(path), "format": "parquet", "start": a, "stop": min(rows, a + step)}
+                    for a in range(0, max(rows, 1), step)
+                ]
             elif name.endswith(".gz"):
                 specs.append({"path": str(path), "format": "jsonl", "start": 0, "stop": -1})
             else:
                 size = path.stat().st_size
                 bstep = self.options.bytes_per_shard
-                specs += [{"path": str(path), "format": "jsonl", "start": a, "stop": a + bstep} for a in range(0, max(size, 1), bstep)]
+                specs += [
+                    {"path": str(path), "format": "jsonl", "start": a, "stop": a + bstep}
+                    for a in range(0, max(size, 1), bstep)
+                ]
         return specs
 
     def read(self, spec, shard: Shard):
@@ -92,7 +116,9 @@ class ReadRecords(SourceStage):
             try:
                 row = json.loads(line)
             except ValueError:
-                shard.drop({"id": f"{path.name}@{offset}", "line": line[:500].decode("utf-8", "replace")}, "malformed_jsonl")
+                shard.drop(
+                    {"id": f"{path.name}@{offset}", "line": line[:500].decode("utf-8", "replace")}, "malformed_jsonl"
+                )
                 continue
             if not isinstance(row, dict):
                 shard.drop({"id": f"{path.name}@{offset}"}, "not_an_object")
@@ -106,7 +132,9 @@ class ReadRecords(SourceStage):
         try:
             return pa.Table.from_pylist(rows)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ValueError(f"{path}: rows do not share one schema ({exc}); convert the file to Parquet first") from None
+            raise ValueError(
+                f"{path}: rows do not share one schema ({exc}); convert the file to Parquet first"
+            ) from None
 
     def _chat_columns(self, table: pa.Table, shard: Shard) -> pa.Table:
         """`instruction` and `response` from the conversation where the row has none;
@@ -115,7 +143,9 @@ class ReadRecords(SourceStage):
         if table.num_rows == 0 or col not in table.column_names:
             missing = [c for c in ("instruction", "response") if c not in table.column_names]
             if table.num_rows and missing:
-                raise ValueError(f"read_records: messages_column {col!r} is not a column of the input (columns: {', '.join(table.column_names)})")
+                raise ValueError(
+                    f"read_records: messages_column {col!r} is not a column of the input (columns: {', '.join(table.column_names)})"
+                )
             for name in missing:
                 table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
             return table
@@ -126,7 +156,10 @@ class ReadRecords(SourceStage):
         for i, turns in enumerate(table.column(col).to_pylist()):
             pair = _first_exchange(turns)
             if pair is None:
-                shard.drop({"id": table.column("id")[i].as_py(), col: json.dumps(turns, default=str)[:500]}, "no_user_assistant_exchange")
+                shard.drop(
+                    {"id": table.column("id")[i].as_py(), col: json.dumps(turns, default=str)[:500]},
+                    "no_user_assistant_exchange",
+                )
                 continue
             if sum(1 for t in turns if isinstance(t, dict) and t.get("role") == "user") > 1:
                 shard.count("read_records.multi_turn_first_exchange")
@@ -136,7 +169,11 @@ class ReadRecords(SourceStage):
         table = table.take(pa.array(keep, pa.int64()))
         for name, values, has in (("instruction", instructions, has_i), ("response", responses, has_r)):
             array = pa.array(values, pa.string())
-            table = table.set_column(table.column_names.index(name), name, array) if has else table.append_column(name, array)
+            table = (
+                table.set_column(table.column_names.index(name), name, array)
+                if has
+                else table.append_column(name, array)
+            )
         return table
 
     def schema(self):
@@ -182,7 +219,9 @@ def _lines(path: Path, start: int, stop: int):
 
 def is_saved_dataset(path: Path) -> bool:
     """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
-    return (path / "dataset_dict.json").is_file() or ((path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    )
 
 
 def _dataset(path: Path, split: str | None):
@@ -215,7 +254,9 @@ def expand_inputs(inputs) -> list[Path]:
             folders.append(Path(os.path.abspath(item)))
             continue
         if not any(c in item for c in "*?[") and os.path.isfile(item) and not item.endswith(suffixes):
-            raise ValueError(f"{item}: inputs must be Parquet or JSONL files or saved datasets folders ({', '.join(suffixes)})")
+            raise ValueError(
+                f"{item}: inputs must be Parquet or JSONL files or saved datasets folders ({', '.join(suffixes)})"
+            )
         rest.append(item)
     files = [Path(p) for p in expand(rest) if p.endswith(suffixes)] if rest else []
     return sorted(set(folders)) + files

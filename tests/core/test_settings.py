@@ -28,7 +28,9 @@ def test_wrong_settings_value_is_an_error(tmp_path):
 
 
 def test_known_settings_keys_and_overrides_reach_the_stages(tmp_path):
-    pipe = load_pipeline(_write(tmp_path, "  models: m.yaml\n  llm_cache: c.sqlite"), overrides={"models": "other.yaml"})
+    pipe = load_pipeline(
+        _write(tmp_path, "  models: m.yaml\n  llm_cache: c.sqlite"), overrides={"models": "other.yaml"}
+    )
     assert pipe.settings == {"models": "other.yaml", "llm_cache": "c.sqlite"}
     assert pipe.stages[0].stage.pipeline.settings == pipe.settings
     assert load_pipeline(_write(tmp_path, "  {}")).settings == {}

@@ -25,7 +25,9 @@ def test_pairs_the_normaliser_splits_are_one_answer(a, b):
     assert len(set(answer_keys([a, b], "normalize"))) == 2
 
 
-@pytest.mark.parametrize("a,b", [("5", "6"), (r"\sqrt{2}", "2"), (r"\frac{1}{2}", r"\frac{1}{3}"), ("B", "C"), ("x=3", "x=4")])
+@pytest.mark.parametrize(
+    "a,b", [("5", "6"), (r"\sqrt{2}", "2"), (r"\frac{1}{2}", r"\frac{1}{3}"), ("B", "C"), ("x=3", "x=4")]
+)
 def test_different_answers_stay_apart(a, b):
     ka, kb = answer_keys([a, b])
     assert ka != kb
@@ -38,7 +40,12 @@ def test_plain_number_names_the_group_and_letters_are_not_maths():
 
 
 def test_consistency_votes_equal_latex_answers_together():
-    rows = [{"id": "a", "responses": [r"So \boxed{\frac{\sqrt{3}}{2}}", r"\boxed{\frac{1}{2}\sqrt{3}}", r"\boxed{\sqrt{3}}"]}]
+    rows = [
+        {
+            "id": "a",
+            "responses": [r"So \boxed{\frac{\sqrt{3}}{2}}", r"\boxed{\frac{1}{2}\sqrt{3}}", r"\boxed{\sqrt{3}}"],
+        }
+    ]
     stage = SelfConsistency(ConsistencyOptions(min_agree=2))
     out = stage.process(pa.Table.from_pylist(rows), Shard("02-consistency", 0, "p", 0))
     assert out.column("consistency_votes").to_pylist() == [2]

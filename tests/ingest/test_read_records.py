@@ -40,7 +40,9 @@ def test_jsonl_parquet_and_saved_datasets_keep_every_column(tmp_path):
 def test_dataset_dict_splits_and_unknown_split(tmp_path):
     import datasets
 
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:5]), "test": datasets.Dataset.from_list(ROWS[5:])})
+    dd = datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(ROWS[:5]), "test": datasets.Dataset.from_list(ROWS[5:])}
+    )
     dd.save_to_disk(str(tmp_path / "dd"))
     assert len(_read_all([tmp_path / "dd"])[0]) == 7
     test_rows, _ = _read_all([tmp_path / "dd"], split=["test"])
@@ -56,18 +58,45 @@ def test_existing_id_column_is_kept(tmp_path):
 
 def test_messages_derive_instruction_and_response(tmp_path):
     chats = [
-        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}]},
-        {"messages": [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}, {"role": "user", "content": "Q3"}, {"role": "assistant", "content": "A3"}]},
-        {"messages": [{"role": "user", "content": "unanswered"}, {"role": "user", "content": "Q4"}, {"role": "assistant", "content": "A4"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "Q1"},
+                {"role": "assistant", "content": "A1"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Q2"},
+                {"role": "assistant", "content": "A2"},
+                {"role": "user", "content": "Q3"},
+                {"role": "assistant", "content": "A3"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "unanswered"},
+                {"role": "user", "content": "Q4"},
+                {"role": "assistant", "content": "A4"},
+            ]
+        },
         {"messages": [{"role": "assistant", "content": "hello"}]},
-        {"messages": [{"role": "user", "content": "Q5"}, {"role": "assistant", "content": "A5"}], "instruction": "given", "response": None},
+        {
+            "messages": [{"role": "user", "content": "Q5"}, {"role": "assistant", "content": "A5"}],
+            "instruction": "given",
+            "response": None,
+        },
     ]
     (tmp_path / "c.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
     rows, shard = _read_all([tmp_path / "c.jsonl"], messages_column="messages")
     assert [(r["instruction"], r["response"]) for r in rows] == [("Q1", "A1"), ("Q2", "A2"), ("given", "A5")]
     assert shard.dropped == {"no_user_assistant_exchange": 2}
     assert shard.counters["read_records.multi_turn_first_exchange"] == 1
-    assert ReadRecords(ReadRecordsOptions(messages_column="messages")).output_columns() == ("id", "instruction", "response")
+    assert ReadRecords(ReadRecordsOptions(messages_column="messages")).output_columns() == (
+        "id",
+        "instruction",
+        "response",
+    )
 
 
 def test_missing_messages_column_is_one_clear_error(tmp_path):

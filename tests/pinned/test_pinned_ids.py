@@ -28,7 +28,11 @@ runner = CliRunner()
 
 
 def _ids(run: Path) -> list[str]:
-    return sorted(i for p in sorted((run / "output").glob("*.parquet")) for i in pq.read_table(p, columns=["id"]).column("id").to_pylist())
+    return sorted(
+        i
+        for p in sorted((run / "output").glob("*.parquet"))
+        for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()
+    )
 
 
 def _check(name: str, ids: list[str]) -> None:
@@ -38,7 +42,9 @@ def _check(name: str, ids: list[str]) -> None:
     expected = json.loads(pinned.read_text())
     assert ids, "the pinned run produced no records"
     missing, extra = sorted(set(expected) - set(ids)), sorted(set(ids) - set(expected))
-    assert ids == expected, f"{name}: {len(missing)} pinned ids missing (e.g. {missing[:3]}), {len(extra)} new (e.g. {extra[:3]})"
+    assert ids == expected, (
+        f"{name}: {len(missing)} pinned ids missing (e.g. {missing[:3]}), {len(extra)} new (e.g. {extra[:3]})"
+    )
 
 
 def _run(pipeline: Path, run: Path, inputs: list[Path]) -> None:

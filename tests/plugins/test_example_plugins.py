@@ -21,7 +21,12 @@ PLUGINS = Path(__file__).resolve().parents[2] / "examples" / "plugins"
 FILTER = "synth_example_plugins.length_filter:InstructionLength"
 TRANSLATE = "synth_example_plugins.translate:TranslateInstruction"
 runner = CliRunner()
-INSTRUCTIONS = ["Hi", "Describe the water cycle in three sentences.", "List two prime numbers greater than ten.", "word " * 60]
+INSTRUCTIONS = [
+    "Hi",
+    "Describe the water cycle in three sentences.",
+    "List two prime numbers greater than ten.",
+    "word " * 60,
+]
 
 
 @pytest.fixture
@@ -35,7 +40,9 @@ def _run(tmp_path, stage: dict):
     src = tmp_path / "tasks.jsonl"
     src.write_text("".join(json.dumps({"instruction": t, "source": "team"}) + "\n" for t in INSTRUCTIONS))
     pipe = tmp_path / "p.yaml"
-    pipe.write_text(yaml.safe_dump({"name": "plugins", "stages": [{"type": "read_records", "columns": ["instruction"]}, stage]}))
+    pipe.write_text(
+        yaml.safe_dump({"name": "plugins", "stages": [{"type": "read_records", "columns": ["instruction"]}, stage]})
+    )
     run = tmp_path / "run"
     res = runner.invoke(app, ["run", str(pipe), "--input", str(src), "--output", str(run), "--workers", "1"])
     assert res.exit_code == 0, res.output
@@ -67,7 +74,9 @@ def test_entry_point_names_a_stage_and_cannot_replace_a_builtin(tmp_path, plugin
 
 
 def test_unknown_type_lists_plugins_among_allowed(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint("instruction_length", FILTER, "synth.stages")])
+    monkeypatch.setattr(
+        registry, "entry_points", lambda group: [EntryPoint("instruction_length", FILTER, "synth.stages")]
+    )
     from synth.core.config import ConfigError, build_pipeline
 
     with pytest.raises(ConfigError, match="did you mean 'instruction_length'"):
