@@ -106,7 +106,7 @@ def _line_of(node: yaml.Node | None, path: tuple) -> int | None:
 
 def _explain(model: type[BaseModel], err: dict) -> str:
     loc = err["loc"]
-    if loc and loc[0] == "settings" and len(loc) > 1:
+    if model is PipelineHeader and loc and loc[0] == "settings" and len(loc) > 1:
         model = PipelineSettings  # settings' own fields, not the header's
     if err["type"] == "extra_forbidden":
         allowed = ", ".join(sorted(model.model_fields))

@@ -83,7 +83,7 @@ def stage_class(type_name: str) -> type[Stage]:
         module = importlib.import_module(module_name)
         cls = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
-        if type_name in BUILTIN_STAGES:
+        if ":" not in type_name:  # a built-in or a plugin's entry point: the name is known
             raise StageImportError(f"stage type '{type_name}' could not be loaded from {target}: {type(exc).__name__}: {exc}") from exc
         raise UnknownStageType(f"{type_name} ({target}: {exc})") from exc
     if not (isinstance(cls, type) and issubclass(cls, Stage)):

@@ -99,3 +99,9 @@ def test_llm_plugin_on_real_default_model(tmp_path, plugins_importable):
     assert stage["balanced"] and len(rows) + sum(stage["dropped"].values()) == 4
     assert rows and all(r["translated_instruction"].strip() for r in rows)
     assert any(k.endswith(".completion_tokens") and v > 0 for k, v in stage["counters"].items())
+
+
+def test_plugin_that_fails_to_import_is_named(monkeypatch):
+    monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint("broken", "no_such_pkg.mod:Stage", "synth.stages")])
+    with pytest.raises(registry.StageImportError, match="stage type 'broken' could not be loaded from no_such_pkg.mod:Stage"):
+        registry.stage_class("broken")
