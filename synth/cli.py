@@ -158,10 +158,10 @@ def _describe(record: dict) -> str:
 
 @app.command("stages")
 def list_stages() -> None:
-    """List the built-in stage types."""
-    from synth.core.registry import BUILTIN_STAGES
+    """List the stage types: built-in, then those plugins declare (entry points `synth.stages`)."""
+    from synth.core.registry import all_stage_types
 
-    for name, target in BUILTIN_STAGES.items():
+    for name, target in all_stage_types().items():
         typer.echo(f"{name:20s} {target}")
 
 

@@ -18,12 +18,21 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synth.core.registry import BUILTIN_STAGES, StageImportError, UnknownStageType, stage_class
+from synth.core.registry import StageImportError, UnknownStageType, all_stage_types, stage_class
 from synth.core.stage import PipelineContext, SourceStage, Stage
 
 
 class ConfigError(ValueError):
     """A pipeline file is wrong; the message says where and what is allowed."""
+
+
+class PipelineSettings(BaseModel):
+    """Settings every stage of a pipeline shares; an unknown key is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: str | None = Field(None, description="MODELS file for LLM stages, relative to the pipeline file")
+    llm_cache: str | None = Field(None, description="LLM request cache file (default RUN/llm-cache.sqlite)")
 
 
 class PipelineHeader(BaseModel):
@@ -34,7 +43,7 @@ class PipelineHeader(BaseModel):
     seed: int = 0
     inputs: list[str] = Field(default_factory=list, description="Default input globs, relative to this file.")
     reject_sample_per_reason: int = Field(20, ge=0, le=10_000)
-    settings: dict[str, Any] = Field(default_factory=dict, description="Shared settings, e.g. models: FILE.")
+    settings: PipelineSettings = Field(default_factory=PipelineSettings, description="Shared settings, e.g. models: FILE.")
     stages: list[dict[str, Any]]
 
 
@@ -97,13 +106,15 @@ def _line_of(node: yaml.Node | None, path: tuple) -> int | None:
 
 def _explain(model: type[BaseModel], err: dict) -> str:
     loc = err["loc"]
+    if model is PipelineHeader and loc and loc[0] == "settings" and len(loc) > 1:
+        model = PipelineSettings  # settings' own fields, not the header's
     if err["type"] == "extra_forbidden":
         allowed = ", ".join(sorted(model.model_fields))
         return f"unknown field '{loc[-1]}'; allowed fields: {allowed}"
     if err["type"] == "missing":
         return f"field '{loc[-1]}' is required"
     field_name = ".".join(str(p) for p in loc)
-    info = model.model_fields.get(str(loc[0])) if loc else None
+    info = model.model_fields.get(str(loc[1 if model is PipelineSettings else 0])) if loc else None
     hint = f" ({info.description})" if info is not None and info.description else ""
     return f"field '{field_name}': {err['msg']}{hint}"
 
@@ -223,7 +234,7 @@ def build_pipeline(
     base = path.parent if path else Path.cwd()
     # ${VAR} in inputs (expanded above) lets a team point a shared pipeline at its own data.
     inputs = [str(base / p) if not Path(p).is_absolute() else p for p in header.inputs]
-    settings = dict(header.settings)
+    settings = header.settings.model_dump(exclude_none=True)
     if overrides:
         settings.update(overrides)
     ctx = PipelineContext(seed=header.seed if seed is None else seed, config_path=path, settings=settings)
@@ -241,8 +252,9 @@ def build_pipeline(
         except StageImportError as exc:
             raise fail(loc + ("type",), str(exc)) from None
         except UnknownStageType as exc:
-            allowed = ", ".join(sorted(BUILTIN_STAGES))
-            close = difflib.get_close_matches(str(type_name), BUILTIN_STAGES, n=1)
+            known = all_stage_types()
+            allowed = ", ".join(sorted(known))
+            close = difflib.get_close_matches(str(type_name), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise fail(loc + ("type",), f"unknown stage type {exc}{hint}; allowed: {allowed}, or package.module:Class") from None
         try:

@@ -1,13 +1,15 @@
 """Stage types by YAML name.
 
 Imports are lazy so `synth --help` stays fast and a pipeline only loads the
-libraries its own stages need. A `type` may also be a `package.module:Class`
-path, which is how a team plugs in its own stages without forking synth.
+libraries its own stages need. A team plugs in its own stages without forking
+synth in two ways: a `type` may be a `package.module:Class` path, or an installed
+package may declare entry points in the group `synth.stages` (name = YAML type).
 """
 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 
 from synth.core.stage import Stage
 
@@ -16,6 +18,7 @@ BUILTIN_STAGES: dict[str, str] = {
     "sample": "synth.core.sampling:SampleRecords",
     # 1. ingest: raw crawls and books -> clean passages
     "read": "synth.ingest.read:ReadDocuments",
+    "read_records": "synth.ingest.records:ReadRecords",  # JSONL/Parquet/datasets rows as they are
     "url_filter": "synth.ingest.urlfilter:URLFilter",
     "extract_html": "synth.ingest.extract:ExtractHtml",
     "split_passages": "synth.ingest.passages:SplitPassages",
@@ -52,8 +55,25 @@ class StageImportError(ImportError):
     """A known stage type whose module fails to import (a missing extra, a bug)."""
 
 
+ENTRY_POINT_GROUP = "synth.stages"
+
+
+def plugin_stages() -> dict[str, str]:
+    """Stage types installed packages declare as `synth.stages` entry points; a
+    built-in name wins, so a plugin cannot silently replace a built-in stage."""
+    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {name: target for name, target in sorted(found.items()) if name not in BUILTIN_STAGES}
+
+
+def all_stage_types() -> dict[str, str]:
+    """Every stage type a pipeline may name: built-ins, then plugins."""
+    return {**BUILTIN_STAGES, **plugin_stages()}
+
+
 def stage_class(type_name: str) -> type[Stage]:
     target = BUILTIN_STAGES.get(type_name)
+    if target is None and ":" not in type_name:
+        target = plugin_stages().get(type_name)
     if target is None and ":" in type_name:
         target = type_name
     if target is None:
@@ -63,7 +83,7 @@ def stage_class(type_name: str) -> type[Stage]:
         module = importlib.import_module(module_name)
         cls = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
-        if type_name in BUILTIN_STAGES:
+        if ":" not in type_name:  # a built-in or a plugin's entry point: the name is known
             raise StageImportError(f"stage type '{type_name}' could not be loaded from {target}: {type(exc).__name__}: {exc}") from exc
         raise UnknownStageType(f"{type_name} ({target}: {exc})") from exc
     if not (isinstance(cls, type) and issubclass(cls, Stage)):

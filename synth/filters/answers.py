@@ -42,6 +42,13 @@ def _boxed(text: str) -> str | None:
 
 def extract_answer(text: str | None, last_number_fallback: bool = True) -> str | None:
     """The normalised final answer of a response, or None."""
+    raw = extract_raw_answer(text, last_number_fallback)
+    return normalize_answer(raw) if raw is not None else None
+
+
+def extract_raw_answer(text: str | None, last_number_fallback: bool = True) -> str | None:
+    """The final answer of a response as written (the first marker whose answer
+    normalises to something), for equivalence checks that read LaTeX; or None."""
     if not text:
         return None
     candidates = []
@@ -55,13 +62,12 @@ def extract_answer(text: str | None, last_number_fallback: bool = True) -> str |
     if said:
         candidates.append(said[-1])
     for cand in candidates:
-        norm = normalize_answer(cand)
-        if norm:
-            return norm
+        if normalize_answer(cand):
+            return cand
     if last_number_fallback:
         numbers = _NUMBER.findall(text)
-        if numbers:
-            return normalize_answer(numbers[-1])
+        if numbers and normalize_answer(numbers[-1]):
+            return numbers[-1]
     return None
 
 

@@ -6,7 +6,8 @@ the respond stage writes them) and, when present, `finish_reasons_column`
 (default `finish_reasons`; samples cut at max tokens do not vote unless
 `count_truncated`). Writes `response` (the chosen sample: the first, or the
 shortest, of those with the winning answer), `answer` (normalised, see
-answers.py), `agreement` (votes for it / samples that were drawn) and
+answers.py; answers that math-verify finds equal vote together, see
+answer_equivalence.py), `agreement` (votes for it / samples that were drawn) and
 `consistency_votes`. When a `messages` column is present its assistant turn
 becomes the chosen response.
 
@@ -27,7 +28,8 @@ from pydantic import Field
 
 from synth.core.stage import Filter, FilterOptions
 from synth.filters import with_turn
-from synth.filters.answers import extract_answer
+from synth.filters.answer_equivalence import answer_keys
+from synth.filters.answers import extract_answer, extract_raw_answer
 
 
 class ConsistencyOptions(FilterOptions):
@@ -40,6 +42,9 @@ class ConsistencyOptions(FilterOptions):
     count_truncated: bool = Field(False, description="Let samples that hit max tokens vote.")
     last_number_fallback: bool = Field(True, description="Without an explicit answer marker, vote with the last number.")
     pick: Literal["first", "shortest"] = "first"
+    equivalence: Literal["math_verify", "normalize"] = Field(
+        "math_verify", description="math_verify: answers math-verify finds equal vote together (plain numbers and letters by the normaliser); normalize: equal normalised strings only."
+    )
     domain_column: str = "domain"
     domains: list[str] = Field(default_factory=list, description="Vote only in these domains (empty: all); other rows pass with their first sample.")
     min_samples: int = Field(2, ge=1, description="Rows with fewer samples pass with their first sample (nothing to vote on).")
@@ -61,10 +66,11 @@ class SelfConsistency(Filter):
     def vote(self, samples: list[str | None], finishes: list[str | None] | None) -> tuple[str | None, str | None, int, int]:
         """(chosen response, answer, votes, samples drawn); answer None = nothing extracted."""
         o = self.options
-        answers = []
+        raws = []
         for i, text in enumerate(samples):
             cut = finishes is not None and i < len(finishes) and finishes[i] == "length"
-            answers.append(None if (cut and not o.count_truncated) else extract_answer(text, o.last_number_fallback))
+            raws.append(None if (cut and not o.count_truncated) else extract_raw_answer(text, o.last_number_fallback))
+        answers = answer_keys(raws, o.equivalence)
         counts = Counter(a for a in answers if a is not None)
         if not counts:
             return (samples[0] if samples else None), None, 0, len(samples)

@@ -1,6 +1,6 @@
 """`synth decontaminate INPUT... --benchmark FILE... --output RUN`.
 
-A two-stage pipeline (read records, decontaminate) run by the ordinary executor,
+A two-stage pipeline (`read_records`, decontaminate) run by the ordinary executor,
 so it resumes like any run and writes the same layout: kept rows in
 `RUN/output/*.parquet`, every removed row in full under
 `RUN/rejected/01-decontaminate/removed/` (with `decontam_match`: benchmark, item
@@ -9,121 +9,15 @@ id and the matching n-gram), and the usual bounded reject sample and ledger.
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import typer
-from pydantic import Field
 
-from synth.core.records import content_id
-from synth.core.stage import Shard, SourceStage, StageOptions
-
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
-PARQUET_SUFFIXES = (".parquet",)
-REJECT_SAMPLE = 10_000  # per shard and reason: with shards of <= 5,000 rows the sample is complete
-
-
-class ReadRecordsOptions(StageOptions):
-    rows_per_shard: int = Field(5000, ge=1, le=REJECT_SAMPLE)
-    bytes_per_shard: int = Field(64 << 20, ge=1 << 16, description="Plain JSONL files are split at line starts near this size.")
-    columns: list[str] = Field(default_factory=list, description="Columns the records are expected to have (declared to later stages).")
-
-
-class ReadRecords(SourceStage):
-    """Rows of Parquet and JSONL files, as they are (an `id` is added when missing)."""
-
-    type = "read_records"
-    Options = ReadRecordsOptions
-    writes = ("id",)
-
-    def output_columns(self):
-        return ("id", *self.options.columns)
-
-    def list_shards(self, inputs):
-        specs = []
-        for path in expand_inputs(inputs):
-            name = path.name
-            if name.endswith(PARQUET_SUFFIXES):
-                rows = pq.ParquetFile(path).metadata.num_rows
-                step = self.options.rows_per_shard
-                specs += [{"path": str(path), "format": "parquet", "start": a, "stop": min(rows, a + step)} for a in range(0, max(rows, 1), step)]
-            elif name.endswith(".gz"):
-                specs.append({"path": str(path), "format": "jsonl", "start": 0, "stop": -1})
-            else:
-                size = path.stat().st_size
-                step = self.options.bytes_per_shard
-                specs += [{"path": str(path), "format": "jsonl", "start": a, "stop": a + step} for a in range(0, max(size, 1), step)]
-        return specs
-
-    def read(self, spec, shard: Shard):
-        path = Path(spec["path"])
-        if spec["format"] == "parquet":
-            table = pq.read_table(path).slice(spec["start"], spec["stop"] - spec["start"])
-            if "id" not in table.column_names:
-                ids = [content_id(path.name, spec["start"] + i) for i in range(table.num_rows)]
-                table = table.append_column("id", pa.array(ids, pa.string()))
-            return table
-        return self._read_jsonl(path, spec, shard)
-
-    def _read_jsonl(self, path: Path, spec: dict, shard: Shard):
-        rows = []
-        for offset, line in _lines(path, spec["start"], spec["stop"]):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                shard.drop({"id": f"{path.name}@{offset}", "line": line[:500].decode("utf-8", "replace")}, "malformed_jsonl")
-                continue
-            if not isinstance(row, dict):
-                shard.drop({"id": f"{path.name}@{offset}"}, "not_an_object")
-                continue
-            row.setdefault("id", content_id(line))
-            rows.append(row)
-        try:
-            return pa.Table.from_pylist(rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ValueError(f"{path}: rows do not share one schema ({exc}); convert the file to Parquet first") from None
-
-    def schema(self):
-        return pa.schema([("id", pa.string())])
-
-
-def _lines(path: Path, start: int, stop: int):
-    """(byte offset, line) of lines that start in [start, stop); stop -1 = to the end."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        offset = 0
-        if start > 0:
-            fh.seek(start - 1)
-            offset = start - 1
-            # The line straddling `start` belongs to the previous shard.
-            skipped = fh.readline()
-            offset += len(skipped)
-        while stop < 0 or offset < stop:
-            line = fh.readline()
-            if not line:
-                break
-            yield offset, line
-            offset += len(line)
-
-
-def expand_inputs(inputs) -> list[Path]:
-    """The JSONL/Parquet files among the inputs (expanded like `read` does); a file
-    named explicitly in another format is an error rather than a silent skip."""
-    from synth.ingest.read import expand_inputs as expand
-
-    suffixes = JSONL_SUFFIXES + PARQUET_SUFFIXES
-    for item in map(str, inputs):
-        if not any(c in item for c in "*?[") and os.path.isfile(item) and not item.endswith(suffixes):
-            raise ValueError(f"{item}: inputs must be Parquet or JSONL ({', '.join(suffixes)})")
-    return [Path(p) for p in expand([str(i) for i in inputs]) if p.endswith(suffixes)]
+# The one general record reader; imported here too for code that used it from this module.
+from synth.ingest.records import REJECT_SAMPLE, ReadRecords, ReadRecordsOptions, expand_inputs  # noqa: F401
 
 
 def run_decontaminate(
@@ -163,7 +57,7 @@ def run_decontaminate(
     raw = {
         "name": "decontaminate",
         "reject_sample_per_reason": REJECT_SAMPLE,
-        "stages": [{"type": "synth.filters.decontaminate_cli:ReadRecords", "columns": stage["columns"]}, stage],
+        "stages": [{"type": "read_records", "columns": stage["columns"]}, stage],
     }
     inputs_s = [str(Path(p).resolve()) if not any(c in str(p) for c in "*?[") else str(p) for p in inputs]
     expand_inputs(inputs_s)  # a missing or unsupported input is one clear error, before any work

@@ -1,0 +1,1 @@
+"""Two example synth stage plugins: a heuristic filter and an LLM stage."""
