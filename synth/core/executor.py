@@ -97,7 +97,11 @@ def run_shard(task: ShardTask) -> dict:
     per_stage: list[dict] = []
     for index in range(task.stage_index, last + 1):
         entry = pipeline.stages[index]
-        table, shard, n_in, seconds = _process_one(pipeline, run, task, entry, name, table)
+        try:
+            table, shard, n_in, seconds = _process_one(pipeline, run, task, entry, name, table)
+        except Exception as exc:
+            exc.synth_stage = entry.label  # which stage of a fused group failed (kept when pickled)
+            raise
         upstream_label = pipeline.stages[index - 1].label if index else None
         stage = entry.stage
         write_shard_statistics(run, entry.label, shard, table, stage.output_columns(), upstream_label, stage.creates_records)
@@ -418,8 +422,9 @@ def _run_phase(executor, todo: list[ShardTask], entries: list[StageEntry], total
             if exc is not None:
                 failures.append((task, exc))
                 run.logs_dir.mkdir(parents=True, exist_ok=True)
+                failed = getattr(exc, "synth_stage", None) or getattr(getattr(exc, "cause", None), "synth_stage", None) or entry.label
                 with open(run.logs_dir / "errors.log", "a", encoding="utf-8") as log:
-                    log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {entry.label} {shard_name(task.shard_index)} ({phase})\n{tb}\n")
+                    log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {failed} {shard_name(task.shard_index)} ({phase})\n{tb}\n")
             per_stage = (stats or {}).get("stages") or [stats or {}]
             by_label = {s.get("stage"): s for s in per_stage}
             for bar, e in zip(bars, entries):
@@ -429,7 +434,7 @@ def _run_phase(executor, todo: list[ShardTask], entries: list[StageEntry], total
             bars[0].close()
     if failures:
         first_task, first_exc = failures[0]
-        label = entry.label if len(entries) == 1 else f"{entry.label}..{entries[-1].label} (fused)"
+        label = getattr(first_exc, "synth_stage", None) or getattr(getattr(first_exc, "cause", None), "synth_stage", None) or entry.label
         raise StageFailed(
             f"stage {label}: {len(failures)} of {len(todo)} shards failed "
             f"(first: {shard_name(first_task.shard_index)}: {type(first_exc).__name__}: {first_exc}); "
