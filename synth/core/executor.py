@@ -115,20 +115,26 @@ def run_shard(task: ShardTask) -> dict:
 
 
 def _summarize_shard(pipeline: Pipeline, run: RunDir, task: ShardTask, name: str) -> dict:
-    entry = pipeline.stages[task.stage_index]
+    """Summarize one shard for the global stage at `last_index` (or `stage_index`). When
+    that stage is fused after other global stages, their `process` is recomputed on the
+    way (a cheap lookup in their state) instead of reading a written output."""
+    last = task.stage_index if task.last_index is None else task.last_index
+    entry = pipeline.stages[last]
     target = run.summary(entry.label, name)
     if target.exists():
         return {"stage": entry.label, "shard": name, "skipped": True}
+    table = pq.read_table(run.part(pipeline.stages[task.stage_index - 1].label, name))
+    n_in = table.num_rows
+    for index in range(task.stage_index, last):
+        table = _process_one(pipeline, run, task, pipeline.stages[index], name, table)[0]  # its ledger is written by the process pass
     stage = entry.stage
     stage.ensure_setup()
     shard = Shard(entry.label, task.shard_index, name, pipeline.seed, pipeline.reject_sample_per_reason, run.state_dir(entry.label))
-    upstream = pipeline.stages[task.stage_index - 1].label
-    table = pq.read_table(run.part(upstream, name))
     summary = stage.summarize(table, shard)
     if shard.counters:  # what summarize counted joins the stage's counters
         atomic_write_json(target.with_suffix(".counters.json"), dict(shard.counters))
     atomic_write_parquet(target, summary)
-    return {"stage": entry.label, "shard": name, "in": table.num_rows, "summarized": True}
+    return {"stage": entry.label, "shard": name, "in": n_in, "summarized": True}
 
 
 def _process_one(pipeline: Pipeline, run: RunDir, task: ShardTask, entry: StageEntry, name: str, table: pa.Table | None) -> tuple[pa.Table, Shard, int, float]:
@@ -172,7 +178,9 @@ def fusion_groups(pipeline: Pipeline, keep_intermediate: bool = False) -> list[l
             keep_intermediate
             or entry.materialize
             or nxt is None
-            or isinstance(nxt.stage, GlobalStage)
+            # global stages fuse with each other (dedup_exact then dedup_minhash): their
+            # summarize pass recomputes the earlier ones' cheap process instead of reading it
+            or (isinstance(nxt.stage, GlobalStage) and not all(isinstance(stages[j].stage, GlobalStage) for j in current))
             or not entry.stage.parallel
             or not nxt.stage.parallel
         ):
@@ -347,19 +355,23 @@ def run_pipeline(
             # Records per shard, for the progress bar: read once, and only when there is work.
             pending = not all(run.is_done(last.label, n) for n in names)
             rows = _input_rows(run, pipeline, entry, names) if pending else None
-            if isinstance(stage, GlobalStage):
+            for g in entries:
+                if not isinstance(g.stage, GlobalStage) or run.state_done(g.label).exists() or all(run.is_done(g.label, n) for n in names):
+                    continue
                 todo = [
-                    ShardTask(source, str(run.root), entry.index, i, "summarize")
+                    ShardTask(source, str(run.root), entry.index, i, "summarize", None, g.index)
                     for i, n in enumerate(names)
-                    if not (run.summary(entry.label, n).exists() or run.is_done(entry.label, n))
+                    if not run.summary(g.label, n).exists()
                 ]
-                _run_phase(executor, todo, [entry], len(names), progress, run, "summarize", stage.parallel, rows)
-                if not run.state_done(entry.label).exists() and not all(run.is_done(entry.label, n) for n in names):
-                    state = run.state_dir(entry.label)
-                    state.mkdir(parents=True, exist_ok=True)
-                    stage.ensure_setup()
-                    stage.reduce([run.summary(entry.label, n) for n in names], state)
-                    atomic_write_json(run.state_done(entry.label), {"finished": time.time()})
+                _run_phase(executor, todo, [g], len(names), progress, run, "summarize", all(e.stage.parallel for e in entries), rows)
+                state = run.state_dir(g.label)
+                state.mkdir(parents=True, exist_ok=True)
+                g.stage.ensure_setup()
+                g.stage.reduce([run.summary(g.label, n) for n in names], state)
+                atomic_write_json(run.state_done(g.label), {"finished": time.time()})
+                if not keep_intermediate:  # the state is all the process pass needs (counters stay)
+                    for n in names:
+                        run.summary(g.label, n).unlink(missing_ok=True)
             todo = []
             for i, n in enumerate(names):
                 if run.is_done(last.label, n):

@@ -130,3 +130,19 @@ def test_materialize_must_be_a_boolean():
     raw["stages"][1]["materialize"] = "yes"
     with pytest.raises(ConfigError, match="materialize"):
         build_pipeline(raw)
+
+
+def test_consecutive_global_stages_fuse_and_match_keep_intermediate(tmp_path):
+    raw = _raw()
+    raw["stages"].insert(4, {"type": f"{T}:DedupText", "name": "dedup_again"})
+    assert fusion_groups(build_pipeline(raw)) == [[0, 1, 2], [3, 4, 5]]
+    fused = _run(tmp_path / "fused", raw, workers=2)
+    kept = _run(tmp_path / "kept", raw, keep=True)
+    assert _rows(fused) and _rows(fused) == _rows(kept)
+    assert _ledger(tmp_path / "fused") == _ledger(tmp_path / "kept")
+    assert audit(tmp_path / "fused")["stages"][4]["counters"] == audit(tmp_path / "kept")["stages"][4]["counters"]
+    # the first dedup's output is never written; summaries go once the state is reduced
+    assert not list((tmp_path / "fused" / "stages" / "03-toy_dedup_text").glob("part-*.parquet"))
+    assert not list((tmp_path / "fused" / "stages").glob("*/_summaries/*.parquet"))
+    again = _run(tmp_path / "fused", raw)  # a finished run stays finished without its summaries
+    assert not again.invalidated and _rows(again) == _rows(fused)
