@@ -57,6 +57,23 @@ def disk_usage(root: Path) -> dict[str, int]:
     return kinds
 
 
+def shard_io_seconds(run_dir: Path) -> tuple[float, int]:
+    """Seconds to write and read back every stage shard of a run, and records in them:
+    what fusing a stage saves, the yardstick for whether fusing LLM stages is worth it."""
+    from synth.core.rundir import atomic_write_parquet
+
+    seconds, records = 0.0, 0
+    for part in sorted((run_dir / "stages").glob("*/part-*.parquet")):
+        copy = part.with_name("io-probe.parquet")
+        start = time.perf_counter()
+        table = pq.read_table(part)
+        atomic_write_parquet(copy, table)
+        seconds += time.perf_counter() - start
+        records += table.num_rows
+        copy.unlink()
+    return seconds, records
+
+
 def one_run(pipeline_path: Path, run_dir: Path, workers: int, keep: bool) -> tuple[float, dict[str, int], int, list]:
     pipe = load_pipeline(pipeline_path)
     source = PipelineSource(raw=pipe.raw, path=str(pipeline_path), seed=pipe.seed)
@@ -76,6 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("SYNTH_DATA", str(REPO.parent / "shared" / "data"))
 
+    io = (0.0, 0)
     times: dict[str, list[float]] = {"fused": [], "keep-intermediate": []}
     usage: dict[str, dict[str, int]] = {}
     output: dict[str, int] = {}
@@ -88,6 +106,8 @@ def main() -> None:
                 run_dir = Path(tmp) / f"{mode}-{round_}"
                 seconds, usage[mode], output[mode], ids[mode] = one_run(args.pipeline, run_dir, args.workers, mode != "fused")
                 times[mode].append(seconds)
+                if mode != "fused" and round_ == 0:
+                    io = shard_io_seconds(run_dir)
                 shutil.rmtree(run_dir)
     if ids["fused"] != ids["keep-intermediate"]:
         raise SystemExit("fused and --keep-intermediate outputs differ")
@@ -102,6 +122,7 @@ def main() -> None:
             f" {statistics.median(times[mode]):>8.1f} {total / output[mode]:>10.2f}"
         )
     fused_total, kept_total = sum(usage["fused"].values()), sum(usage["keep-intermediate"].values())
+    print(f"stage shard write+read: {io[0]:.2f} s for {io[1]:,} records = {1e6 * io[0] / max(io[1], 1):.0f} us/record (what fusing saves per stage)")
     print(f"bytes_saved={kept_total / fused_total:.2f}x")
     print(f"wall_ratio={statistics.median(times['keep-intermediate']) / statistics.median(times['fused']):.2f} (keep-intermediate / fused)")
     print(f"disk_ratio={fused_total / output['fused']:.2f}")
