@@ -146,3 +146,27 @@ def test_consecutive_global_stages_fuse_and_match_keep_intermediate(tmp_path):
     assert not list((tmp_path / "fused" / "stages").glob("*/_summaries/*.parquet"))
     again = _run(tmp_path / "fused", raw)  # a finished run stays finished without its summaries
     assert not again.invalidated and _rows(again) == _rows(fused)
+
+
+def test_progress_shows_every_fused_stage(tmp_path):
+    lines: dict[str, list] = {}
+
+    class Line:
+        def __init__(self, label):
+            self.label = label
+            lines[label] = []
+
+        def advance(self, stats, phase):
+            lines[self.label].append((phase, stats.get("stage"), stats.get("out")))
+
+        def add_stage(self, entry, total, done):
+            return Line(entry.label)
+
+        def close(self):
+            pass
+
+    pipe = build_pipeline(_raw())
+    run_pipeline(pipe, PipelineSource(raw=_raw(), path=None, seed=pipe.seed), tmp_path / "run", executor=LocalExecutor(1), progress=lambda entry, *a: Line(entry.label))
+    assert list(lines) == ["00-toy_count", "01-toy_slow", "02-toy_drop_odd", "03-toy_dedup_text", "04-odd_again"]
+    assert lines["01-toy_slow"] == [("process", "01-toy_slow", 20)] * 4
+    assert [out for _, _, out in lines["02-toy_drop_odd"]] == [10] * 4
