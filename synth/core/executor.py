@@ -351,7 +351,6 @@ def run_pipeline(
         for group in fusion_groups(pipeline, keep_intermediate):
             entries = [pipeline.stages[i] for i in group]
             entry, last = entries[0], entries[-1]
-            stage = entry.stage
             # Records per shard, for the progress bar: read once, and only when there is work.
             pending = not all(run.is_done(last.label, n) for n in names)
             rows = _input_rows(run, pipeline, entry, names) if pending else None

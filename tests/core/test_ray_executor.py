@@ -30,6 +30,19 @@ def test_ray_matches_local(tmp_path, ray_local):
     assert _ids(on_ray) == _ids(local) and len(_ids(local)) > 0
 
 
+def test_fused_groups_on_ray_match_keep_intermediate_locally(tmp_path, ray_local):
+    from tests.core.test_fusion import _ledger
+    from tests.core.test_fusion import _raw as fusion_raw
+
+    raw = fusion_raw()
+    src = PipelineSource(raw=raw, path=None, seed=build_pipeline(raw).seed)
+    kept = run_pipeline(build_pipeline(raw), src, tmp_path / "kept", executor=LocalExecutor(1), keep_intermediate=True)
+    fused = run_pipeline(build_pipeline(raw), src, tmp_path / "ray", executor=RayExecutor())
+    assert _ids(fused) == _ids(kept) and _ids(kept)
+    assert _ledger(tmp_path / "ray") == _ledger(tmp_path / "kept")
+    assert not list((tmp_path / "ray" / "stages" / "01-toy_slow").glob("part-*.parquet"))
+
+
 # -- LLM stages on engine actors, and the bad-input cases ---------------------------
 
 
