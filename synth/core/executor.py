@@ -355,7 +355,11 @@ def run_pipeline(
             pending = not all(run.is_done(last.label, n) for n in names)
             rows = _input_rows(run, pipeline, entry, names) if pending else None
             for g in entries:
-                if not isinstance(g.stage, GlobalStage) or run.state_done(g.label).exists() or all(run.is_done(g.label, n) for n in names):
+                if not isinstance(g.stage, GlobalStage):
+                    continue
+                if run.state_done(g.label).exists() or all(run.is_done(g.label, n) for n in names):
+                    if not keep_intermediate:  # a kill may have come between the reduce and this
+                        _drop_summaries(run, g.label, names)
                     continue
                 todo = [
                     ShardTask(source, str(run.root), entry.index, i, "summarize", None, g.index)
@@ -368,9 +372,8 @@ def run_pipeline(
                 g.stage.ensure_setup()
                 g.stage.reduce([run.summary(g.label, n) for n in names], state)
                 atomic_write_json(run.state_done(g.label), {"finished": time.time()})
-                if not keep_intermediate:  # the state is all the process pass needs (counters stay)
-                    for n in names:
-                        run.summary(g.label, n).unlink(missing_ok=True)
+                if not keep_intermediate:
+                    _drop_summaries(run, g.label, names)
             todo = []
             for i, n in enumerate(names):
                 if run.is_done(last.label, n):
@@ -391,6 +394,12 @@ def run_pipeline(
     finally:
         executor.close()
         lock.close()
+
+
+def _drop_summaries(run: RunDir, label: str, names: list[str]) -> None:
+    """Once reduced, the state is all a global stage's process pass needs (its counters stay)."""
+    for n in names:
+        run.summary(label, n).unlink(missing_ok=True)
 
 
 def _fail_if_nothing_readable(stage, totals: dict, run: RunDir) -> None:
