@@ -16,7 +16,9 @@ Consecutive shard-by-shard stages are fused (see synth.core.executor): only the
 group's last stage writes parquet. A stage inside a group writes its statistics,
 profile and rejects as usual plus `part-XXXXX.fused.json`, naming the stage whose
 parquet commits the group; it is done exactly when that parquet exists. A kill
-before the group's commit leaves the whole group undone for that shard.
+before the group's commit leaves the whole group undone for that shard. A global
+stage's `_summaries/*.parquet` are deleted once `_state.done` is written (their
+`.counters.json` stay); `--keep-intermediate` keeps everything.
 """
 
 from __future__ import annotations
