@@ -100,7 +100,10 @@ def run_shard(task: ShardTask) -> dict:
         try:
             table, shard, n_in, seconds = _process_one(pipeline, run, task, entry, name, table)
         except Exception as exc:
-            exc.synth_stage = entry.label  # which stage of a fused group failed (kept when pickled)
+            try:
+                exc.synth_stage = entry.label  # which stage of a fused group failed (kept when pickled)
+            except AttributeError:
+                pass
             raise
         upstream_label = pipeline.stages[index - 1].label if index else None
         stage = entry.stage
