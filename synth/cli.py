@@ -38,6 +38,7 @@ def run(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (with --executor ray); default starts a local Ray."),
     engine_actors: int = typer.Option(0, help="With --executor ray: LLM engine actors (0 = one per GPU, or 1 on CPU)."),
     models: Optional[Path] = typer.Option(None, help="Models file for LLM stages (overrides the pipeline's settings.models)."),
+    keep_intermediate: bool = typer.Option(False, "--keep-intermediate", help="Write every stage's shards (debugging); by default fused stages write only the last one's."),
 ) -> None:
     """Run (or resume) a pipeline into a run directory."""
     from synth.core.config import ConfigError, load_pipeline
@@ -72,6 +73,7 @@ def run(
             executor=ex,
             progress=rich_progress(console),
             say=lambda m: console.print(m, highlight=False),
+            keep_intermediate=keep_intermediate,
         )
     except (InputError, StageFailed, RuntimeError, OSError) as exc:
         fail(str(exc))

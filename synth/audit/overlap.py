@@ -27,6 +27,8 @@ DEFAULT_SAMPLE = 2000
 def _sample_input(run: RunDir, upstream: str, size: int, seed: int) -> pa.Table:
     parts = sorted(run.stage_dir(upstream).glob("part-*.parquet"))
     if not parts:
+        if any(run.stage_dir(upstream).glob("part-*.fused.json")):
+            raise AuditError(f"--overlap: stage {upstream} ran fused and wrote no shards to sample from; rerun with `--keep-intermediate` (or `materialize: true` on it)")
         raise AuditError(f"--overlap: stage {upstream} has no finished shard to sample from")
     counts = [pq.ParquetFile(p).metadata.num_rows for p in parts]
     total = sum(counts)

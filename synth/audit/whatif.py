@@ -112,7 +112,10 @@ class StageRows:
         self.sampled = False
         names = sorted(p.name[: -len(".parquet")] for p in run.stage_dir(ref.label).glob("part-*.parquet"))
         if not names:
+            _fail_if_fused(run, ref.label, upstream)
             raise AuditError(f"stage {ref.label} has no finished shard yet: nothing to re-decide")
+        if not any(run.part(upstream, n).exists() for n in names):
+            _fail_if_fused(run, upstream, upstream)
         blocks = []
         for name in names:
             up = run.part(upstream, name)
@@ -184,6 +187,15 @@ class StageRows:
                 f"{type(stage).type or type(stage).__name__}: its decide failed on a stored row ({type(exc).__name__}: {exc}); "
                 "the columns it reads were not kept by this run"
             ) from None
+
+
+def _fail_if_fused(run: RunDir, label: str, upstream: str) -> None:
+    """A stage fused into its group kept no shards of its own: say how to keep them."""
+    if any(run.stage_dir(label).glob("part-*.fused.json")):
+        raise AuditError(
+            f"stage {label} ran fused with its neighbours and wrote no shards of its own: re-deciding needs the filter's input "
+            f"({upstream}) and output on disk; rerun with `--keep-intermediate` (or `materialize: true` on both stages) to re-tune it"
+        )
 
 
 def _text_of(run: RunDir, upstream: str, shard: str, row: int, cache: dict) -> str:

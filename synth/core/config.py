@@ -56,6 +56,9 @@ class StageEntry:
     stage: Stage
     # the options as the file wrote them (${VAR} not expanded): what goes to disk
     written_options: dict[str, Any] | None = None
+    # `materialize: true`: write this stage's shards even inside a fused group
+    # (a debugging or reuse point; not part of the fingerprint: output is the same)
+    materialize: bool = False
 
 
 @dataclass
@@ -246,7 +249,10 @@ def build_pipeline(
         if not isinstance(spec, dict) or "type" not in spec:
             raise fail(loc, "each stage is a mapping with a 'type'")
         type_name = spec["type"]
-        options = {k: v for k, v in spec.items() if k not in ("type", "name")}
+        options = {k: v for k, v in spec.items() if k not in ("type", "name", "materialize")}
+        materialize = spec.get("materialize", False)
+        if not isinstance(materialize, bool):
+            raise fail(loc + ("materialize",), f"'materialize' is true or false, not {materialize!r}")
         try:
             cls = stage_class(str(type_name))
         except StageImportError as exc:
@@ -271,7 +277,7 @@ def build_pipeline(
         dumped = opts.model_dump(mode="json")
         written_spec = written["stages"][i] if isinstance(written.get("stages"), list) else {}
         as_written = {k: (written_spec[k] if expanded_keys.get((i, k)) and k in written_spec else v) for k, v in dumped.items()}
-        entries.append(StageEntry(i, label, str(type_name), dumped, cls(opts, ctx), as_written))
+        entries.append(StageEntry(i, label, str(type_name), dumped, cls(opts, ctx), as_written, materialize))
 
     pipeline = Pipeline(
         name=header.name,

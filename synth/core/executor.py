@@ -59,6 +59,7 @@ class ShardTask:
     shard_index: int
     phase: str  # "process" or "summarize"
     spec: dict | None = None  # the source stage's shard spec
+    last_index: int | None = None  # a fused group: stages stage_index..last_index, only the last written
 
 
 _PIPELINES: dict[int, Pipeline] = {}
@@ -80,45 +81,115 @@ def _cast_declared(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
 
 
 def run_shard(task: ShardTask) -> dict:
-    """Do one shard of one stage and commit it. Safe to run twice: the second is a no-op."""
+    """Do one shard of one stage (or of a fused group of stages) and commit it.
+    Safe to run twice: the second is a no-op."""
     pipeline = _pipeline(task.source)
     pipeline.bind_run_dir(Path(task.run_dir))
-    entry = pipeline.stages[task.stage_index]
-    stage = entry.stage
     run = RunDir(task.run_dir)
     name = shard_name(task.shard_index)
-    target = run.summary(entry.label, name) if task.phase == "summarize" else run.part(entry.label, name)
+    last = task.stage_index if task.last_index is None else task.last_index
+    if task.phase == "summarize":
+        return _summarize_shard(pipeline, run, task, name)
+    committer = pipeline.stages[last].label
+    if run.part(committer, name).exists():
+        return {"stage": committer, "shard": name, "skipped": True}
+    table: pa.Table | None = None
+    per_stage: list[dict] = []
+    for index in range(task.stage_index, last + 1):
+        entry = pipeline.stages[index]
+        try:
+            table, shard, n_in, seconds = _process_one(pipeline, run, task, entry, name, table)
+        except Exception as exc:
+            try:
+                exc.synth_stage = entry.label  # which stage of a fused group failed (kept when pickled)
+            except AttributeError:
+                pass
+            raise
+        upstream_label = pipeline.stages[index - 1].label if index else None
+        stage = entry.stage
+        write_shard_statistics(run, entry.label, shard, table, stage.output_columns(), upstream_label, stage.creates_records)
+        stats = write_shard_ledger(run, entry.label, shard, n_in, table.num_rows, seconds, stage.creates_records)
+        if index < last:
+            # Not written: done when the group's last stage commits (see RunDir.is_done).
+            atomic_write_json(run.fused_marker(entry.label, name), {"committed_by": committer})
+        per_stage.append(stats)
+    atomic_write_parquet(run.part(committer, name), table)  # the commit point of the whole group
+    return {**per_stage[-1], "stages": per_stage}
+
+
+def _summarize_shard(pipeline: Pipeline, run: RunDir, task: ShardTask, name: str) -> dict:
+    """Summarize one shard for the global stage at `last_index` (or `stage_index`). When
+    that stage is fused after other global stages, their `process` is recomputed on the
+    way (a cheap lookup in their state) instead of reading a written output."""
+    last = task.stage_index if task.last_index is None else task.last_index
+    entry = pipeline.stages[last]
+    target = run.summary(entry.label, name)
     if target.exists():
         return {"stage": entry.label, "shard": name, "skipped": True}
+    table = pq.read_table(run.part(pipeline.stages[task.stage_index - 1].label, name))
+    n_in = table.num_rows
+    for index in range(task.stage_index, last):
+        table = _process_one(pipeline, run, task, pipeline.stages[index], name, table)[0]  # its ledger is written by the process pass
+    stage = entry.stage
+    stage.ensure_setup()
+    shard = Shard(entry.label, task.shard_index, name, pipeline.seed, pipeline.reject_sample_per_reason, run.state_dir(entry.label))
+    summary = stage.summarize(table, shard)
+    if shard.counters:  # what summarize counted joins the stage's counters
+        atomic_write_json(target.with_suffix(".counters.json"), dict(shard.counters))
+    atomic_write_parquet(target, summary)
+    return {"stage": entry.label, "shard": name, "in": n_in, "summarized": True}
+
+
+def _process_one(pipeline: Pipeline, run: RunDir, task: ShardTask, entry: StageEntry, name: str, table: pa.Table | None) -> tuple[pa.Table, Shard, int, float]:
+    """One stage over one shard; `table` is the previous stage's output when fused, else read from disk."""
+    stage = entry.stage
     stage.ensure_setup()
     state_dir = run.state_dir(entry.label) if isinstance(stage, GlobalStage) else None
     shard = Shard(entry.label, task.shard_index, name, pipeline.seed, pipeline.reject_sample_per_reason, state_dir)
-
     with Timer() as timer:
         if isinstance(stage, SourceStage):
             produced = stage.read(task.spec or {}, shard)
             table = produced if isinstance(produced, pa.Table) else rows_to_table(list(produced), stage.schema())
             n_in = table.num_rows + sum(shard.dropped.values())
         else:
-            upstream = pipeline.stages[task.stage_index - 1].label
-            table = pq.read_table(run.part(upstream, name))
+            if table is None:
+                table = pq.read_table(run.part(pipeline.stages[entry.index - 1].label, name))
             n_in = table.num_rows
-            if task.phase == "summarize":
-                summary = stage.summarize(table, shard)
-                if shard.counters:  # what summarize counted joins the stage's counters
-                    atomic_write_json(target.with_suffix(".counters.json"), dict(shard.counters))
-                atomic_write_parquet(target, summary)
-                return {"stage": entry.label, "shard": name, "in": n_in, "summarized": True}
             table = stage.process(table, shard)
         removed = [c for c in stage.removed_columns() if c in table.column_names]
         if removed:
             table = table.drop_columns(removed)
         table = _cast_declared(table, stage.column_types())
-    upstream_label = pipeline.stages[task.stage_index - 1].label if task.stage_index else None
-    write_shard_statistics(run, entry.label, shard, table, stage.output_columns(), upstream_label, stage.creates_records)
-    stats = write_shard_ledger(run, entry.label, shard, n_in, table.num_rows, timer.seconds, stage.creates_records)
-    atomic_write_parquet(target, table)  # the commit point
-    return stats
+    return table, shard, n_in, timer.seconds
+
+
+def fusion_groups(pipeline: Pipeline, keep_intermediate: bool = False) -> list[list[int]]:
+    """Consecutive stages run as one task per shard, writing only the last one's output.
+
+    A group ends where output must exist on disk: the final stage, before a global
+    stage (its summarize pass reads the shards), at `materialize: true`, and around
+    stages that do not run in parallel workers (LLM stages, which drive an engine in
+    the main process or an engine actor: fusing CPU stages into them would
+    serialise those, and their request cache already makes a rerun cheap)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    stages = pipeline.stages
+    for i, entry in enumerate(stages):
+        current.append(i)
+        nxt = stages[i + 1] if i + 1 < len(stages) else None
+        if (
+            keep_intermediate
+            or entry.materialize
+            or nxt is None
+            # global stages fuse with each other (dedup_exact then dedup_minhash): their
+            # summarize pass recomputes the earlier ones' cheap process instead of reading it
+            or (isinstance(nxt.stage, GlobalStage) and not all(isinstance(stages[j].stage, GlobalStage) for j in current))
+            or not entry.stage.parallel
+            or not nxt.stage.parallel
+        ):
+            groups.append(current)
+            current = []
+    return groups
 
 
 # -- executors -------------------------------------------------------------------
@@ -248,6 +319,7 @@ def run_pipeline(
     executor: LocalExecutor | RayExecutor | None = None,
     progress: ProgressFactory | None = None,
     say: Callable[[str], None] = lambda _msg: None,
+    keep_intermediate: bool = False,
 ) -> RunResult:
     run = RunDir(run_dir)
     lock = run.lock()
@@ -279,39 +351,58 @@ def run_pipeline(
 
         for entry, fingerprint in zip(pipeline.stages, prints):
             atomic_write_json(run.stage_meta(entry.label), {"type": entry.type, "fingerprint": fingerprint, "options": entry.written_options or entry.options, "shards": len(names)})
-            stage = entry.stage
-
-            def tasks(phase: str, done: Callable[[str], bool]) -> list[ShardTask]:
-                return [
-                    ShardTask(source, str(run.root), entry.index, i, phase, specs[i] if entry.index == 0 else None)
-                    for i, n in enumerate(names)
-                    if not done(n)
-                ]
-
+        for group in fusion_groups(pipeline, keep_intermediate):
+            entries = [pipeline.stages[i] for i in group]
+            entry, last = entries[0], entries[-1]
             # Records per shard, for the progress bar: read once, and only when there is work.
-            pending = not all(run.is_done(entry.label, n) for n in names)
+            pending = not all(run.is_done(last.label, n) for n in names)
             rows = _input_rows(run, pipeline, entry, names) if pending else None
-            if isinstance(stage, GlobalStage):
-                todo = tasks("summarize", lambda n: run.summary(entry.label, n).exists() or run.is_done(entry.label, n))
-                _run_phase(executor, todo, entry, len(names), progress, run, "summarize", stage.parallel, rows)
-                if not run.state_done(entry.label).exists() and not all(run.is_done(entry.label, n) for n in names):
-                    state = run.state_dir(entry.label)
-                    state.mkdir(parents=True, exist_ok=True)
-                    stage.ensure_setup()
-                    stage.reduce([run.summary(entry.label, n) for n in names], state)
-                    atomic_write_json(run.state_done(entry.label), {"finished": time.time()})
-            todo = tasks("process", lambda n: run.is_done(entry.label, n))
-            _run_phase(executor, todo, entry, len(names), progress, run, "process", stage.parallel, rows)
-            totals = stage_totals(run, entry.label, entry.type)
-            dropped = sum(totals["dropped"].values())
-            _fail_if_nothing_readable(stage, totals, run)
-            say(f"{entry.label}: {totals['in']:,} in, {totals['out']:,} out, {dropped:,} dropped ({totals['seconds']:.1f}s of work)")
+            for g in entries:
+                if not isinstance(g.stage, GlobalStage):
+                    continue
+                if run.state_done(g.label).exists() or all(run.is_done(g.label, n) for n in names):
+                    if not keep_intermediate:  # a kill may have come between the reduce and this
+                        _drop_summaries(run, g.label, names)
+                    continue
+                todo = [
+                    ShardTask(source, str(run.root), entry.index, i, "summarize", None, g.index)
+                    for i, n in enumerate(names)
+                    if not run.summary(g.label, n).exists()
+                ]
+                _run_phase(executor, todo, [g], len(names), progress, run, "summarize", all(e.stage.parallel for e in entries), rows)
+                state = run.state_dir(g.label)
+                state.mkdir(parents=True, exist_ok=True)
+                g.stage.ensure_setup()
+                g.stage.reduce([run.summary(g.label, n) for n in names], state)
+                atomic_write_json(run.state_done(g.label), {"finished": time.time()})
+                if not keep_intermediate:
+                    _drop_summaries(run, g.label, names)
+            todo = []
+            for i, n in enumerate(names):
+                if run.is_done(last.label, n):
+                    continue
+                # A killed group reruns from its first stage, or from the last of its
+                # stages whose parquet is on disk (left by a --keep-intermediate run).
+                start = next((e.index + 1 for e in reversed(entries[:-1]) if run.is_materialized(e.label, n)), entry.index)
+                todo.append(ShardTask(source, str(run.root), start, i, "process", specs[i] if start == 0 else None, last.index))
+            _run_phase(executor, todo, entries, len(names), progress, run, "process", all(e.stage.parallel for e in entries), rows)
+            for e in entries:
+                totals = stage_totals(run, e.label, e.type)
+                dropped = sum(totals["dropped"].values())
+                _fail_if_nothing_readable(e.stage, totals, run)
+                say(f"{e.label}: {totals['in']:,} in, {totals['out']:,} out, {dropped:,} dropped ({totals['seconds']:.1f}s of work)")
 
         output = run.publish_output(pipeline.stages[-1].label, names)
         return RunResult(run.root, output, [stage_totals(run, e.label, e.type) for e in pipeline.stages], invalidated)
     finally:
         executor.close()
         lock.close()
+
+
+def _drop_summaries(run: RunDir, label: str, names: list[str]) -> None:
+    """Once reduced, the state is all a global stage's process pass needs (its counters stay)."""
+    for n in names:
+        run.summary(label, n).unlink(missing_ok=True)
 
 
 def _fail_if_nothing_readable(stage, totals: dict, run: RunDir) -> None:
@@ -328,36 +419,47 @@ def _input_rows(run: RunDir, pipeline: Pipeline, entry: StageEntry, names: list[
     if entry.index == 0:
         return None
     upstream = pipeline.stages[entry.index - 1].label
+    if not all(run.is_materialized(upstream, n) for n in names):
+        return None  # done through a fused group's commit, without a parquet of its own
     return {n: pq.ParquetFile(run.part(upstream, n)).metadata.num_rows for n in names}
 
 
-def _run_phase(executor, todo: list[ShardTask], entry: StageEntry, total: int, progress: ProgressFactory | None, run: RunDir, phase: str, parallel: bool, rows: dict[str, int] | None = None) -> None:
+def _run_phase(executor, todo: list[ShardTask], entries: list[StageEntry], total: int, progress: ProgressFactory | None, run: RunDir, phase: str, parallel: bool, rows: dict[str, int] | None = None) -> None:
     if not todo:
         return
-    bar = None
+    entry = entries[0]
+    bars: list = []
     if progress:
         if rows is None:
-            bar = progress(entry, total, total - len(todo))
+            bars.append(progress(entry, total, total - len(todo)))
         else:
             pending = {shard_name(t.shard_index) for t in todo}
-            bar = progress(entry, total, total - len(todo), sum(rows.values()), sum(v for n, v in rows.items() if n not in pending))
+            bars.append(progress(entry, total, total - len(todo), sum(rows.values()), sum(v for n, v in rows.items() if n not in pending)))
+        # A fused group shows one line per stage (in shards: the records each will see are not known ahead).
+        add = getattr(bars[0], "add_stage", None)
+        if add is not None:
+            bars += [add(e, total, total - len(todo)) for e in entries[1:]]
     failures: list[tuple[ShardTask, BaseException]] = []
     try:
         for task, stats, exc, tb in executor.map(todo, parallel=parallel):
             if exc is not None:
                 failures.append((task, exc))
                 run.logs_dir.mkdir(parents=True, exist_ok=True)
+                failed = getattr(exc, "synth_stage", None) or getattr(getattr(exc, "cause", None), "synth_stage", None) or entry.label
                 with open(run.logs_dir / "errors.log", "a", encoding="utf-8") as log:
-                    log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {entry.label} {shard_name(task.shard_index)} ({phase})\n{tb}\n")
-            if bar is not None:
-                bar.advance(stats or {}, phase)
+                    log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {failed} {shard_name(task.shard_index)} ({phase})\n{tb}\n")
+            per_stage = (stats or {}).get("stages") or [stats or {}]
+            by_label = {s.get("stage"): s for s in per_stage}
+            for bar, e in zip(bars, entries):
+                bar.advance(by_label.get(e.label, {}) if len(entries) > 1 else (stats or {}), phase)
     finally:
-        if bar is not None:
-            bar.close()
+        if bars:
+            bars[0].close()
     if failures:
         first_task, first_exc = failures[0]
+        label = getattr(first_exc, "synth_stage", None) or getattr(getattr(first_exc, "cause", None), "synth_stage", None) or entry.label
         raise StageFailed(
-            f"stage {entry.label}: {len(failures)} of {len(todo)} shards failed "
+            f"stage {label}: {len(failures)} of {len(todo)} shards failed "
             f"(first: {shard_name(first_task.shard_index)}: {type(first_exc).__name__}: {first_exc}); "
             f"finished shards are kept, tracebacks in {run.logs_dir / 'errors.log'}; rerun the same command to retry"
         )

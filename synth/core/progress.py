@@ -55,6 +55,10 @@ class StageProgress:
         detail = "summarized" if phase == "summarize" else f"-> {self.records_out:,} out, {rate:,.1f} rec/s"
         self.progress.update(self.task, advance=n_in if self.by_records else 1, detail=detail)
 
+    def add_stage(self, entry: StageEntry, total_shards: int, done_shards: int) -> "FusedStageLine":
+        """Another line in this display for a stage fused into the same task."""
+        return FusedStageLine(self, entry, total_shards, done_shards)
+
     def requests_started(self, total: int, label: str) -> Callable:
         if self._requests is not None:
             self.progress.remove_task(self._requests)
@@ -77,6 +81,22 @@ class StageProgress:
         if _active is self:
             _active = None
         self.progress.stop()
+
+
+class FusedStageLine:
+    """A fused stage's own line (shards done, records out) under its group's first stage."""
+
+    def __init__(self, owner: StageProgress, entry: StageEntry, total_shards: int, done_shards: int):
+        self.owner = owner
+        self.records_out = 0
+        self.task = owner.progress.add_task(f"{entry.label} (fused)", total=total_shards, completed=done_shards, unit="shards", detail="")
+
+    def advance(self, stats: dict, phase: str) -> None:
+        self.records_out += stats.get("out", 0)
+        self.owner.progress.update(self.task, advance=1, detail=f"-> {self.records_out:,} out")
+
+    def close(self) -> None:
+        self.owner.close()
 
 
 def request_progress(total: int, label: str) -> Callable | None:

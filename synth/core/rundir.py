@@ -11,6 +11,14 @@
 A shard is done exactly when its parquet file exists: it is written under a
 temporary name and renamed into place (atomic on POSIX), after its statistics and
 rejects. A kill at any moment therefore loses only shards in flight.
+
+Consecutive shard-by-shard stages are fused (see synth.core.executor): only the
+group's last stage writes parquet. A stage inside a group writes its statistics,
+profile and rejects as usual plus `part-XXXXX.fused.json`, naming the stage whose
+parquet commits the group; it is done exactly when that parquet exists. A kill
+before the group's commit leaves the whole group undone for that shard. A global
+stage's `_summaries/*.parquet` are deleted once `_state.done` is written (their
+`.counters.json` stay); `--keep-intermediate` keeps everything.
 """
 
 from __future__ import annotations
@@ -103,7 +111,23 @@ class RunDir:
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
+    def fused_marker(self, label: str, name: str) -> Path:
+        return self.stage_dir(label) / f"{name}.fused.json"
+
     def is_done(self, label: str, name: str) -> bool:
+        if self.part(label, name).exists():
+            return True
+        marker = self.fused_marker(label, name)
+        if not marker.exists():
+            return False
+        try:
+            committed_by = read_json(marker)["committed_by"]
+        except (ValueError, KeyError, OSError):
+            return False
+        return self.part(committed_by, name).exists()
+
+    def is_materialized(self, label: str, name: str) -> bool:
+        """Done with its parquet on disk (not only through a fused group's commit)."""
         return self.part(label, name).exists()
 
     # -- housekeeping ------------------------------------------------------------

@@ -22,7 +22,8 @@ def toy_pipeline(path, min_words=10, variant=0, name="toyaudit", extra_stage=Fal
 def run_toy(tmp, name="run", **kw):
     pipe = toy_pipeline(tmp / f"{name}.yaml", **kw)
     run = tmp / name
-    res = CliRunner().invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1"])
+    # --keep-intermediate: the what-if tests re-decide from each filter's stored input
+    res = CliRunner().invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1", "--keep-intermediate"])
     assert res.exit_code == 0, res.output
     return run
 

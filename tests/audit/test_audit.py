@@ -235,7 +235,7 @@ def test_what_if_on_a_stage_that_is_not_a_filter_matches_a_rerun(tmp_path):
         pipe = tmp_path / f"{name}.yaml"
         stages = [{"type": "tests.audit.toy:SyntheticText", "per_shard": 100, "shards": 2}, {"type": "tests.audit.toy:GradeLikeCritique", "min_grade": min_grade}]
         pipe.write_text(yaml.safe_dump({"name": "grades", "stages": stages}))
-        res = runner.invoke(app, ["run", str(pipe), "--output", str(tmp_path / name), "--workers", "1"])
+        res = runner.invoke(app, ["run", str(pipe), "--output", str(tmp_path / name), "--workers", "1", "--keep-intermediate"])
         assert res.exit_code == 0, res.output
         return tmp_path / name
 

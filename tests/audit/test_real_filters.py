@@ -30,7 +30,7 @@ def _ingest(tmp_path, shared_data, name, min_words):
         )
     )
     run = tmp_path / name
-    res = runner.invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1", "--input", str(shared_data / "warc" / "aut-2008-crawl.warc.gz")])
+    res = runner.invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1", "--keep-intermediate", "--input", str(shared_data / "warc" / "aut-2008-crawl.warc.gz")])
     assert res.exit_code == 0, res.output
     return run
 

@@ -1,6 +1,7 @@
 """A run killed with SIGKILL mid-way, re-run with the same command, ends with the
 same output as an uninterrupted run: same ids, none missing, none duplicated."""
 
+import json
 import os
 import signal
 import subprocess
@@ -46,7 +47,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(pipeline, killed), cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    slow_dir = killed / "stages" / "01-toy_slow"
+    # source, slow and drop_odd run fused: the group commits in drop_odd's folder
+    slow_dir = killed / "stages" / "02-toy_drop_odd"
     deadline = time.time() + 60
     while time.time() < deadline and len(list(slow_dir.glob("part-*.parquet"))) < 3:
         time.sleep(0.05)
@@ -64,3 +66,10 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     assert len(killed_ids) == len(set(killed_ids))
     assert killed_ids == clean_ids
     assert not list(killed.rglob(".*.tmp-*"))
+    # every stage's ledger matches the uninterrupted run's, fused ones included
+    for label in ("00-toy_count", "01-toy_slow", "02-toy_drop_odd", "03-toy_dedup_text"):
+        for stats in sorted((clean / "stages" / label).glob("part-*.stats.json")):
+            again = killed / "stages" / label / stats.name
+            strip = lambda d: {k: v for k, v in json.loads(d.read_text()).items() if k != "seconds"}  # noqa: E731
+            assert strip(again) == strip(stats), f"{label}/{stats.name}"
+    assert not list((killed / "stages" / "01-toy_slow").glob("part-*.parquet")), "a fused stage writes no shards"

@@ -1,0 +1,172 @@
+"""Fused stages: consecutive shard-by-shard stages run in one task and only the
+group's last stage writes its shards, with the same output, ledger and audit as a
+run that writes every stage (--keep-intermediate)."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from synth.cli import app
+from synth.core.config import ConfigError, build_pipeline
+from synth.core.executor import LocalExecutor, PipelineSource, fusion_groups, run_pipeline
+from synth.core.ledger import audit
+
+T = "tests.core.toy_stages"
+
+
+def _raw(modulus=2, materialize_slow=False):
+    slow = {"type": f"{T}:Slow"}
+    if materialize_slow:
+        slow["materialize"] = True
+    return {
+        "name": "toy-fuse",
+        "seed": 2,
+        "stages": [
+            {"type": f"{T}:CountSource", "per_shard": 20, "shards": 4},
+            slow,
+            {"type": f"{T}:DropOdd", "modulus": modulus},
+            {"type": f"{T}:DedupText"},
+            {"type": f"{T}:DropOdd", "name": "odd_again", "modulus": 3},
+        ],
+    }
+
+
+def _run(run_dir, raw, keep=False, workers=1):
+    pipe = build_pipeline(raw)
+    src = PipelineSource(raw=raw, path=None, seed=pipe.seed)
+    return run_pipeline(pipe, src, run_dir, executor=LocalExecutor(workers), keep_intermediate=keep)
+
+
+def _rows(result):
+    return [r for p in result.output for r in pq.read_table(p).to_pylist()]
+
+
+def _ledger(run_dir):
+    out = {}
+    for stats in sorted((run_dir / "stages").glob("*/part-*.stats.json")):
+        s = json.loads(stats.read_text())
+        s.pop("seconds")
+        out[(stats.parent.name, stats.name)] = s
+    return out
+
+
+def test_groups_end_before_a_global_stage_at_materialize_and_at_the_end():
+    assert fusion_groups(build_pipeline(_raw())) == [[0, 1, 2], [3, 4]]
+    assert fusion_groups(build_pipeline(_raw(materialize_slow=True))) == [[0, 1], [2], [3, 4]]
+    assert fusion_groups(build_pipeline(_raw()), keep_intermediate=True) == [[i] for i in range(5)]
+
+
+def test_fused_run_equals_keep_intermediate_in_rows_ledger_and_audit(tmp_path):
+    fused = _run(tmp_path / "fused", _raw(), workers=2)
+    kept = _run(tmp_path / "kept", _raw(), keep=True)
+    assert _rows(fused) and _rows(fused) == _rows(kept)
+    assert _ledger(tmp_path / "fused") == _ledger(tmp_path / "kept")
+    # only the groups' last stages wrote shards
+    written = {p.parent.name for p in (tmp_path / "fused" / "stages").glob("*/part-*.parquet")}
+    assert written == {"02-toy_drop_odd", "04-odd_again"}
+    a, b = audit(tmp_path / "fused"), audit(tmp_path / "kept")
+    strip = lambda rep: [{k: v for k, v in s.items() if k != "seconds"} for s in rep["stages"]]  # noqa: E731
+    assert a["complete"] and strip(a) == strip(b)
+    assert [s["dropped"] for s in a["stages"]][2] == {"odd": 40}
+    # rejected samples and per-stage profiles exist for fused stages too
+    assert (tmp_path / "fused" / "rejected" / "02-toy_drop_odd" / "part-00000.parquet").exists()
+    assert (tmp_path / "fused" / "stages" / "01-toy_slow" / "part-00000.profile.json").exists()
+
+
+def test_audit_command_works_on_a_fused_run_and_what_if_says_how_to_keep_shards(tmp_path):
+    import yaml
+
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(yaml.safe_dump(_raw()))
+    run = tmp_path / "run"
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["audit", str(run), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert [s["stage"] for s in report["stages"]] == ["00-toy_count", "01-toy_slow", "02-toy_drop_odd", "03-toy_dedup_text", "04-odd_again"]
+    assert report["stages"][2]["out"] == 40
+    res = runner.invoke(app, ["audit", str(run), "--what-if", "02-toy_drop_odd.modulus=4"])
+    assert res.exit_code == 1 and "--keep-intermediate" in res.output and "Traceback" not in res.output
+
+
+def test_option_change_recomputes_from_the_groups_first_stage(tmp_path):
+    run = tmp_path / "run"
+    _run(run, _raw())
+    source_stats = run / "stages" / "00-toy_count" / "part-00000.stats.json"
+    before = source_stats.stat().st_mtime_ns
+    dedup_state = (run / "stages" / "03-toy_dedup_text" / "_state.done").exists()
+    assert dedup_state
+    changed = _run(run, _raw(modulus=5))
+    # drop_odd belongs to the group source -> slow -> drop_odd: the source reran too
+    assert source_stats.stat().st_mtime_ns != before
+    assert set(changed.invalidated) == {"02-toy_drop_odd", "03-toy_dedup_text", "04-odd_again"}
+    fresh = _run(tmp_path / "fresh", _raw(modulus=5))
+    assert _rows(changed) == _rows(fresh)
+    assert _ledger(run) == _ledger(tmp_path / "fresh")
+
+
+def test_rerun_of_a_finished_fused_run_does_nothing(tmp_path):
+    run = tmp_path / "run"
+    _run(run, _raw())
+    stamp = {p: p.stat().st_mtime_ns for p in (run / "stages").rglob("part-*")}
+    again = _run(run, _raw())
+    assert not again.invalidated
+    assert {p: p.stat().st_mtime_ns for p in (run / "stages").rglob("part-*")} == stamp
+
+
+def test_materialize_writes_that_stage_and_a_fused_rerun_continues_from_it(tmp_path):
+    run = tmp_path / "run"
+    result = _run(run, _raw(materialize_slow=True))
+    assert len(list((run / "stages" / "01-toy_slow").glob("part-*.parquet"))) == 4
+    assert _rows(result) == _rows(_run(tmp_path / "plain", _raw()))
+
+
+def test_materialize_must_be_a_boolean():
+    raw = _raw()
+    raw["stages"][1]["materialize"] = "yes"
+    with pytest.raises(ConfigError, match="materialize"):
+        build_pipeline(raw)
+
+
+def test_consecutive_global_stages_fuse_and_match_keep_intermediate(tmp_path):
+    raw = _raw()
+    raw["stages"].insert(4, {"type": f"{T}:DedupText", "name": "dedup_again"})
+    assert fusion_groups(build_pipeline(raw)) == [[0, 1, 2], [3, 4, 5]]
+    fused = _run(tmp_path / "fused", raw, workers=2)
+    kept = _run(tmp_path / "kept", raw, keep=True)
+    assert _rows(fused) and _rows(fused) == _rows(kept)
+    assert _ledger(tmp_path / "fused") == _ledger(tmp_path / "kept")
+    assert audit(tmp_path / "fused")["stages"][4]["counters"] == audit(tmp_path / "kept")["stages"][4]["counters"]
+    # the first dedup's output is never written; summaries go once the state is reduced
+    assert not list((tmp_path / "fused" / "stages" / "03-toy_dedup_text").glob("part-*.parquet"))
+    assert not list((tmp_path / "fused" / "stages").glob("*/_summaries/*.parquet"))
+    again = _run(tmp_path / "fused", raw)  # a finished run stays finished without its summaries
+    assert not again.invalidated and _rows(again) == _rows(fused)
+
+
+def test_progress_shows_every_fused_stage(tmp_path):
+    lines: dict[str, list] = {}
+
+    class Line:
+        def __init__(self, label):
+            self.label = label
+            lines[label] = []
+
+        def advance(self, stats, phase):
+            lines[self.label].append((phase, stats.get("stage"), stats.get("out")))
+
+        def add_stage(self, entry, total, done):
+            return Line(entry.label)
+
+        def close(self):
+            pass
+
+    pipe = build_pipeline(_raw())
+    run_pipeline(pipe, PipelineSource(raw=_raw(), path=None, seed=pipe.seed), tmp_path / "run", executor=LocalExecutor(1), progress=lambda entry, *a: Line(entry.label))
+    assert list(lines) == ["00-toy_count", "01-toy_slow", "02-toy_drop_odd", "03-toy_dedup_text", "04-odd_again"]
+    assert lines["01-toy_slow"] == [("process", "01-toy_slow", 20)] * 4
+    assert [out for _, _, out in lines["02-toy_drop_odd"]] == [10] * 4
