@@ -319,7 +319,7 @@ def run_pipeline(
     executor: LocalExecutor | RayExecutor | None = None,
     progress: ProgressFactory | None = None,
     say: Callable[[str], None] = lambda _msg: None,
-    keep_intermediate: bool = False,
+    keep_intermediate: bool = True,  # fusion is opt-in (`synth run --fuse`): see README
 ) -> RunResult:
     run = RunDir(run_dir)
     lock = run.lock()

@@ -82,7 +82,7 @@ def test_audit_command_works_on_a_fused_run_and_what_if_says_how_to_keep_shards(
     pipe.write_text(yaml.safe_dump(_raw()))
     run = tmp_path / "run"
     runner = CliRunner()
-    res = runner.invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1"])
+    res = runner.invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1", "--fuse"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["audit", str(run), "--json"])
     assert res.exit_code == 0, res.output
@@ -166,7 +166,7 @@ def test_progress_shows_every_fused_stage(tmp_path):
             pass
 
     pipe = build_pipeline(_raw())
-    run_pipeline(pipe, PipelineSource(raw=_raw(), path=None, seed=pipe.seed), tmp_path / "run", executor=LocalExecutor(1), progress=lambda entry, *a: Line(entry.label))
+    run_pipeline(pipe, PipelineSource(raw=_raw(), path=None, seed=pipe.seed), tmp_path / "run", executor=LocalExecutor(1), keep_intermediate=False, progress=lambda entry, *a: Line(entry.label))
     assert list(lines) == ["00-toy_count", "01-toy_slow", "02-toy_drop_odd", "03-toy_dedup_text", "04-odd_again"]
     assert lines["01-toy_slow"] == [("process", "01-toy_slow", 20)] * 4
     assert [out for _, _, out in lines["02-toy_drop_odd"]] == [10] * 4

@@ -25,7 +25,7 @@ def _raw(**slow):
 def _run(tmp_path, raw, workers=1):
     pipe = build_pipeline(raw)
     src = PipelineSource(raw=raw, path=None, seed=pipe.seed)
-    return run_pipeline(pipe, src, tmp_path / "run", executor=LocalExecutor(workers))
+    return run_pipeline(pipe, src, tmp_path / "run", executor=LocalExecutor(workers), keep_intermediate=False)
 
 
 def test_runs_and_ledger_balances(tmp_path):

@@ -37,7 +37,7 @@ def test_fused_groups_on_ray_match_keep_intermediate_locally(tmp_path, ray_local
     raw = fusion_raw()
     src = PipelineSource(raw=raw, path=None, seed=build_pipeline(raw).seed)
     kept = run_pipeline(build_pipeline(raw), src, tmp_path / "kept", executor=LocalExecutor(1), keep_intermediate=True)
-    fused = run_pipeline(build_pipeline(raw), src, tmp_path / "ray", executor=RayExecutor())
+    fused = run_pipeline(build_pipeline(raw), src, tmp_path / "ray", executor=RayExecutor(), keep_intermediate=False)
     assert _ids(fused) == _ids(kept) and _ids(kept)
     assert _ledger(tmp_path / "ray") == _ledger(tmp_path / "kept")
     assert not list((tmp_path / "ray" / "stages" / "01-toy_slow").glob("part-*.parquet"))
@@ -126,7 +126,7 @@ def test_plain_tasks_are_submitted_a_bounded_number_at_a_time(tmp_path, ray_loca
             yield outcome
 
     ex.runner._bounded = watch
-    on_ray = run_pipeline(build_pipeline(raw), src, tmp_path / "ray", executor=ex)
+    on_ray = run_pipeline(build_pipeline(raw), src, tmp_path / "ray", executor=ex, keep_intermediate=False)
     assert _ids(on_ray) == _ids(local)
     # per shard: one fused task (source, slow, drop_odd), then dedup's summarize and process
     assert len(submitted) == 7 * 3 and max(outstanding) <= 2  # never more than 2 refs held

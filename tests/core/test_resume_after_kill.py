@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +27,9 @@ PIPELINE = {
 }
 
 
-def _cmd(pipeline: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "synth", "run", str(pipeline), "--output", str(out), "--workers", "2"]
+def _cmd(pipeline: Path, out: Path, fuse: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "synth", "run", str(pipeline), "--output", str(out), "--workers", "2"]
+    return cmd + (["--fuse"] if fuse else [])
 
 
 def _output_ids(run: Path) -> list[str]:
@@ -37,18 +39,19 @@ def _output_ids(run: Path) -> list[str]:
     return ids
 
 
-def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("fuse", [False, True], ids=["every-stage-written", "fused"])
+def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, fuse):
     pipeline = tmp_path / "toy.yaml"
     pipeline.write_text(yaml.safe_dump(PIPELINE))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     clean = tmp_path / "clean"
-    subprocess.run(_cmd(pipeline, clean), cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run(_cmd(pipeline, clean, fuse), cwd=REPO, env=env, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(pipeline, killed), cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_cmd(pipeline, killed, fuse), cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # source, slow and drop_odd run fused: the group commits in drop_odd's folder
-    slow_dir = killed / "stages" / "02-toy_drop_odd"
+    slow_dir = killed / "stages" / ("02-toy_drop_odd" if fuse else "01-toy_slow")
     deadline = time.time() + 60
     while time.time() < deadline and len(list(slow_dir.glob("part-*.parquet"))) < 3:
         time.sleep(0.05)
@@ -58,7 +61,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     assert 3 <= done_before < 12, "the kill should land mid-stage"
     assert not (killed / "output").exists()
 
-    rerun = subprocess.run(_cmd(pipeline, killed), cwd=REPO, env=env, capture_output=True, text=True)
+    rerun = subprocess.run(_cmd(pipeline, killed, fuse), cwd=REPO, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
 
     clean_ids = _output_ids(clean)
@@ -72,4 +75,5 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
             again = killed / "stages" / label / stats.name
             strip = lambda d: {k: v for k, v in json.loads(d.read_text()).items() if k != "seconds"}  # noqa: E731
             assert strip(again) == strip(stats), f"{label}/{stats.name}"
-    assert not list((killed / "stages" / "01-toy_slow").glob("part-*.parquet")), "a fused stage writes no shards"
+    if fuse:
+        assert not list((killed / "stages" / "01-toy_slow").glob("part-*.parquet")), "a fused stage writes no shards"
