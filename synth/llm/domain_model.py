@@ -175,8 +175,9 @@ class FastTextDomainModel:
         return sorted(label.removeprefix("__label__") for label in self.model.get_labels())
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
-        # The binding's batch call directly: skips the wrapper's per-text numpy copies.
-        labels, probs = self.model.f.multilinePredict(domain_tokens_many(texts), 1, 0.0, "strict")
+        # The binding's batch call directly (skips the wrapper's per-text checks and numpy
+        # copies). The line end matters: it is the end-of-line token every training line had.
+        labels, probs = self.model.f.multilinePredict([t + "\n" for t in domain_tokens_many(texts)], 1, 0.0, "strict")
         out_l = [lab[0][9:] if lab else GENERAL for lab in labels]  # strip "__label__"
         out_c = [min(float(p[0]), 1.0) if len(p) else 0.0 for p in probs]
         return out_l, out_c
