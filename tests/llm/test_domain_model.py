@@ -93,6 +93,15 @@ def test_tokens_are_one_line_and_batch_equals_single():
     assert batch[0].split() == ["hello", ",", "world", "!", "next", "line", "."]
 
 
+def test_tokens_leave_non_ascii_intact_and_blank_every_control_character():
+    texts = ["Déjà-vu: ÜBER naïve café", "a\x00b\x1ec\u2028d", "x\ud800y"]  # the last holds a lone surrogate
+    batch = domain_tokens_many(texts)
+    assert batch == [domain_tokens(t) for t in texts]
+    assert batch[0].split() == ["déjà", "-", "vu", ":", "Über", "naïve", "café"]  # ASCII letters lowered only
+    assert batch[1].split(" ") == ["a", "b", "c\u2028d"]  # fastText splits on ASCII whitespace only
+    assert batch[2].split() == ["x", "?", "y"]  # unencodable text is replaced, never an error
+
+
 def test_calibrated_threshold_sends_unsure_predictions_to_general():
     # confident predictions are right; unsure ones are wrong, and their gold is general
     gold = ["math"] * 20 + ["general"] * 20
