@@ -128,9 +128,9 @@ def test_evolve_rule_helpers():
 def test_respond_samples_objective_and_routes(monkeypatch):
     general = FakeEngine(lambda req, i: f"general answer {i}", name="general")
     mathy = FakeEngine(lambda req, i: f"The answer is {4 + i % 2}", name="math")
-    import synth.synthesis.common as common
+    import synth.llm.stage as llm_stage
 
-    monkeypatch.setattr(common, "shared_engine", lambda model, *a, **k: {"math": mathy}[model])
+    monkeypatch.setattr(llm_stage, "shared_engine", lambda model, *a, **k: {"math": mathy}[model])
     stage = _stage(GenerateResponses, general, n_objective=3)
     table = pa.Table.from_pylist(
         [
