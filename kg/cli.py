@@ -14,9 +14,7 @@ kg_app = typer.Typer(help="Knowledge graph to tool-use data: stats, walk, export
 console = Console()
 
 
-def _fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+from synth.core.errors import fail as _fail  # noqa: E402
 
 
 @kg_app.command()

@@ -21,10 +21,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-def fail(message: str, code: int = 1) -> None:
-    """One clear line on stderr instead of a traceback."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+from synth.core.errors import fail  # noqa: E402
 
 
 @app.command()

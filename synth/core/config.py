@@ -18,12 +18,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from synth.core.errors import ConfigError  # noqa: F401 (raised here, imported from here by callers)
 from synth.core.registry import BUILTIN_STAGES, StageImportError, UnknownStageType, stage_class
 from synth.core.stage import PipelineContext, SourceStage, Stage
-
-
-class ConfigError(ValueError):
-    """A pipeline file is wrong; the message says where and what is allowed."""
 
 
 class PipelineHeader(BaseModel):

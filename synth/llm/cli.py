@@ -17,9 +17,7 @@ import typer
 models_app = typer.Typer(help="The models LLM stages use: the embedded default, MODELS files.", no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+from synth.core.errors import fail as _fail  # noqa: E402
 
 
 @models_app.command("prepare-default")
