@@ -256,7 +256,7 @@ def build_pipeline(
         dumped = opts.model_dump(mode="json")
         written_spec = written["stages"][i] if isinstance(written.get("stages"), list) else {}
         as_written = {k: (written_spec[k] if expanded_keys.get((i, k)) and k in written_spec else v) for k, v in dumped.items()}
-        entries.append(StageEntry(i, label, str(type_name), dumped, cls(opts, ctx), as_written))
+        entries.append(StageEntry(i, label, str(type_name), dumped, cls.configured(opts)(opts, ctx), as_written))
 
     pipeline = Pipeline(
         name=header.name,

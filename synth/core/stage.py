@@ -154,6 +154,12 @@ class Stage:
         """Arrow types of written columns, so empty or all-null shards keep a schema."""
         return {}
 
+    @classmethod
+    def configured(cls, options: StageOptions) -> type[Stage]:
+        """The class that runs these options: a type may hand a setting to another
+        stage (`decontaminate` with `action: cut` runs the `decontaminate_cut` transform)."""
+        return cls
+
     # -- lifecycle -----------------------------------------------------------
     def setup(self) -> None:
         """Load models or indexes; called once per worker before its first shard."""
@@ -212,6 +218,7 @@ class Filter(Stage):
             return table
         mask = pa.array(keep, type=pa.bool_())
         shard.dropped_table = table.filter(pc.invert(mask))
+        write_removed_rows(self.options, shard.dropped_table, shard)
         return table.filter(mask)
 
 
@@ -245,6 +252,16 @@ class GlobalStage(Stage):
 
     def reduce(self, summaries: list[Path], state_dir: Path) -> None:
         raise NotImplementedError
+
+
+def write_removed_rows(options: StageOptions, removed: pa.Table, shard: Shard) -> None:
+    """Every removed row, in full, to the options' `removed_rows_dir` when a filter
+    has one (one parquet per shard, so a rerun rewrites rather than appends)."""
+    folder = getattr(options, "removed_rows_dir", None)
+    if folder and removed.num_rows:
+        from synth.core.rundir import atomic_write_parquet
+
+        atomic_write_parquet(Path(folder) / f"{shard.name}.parquet", removed)
 
 
 def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table:
