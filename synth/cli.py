@@ -11,6 +11,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from synth.core.errors import fail
+
 app = typer.Typer(
     name="synth",
     help="Manufacture synthetic pre-training data: ingest crawls and books, synthesise, filter, audit.",
@@ -19,9 +21,6 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
-
-
-from synth.core.errors import fail  # noqa: E402
 
 
 @app.command()

@@ -14,10 +14,9 @@ from typing import Optional
 
 import typer
 
+from synth.core.errors import fail as _fail
+
 models_app = typer.Typer(help="The models LLM stages use: the embedded default, MODELS files.", no_args_is_help=True)
-
-
-from synth.core.errors import fail as _fail  # noqa: E402
 
 
 @models_app.command("prepare-default")
