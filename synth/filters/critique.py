@@ -1,9 +1,10 @@
 """Stage `critique`: a critique model grades each pair on a four-tier scale (step 4).
 
-Grade (4 excellent .. 1 wrong) and a short rationale become columns; rows under
-`min_grade` are dropped with reason `critique_below_min_grade`; output that does
-not parse as a grade is dropped as `critique_unparseable` with the raw text kept
-in the reject sample.
+An LLM filter: the grade (4 excellent .. 1 wrong) and a short rationale are its
+scores (columns); rows under `min_grade` are dropped with reason
+`critique_below_min_grade` (with `annotate_only`, counted as `would_drop.*` and
+kept); output that does not parse as a grade is dropped as `critique_unparseable`
+with the raw text kept in the reject sample.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from synth.core.stage import Shard
-from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, parse_json
+from synth.llm.stage import LLMFilter, LLMStageOptions, SamplingOptions, parse_json
 from synth.llm.types import ChatRequest, ChatResult
 from synth.prompts import load_prompt
 
@@ -50,11 +51,12 @@ def parse_grade(text: str) -> tuple[int, str]:
     raise ValueError(f"no grade in {text[:120]!r}")
 
 
-class CritiqueFilter(LLMStage):
+class CritiqueFilter(LLMFilter):
     type = "critique"
     Options = CritiqueOptions
     reads = ("id", "instruction", "response")
     outputs = CRITIQUE_TYPES
+    score_columns = ("critique_grade", "critique_rationale")
 
     def setup(self) -> None:
         self.prompt = load_prompt(self.options.prompt)
@@ -70,16 +72,8 @@ class CritiqueFilter(LLMStage):
             shard.drop(row, "critique_unparseable", {"raw": result.text[:500]})
             return None
         shard.count(f"critique.grade_{grade}")
-        scores = {"critique_grade": grade, "critique_rationale": rationale}
-        reason = self.decide(scores)
-        if reason is not None:
-            if self.options.annotate_only:
-                shard.count(f"would_drop.{reason}")
-            else:
-                shard.drop({**row, **scores, "critique_model": result.model, "provenance": self.provenance(row, result, grade=grade)}, reason, scores)
-                return None
-        return {**row, **scores, "critique_model": result.model, "provenance": self.provenance(row, result, grade=grade)}
+        provenance = self.provenance(row, result, grade=grade)
+        return {**row, "critique_grade": grade, "critique_rationale": rationale, "critique_model": result.model, "provenance": provenance}
 
-    def decide(self, scores: dict) -> str | None:
-        """Keep (None) or the drop reason, from the grade alone (as a `Filter` decides)."""
-        return "critique_below_min_grade" if scores["critique_grade"] < self.options.min_grade else None
+    def decide(self, row: dict) -> str | None:
+        return "critique_below_min_grade" if row["critique_grade"] < self.options.min_grade else None

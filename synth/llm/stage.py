@@ -26,7 +26,7 @@ from pydantic import Field
 
 from synth.core.progress import request_progress
 from synth.core.records import derive_seed
-from synth.core.stage import Shard, Stage, StageOptions
+from synth.core.stage import Filter, Shard, Stage, StageOptions
 from synth.llm.cache import CachedEngine, RequestCache
 from synth.llm.config import ModelsConfig
 from synth.llm.default_model import cache_root
@@ -414,6 +414,26 @@ class LLMStage(Stage):
             if name not in schema.names:
                 fields.append(pa.field(name, typ))
         return pa.Table.from_pylist([], schema=pa.schema(fields))
+
+
+
+class LLMFilter(LLMStage, Filter):
+    """A filter whose scores come from a model: `build_request` / `apply_result`
+    (the row with its score columns, or a drop reason when the call failed or the
+    output does not parse) make the scores, then `decide` keeps or drops each row
+    exactly as every `Filter` does (`annotate_only`, `would_drop.*` counters, the
+    scores the audit reads, `removed_rows_dir`). Subclasses name their score
+    columns in `score_columns`."""
+
+    score_columns: ClassVar[tuple[str, ...]] = ()
+
+    def process(self, table: pa.Table, shard: Shard) -> pa.Table:
+        scored = LLMStage.process(self, table, shard)
+        return Filter.process(self, scored, shard)
+
+    def score(self, table: pa.Table, shard: Shard) -> dict:
+        # Scored by the model in `LLMStage.process`; the decision reads them from here.
+        return {c: table.column(c) for c in self.score_columns}
 
 
 def error_reason(result: ChatResult) -> str:
