@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from synth.llm.stage import LLM_ERROR
 from synth.prompts import load_prompt
 from kg.tools import relation_parts
 
@@ -280,7 +281,7 @@ class LLMVerbalizer:
             candidates: dict[int, str] = {}
             for i, res in zip(todo, results):
                 if getattr(res, "error", None):
-                    out[i] = (None, "llm_error")
+                    out[i] = (None, LLM_ERROR)
                     again.append(i)
                     continue
                 texts = getattr(res, "texts", None) or []

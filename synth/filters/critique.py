@@ -76,4 +76,5 @@ class CritiqueFilter(LLMFilter):
         return {**row, "critique_grade": grade, "critique_rationale": rationale, "critique_model": result.model, "provenance": provenance}
 
     def decide(self, row: dict) -> str | None:
-        return "critique_below_min_grade" if row["critique_grade"] < self.options.min_grade else None
+        grade = row.get("critique_grade")  # None: never graded (dropped before deciding)
+        return "critique_below_min_grade" if grade is not None and grade < self.options.min_grade else None

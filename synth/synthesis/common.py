@@ -7,7 +7,6 @@ import re
 import pyarrow as pa
 
 from synth.llm.provenance import add_step, extend_schema, sampling_record  # noqa: F401 (shared by the synthesis stages)
-from synth.llm.stage import LLMStage
 
 # Columns every instruction record carries from `instruct` on.
 INSTRUCTION_SCHEMA = pa.schema(
@@ -43,7 +42,3 @@ def ngram_overlap(text: str, source: str, n: int = 8) -> float:
     grams = {tuple(tw[i : i + n]) for i in range(len(tw) - n + 1)}
     source_grams = {tuple(sw[i : i + n]) for i in range(len(sw) - n + 1)}
     return len(grams & source_grams) / len(grams)
-
-
-def model_name(stage: LLMStage) -> str:
-    return getattr(stage.engine, "name", str(stage.options.model))
