@@ -3,6 +3,7 @@ from an installed wheel (the prompts ship inside the package)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -36,8 +37,15 @@ def test_a_file_needs_exactly_one_body(tmp_path):
 
 @pytest.mark.slow
 def test_built_wheel_ships_the_prompts_and_reads_them_installed(tmp_path):
+    # Built from a copy: an in-tree build leaves build/ behind, whose stale files a later wheel would ship.
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("synth", "kg", "prompts"):
+        shutil.copytree(REPO / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
+        shutil.copy(REPO / name, src / name)
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(REPO), "-w", str(tmp_path / "w")],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src), "-w", str(tmp_path / "w")],
         capture_output=True,
         text=True,
         cwd=tmp_path,
