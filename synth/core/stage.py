@@ -128,12 +128,20 @@ class Stage:
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
     removes: ClassVar[tuple[str, ...]] = ()
+    # Written columns and their Arrow types, declared once: `writes`, `column_types()`
+    # and a source's `schema()` follow from it.
+    outputs: ClassVar[dict[str, pa.DataType]] = {}
     # True when out may exceed in (sources, splitters, generators): the ledger
     # then does not expect in == out + dropped.
     creates_records: ClassVar[bool] = False
     # False for stages that must run in the main process one shard at a time,
     # such as those driving an in-process LLM engine.
     parallel: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "outputs" in cls.__dict__ and "writes" not in cls.__dict__:
+            cls.writes = tuple(cls.outputs)
 
     def __init__(self, options: StageOptions, pipeline: PipelineContext | None = None):
         self.options = options
@@ -152,7 +160,7 @@ class Stage:
 
     def column_types(self) -> dict[str, pa.DataType]:
         """Arrow types of written columns, so empty or all-null shards keep a schema."""
-        return {}
+        return dict(self.outputs)
 
     @classmethod
     def configured(cls, options: StageOptions) -> type[Stage]:
@@ -236,7 +244,7 @@ class SourceStage(Stage):
 
     def schema(self) -> pa.Schema | None:
         """Schema of created records; needed so an empty shard still has columns."""
-        return None
+        return pa.schema(list(self.outputs.items())) if self.outputs else None
 
 
 class GlobalStage(Stage):

@@ -194,26 +194,17 @@ atexit.register(close_engines)
 
 class LLMStage(Stage):
     """Subclasses set `Options` (a subclass of LLMStageOptions), declare the columns
-    they write once in `outputs` (name -> Arrow type; `writes` and `column_types()`
-    follow from it), and implement `build_request` and `apply_result`."""
+    they write once in `outputs` (name -> Arrow type), and implement `build_request`
+    and `apply_result`."""
 
     Options: ClassVar[type[StageOptions]] = LLMStageOptions
     # In-process engines must live in the main process; served ones batch anyway.
     parallel: ClassVar[bool] = False
     id_column: ClassVar[str] = "id"
-    outputs: ClassVar[dict[str, pa.DataType]] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "outputs" in cls.__dict__ and "writes" not in cls.__dict__:
-            cls.writes = tuple(cls.outputs)
 
     def __init__(self, options, pipeline=None):
         super().__init__(options, pipeline)
         self._engine = None  # set by tests or on first use
-
-    def column_types(self) -> dict[str, pa.DataType]:
-        return dict(self.outputs)
 
     # -- to implement ------------------------------------------------------------
     def build_request(self, row: dict, shard: Shard) -> ChatRequest | list[ChatRequest] | None:
