@@ -10,13 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kg.stage import KGWalkOptions
+from synth.core.cli_options import option_from
+from synth.core.errors import fail as _fail
+
 kg_app = typer.Typer(help="Knowledge graph to tool-use data: stats, walk, export.", no_args_is_help=True)
 console = Console()
-
-
-def _fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @kg_app.command()
@@ -59,25 +58,25 @@ def stats(
 def walk(
     graph: Path = typer.Argument(..., help="Graph file or folder (see `synth kg stats`)."),
     output: Path = typer.Option(..., "--output", "-o", help="Run directory; samples land in RUN/output/*.parquet."),
-    samples: int = typer.Option(1000, "--samples", "-n", min=1, help="Samples to attempt."),
+    samples: int = option_from(KGWalkOptions, "samples", "--samples", "-n", min=1, help="Samples to attempt."),
     seed: int = typer.Option(0, "--seed", help="Run seed; the same seed gives the same samples."),
     patterns: Optional[str] = typer.Option(None, "--patterns", help="e.g. 1p,2i,pni or 1p:3,2i:1 (shares)."),
-    verbalizer: str = typer.Option("template", "--verbalizer", help="template or llm."),
-    llm_model: Optional[str] = typer.Option(None, "--llm-model", help="Model name in the models file (llm)."),
+    verbalizer: str = option_from(KGWalkOptions, "verbalizer", "--verbalizer", help="template or llm."),
+    llm_model: Optional[str] = option_from(KGWalkOptions, "llm_model", "--llm-model", help="Model name in the models file (llm)."),
     models: Optional[Path] = typer.Option(None, "--models", help="Models file for the llm verbaliser."),
-    max_answers: int = typer.Option(10, "--max-answers", min=1, help="Largest answer set."),
-    error_share: float = typer.Option(0.15, "--error-share", min=0, max=1, help="Share with a corrected wrong call."),
-    irrelevance_share: float = typer.Option(0.05, "--irrelevance-share", min=0, max=1,
+    max_answers: int = option_from(KGWalkOptions, "max_answers", "--max-answers", min=1, help="Largest answer set."),
+    error_share: float = option_from(KGWalkOptions, "error_share", "--error-share", min=0, max=1, help="Share with a corrected wrong call."),
+    irrelevance_share: float = option_from(KGWalkOptions, "irrelevance_share", "--irrelevance-share", min=0, max=1,
                                             help="Share no offered tool can answer."),
-    allow_trivial: bool = typer.Option(False, "--allow-trivial", help="Keep queries whose answer holds an anchor "
+    allow_trivial: bool = option_from(KGWalkOptions, "allow_trivial", "--allow-trivial", help="Keep queries whose answer holds an anchor "
                                        "or that go along a relation and straight back."),
-    eval_split: float = typer.Option(0.0, "--eval-split", min=0, max=0.99, help="Share held out as an evaluation "
+    eval_split: float = option_from(KGWalkOptions, "eval_split", "--eval-split", min=0, max=0.99, help="Share held out as an evaluation "
                                      "split (RUN/eval/) that shares no anchor entity with the training samples."),
-    eval_relations: float = typer.Option(0.0, "--eval-relations", min=0, max=0.99,
+    eval_relations: float = option_from(KGWalkOptions, "eval_relations", "--eval-relations", min=0, max=0.99,
                                          help="Also hold out this share of relations for the evaluation split."),
-    back_translate: bool = typer.Option(True, "--back-translate/--no-back-translate",
+    back_translate: bool = option_from(KGWalkOptions, "back_translate", "--back-translate/--no-back-translate",
                                         help="LLM verbaliser: check each paraphrase by back-translation."),
-    samples_per_shard: int = typer.Option(2000, "--samples-per-shard", min=1),
+    samples_per_shard: int = option_from(KGWalkOptions, "samples_per_shard", "--samples-per-shard", min=1),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per core)."),
 ) -> None:
     """Walk a graph into verified tool-use conversations (resumable, with ledger)."""

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 
 from kg.graph import KnowledgeGraph
-from kg.prompts import load_prompt
+from synth.prompts import load_prompt
 from kg.query import SampledQuery, relations_of
 from kg.tools import DIFFERENCE, INTERSECT, LOOKUP, UNION, Executor, ToolRegistry, dump
 from kg.verbalize import join_names
@@ -64,10 +64,10 @@ class ConversationBuilder:
         self.reg = registry
         self.ex = executor
         self.cfg = config
-        self.system_prompts = load_prompt("system_prompts")["templates"]
-        self.answers = load_prompt("answers")["templates"]
-        self.reflection = load_prompt("reflection")["templates"]
-        self.irrelevance = load_prompt("irrelevance")["templates"]
+        self.system_prompts = load_prompt("kg/system_prompts").templates
+        self.answers = load_prompt("kg/answers").templates
+        self.reflection = load_prompt("kg/reflection").templates
+        self.irrelevance = load_prompt("kg/irrelevance").templates
         self.relation_tool_names = sorted(registry.by_name)
         by_domain: dict[str, list[str]] = {}
         for t in registry.by_name.values():

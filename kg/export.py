@@ -154,10 +154,10 @@ def to_sharegpt(sample: dict) -> dict:
 
 
 def hermes_system(system: str | None, tools: list[dict]) -> str:
-    from kg.prompts import load_prompt
+    from synth.prompts import load_prompt
 
     listing = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
-    return load_prompt("hermes_system")["template"].format(system=(system + "\n\n") if system else "", tools=listing)
+    return load_prompt("kg/hermes_system").template.format(system=(system + "\n\n") if system else "", tools=listing)
 
 
 def to_hermes(sample: dict) -> dict:

@@ -15,12 +15,20 @@ from dataclasses import dataclass, field
 from kg.config import WalkConfig
 from kg.conversation import ConversationBuilder
 from kg.graph import KnowledgeGraph
-from kg.prompts import prompt_versions
 from kg.query import PATTERNS, QueryError, QuerySampler, evaluate_ids, relations_of
 from kg.tools import Executor, ToolRegistry
 from kg.verbalize import LLMVerbalizer, Pending, TemplateVerbalizer
 from kg.verify import verify
 from synth.core.records import content_id, derive_seed
+from synth.prompts import load_prompt
+
+
+# The kg wording files (under prompts/kg/), whose versions every sample records.
+PROMPT_FILES = ("system_prompts", "question_grammar", "answers", "reflection", "irrelevance", "llm_question", "hermes_system", "llm_back_translate")
+
+
+def prompt_versions() -> dict[str, int]:
+    return {name: load_prompt(f"kg/{name}").version for name in PROMPT_FILES}
 
 
 @dataclass

@@ -105,17 +105,9 @@ class KGWalk(SourceStage):
 
     def _engine(self):
         if self.engine is None:
-            from synth.llm.stage import (
-                models_config_for,
-                request_cache_path,
-                shared_engine,
-            )
+            from synth.llm.stage import pipeline_engine
 
-            settings = self.pipeline.settings
-            models, key = models_config_for(settings, self.pipeline.config_path)
-            cache = request_cache_path(settings, self.pipeline.config_path, self.pipeline.run_dir) \
-                if self.options.cache else None
-            self.engine = shared_engine(self.options.llm_model, models, key, cache)
+            self.engine = pipeline_engine(self.pipeline, self.options.llm_model, self.options.cache)
         return self.engine
 
     def read(self, spec: dict, shard: Shard) -> pa.Table:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kg.prompts import load_prompt
+from synth.llm.stage import LLM_ERROR
+from synth.prompts import load_prompt
 from kg.tools import relation_parts
 
 
@@ -80,7 +81,7 @@ class TemplateVerbalizer:
     name = "template"
 
     def __init__(self):
-        self.grammar = load_prompt("question_grammar")["templates"]
+        self.grammar = load_prompt("kg/question_grammar").templates
         self._overrides = {str(k): str(v) for k, v in (self.grammar.get("phrases") or {}).items()}
         self._verbs = set(self.grammar.get("verbs") or ())
         self._parts: dict[str, tuple[str | None, str, str | None]] = {}
@@ -208,10 +209,10 @@ class LLMVerbalizer:
                  back_translate: Callable[[dict, Any], bool] | None = None, back_max_tokens: int = 256):
         self.engine = engine
         self.retries = retries
-        self.prompt = load_prompt("llm_question")
+        self.prompt = load_prompt("kg/llm_question")
         # back_translate(original tree, model's tree) -> same answer set? None: no check.
         self.back_translate = back_translate
-        self.back_prompt = load_prompt("llm_back_translate")
+        self.back_prompt = load_prompt("kg/llm_back_translate")
         self.back_max_tokens = back_max_tokens
         # What happened to each paraphrase, read (and reset) by the stage for the ledger.
         self.stats: Counter = Counter()
@@ -227,7 +228,7 @@ class LLMVerbalizer:
         self.max_tokens = max_tokens
 
     def _request(self, item: Pending, attempt: int):
-        text = self.prompt["template"].format(
+        text = self.prompt.template.format(
             query=json.dumps(item.tree, ensure_ascii=False), draft=item.draft,
             anchors=", ".join(f'"{a}"' for a in item.anchors))
         # The attempt must be part of the request's identity, which is what the cache
@@ -240,7 +241,7 @@ class LLMVerbalizer:
         return self.ChatRequest(messages=[{"role": "user", "content": text}], sampling=sampling, key=key)
 
     def _back_request(self, item: Pending, question: str, attempt: int):
-        text = self.back_prompt["template"].format(
+        text = self.back_prompt.template.format(
             question=question, anchors=", ".join(f'"{a}"' for a in item.anchors),
             relations=", ".join(f'"{r}"' for r in item.relations))
         # Greedy: the check should not depend on luck; the paraphrase is what varies.
@@ -280,7 +281,7 @@ class LLMVerbalizer:
             candidates: dict[int, str] = {}
             for i, res in zip(todo, results):
                 if getattr(res, "error", None):
-                    out[i] = (None, "llm_error")
+                    out[i] = (None, LLM_ERROR)
                     again.append(i)
                     continue
                 texts = getattr(res, "texts", None) or []

@@ -11,6 +11,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from synth.core.errors import fail
+
 app = typer.Typer(
     name="synth",
     help="Manufacture synthetic pre-training data: ingest crawls and books, synthesise, filter, audit.",
@@ -19,12 +21,6 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 1) -> None:
-    """One clear line on stderr instead of a traceback."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @app.command()

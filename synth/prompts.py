@@ -14,6 +14,14 @@ A template file is YAML:
     data: {...}                    # optional structured data the stage reads
 
 Rendering is strict: a missing variable is an error, not an empty string.
+
+Instead of `messages`, a file may hold wording: `template` (one `str.format`
+string) or `templates` (a pool of alternatives, or a mapping of pools), which a
+stage fills and draws from itself (the kg conversations do).
+
+The files ship inside the package (`synth/prompt_files`, copied from the repo's
+top-level `prompts/` at build time), so an installed wheel has them; in the repo
+the top-level folder is read directly.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any
 
 import jinja2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PROMPTS_ENV = "SYNTH_PROMPTS"
 
@@ -42,8 +50,17 @@ class _PromptFile(BaseModel):
     version: int = Field(ge=1)
     description: str = ""
     variables: list[str] = Field(default_factory=list)
-    messages: list[dict[str, str]]
+    messages: list[dict[str, str]] = Field(default_factory=list)
+    template: str | None = None
+    templates: list | dict | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_body(self):
+        bodies = [k for k in ("messages", "template", "templates") if getattr(self, k)]
+        if len(bodies) != 1:
+            raise ValueError(f"needs exactly one of messages, template, templates (has {bodies or 'none'})")
+        return self
 
 
 _env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
@@ -57,6 +74,9 @@ class Prompt:
     messages: tuple[tuple[str, str], ...]
     data: dict = field(default_factory=dict, hash=False, compare=False)
     path: str = ""
+    # wording files: one format string, or a pool (list or mapping of pools)
+    template: str | None = None
+    templates: Any = field(default=None, hash=False, compare=False)
 
     @property
     def ref(self) -> str:
@@ -64,6 +84,8 @@ class Prompt:
         return f"{self.name}@{self.version}"
 
     def render(self, **values: Any) -> list[dict]:
+        if not self.messages:
+            raise PromptError(f"prompt {self.ref} ({self.path}) holds wording (template/templates), not chat messages")
         missing = [v for v in self.variables if v not in values]
         if missing:
             raise PromptError(f"prompt {self.ref} ({self.path}) needs {', '.join(missing)}")
@@ -74,11 +96,13 @@ class Prompt:
 
 
 def prompts_dir() -> Path:
-    """prompts/ beside the package (the repo layout), or $SYNTH_PROMPTS."""
+    """$SYNTH_PROMPTS, else prompts/ beside the package (the repo layout), else the
+    copy shipped inside the package (an installed wheel)."""
     env = os.environ.get(PROMPTS_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "prompts"
+    repo = Path(__file__).resolve().parents[1] / "prompts"
+    return repo if repo.is_dir() else Path(__file__).resolve().parent / "prompt_files"
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,4 +121,5 @@ def load_prompt(name: str, directory: str | None = None) -> Prompt:
     for turn in spec.messages:
         if set(turn) != {"role", "content"}:
             raise PromptError(f"{path}: each message needs exactly role and content")
-    return Prompt(spec.name, spec.version, tuple(spec.variables), tuple((m["role"], m["content"]) for m in spec.messages), spec.data, str(path))
+    messages = tuple((m["role"], m["content"]) for m in spec.messages)
+    return Prompt(spec.name, spec.version, tuple(spec.variables), messages, spec.data, str(path), spec.template, spec.templates)

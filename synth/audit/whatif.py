@@ -85,6 +85,9 @@ def build_filter(run: RunDir, ref: StageRef, changes: dict, any_stage: bool = Fa
     config = manifest.get("config") or {}
     path = manifest.get("config_path")
     ctx = PipelineContext(seed=manifest.get("seed", 0), run_dir=run.root, config_path=Path(path) if path else None, settings=dict(config.get("settings") or {}))
+    cls = cls.configured(opts)  # the class the run used (decontaminate with action: cut is a transform)
+    if not issubclass(cls, Filter) and not any_stage:
+        raise AuditError(f"stage {ref.label} ({ref.type}) is not a filter with these options: only a filter's thresholds can be re-tuned from the run")
     return cls(opts, ctx)
 
 

@@ -18,12 +18,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from synth.core.errors import ConfigError  # noqa: F401 (raised here, imported from here by callers)
 from synth.core.registry import StageImportError, UnknownStageType, all_stage_types, stage_class
 from synth.core.stage import PipelineContext, SourceStage, Stage
-
-
-class ConfigError(ValueError):
-    """A pipeline file is wrong; the message says where and what is allowed."""
 
 
 class PipelineSettings(BaseModel):
@@ -277,7 +274,7 @@ def build_pipeline(
         dumped = opts.model_dump(mode="json")
         written_spec = written["stages"][i] if isinstance(written.get("stages"), list) else {}
         as_written = {k: (written_spec[k] if expanded_keys.get((i, k)) and k in written_spec else v) for k, v in dumped.items()}
-        entries.append(StageEntry(i, label, str(type_name), dumped, cls(opts, ctx), as_written, materialize))
+        entries.append(StageEntry(i, label, str(type_name), dumped, cls.configured(opts)(opts, ctx), as_written, materialize))
 
     pipeline = Pipeline(
         name=header.name,

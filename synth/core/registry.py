@@ -41,6 +41,7 @@ BUILTIN_STAGES: dict[str, str] = {
     "consistency": "synth.filters.consistency:SelfConsistency",
     "code_exec": "synth.filters.code_exec:CodeExecutionFilter",
     "decontaminate": "synth.filters.decontaminate:Decontaminate",
+    "decontaminate_cut": "synth.filters.decontaminate:DecontaminateCut",
     "format_chat": "synth.synthesis.finalize:FormatChat",
     # 6. knowledge graph -> tool use
     "kg_walk": "kg.stage:KGWalk",

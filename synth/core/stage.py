@@ -128,12 +128,20 @@ class Stage:
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
     removes: ClassVar[tuple[str, ...]] = ()
+    # Written columns and their Arrow types, declared once: `writes`, `column_types()`
+    # and a source's `schema()` follow from it.
+    outputs: ClassVar[dict[str, pa.DataType]] = {}
     # True when out may exceed in (sources, splitters, generators): the ledger
     # then does not expect in == out + dropped.
     creates_records: ClassVar[bool] = False
     # False for stages that must run in the main process one shard at a time,
     # such as those driving an in-process LLM engine.
     parallel: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "outputs" in cls.__dict__ and "writes" not in cls.__dict__:
+            cls.writes = tuple(cls.outputs)
 
     def __init__(self, options: StageOptions, pipeline: PipelineContext | None = None):
         self.options = options
@@ -152,7 +160,13 @@ class Stage:
 
     def column_types(self) -> dict[str, pa.DataType]:
         """Arrow types of written columns, so empty or all-null shards keep a schema."""
-        return {}
+        return dict(self.outputs)
+
+    @classmethod
+    def configured(cls, options: StageOptions) -> type[Stage]:
+        """The class that runs these options: a type may hand a setting to another
+        stage (`decontaminate` with `action: cut` runs the `decontaminate_cut` transform)."""
+        return cls
 
     # -- lifecycle -----------------------------------------------------------
     def setup(self) -> None:
@@ -212,6 +226,7 @@ class Filter(Stage):
             return table
         mask = pa.array(keep, type=pa.bool_())
         shard.dropped_table = table.filter(pc.invert(mask))
+        write_removed_rows(self.options, shard.dropped_table, shard)
         return table.filter(mask)
 
 
@@ -229,7 +244,7 @@ class SourceStage(Stage):
 
     def schema(self) -> pa.Schema | None:
         """Schema of created records; needed so an empty shard still has columns."""
-        return None
+        return pa.schema(list(self.outputs.items())) if self.outputs else None
 
 
 class GlobalStage(Stage):
@@ -245,6 +260,16 @@ class GlobalStage(Stage):
 
     def reduce(self, summaries: list[Path], state_dir: Path) -> None:
         raise NotImplementedError
+
+
+def write_removed_rows(options: StageOptions, removed: pa.Table, shard: Shard) -> None:
+    """Every removed row, in full, to the options' `removed_rows_dir` when a filter
+    has one (one parquet per shard, so a rerun rewrites rather than appends)."""
+    folder = getattr(options, "removed_rows_dir", None)
+    if folder and removed.num_rows:
+        from synth.core.rundir import atomic_write_parquet
+
+        atomic_write_parquet(Path(folder) / f"{shard.name}.parquet", removed)
 
 
 def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table:

@@ -1,7 +1,8 @@
-"""Response filters that need no LLM: rules, self-consistency, code execution,
-decontamination. Shared helpers for reading the record shape live here.
+"""Response filters: rules, self-consistency, code execution, decontamination, and
+`critique` (the one that asks an LLM). Shared helpers for reading the record shape
+live here.
 
-Record shape (issue 4 "Output"): `id`, `kind`, `domain`, `messages` (a list of
+Record shape (the synthesis output): `id`, `kind`, `domain`, `messages` (a list of
 {role, content}: the user turn is the instruction, the assistant turn the
 response); `instruction` and `response` string columns may also be present. Each
 stage takes the column names as options; a column option may name either a plain

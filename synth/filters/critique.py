@@ -1,9 +1,10 @@
 """Stage `critique`: a critique model grades each pair on a four-tier scale (step 4).
 
-Grade (4 excellent .. 1 wrong) and a short rationale become columns; rows under
-`min_grade` are dropped with reason `critique_below_min_grade`; output that does
-not parse as a grade is dropped as `critique_unparseable` with the raw text kept
-in the reject sample.
+An LLM filter: the grade (4 excellent .. 1 wrong) and a short rationale are its
+scores (columns); rows under `min_grade` are dropped with reason
+`critique_below_min_grade` (with `annotate_only`, counted as `would_drop.*` and
+kept); output that does not parse as a grade is dropped as `critique_unparseable`
+with the raw text kept in the reject sample.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from synth.core.stage import Shard
-from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason, parse_json
-from synth.llm.types import ChatRequest
+from synth.llm.stage import LLMFilter, LLMStageOptions, SamplingOptions, parse_json
+from synth.llm.types import ChatRequest, ChatResult
 from synth.prompts import load_prompt
-from synth.synthesis.common import add_step, extend_schema, model_name, sampling_record
 
 GRADE_SCHEMA = {
     "type": "object",
@@ -51,50 +51,30 @@ def parse_grade(text: str) -> tuple[int, str]:
     raise ValueError(f"no grade in {text[:120]!r}")
 
 
-class CritiqueFilter(LLMStage):
+class CritiqueFilter(LLMFilter):
     type = "critique"
     Options = CritiqueOptions
     reads = ("id", "instruction", "response")
-    writes = tuple(CRITIQUE_TYPES)
-
-    def column_types(self):
-        return dict(CRITIQUE_TYPES)
+    outputs = CRITIQUE_TYPES
+    score_columns = ("critique_grade", "critique_rationale")
 
     def setup(self) -> None:
         self.prompt = load_prompt(self.options.prompt)
 
-    def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        self.ensure_setup()
-        rows = table.to_pylist()
-        requests = [
-            ChatRequest(
-                self.prompt.render(instruction=r["instruction"], response=(r["response"] or "")[: self.options.max_response_chars]),
-                self.sampling(shard, r, json_schema=GRADE_SCHEMA),
-                key=r["id"],
-            )
-            for r in rows
-        ]
-        results = self.call(requests, shard) if requests else []
-        model = model_name(self)
-        out = []
-        for row, req, res in zip(rows, requests, results):
-            if res.error is not None:
-                shard.drop(row, error_reason(res), {"error": res.error})
-                continue
-            try:
-                grade, rationale = parse_grade(res.text)
-            except ValueError:
-                shard.drop(row, "critique_unparseable", {"raw": res.text[:500]})
-                continue
-            row.update(
-                critique_grade=grade,
-                critique_rationale=rationale,
-                critique_model=model,
-                provenance=add_step(row.get("provenance"), stage="critique", prompt=self.prompt.ref, model=model, sampling=sampling_record(req.sampling), grade=grade),
-            )
-            shard.count(f"critique.grade_{grade}")
-            if grade < self.options.min_grade and not self.options.annotate_only:
-                shard.drop(row, "critique_below_min_grade", {"critique_grade": grade, "critique_rationale": rationale})
-                continue
-            out.append(row)
-        return pa.Table.from_pylist(out, schema=extend_schema(table.schema, CRITIQUE_TYPES))
+    def build_request(self, row: dict, shard: Shard) -> ChatRequest:
+        messages = self.prompt.render(instruction=row["instruction"], response=(row["response"] or "")[: self.options.max_response_chars])
+        return ChatRequest(messages, self.sampling(shard, row, json_schema=GRADE_SCHEMA), key=row["id"])
+
+    def apply_result(self, row: dict, result: ChatResult, shard: Shard) -> dict | None:
+        try:
+            grade, rationale = parse_grade(result.text)
+        except ValueError:
+            shard.drop(row, "critique_unparseable", {"raw": result.text[:500]})
+            return None
+        shard.count(f"critique.grade_{grade}")
+        provenance = self.provenance(row, result, grade=grade)
+        return {**row, "critique_grade": grade, "critique_rationale": rationale, "critique_model": result.model, "provenance": provenance}
+
+    def decide(self, row: dict) -> str | None:
+        grade = row.get("critique_grade")  # None: never graded (dropped before deciding)
+        return "critique_below_min_grade" if grade is not None and grade < self.options.min_grade else None

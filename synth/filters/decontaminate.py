@@ -4,7 +4,9 @@ Record shape: any columns; the text checked is `columns` (default `text`). A
 column holding a list of {role, content} messages (or its JSON string) is checked
 message by message. Writes `decontam_hits` (int: matching n-grams) and
 `decontam_match` (JSON: per benchmark hit, its item id and the first matching
-n-gram, or null); `action: cut` rewrites the checked columns in place.
+n-gram, or null). `decontaminate` drops records with a hit (scoring never changes
+text); the `decontaminate_cut` transform (also what `action: cut` runs) removes
+the text around each hit instead.
 
 The rule is GPT-3's: an n-gram (n = 13) of normalised tokens (lowercase, any
 run of non-word characters is a separator, so case, punctuation, whitespace and
@@ -42,8 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from synth.core.rundir import atomic_write_parquet
-from synth.core.stage import Filter, FilterOptions, Shard, add_columns
+from synth.core.stage import Filter, FilterOptions, Shard, Stage, add_columns, write_removed_rows
 
 INDEX_FORMAT = 2
 _TOKEN = re.compile(r"\w+")
@@ -434,8 +435,13 @@ class DecontaminateOptions(FilterOptions):
     removed_rows_dir: str | None = Field(None, description="Also write every removed row, in full, here (one parquet per shard).")
 
 
-class Decontaminate(Filter):
-    type = "decontaminate"
+class DecontaminateCutOptions(DecontaminateOptions):
+    action: Literal["cut"] = "cut"
+
+
+class BenchmarkMatching:
+    """What both decontamination stages share: the benchmark index, matching, cutting."""
+
     Options = DecontaminateOptions
     writes = ("decontam_hits", "decontam_match")
 
@@ -446,10 +452,6 @@ class Decontaminate(Filter):
 
     def input_columns(self):
         return tuple(self.options.columns)
-
-    def output_columns(self):
-        extra = tuple(self.options.columns) if self.options.action == "cut" else ()
-        return (*self.writes, *extra)
 
     def column_types(self):
         return {"decontam_hits": pa.int32(), "decontam_match": pa.string()}
@@ -539,12 +541,14 @@ class Decontaminate(Filter):
             return [(str(m.get("content") or ""), ("list", i)) for i, m in enumerate(value) if isinstance(m, dict)]
         return [(str(value), None)]
 
-    def score(self, table: pa.Table, shard: Shard):
+    def find_hits(self, table: pa.Table, shard: Shard) -> tuple[dict, dict, list[int], list[str | None]]:
+        """The shard's checked cells, the hits per (row, column) cell, and per row the
+        number of hits and the first hit per benchmark (JSON); counts `matched.<benchmark>`."""
         self.ensure_setup()
         cols = self.options.columns
         missing = [c for c in cols if c not in table.column_names]
         if missing:
-            raise ValueError(f"decontaminate: column(s) {', '.join(missing)} not in the records (have {', '.join(table.column_names)})")
+            raise ValueError(f"{self.type}: column(s) {', '.join(missing)} not in the records (have {', '.join(table.column_names)})")
         values = {c: table.column(c).to_pylist() for c in cols}
         # One flat batch of every text in the shard: (row, column, location, text).
         parts = [(r, c, loc, text) for c in cols for r, cell in enumerate(values[c]) for text, loc in self._texts(cell)]
@@ -555,10 +559,7 @@ class Decontaminate(Filter):
             per_row[r].extend(hits)
             per_cell.setdefault((r, c), []).append((loc, text, hits))
         hits_n, matches = [], []
-        # annotate_only looks without touching: no text is cut.
-        cutting = self.options.action == "cut" and not self.options.annotate_only
-        cut_cols: dict[str, list] = {c: list(values[c]) for c in cols} if cutting else {}
-        for r, all_hits in enumerate(per_row):
+        for all_hits in per_row:
             hits_n.append(len(all_hits))
             if not all_hits:
                 matches.append(None)
@@ -569,14 +570,7 @@ class Decontaminate(Filter):
             for bench in first:
                 shard.count(f"matched.{bench}")
             matches.append(json.dumps(list(first.values()), ensure_ascii=False))
-            for c in cut_cols:
-                cell_hits = per_cell.get((r, c), [])
-                if any(hs for _, _, hs in cell_hits):
-                    cut_cols[c][r] = self._cut_cell(values[c][r], cell_hits)
-        out: dict = {"decontam_hits": hits_n, "decontam_match": matches}
-        for c, new in cut_cols.items():
-            out[c] = pa.array(new, type=table.schema.field(c).type)
-        return out
+        return values, per_cell, hits_n, matches
 
     def _cut_cell(self, cell, cell_hits):
         if isinstance(cell, str) and cell_hits and cell_hits[0][0] is None:
@@ -587,35 +581,70 @@ class Decontaminate(Filter):
                 msgs[loc[1]]["content"] = self.cut(text, hs)
         return json.dumps(msgs, ensure_ascii=False) if isinstance(cell, str) else msgs
 
+
+
+class Decontaminate(BenchmarkMatching, Filter):
+    """Drops records that share an n-gram with a benchmark item; scoring only looks.
+    `action: cut` in a pipeline runs the `decontaminate_cut` transform instead."""
+
+    type = "decontaminate"
+
+    @classmethod
+    def configured(cls, options):
+        return DecontaminateCut if options.action == "cut" else cls
+
+    def score(self, table: pa.Table, shard: Shard):
+        _, _, hits_n, matches = self.find_hits(table, shard)
+        return {"decontam_hits": hits_n, "decontam_match": matches}
+
     def decide(self, row: dict) -> str | None:
         if not row.get("decontam_hits"):
             return None
-        if self.options.action == "drop":
-            first = json.loads(row["decontam_match"])[0]
-            return f"contaminated:{first['benchmark']}"
-        remaining = sum(len(t) for c in self.options.columns for t, _ in self._texts(row.get(c)))
-        if remaining < self.options.min_chars_after_cut:
-            return "contaminated:emptied_by_cut"
-        return None
+        first = json.loads(row["decontam_match"])[0]
+        return f"contaminated:{first['benchmark']}"
+
+
+class DecontaminateCut(BenchmarkMatching, Stage):
+    """A transform: removes each benchmark hit and `cut_chars` around it from the
+    checked columns; drops (`contaminated:emptied_by_cut`) a record left with less
+    than `min_chars_after_cut` characters. `annotate_only` looks without cutting."""
+
+    type = "decontaminate_cut"
+    Options = DecontaminateCutOptions
+
+    def output_columns(self):
+        return (*self.writes, *self.options.columns)
 
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        scores = self.score(table, shard)
-        table = add_columns(table, scores, self.column_types())
+        values, per_cell, hits_n, matches = self.find_hits(table, shard)
+        columns: dict = {"decontam_hits": hits_n, "decontam_match": matches}
+        if not self.options.annotate_only:
+            for c in self.options.columns:
+                new = list(values[c])
+                for r in range(table.num_rows):
+                    cell_hits = per_cell.get((r, c), [])
+                    if any(hs for _, _, hs in cell_hits):
+                        new[r] = self._cut_cell(values[c][r], cell_hits)
+                columns[c] = pa.array(new, type=table.schema.field(c).type)
+        table = add_columns(table, columns, self.column_types())
         if table.num_rows == 0:
             return table
-        looked_at = [c for c in dict.fromkeys([*self.options.columns, "decontam_hits", "decontam_match"])]
-        rows = table.select(looked_at).to_pylist()
-        keep = []
+        rows = table.select(list(dict.fromkeys([*self.options.columns, *self.writes]))).to_pylist()
+        keep = [True] * table.num_rows
         for i, row in enumerate(rows):
-            reason = self.decide(row)
-            if reason is not None and self.options.annotate_only:
+            if not row["decontam_hits"]:
+                continue
+            remaining = sum(len(t) for c in self.options.columns for t, _ in self._texts(row.get(c)))
+            if remaining >= self.options.min_chars_after_cut:
+                continue
+            reason = "contaminated:emptied_by_cut"
+            if self.options.annotate_only:
                 shard.count(f"would_drop.{reason}")
-                reason = None
-            if reason is not None:
-                shard.drop(table.slice(i, 1).to_pylist()[0], reason, {"decontam_hits": row["decontam_hits"], "decontam_match": row["decontam_match"]})
-            keep.append(reason is None)
+                continue
+            keep[i] = False
+            shard.drop(table.slice(i, 1).to_pylist()[0], reason, {k: row[k] for k in self.writes}, row=i)
+        if all(keep):
+            return table
         mask = pa.array(keep, type=pa.bool_())
-        if self.options.removed_rows_dir and not all(keep):
-            removed = table.filter(pc.invert(mask))
-            atomic_write_parquet(Path(self.options.removed_rows_dir) / f"{shard.name}.parquet", removed)
-        return table if all(keep) else table.filter(mask)
+        write_removed_rows(self.options, table.filter(pc.invert(mask)), shard)
+        return table.filter(mask)

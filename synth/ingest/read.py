@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 from pydantic import Field
 
-from synth.core.executor import InputError
+from synth.core.errors import InputError
 from synth.core.records import content_id
 from synth.core.stage import Shard, SourceStage, StageOptions
 from synth.ingest.readers.archive import ArchiveFault, iter_archive

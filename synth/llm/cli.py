@@ -14,12 +14,9 @@ from typing import Optional
 
 import typer
 
+from synth.core.errors import fail as _fail
+
 models_app = typer.Typer(help="The models LLM stages use: the embedded default, MODELS files.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @models_app.command("prepare-default")

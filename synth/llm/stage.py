@@ -26,10 +26,11 @@ from pydantic import Field
 
 from synth.core.progress import request_progress
 from synth.core.records import derive_seed
-from synth.core.stage import Shard, Stage, StageOptions
+from synth.core.stage import Filter, Shard, Stage, StageOptions
 from synth.llm.cache import CachedEngine, RequestCache
 from synth.llm.config import ModelsConfig
 from synth.llm.default_model import cache_root
+from synth.llm.provenance import add_step, extend_schema, sampling_record
 from synth.llm.tokens import PROMPT_TOO_LONG, PromptBudget, TokenizerNotFound, load_tokenizer, model_context
 from synth.llm.types import ChatRequest, ChatResult, SamplingParams
 from synth.llm.usage import usage_counters
@@ -168,6 +169,15 @@ class _Renamed:
 _bases: dict[tuple[str, str], Any] = {}
 
 
+def pipeline_engine(pipeline, model: str | None, cache: bool = True):
+    """The one engine lookup: the shared engine of a MODELS entry for a pipeline
+    (its `settings.models`, its request cache unless `cache` is off)."""
+    settings = pipeline.settings
+    models, key = models_config_for(settings, pipeline.config_path)
+    cache_path = request_cache_path(settings, pipeline.config_path, pipeline.run_dir) if cache else None
+    return shared_engine(model, models, key, cache_path)
+
+
 def close_engines() -> None:
     with _lock:
         for base in _bases.values():
@@ -183,8 +193,9 @@ atexit.register(close_engines)
 
 
 class LLMStage(Stage):
-    """Subclasses set `Options` (a subclass of LLMStageOptions) and implement
-    `build_request` and `apply_result`."""
+    """Subclasses set `Options` (a subclass of LLMStageOptions), declare the columns
+    they write once in `outputs` (name -> Arrow type), and implement `build_request`
+    and `apply_result`."""
 
     Options: ClassVar[type[StageOptions]] = LLMStageOptions
     # In-process engines must live in the main process; served ones batch anyway.
@@ -196,14 +207,24 @@ class LLMStage(Stage):
         self._engine = None  # set by tests or on first use
 
     # -- to implement ------------------------------------------------------------
-    def build_request(self, row: dict, shard: Shard) -> ChatRequest | None:
-        """The request for a row, or None to pass the row through untouched."""
+    def build_request(self, row: dict, shard: Shard) -> ChatRequest | list[ChatRequest] | None:
+        """The request(s) for a row, or None to pass the row through untouched. A
+        request's `model` routes it to another MODELS entry than the stage's."""
         raise NotImplementedError
 
     def apply_result(self, row: dict, result: ChatResult, shard: Shard) -> list[dict] | dict | str | None:
         """Turn a successful result into output row(s). Return a str to drop the row
-        with that reason (e.g. unparseable JSON), None or [] to emit nothing."""
+        with that reason (e.g. unparseable JSON), None or [] to emit nothing.
+        `result.request` is the request sent, `result.model` the model that answered."""
         raise NotImplementedError
+
+    def failed_record(self, row: dict, request: ChatRequest) -> dict:
+        """The record dropped when a row's request failed (`llm_error`)."""
+        return row
+
+    def output_schema(self, upstream: pa.Schema) -> pa.Schema | None:
+        """The schema of output shards: the input's columns plus the declared ones."""
+        return extend_schema(upstream, self.column_types()) if self.outputs else None
 
     # -- helpers for subclasses ----------------------------------------------------
     def sampling(self, shard: Shard, row: dict, json_schema: dict | None = None) -> SamplingParams:
@@ -212,54 +233,85 @@ class LLMStage(Stage):
         seed = derive_seed(shard.run_seed, self.type or type(self).__name__, str(row.get(self.id_column, ""))) % (2**31)
         return self.options.sampling.params(json_schema=json_schema, seed=seed)
 
+    def provenance(self, row: dict | None, result: ChatResult, **step: Any) -> str:
+        """`row`'s provenance with this stage's step appended: stage, prompt, the model
+        that answered and the sampling used (more keys, e.g. a grade, in `step`)."""
+        prompt = getattr(self, "prompt", None)
+        step = {"prompt": getattr(prompt, "ref", None), **step}
+        return add_step(
+            (row or {}).get("provenance"), stage=self.type, model=result.model, sampling=sampling_record(result.request.sampling), **step
+        )
+
     @property
     def engine(self):
         if self._engine is None:
-            settings = self.pipeline.settings
-            models, key = models_config_for(settings, self.pipeline.config_path)
-            cache = request_cache_path(settings, self.pipeline.config_path, self.pipeline.run_dir) if self.options.cache else None
-            self._engine = shared_engine(self.options.model, models, key, cache)
+            self._engine = self.engine_for(self.options.model)
         return self._engine
 
     @engine.setter
     def engine(self, value) -> None:
         self._engine = value
 
+    def engine_for(self, model: str | None):
+        """The shared (cached) engine of a MODELS entry (None: the stage's model)."""
+        if (model is None or model == self.options.model) and self._engine is not None:
+            return self._engine
+        return pipeline_engine(self.pipeline, model or self.options.model, self.options.cache)
+
     # -- the shard loop ----------------------------------------------------------------
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
+        self.ensure_setup()
         rows = table.to_pylist()
         requests: list[ChatRequest] = []
-        asked: list[int] = []
+        asked: list[list[int]] = []  # per row, the indices of its requests
         for i, row in enumerate(rows):
-            req = self.build_request(row, shard)
-            if req is not None:
+            made = self.build_request(row, shard)
+            mine: list[int] = []
+            for req in [] if made is None else [made] if isinstance(made, ChatRequest) else made:
                 if not req.key:
                     req.key = str(row.get(self.id_column, i))
+                mine.append(len(requests))
                 requests.append(req)
-                asked.append(i)
-        results = self.call(requests, shard) if requests else []
-        by_row = dict(zip(asked, results))
+            asked.append(mine if made is not None else None)  # type: ignore[arg-type]
+        results = self.generate(requests, shard) if requests else []
         out: list[dict] = []
-        for i, row in enumerate(rows):
-            res = by_row.get(i)
-            if i not in by_row:
+        for row, mine in zip(rows, asked):
+            if mine is None:
                 out.append(row)
                 continue
-            if res.error is not None:
-                shard.drop(row, error_reason(res), {"error": res.error, "model": self.engine.name})
-                continue
-            produced = self.apply_result(row, res, shard)
-            if isinstance(produced, str):
-                shard.drop(row, produced, {"raw": res.texts[:4]})
-            elif isinstance(produced, dict):
-                out.append(produced)
-            elif produced:
-                out.extend(produced)
-        return self.to_table(out, table.schema)
+            for j in mine:
+                res = results[j]
+                if res.error is not None:
+                    shard.drop(self.failed_record(row, requests[j]), error_reason(res), {"error": res.error, "model": res.model})
+                    continue
+                produced = self.apply_result(row, res, shard)
+                if isinstance(produced, str):
+                    shard.drop(row, produced, {"raw": res.texts[:4]})
+                elif isinstance(produced, dict):
+                    out.append(produced)
+                elif produced:
+                    out.extend(produced)
+        schema = self.output_schema(table.schema)
+        return pa.Table.from_pylist(out, schema=schema) if schema is not None else self.to_table(out, table.schema)
+
+    def generate(self, requests: list[ChatRequest], shard: Shard) -> list[ChatResult]:
+        """Send each request to its model (one batch per model); results in input
+        order, each with the request sent and the name of the model that answered."""
+        by_model: dict[str | None, list[int]] = {}
+        for i, req in enumerate(requests):
+            by_model.setdefault(req.model or self.options.model, []).append(i)
+        out: list[ChatResult | None] = [None] * len(requests)
+        for model, indices in by_model.items():
+            engine = self.engine_for(model)
+            batch = [requests[i] for i in indices]
+            for i, req, res in zip(indices, batch, self.send(engine, batch, shard, model)):
+                res.model, res.request = engine.name, req
+                out[i] = res
+        return out  # type: ignore[return-value]
 
     def call(self, requests: list[ChatRequest], shard: Shard) -> list[ChatResult]:
         """Generate for the whole shard and count usage under `llm.<model>.*`."""
-        return self.send(self.engine, requests, shard, self.options.model)
+        return self.generate(requests, shard)
 
     def send(self, engine, requests: list[ChatRequest], shard: Shard, model: str | None = None) -> list[ChatResult]:
         """The one way requests reach an engine: measured against the model's context
@@ -353,6 +405,26 @@ class LLMStage(Stage):
             if name not in schema.names:
                 fields.append(pa.field(name, typ))
         return pa.Table.from_pylist([], schema=pa.schema(fields))
+
+
+
+class LLMFilter(LLMStage, Filter):
+    """A filter whose scores come from a model: `build_request` / `apply_result`
+    (the row with its score columns, or a drop reason when the call failed or the
+    output does not parse) make the scores, then `decide` keeps or drops each row
+    exactly as every `Filter` does (`annotate_only`, `would_drop.*` counters, the
+    scores the audit reads, `removed_rows_dir`). Subclasses name their score
+    columns in `score_columns`."""
+
+    score_columns: ClassVar[tuple[str, ...]] = ()
+
+    def process(self, table: pa.Table, shard: Shard) -> pa.Table:
+        scored = LLMStage.process(self, table, shard)
+        return Filter.process(self, scored, shard)
+
+    def score(self, table: pa.Table, shard: Shard) -> dict:
+        # Scored by the model in `LLMStage.process`; the decision reads them from here.
+        return {c: table.column(c) for c in self.score_columns}
 
 
 def error_reason(result: ChatResult) -> str:

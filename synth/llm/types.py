@@ -57,6 +57,11 @@ class ChatRequest:
     # A part of the messages (the passage) that may be cut when the prompt does not
     # fit the model's context; empty = nothing may be cut (PromptBudget.fit).
     shortenable: str = ""
+    # The MODELS entry to ask (None: the stage's own model): routing is a field of
+    # the request, not code of the stage.
+    model: str | None = None
+    # What the stage needs back with the result (e.g. which kind was asked).
+    context: Any = None
 
 
 @dataclass
@@ -74,6 +79,9 @@ class ChatResult:
     # replicas where earlier attempts of the request failed (per-replica counters).
     replica: int | None = None
     replica_failures: list[int] = field(default_factory=list)
+    # Set by `LLMStage`: the name of the model that answered and the request sent.
+    model: str = ""
+    request: ChatRequest | None = None
 
     @property
     def ok(self) -> bool:

@@ -26,7 +26,7 @@ from synth.core.stage import Shard
 from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason
 from synth.llm.types import ChatRequest, SamplingParams
 from synth.prompts import load_prompt
-from synth.synthesis.common import add_step, extend_schema, model_name, sampling_record
+from synth.synthesis.common import extend_schema
 
 STOP_WORDS = frozenset(
     "a an and are as at be but by for from has have i if in is it its of on or so that the this to was were will with you your we they he she not no yes ok".split()
@@ -109,7 +109,6 @@ class EvolveInstructions(LLMStage):
             row.setdefault("evolution", None)
             row["evolution"] = list(row.get("evolution") or [])
             row["evolution_parent"] = row.get("evolution_parent") or row["instruction"]
-        model = model_name(self)
         for round_no in range(self.options.rounds):
             ops = [self._operator(shard, r["id"], round_no) for r in rows]
             rewrite_reqs = [
@@ -135,9 +134,7 @@ class EvolveInstructions(LLMStage):
             for i, text in candidates.items():
                 r = rows[i]
                 r["evolution"] = r["evolution"] + [ops[i]]
-                r["provenance"] = add_step(
-                    r.get("provenance"), stage="evolve", round=round_no, operator=ops[i], prompt=self.prompt.ref, model=model, sampling=sampling_record(rewrite_reqs[i].sampling)
-                )
+                r["provenance"] = self.provenance(r, rewrites[i], round=round_no, operator=ops[i])
                 r["instruction"] = text
                 shard.count(f"evolve.accepted.{ops[i]}")
         for r in rows:

@@ -18,10 +18,10 @@ from pydantic import Field, field_validator
 
 from synth.core.records import content_id
 from synth.core.stage import Shard
-from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason, parse_json
-from synth.llm.types import ChatRequest
+from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, parse_json
+from synth.llm.types import ChatRequest, ChatResult
 from synth.prompts import load_prompt
-from synth.synthesis.common import INSTRUCTION_SCHEMA, add_step, model_name, ngram_overlap, sampling_record, words
+from synth.synthesis.common import INSTRUCTION_SCHEMA, ngram_overlap, words
 
 # Phrases that only make sense next to the source text.
 LEANS_ON_SOURCE = re.compile(
@@ -76,13 +76,10 @@ class GenerateInstructions(LLMStage):
     type = "instruct"
     Options = InstructOptions
     creates_records: ClassVar[bool] = True
-    writes = tuple(INSTRUCTION_SCHEMA.names)
+    outputs = {f.name: f.type for f in INSTRUCTION_SCHEMA}
 
     def input_columns(self):
         return ("id", self.options.text_column)
-
-    def column_types(self):
-        return {f.name: f.type for f in INSTRUCTION_SCHEMA}
 
     def setup(self) -> None:
         self.prompt = load_prompt(self.options.prompt)
@@ -104,52 +101,49 @@ class GenerateInstructions(LLMStage):
                 chosen.append(k)
         return chosen
 
-    def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        self.ensure_setup()
-        rows = table.to_pylist()
+    def output_schema(self, upstream: pa.Schema) -> pa.Schema:
+        return INSTRUCTION_SCHEMA  # new records: the passage's columns do not carry over
+
+    def build_request(self, row: dict, shard: Shard) -> list[ChatRequest]:
         schema = {
             "type": "object",
             "properties": {"instructions": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": self.options.per_kind}},
             "required": ["instructions"],
         }
-        jobs: list[tuple[dict, str]] = []
-        requests: list[ChatRequest] = []
-        for row in rows:
-            passage = (row.get(self.options.text_column) or "")[: self.options.max_passage_chars]
-            source = row.get("title") or row.get("url") or "web page"
-            for kind in self._pick_kinds(shard, row["id"]):
-                spec = self.kind_specs[kind]
-                messages = self.prompt.render(
-                    passage=passage, kind=kind.replace("_", " "), kind_description=spec["description"], count=self.options.per_kind, source=source
-                )
-                # the passage may be cut to fit the model's context (LLMStage.send)
-                sampling = self.sampling(shard, {"id": f"{row['id']}:{kind}"}, json_schema=schema)
-                requests.append(ChatRequest(messages, sampling, key=f"{row['id']}:{kind}", shortenable=passage))
-                jobs.append((row, kind))
-        results = self.call(requests, shard) if requests else []
-        model = model_name(self)
-        out: list[dict] = []
-        for (row, kind), req, res in zip(jobs, requests, results):
-            if res.error is not None:
-                shard.drop({**row, "kind": kind}, error_reason(res), {"error": res.error})
-                continue
-            try:
-                parsed = parse_json(res.text)
-                candidates = parsed.get("instructions") if isinstance(parsed, dict) else parsed
-                if not isinstance(candidates, list):
-                    raise ValueError("no list of instructions")
-            except ValueError:
-                candidates = salvage_truncated_list(res.text) if res.finish_reasons[:1] == ["length"] else []
-                if not candidates:
-                    reason = "truncated_output" if res.finish_reasons[:1] == ["length"] else "unparseable_output"
-                    shard.drop({"id": row["id"], "kind": kind, "raw": res.text}, reason, {"raw": res.text[:500]})
-                    continue
-                # Repair rather than lose the finished items of a list cut off by max_tokens.
-                shard.count("instruct.repaired_truncated_output")
-            out.extend(self._accept(row, kind, candidates, req, model, shard))
-        return pa.Table.from_pylist(out, schema=INSTRUCTION_SCHEMA)
+        passage = (row.get(self.options.text_column) or "")[: self.options.max_passage_chars]
+        source = row.get("title") or row.get("url") or "web page"
+        requests = []
+        for kind in self._pick_kinds(shard, row["id"]):
+            spec = self.kind_specs[kind]
+            messages = self.prompt.render(
+                passage=passage, kind=kind.replace("_", " "), kind_description=spec["description"], count=self.options.per_kind, source=source
+            )
+            # the passage may be cut to fit the model's context (LLMStage.send)
+            sampling = self.sampling(shard, {"id": f"{row['id']}:{kind}"}, json_schema=schema)
+            requests.append(ChatRequest(messages, sampling, key=f"{row['id']}:{kind}", shortenable=passage, context=kind))
+        return requests
 
-    def _accept(self, row: dict, kind: str, candidates: list, req: ChatRequest, model: str, shard: Shard) -> list[dict]:
+    def failed_record(self, row: dict, request: ChatRequest) -> dict:
+        return {**row, "kind": request.context}
+
+    def apply_result(self, row: dict, result: ChatResult, shard: Shard) -> list[dict]:
+        kind = result.request.context
+        try:
+            parsed = parse_json(result.text)
+            candidates = parsed.get("instructions") if isinstance(parsed, dict) else parsed
+            if not isinstance(candidates, list):
+                raise ValueError("no list of instructions")
+        except ValueError:
+            candidates = salvage_truncated_list(result.text) if result.finish_reasons[:1] == ["length"] else []
+            if not candidates:
+                reason = "truncated_output" if result.finish_reasons[:1] == ["length"] else "unparseable_output"
+                shard.drop({"id": row["id"], "kind": kind, "raw": result.text}, reason, {"raw": result.text[:500]})
+                return []
+            # Repair rather than lose the finished items of a list cut off by max_tokens.
+            shard.count("instruct.repaired_truncated_output")
+        return self._accept(row, kind, candidates, result, shard)
+
+    def _accept(self, row: dict, kind: str, candidates: list, result: ChatResult, shard: Shard) -> list[dict]:
         spec = self.kind_specs[kind]
         passage = row.get(self.options.text_column) or ""
         seen: set[str] = set()
@@ -183,14 +177,7 @@ class GenerateInstructions(LLMStage):
                     "source_path": row.get("source"),
                     "language": row.get("language"),
                     "evolution": [],
-                    "provenance": add_step(
-                        None,
-                        stage="instruct",
-                        prompt=self.prompt.ref,
-                        extra_prompt=self.passage_prompt.ref if spec.get("include_passage") else None,
-                        model=model,
-                        sampling=sampling_record(req.sampling),
-                    ),
+                    "provenance": self.provenance(None, result, extra_prompt=self.passage_prompt.ref if spec.get("include_passage") else None),
                 }
             )
         return accepted

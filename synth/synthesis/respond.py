@@ -12,10 +12,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from synth.core.stage import Shard
-from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason
-from synth.llm.types import ChatRequest
+from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions
+from synth.llm.types import ChatRequest, ChatResult
 from synth.prompts import load_prompt
-from synth.synthesis.common import add_step, extend_schema, generate_by_model, sampling_record
 
 RESPONSE_TYPES = {
     "response": pa.string(),
@@ -39,10 +38,7 @@ class GenerateResponses(LLMStage):
     type = "respond"
     Options = RespondOptions
     reads = ("id", "instruction")
-    writes = tuple(RESPONSE_TYPES)
-
-    def column_types(self):
-        return dict(RESPONSE_TYPES)
+    outputs = RESPONSE_TYPES
 
     def setup(self) -> None:
         self.prompt = load_prompt(self.options.prompt)
@@ -50,32 +46,23 @@ class GenerateResponses(LLMStage):
     def is_objective(self, row: dict) -> bool:
         return row.get("domain") in self.options.objective_domains or row.get("task_type") in self.options.objective_task_types
 
-    def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        self.ensure_setup()
-        rows = table.to_pylist()
-        jobs = []
-        for row in rows:
-            base = self.sampling(shard, row)
-            n = self.options.n_objective if self.is_objective(row) else 1
-            sampling = base if n == base.n else type(base)(**{**base.to_dict(), "n": n})
-            messages = self.prompt.render(instruction=row["instruction"], domain=row.get("domain") or "general")
-            model = row.get("route_model") if self.options.use_routing and row.get("route_model") else self.options.model
-            jobs.append((model, ChatRequest(messages, sampling, key=row["id"])))
-        answered = generate_by_model(self, jobs, shard) if jobs else []
-        out = []
-        for row, (model, req), (res, engine_name) in zip(rows, jobs, answered):
-            if res.error is not None:
-                shard.drop(row, error_reason(res), {"error": res.error, "model": engine_name})
-                continue
-            if not res.texts:
-                shard.drop(row, "empty_response", {"model": engine_name})
-                continue
-            row.update(
-                response=res.texts[0],
-                responses=list(res.texts),
-                finish_reasons=list(res.finish_reasons),
-                response_model=engine_name,
-                provenance=add_step(row.get("provenance"), stage="respond", prompt=self.prompt.ref, model=engine_name, sampling=sampling_record(req.sampling)),
-            )
-            out.append(row)
-        return pa.Table.from_pylist(out, schema=extend_schema(table.schema, RESPONSE_TYPES))
+    def build_request(self, row: dict, shard: Shard) -> ChatRequest:
+        base = self.sampling(shard, row)
+        n = self.options.n_objective if self.is_objective(row) else 1
+        sampling = base if n == base.n else type(base)(**{**base.to_dict(), "n": n})
+        messages = self.prompt.render(instruction=row["instruction"], domain=row.get("domain") or "general")
+        model = row.get("route_model") if self.options.use_routing and row.get("route_model") else self.options.model
+        return ChatRequest(messages, sampling, key=row["id"], model=model)
+
+    def apply_result(self, row: dict, result: ChatResult, shard: Shard) -> dict | None:
+        if not result.texts:
+            shard.drop(row, "empty_response", {"model": result.model})
+            return None
+        return {
+            **row,
+            "response": result.texts[0],
+            "responses": list(result.texts),
+            "finish_reasons": list(result.finish_reasons),
+            "response_model": result.model,
+            "provenance": self.provenance(row, result),
+        }

@@ -24,10 +24,10 @@ from pydantic import Field, field_validator
 from synth.core.records import content_id
 from synth.core.stage import Shard
 from synth.llm.routing import ClassifierConfig, make_classifier
-from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions
+from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason
 from synth.llm.types import ChatRequest
 from synth.prompts import load_prompt
-from synth.synthesis.common import add_step, extend_schema, model_name, sampling_record, words
+from synth.synthesis.common import extend_schema, words
 
 
 class SelfInstructOptions(LLMStageOptions):
@@ -124,17 +124,16 @@ class SelfInstruct(LLMStage):
                 messages = self.prompt.render(domain=domain, domain_description=self.descriptions.get(domain, domain), examples=examples)
                 requests.append(ChatRequest(messages, self.sampling(shard, {"id": f"{shard.name}:{domain}:{j}"}), key=f"{shard.name}:{domain}:{j}"))
                 jobs.append((domain, j))
-        results = self.call(requests, shard) if requests else []
-        model = model_name(self)
+        results = self.generate(requests, shard) if requests else []
         template = rows[0]
         labels = iter(self.classifier.classify_many([(r.text or "").strip() for r in results]))
         seen = {r["instruction"].strip().lower() for r in rows}
-        for (domain, j), req, res in zip(jobs, requests, results):
+        for (domain, j), res in zip(jobs, results):
             text = (res.text or "").strip()
             label = next(labels).domain
             record = {"domain": domain, "instruction": text}
             if res.error is not None:
-                shard.drop(record, "llm_error", {"error": res.error})
+                shard.drop(record, error_reason(res), {"error": res.error})
             elif len(words(text)) < self.options.min_words:
                 shard.drop(record, "too_short")
             elif text.lower() in seen:
@@ -152,7 +151,7 @@ class SelfInstruct(LLMStage):
                     domain=domain,
                     task_type="self_instruct",
                     evolution=["self_instruct"],
-                    provenance=add_step(None, stage="self_instruct", prompt=self.prompt.ref, model=model, sampling=sampling_record(req.sampling)),
+                    provenance=self.provenance(None, res),
                 )
                 rows.append(new)
                 shard.count(f"self_instruct.new.{domain}")

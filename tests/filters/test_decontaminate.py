@@ -10,7 +10,7 @@ import pytest
 
 from synth.core.ledger import audit
 from synth.core.stage import Shard
-from synth.filters.decontaminate import Decontaminate, DecontaminateOptions, index_cache_key, tokenize
+from synth.filters.decontaminate import Decontaminate, DecontaminateCut, DecontaminateCutOptions, DecontaminateOptions, index_cache_key, tokenize
 from synth.filters.decontaminate_cli import run_decontaminate
 
 
@@ -122,7 +122,7 @@ def test_drop_and_cut_actions(bench, cache, items, passages):
     match = json.loads(shard.rejects[0].scores["decontam_match"])
     assert match[0]["item"] == "42" and len(match[0]["ngram"].split()) == 13
 
-    cut = Decontaminate(DecontaminateOptions(benchmarks=bench, cache_dir=cache, action="cut"))
+    cut = DecontaminateCut(DecontaminateCutOptions(benchmarks=bench, cache_dir=cache))
     shard = Shard("01-decontaminate", 0, "part-00000", 0)
     out = cut.process(table, shard)
     assert out.num_rows == 2 and not shard.dropped
@@ -131,6 +131,36 @@ def test_drop_and_cut_actions(bench, cache, items, passages):
     assert new.startswith(before[:700]) and new.endswith(after[-700:])
     assert len(new) < len(table.column("text")[1].as_py()) - len(text)
     assert out.column("text").to_pylist()[0] == passages[12]
+
+
+def test_action_cut_in_yaml_runs_the_cut_transform_and_scoring_never_rewrites(bench, cache, items, passages, tmp_path):
+    from synth.core.config import build_pipeline
+
+    text, _, _ = items["gsm"]
+    dirty = passages[10][:500] + " " + text + " " + passages[11][:500]
+    table = pa.table({"id": ["clean", "dirty", "only"], "text": [passages[12], dirty, text]})
+    spec = {"benchmarks": bench, "cache_dir": cache, "removed_rows_dir": str(tmp_path / "removed")}
+    raw = {"name": "t", "stages": [{"type": "tests.core.toy_stages:CountSource"}, {"type": "decontaminate", "action": "cut", "min_chars_after_cut": 50, **spec}]}
+    cut = build_pipeline(raw).stages[1].stage
+    assert isinstance(cut, DecontaminateCut)
+    shard = Shard("01-decontaminate", 0, "part-00000", 0)
+    out = cut.process(table, shard)
+    assert out.column("id").to_pylist() == ["clean", "dirty"] and shard.dropped == {"contaminated:emptied_by_cut": 1}
+    assert not cut.match_text(out.column("text")[1].as_py())
+    assert pq.read_table(tmp_path / "removed" / "part-00000.parquet").column("id").to_pylist() == ["only"]
+    # the filter's score looks without touching the text; its removed rows go through Filter's writer
+    drop = Decontaminate(DecontaminateOptions(**{**spec, "removed_rows_dir": str(tmp_path / "dropped")}))
+    scores = drop.score(table, Shard("01-decontaminate", 0, "part-00000", 0))
+    assert set(scores) == {"decontam_hits", "decontam_match"}
+    out = drop.process(table, Shard("01-decontaminate", 0, "part-00000", 0))
+    assert out.column("id").to_pylist() == ["clean"]
+    assert pq.read_table(tmp_path / "dropped" / "part-00000.parquet").column("id").to_pylist() == ["dirty", "only"]
+    # annotate_only: the transform looks without cutting and counts what it would drop
+    look = DecontaminateCut(DecontaminateCutOptions(**spec, annotate_only=True, min_chars_after_cut=10**6))
+    shard = Shard("01-decontaminate", 0, "part-00000", 0)
+    out = look.process(table, shard)
+    assert out.column("text").to_pylist() == table.column("text").to_pylist() and not shard.dropped
+    assert shard.counters["would_drop.contaminated:emptied_by_cut"] == 2
 
 
 def test_cache_keyed_by_content(bench, tmp_path):

@@ -128,9 +128,9 @@ def test_evolve_rule_helpers():
 def test_respond_samples_objective_and_routes(monkeypatch):
     general = FakeEngine(lambda req, i: f"general answer {i}", name="general")
     mathy = FakeEngine(lambda req, i: f"The answer is {4 + i % 2}", name="math")
-    import synth.synthesis.common as common
+    import synth.llm.stage as llm_stage
 
-    monkeypatch.setattr(common, "shared_engine", lambda model, *a, **k: {"math": mathy}[model])
+    monkeypatch.setattr(llm_stage, "shared_engine", lambda model, *a, **k: {"math": mathy}[model])
     stage = _stage(GenerateResponses, general, n_objective=3)
     table = pa.Table.from_pylist(
         [
@@ -206,3 +206,18 @@ def test_instruct_truncated_beyond_repair_is_its_own_reason():
     shard = _shard()
     assert stage.process(pa.Table.from_pylist([{"id": "p1", "text": PASSAGE}]), shard).num_rows == 0
     assert shard.dropped == Counter({"truncated_output": 1})
+
+
+def test_critique_is_a_filter_annotate_only_counts_would_drop_and_audit_sees_grades():
+    from synth.core.stage import Filter
+
+    engine = FakeEngine(lambda req, i: '{"rationale": "wrong", "grade": 1}' if "bad" in req.messages[-1]["content"] else '{"rationale": "fine", "grade": 4}')
+    table = pa.Table.from_pylist([{"id": str(i), "instruction": "q", "response": r, "provenance": None} for i, r in enumerate(["good", "bad"])])
+    stage = _stage(CritiqueFilter, engine, min_grade=3, annotate_only=True)
+    assert isinstance(stage, Filter)
+    shard = _shard()
+    out = stage.process(table, shard).to_pylist()
+    assert [r["critique_grade"] for r in out] == [4, 1] and not shard.dropped
+    assert shard.counters["would_drop.critique_below_min_grade"] == 1
+    assert shard.seen_scores.column("critique_grade").to_pylist() == [4, 1]
+    assert json.loads(out[1]["provenance"])[-1] == {"stage": "critique", "prompt": stage.prompt.ref, "model": engine.name, "grade": 1, "sampling": json.loads(out[0]["provenance"])[-1]["sampling"]}
