@@ -22,7 +22,11 @@ def test_flooding_the_scratch_directory_is_disk_limit(program, disabled):
     limits = SandboxLimits(**{**LIMITS.__dict__, "disable": disabled})
     res = run_python(program, limits)
     assert res.status == "disk_limit", (res.status, res.stderr[-500:])
-    assert "all " not in res.stdout
+    if not disabled:
+        # a tmpfs refuses the write itself; the polled fallback measures after the fact, so a
+        # fast writer may finish before the poll (it is still counted disk_limit, its output
+        # discarded with its directory)
+        assert "all " not in res.stdout
     # where no tmpfs can be mounted, the parent measures the directory and stops the child
     assert ("disk-quota(polled)" if disabled else "disk-quota(tmpfs)") in res.layers
 
