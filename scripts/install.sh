@@ -34,5 +34,12 @@ pip_quiet() {
 # LLaMA-Factory's ShareGPT reader and templates test the kg exports; its releases
 # pin transformers <= 5.6 and torchaudio, so only the package itself is installed.
 "${PIP[@]}" install --no-deps "llamafactory==0.9.5"
+# The audit's HTML report is tested in a real headless browser (tests/audit): Debian's
+# chromium, installed here when missing so `make test` sets up everything it needs.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium; } \
+        || echo "warning: could not install chromium; tests/audit/test_html_browser.py will fail" >&2
+fi
 "$VENV/bin/python" -c "import synth, vllm, transformers, fasttext" 
 echo "synth installed in $VENV"
