@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from synth.ingest.langid import LABEL_PREFIX, FastTextPredictor, bundled_lid_model, fasttext_line, load_fasttext_model
+from synth.ingest.langid import FastTextPredictor, bundled_lid_model, load_fasttext_model, predict_languages
 from synth.ingest.textstats import NO_SPACE_LANGUAGES
 
 # The language of a page is settled by its first few thousand characters.
@@ -80,17 +80,7 @@ class CheapPass:
         return (main if main.strip() else visible), n_words
 
     def verdicts(self, mains: list[str], words: list[int]) -> list[CheapVerdict]:
-        languages: list[str | None] = [None] * len(mains)
-        scores = [0.0] * len(mains)
-        if mains:
-            lines = [fasttext_line(t, LID_MAX_CHARS) for t in mains]
-            todo = [i for i, line in enumerate(lines) if line.strip()]
-            if todo:
-                labels, probs = self._lid.predict([lines[i] for i in todo], k=1)
-                for i, label, prob in zip(todo, labels, probs):
-                    if len(label):
-                        languages[i] = label[0].removeprefix(LABEL_PREFIX)
-                        scores[i] = min(1.0, float(prob[0]))
+        languages, scores = predict_languages(self._lid, mains, LID_MAX_CHARS)
         out = []
         for lang, score, n_words in zip(languages, scores, words):
             reason = None

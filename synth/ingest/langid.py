@@ -82,6 +82,22 @@ def fasttext_line(text: str | None, max_chars: int | None = None) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
+def predict_languages(model, texts: list[str | None], max_chars: int | None) -> tuple[list[str | None], list[float]]:
+    """Top language and its probability per text, in one batched call; empty text gives
+    (None, 0.0). Shared by `langid` and the extraction cascade's cheap pass."""
+    lines = [fasttext_line(t, max_chars) for t in texts]
+    todo = [i for i, line in enumerate(lines) if line.strip()]
+    languages: list[str | None] = [None] * len(lines)
+    scores = [0.0] * len(lines)
+    if todo:
+        labels, probs = model.predict([lines[i] for i in todo], k=1)
+        for i, label, prob in zip(todo, labels, probs):
+            if len(label):
+                languages[i] = label[0].removeprefix(LABEL_PREFIX)
+                scores[i] = min(1.0, float(prob[0]))
+    return languages, scores
+
+
 class LanguageOptions(FilterOptions):
     text_column: str = "text"
     # ISO 639 codes as lid.176 writes them (en, nl, fr, zh, ...); empty keeps
@@ -122,17 +138,7 @@ class LanguageFilter(Filter):
     def predict(self, texts: list[str | None]) -> tuple[list[str | None], list[float]]:
         """Top language and its probability per text; empty text gives (None, 0.0)."""
         self.ensure_setup()
-        lines = [fasttext_line(t, self.options.max_chars) for t in texts]
-        todo = [i for i, line in enumerate(lines) if line.strip()]
-        languages: list[str | None] = [None] * len(lines)
-        scores = [0.0] * len(lines)
-        if todo:
-            labels, probs = self.model.predict([lines[i] for i in todo], k=1)
-            for i, label, prob in zip(todo, labels, probs):
-                if len(label):
-                    languages[i] = label[0].removeprefix(LABEL_PREFIX)
-                    scores[i] = min(1.0, float(prob[0]))
-        return languages, scores
+        return predict_languages(self.model, texts, self.options.max_chars)
 
     def score(self, table: pa.Table, shard: Shard) -> dict:
         languages, scores = self.predict(table.column(self.options.text_column).to_pylist())
