@@ -112,6 +112,23 @@ def _over(value, limit) -> bool:
     return value is not None and limit is not None and value > limit
 
 
+def _append_word_and_line_ratios(cols: dict[str, list], text: str, n_words: int, word_chars) -> None:
+    """Gopher's per-word and per-line ratios, however the words were found (whitespace or a
+    segmenter). `word_chars()` gives the characters counted for mean word length; with no
+    words (or words that do not count, as in unsegmented scripts) the per-word ratios are null."""
+    if n_words:
+        cols["gopher_mean_word_length"].append(word_chars() / n_words)
+        cols["gopher_hash_ratio"].append(text.count("#") / n_words)
+        cols["gopher_ellipsis_ratio"].append((text.count("...") + text.count("…")) / n_words)
+    else:
+        cols["gopher_mean_word_length"].append(None)
+        cols["gopher_hash_ratio"].append(None)
+        cols["gopher_ellipsis_ratio"].append(None)
+    lines = max(1, sum(1 for line in text.split("\n") if line.strip()))
+    cols["gopher_bullet_lines_ratio"].append(ts.count_bullet_lines(text) / lines)
+    cols["gopher_ellipsis_lines_ratio"].append(ts.count_ellipsis_lines(text) / lines)
+
+
 def _under(value, limit) -> bool:
     return value is not None and limit is not None and value < limit
 
@@ -161,18 +178,10 @@ class GopherQualityFilter(_TextFilter):
             words = text.split()
             n_words = len(words)
             spaced = lang not in no_space
-            lines = max(1, sum(1 for line in text.split("\n") if line.strip()))
             cols["gopher_words"].append(n_words if spaced else None)
-            if spaced and n_words:
-                cols["gopher_mean_word_length"].append(ts.letters_and_digits_length(words) / n_words)
-                cols["gopher_hash_ratio"].append(text.count("#") / n_words)
-                cols["gopher_ellipsis_ratio"].append((text.count("...") + text.count("…")) / n_words)
-            else:
-                cols["gopher_mean_word_length"].append(None)
-                cols["gopher_hash_ratio"].append(None)
-                cols["gopher_ellipsis_ratio"].append(None)
-            cols["gopher_bullet_lines_ratio"].append(ts.count_bullet_lines(text) / lines)
-            cols["gopher_ellipsis_lines_ratio"].append(ts.count_ellipsis_lines(text) / lines)
+            _append_word_and_line_ratios(
+                cols, text, n_words if spaced else 0, lambda: ts.letters_and_digits_length(words)
+            )
             cols["gopher_alpha_words_ratio"].append(1.0 - ts.count_non_alpha_tokens(text) / n_words if n_words else 0.0)
             stops = stop_lists.get(lang) if spaced else None
             if stops:
@@ -189,18 +198,8 @@ class GopherQualityFilter(_TextFilter):
         tokens = segment.tokens(text, lang)
         words = [t for t in tokens if segment._WORDLIKE.search(t)]
         n_words = len(words)
-        lines = max(1, sum(1 for line in text.split("\n") if line.strip()))
         cols["gopher_words"].append(n_words)
-        if n_words:
-            cols["gopher_mean_word_length"].append(sum(map(len, words)) / n_words)
-            cols["gopher_hash_ratio"].append(text.count("#") / n_words)
-            cols["gopher_ellipsis_ratio"].append((text.count("...") + text.count("…")) / n_words)
-        else:
-            cols["gopher_mean_word_length"].append(None)
-            cols["gopher_hash_ratio"].append(None)
-            cols["gopher_ellipsis_ratio"].append(None)
-        cols["gopher_bullet_lines_ratio"].append(ts.count_bullet_lines(text) / lines)
-        cols["gopher_ellipsis_lines_ratio"].append(ts.count_ellipsis_lines(text) / lines)
+        _append_word_and_line_ratios(cols, text, n_words, lambda: sum(map(len, words)))
         alpha = sum(1 for t in tokens if any(c.isalpha() for c in t))
         cols["gopher_alpha_words_ratio"].append(alpha / len(tokens) if tokens else 0.0)
         stops = self.options_for(lang).stop_words.get(lang)
