@@ -4,7 +4,6 @@ The templates are the Qwen2.5 and Qwen3 chat templates shipped inside the `trl`
 package (no hub download); the tokenizer is a stub because only the template matters.
 """
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -12,19 +11,12 @@ from pathlib import Path
 import pytest
 
 from kg.config import WalkConfig
+from tests.chat_templates import trl_template
 from kg.export import template_messages
 from kg.generate import SampleFactory, sample_seeds
 from kg.stage import SAMPLE_SCHEMA
 
 
-def _template(name: str) -> str:
-    spec = importlib.util.find_spec("trl")
-    if spec is None:
-        pytest.skip("trl (which ships the Qwen chat templates) is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "chat_templates" / name
-    if not path.exists():
-        pytest.skip(f"trl has no {name}")
-    return path.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +52,7 @@ def _calls(messages):
 
 @pytest.mark.parametrize("template", ["qwen2_5.jinja", "qwen3.jinja"])
 def test_samples_render_with_tool_calls_and_results(tokenizer, rows, template):
-    tokenizer.chat_template = _template(template)
+    tokenizer.chat_template = trl_template(template)
     for row in rows:
         tools = json.loads(row["tools"])
         text = tokenizer.apply_chat_template(template_messages(row["messages"]), tools=tools, tokenize=False)
@@ -77,11 +69,11 @@ def test_samples_render_with_tool_calls_and_results(tokenizer, rows, template):
 
 def test_rows_as_loaded_render_directly(tokenizer, rows):
     # No conversion at all: what `datasets` returns goes straight into the template.
-    tokenizer.chat_template = _template("qwen3.jinja")
+    tokenizer.chat_template = trl_template("qwen3.jinja")
     for row in rows:
         text = tokenizer.apply_chat_template(row["messages"], tools=json.loads(row["tools"]), tokenize=False)
         body = text.split("<|im_end|>", 1)[1]
         assert body.count("<tool_call>\n{") == len(_calls(row["messages"]))
-    tokenizer.chat_template = _template("qwen2_5.jinja")
+    tokenizer.chat_template = trl_template("qwen2_5.jinja")
     for row in rows:
         tokenizer.apply_chat_template(row["messages"], tools=json.loads(row["tools"]), tokenize=False)

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kg.config import WalkConfig
+from tests.chat_templates import trl_template
 from kg.export import export, sequential_messages, to_sharegpt
 from kg.generate import SampleFactory, sample_seeds
 from kg.stage import SAMPLE_SCHEMA
@@ -76,11 +77,6 @@ def _lines(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-def _template(name):
-    spec = importlib.util.find_spec("trl")
-    if spec is None:
-        pytest.skip("trl (which ships the chat templates) is not installed")
-    return (Path(spec.submodule_search_locations[0]) / "chat_templates" / name).read_text()
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +142,7 @@ def test_mistral_validator_rejects_what_the_export_avoids(run):
 
 def test_sequential_export_renders_with_llama31(run, tmp_path, tokenizer):
     root, records = run
-    tokenizer.chat_template = _template("llama3_1.jinja")
+    tokenizer.chat_template = trl_template("llama3_1.jinja")
     parallel = [r for r in records if any(len(m["tool_calls"] or []) > 1 for m in r["messages"])]
     assert parallel
     plain = _lines(tmp_path / "plain.jsonl") if export(root, "openai", tmp_path / "plain.jsonl") else []
@@ -183,7 +179,7 @@ def test_sequential_keeps_calls_results_and_order(run):
 
 def test_openai_export_renders_with_qwen25(weighted_run, tmp_path, tokenizer):
     root, records = weighted_run
-    tokenizer.chat_template = _template("qwen2_5.jinja")
+    tokenizer.chat_template = trl_template("qwen2_5.jinja")
     export(root, "openai", tmp_path / "openai.jsonl")
     lines = _lines(tmp_path / "openai.jsonl")
     assert len(lines) == len(records)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
-import pytest
+from tests.chat_templates import trl_template
 
 LLAMA_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>", "<|python_tag|>"]
 
@@ -16,16 +15,6 @@ def default_tokenizer_dir() -> Path:
     from synth.llm.default_model import prepare_default_model
 
     return prepare_default_model()
-
-
-def trl_template(name: str) -> str:
-    spec = importlib.util.find_spec("trl")
-    if spec is None:
-        pytest.skip("trl (which ships real chat templates) is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "chat_templates" / name
-    if not path.exists():
-        pytest.skip(f"trl has no {name}")
-    return path.read_text()
 
 
 def tokenizer_with_template(src: Path, dest: Path, template: str) -> Path:
