@@ -79,7 +79,11 @@ class Pipeline:
         prints = []
         upstream = json.dumps({"inputs": inputs, "seed": self.seed}, sort_keys=True)
         for entry in self.stages:
-            blob = json.dumps({"type": entry.type, "options": entry.options}, sort_keys=True, default=str)
+            fact = {"type": entry.type, "options": entry.options}
+            state = entry.stage.external_state()
+            if state:  # only when a stage has one, so other stages keep their prints
+                fact["external_state"] = state
+            blob = json.dumps(fact, sort_keys=True, default=str)
             upstream = hashlib.sha256((upstream + blob).encode()).hexdigest()
             prints.append(upstream)
         return prints

@@ -10,6 +10,7 @@ process pool here and Ray on a cluster run the same YAML.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -43,6 +44,9 @@ class PipelineSource:
     path: str | None
     seed: int
     overrides: dict = field(default_factory=dict)
+    # The pipeline's fingerprints at the run's start: a process that outlives a run
+    # (a notebook, a Ray worker) rebuilds its stages when a file they read changed.
+    fingerprint: str = ""
 
     def build(self) -> Pipeline:
         return build_pipeline(self.raw, path=Path(self.path) if self.path else None, seed=self.seed, overrides=self.overrides or None)
@@ -63,7 +67,7 @@ _PIPELINES: dict[int, Pipeline] = {}
 
 
 def _pipeline(source: PipelineSource) -> Pipeline:
-    key = hash((repr(source.raw), source.path, source.seed, repr(source.overrides)))
+    key = hash((repr(source.raw), source.path, source.seed, repr(source.overrides), source.fingerprint))
     if key not in _PIPELINES:
         _PIPELINES[key] = source.build()
     return _PIPELINES[key]
@@ -328,6 +332,7 @@ def run_pipeline(
         inputs = list(inputs if inputs is not None else pipeline.inputs)
         specs = _plan_shards(pipeline, inputs)
         prints = pipeline.fingerprints([repr(s) for s in specs])
+        source = dataclasses.replace(source, fingerprint=prints[-1])
         invalidated = _invalidate_changed(run, pipeline, prints, say)
         names = [shard_name(i) for i in range(len(specs))]
         atomic_write_json(

@@ -17,6 +17,7 @@ ledger and the audit. Four shapes cover the data flow:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -168,6 +169,12 @@ class Stage:
         stage (`decontaminate` with `action: cut` runs the `decontaminate_cut` transform)."""
         return cls
 
+    def external_state(self) -> str | None:
+        """A digest of what decides this stage's output besides its options (model
+        files, blocklists, benchmark files). It joins the stage's fingerprint, so a
+        resumed run recomputes when such a file changes. None: the options say it all."""
+        return None
+
     # -- lifecycle -----------------------------------------------------------
     def setup(self) -> None:
         """Load models or indexes; called once per worker before its first shard."""
@@ -260,6 +267,23 @@ class GlobalStage(Stage):
 
     def reduce(self, summaries: list[Path], state_dir: Path) -> None:
         raise NotImplementedError
+
+
+def files_digest(paths: Iterable[Path | str], names_only: bool = False) -> str:
+    """sha256 over the paths and contents of `paths` (a missing file counts as missing),
+    for `Stage.external_state`. Contents, not mtimes, so a copied run directory resumes;
+    `names_only` hashes file names instead of full paths (caches under a home folder)."""
+    h = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        h.update((path.name if names_only else str(path)).encode() + b"\0")
+        if not path.is_file():
+            h.update(b"missing\0")
+            continue
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def write_removed_rows(options: StageOptions, removed: pa.Table, shard: Shard) -> None:

@@ -456,6 +456,12 @@ class BenchmarkMatching:
     def column_types(self):
         return {"decontam_hits": pa.int32(), "decontam_match": pa.string()}
 
+    def external_state(self) -> str:
+        """The benchmark files' contents (the index cache key): a changed benchmark
+        re-checks a resumed run."""
+        o = self.options
+        return index_cache_key([self._resolve(spec) for spec in o.benchmarks], o.fields, o.n, o.min_tokens)
+
     def setup(self) -> None:
         o = self.options
         specs = [self._resolve(spec) for spec in o.benchmarks]

@@ -21,7 +21,7 @@ from typing import ClassVar
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from synth.core.stage import Filter, FilterOptions, Shard
+from synth.core.stage import Filter, FilterOptions, Shard, files_digest
 from synth.ingest.langid import LABEL_PREFIX, FastTextPredictor, load_fasttext_model
 
 POSITIVE_LABEL = "high"
@@ -299,6 +299,10 @@ class QualityClassifierFilter(Filter):
 
     def column_types(self) -> dict[str, pa.DataType]:
         return {"quality_label": pa.string(), "quality_score": pa.float32()}
+
+    def external_state(self) -> str:
+        """The model file and its sidecar: a retrained model re-scores a resumed run."""
+        return files_digest([self.options.model, metrics_path(self.options.model)])
 
     def setup(self) -> None:
         o = self.options

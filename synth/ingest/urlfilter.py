@@ -17,6 +17,7 @@ Scores kept: `url_domain`, `url_blocklist` (category hit), `url_banned_word`,
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -25,7 +26,7 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field
 
-from synth.core.stage import Filter, FilterOptions, Shard
+from synth.core.stage import Filter, FilterOptions, Shard, files_digest
 from synth.ingest import blocklists
 
 # Written for synth: words that name adult or gambling content in URLs, in English
@@ -135,6 +136,15 @@ class URLFilter(Filter):
         self.banned = frozenset(w.lower() for w in o.banned_words)
         self.subwords = tuple(w.lower() for w in o.banned_subwords)
 
+    def external_state(self) -> str:
+        """The lists' contents: updating them (`synth blocklists update`) re-filters a resumed run."""
+        o = self.options
+        folder = Path(o.blocklist_dir).expanduser() if o.blocklist_dir else blocklists.default_dir()
+        files = [folder / c / name for c in o.categories for name in ("domains", "urls")]
+        files += [blocklists.BUILTIN_DIR / f"{c}.txt" for c in o.categories]
+        files += [_team_file(f, self.pipeline) for f in (o.allow_file, o.block_file) if f]
+        return files_digest(files, names_only=True)
+
     def _team(self, hosts: list[str], host: str, path: str) -> str | None:
         if any(h in self.allow for h in hosts) or _prefix_match(host, path, self.allow):
             return "allow"
@@ -191,15 +201,19 @@ class URLFilter(Filter):
         return None
 
 
+def _team_file(file: str, pipeline) -> Path:
+    """A team list's path: relative to the pipeline file when it is there, else as given."""
+    path = Path(file).expanduser()
+    config_path = getattr(pipeline, "config_path", None) if pipeline is not None else None
+    if not path.is_absolute() and config_path is not None and (Path(config_path).parent / path).exists():
+        path = Path(config_path).parent / path
+    return path
+
+
 def _team_entries(entries: list[str], file: str | None, pipeline) -> list[str]:
     out = [e.strip().lower().removeprefix("http://").removeprefix("https://").removeprefix("www.") for e in entries if e.strip()]
     if file:
-        from pathlib import Path
-
-        path = Path(file).expanduser()
-        config_path = getattr(pipeline, "config_path", None) if pipeline is not None else None
-        if not path.is_absolute() and config_path is not None and (Path(config_path).parent / path).exists():
-            path = Path(config_path).parent / path
+        path = _team_file(file, pipeline)
         if not path.is_file():
             raise ValueError(f"url_filter: {file}: no such file")
         out += _team_entries(blocklists._entries(path), None, None)
