@@ -23,7 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
-from synth.filters.answer_equivalence import answer_keys, parse_answer, same_answer
+from synth.filters.heuristic.answer_equivalence import answer_keys, parse_answer, same_answer
 
 LATEX = [
     (r"\$5", "5", True),

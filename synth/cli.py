@@ -171,7 +171,7 @@ def _register_subcommands() -> None:
     """Commands that live beside the code they drive (each module imports its heavy
     libraries inside its functions, so --help stays fast)."""
     from kg.cli import kg_app
-    from synth.filters.decontaminate_cli import decontaminate
+    from synth.filters.heuristic.decontaminate_cli import decontaminate
     from synth.ingest.quality_cli import quality_train
     from synth.llm.cli import models_app, serve
 

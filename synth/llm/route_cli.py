@@ -77,7 +77,7 @@ def route_label(
 
     from pydantic import ValidationError
 
-    from synth.llm.routing import ClassifierConfig, make_classifier
+    from synth.synthesis.route import ClassifierConfig, make_classifier
 
     try:
         classifier = make_classifier(ClassifierConfig(kind=kind, model_path=model))

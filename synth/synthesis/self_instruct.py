@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 
 from synth.core.records import content_id
 from synth.core.stage import Shard
-from synth.llm.routing import ClassifierConfig, make_classifier
+from synth.synthesis.route import ClassifierConfig, make_classifier
 from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason
 from synth.llm.types import ChatRequest
 from synth.prompts import load_prompt

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from synth.core.stage import Shard
-from synth.filters.code_exec import CodeExecOptions, CodeExecutionFilter, split_code_and_tests, instruction_tests
+from synth.filters.heuristic.code_exec import CodeExecOptions, CodeExecutionFilter, split_code_and_tests, instruction_tests
 
 
 def fence(code):
@@ -99,7 +99,7 @@ def test_runs_in_parallel():
 def test_missing_sandbox_layer_fails_the_shard_not_the_rows(monkeypatch):
     import functools
 
-    import synth.filters.code_exec as code_exec
+    import synth.filters.heuristic.code_exec as code_exec
 
     # a kernel without seccomp, simulated: the layer is not set up
     monkeypatch.setattr(code_exec, "SandboxLimits", functools.partial(code_exec.SandboxLimits, disable=("seccomp",)))

@@ -16,8 +16,7 @@ from typing import Optional
 
 import typer
 
-# The one general record reader; imported here too for code that used it from this module.
-from synth.ingest.records import REJECT_SAMPLE, ReadRecords, ReadRecordsOptions, expand_inputs  # noqa: F401
+from synth.ingest.records import REJECT_SAMPLE, expand_inputs
 
 
 def run_decontaminate(
