@@ -36,12 +36,14 @@ BUILTIN_STAGES: dict[str, str] = {
     "self_instruct": "synth.synthesis.self_instruct:SelfInstruct",
     "route": "synth.synthesis.route:RouteByDomain",
     "respond": "synth.synthesis.respond:GenerateResponses",
+    # filters over instruction/response records: heuristic (no model), then LLM
     "rules": "synth.filters.heuristic.rules:ResponseRules",
-    "critique": "synth.filters.llm.critique:CritiqueFilter",
     "consistency": "synth.filters.heuristic.consistency:SelfConsistency",
     "code_exec": "synth.filters.heuristic.code_exec:CodeExecutionFilter",
     "decontaminate": "synth.filters.heuristic.decontaminate:Decontaminate",
     "decontaminate_cut": "synth.filters.heuristic.decontaminate:DecontaminateCut",
+    "critique": "synth.filters.llm.critique:CritiqueFilter",
+    # finish: instruction/response records -> chat samples
     "format_chat": "synth.synthesis.finalize:FormatChat",
     # 6. knowledge graph -> tool use
     "kg_walk": "kg.stage:KGWalk",

@@ -25,6 +25,8 @@ import pyarrow as pa
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from synth.core.stage import Stage, StageOptions, add_columns
+
 GENERAL = "general"
 
 # Built-in rules. Weights say how much a hit is evidence for the domain: an
@@ -237,8 +239,6 @@ class Router:
 
 
 # -- the `route` pipeline stage ------------------------------------------------------
-
-from synth.core.stage import Stage, StageOptions, add_columns  # noqa: E402
 
 
 class RouteOptions(StageOptions, RoutingConfig):
