@@ -89,7 +89,6 @@ class MinHashDedup(DedupStage):
         )
 
     def signatures(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self.ensure_setup()
         k = self.options.verify_sketch
         sigs, words, sketches = [], [], []
         for start in range(0, len(texts), self.options.batch_size):

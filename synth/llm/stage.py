@@ -14,7 +14,6 @@ dropped as `prompt_too_long` without a request.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import threading
@@ -26,7 +25,7 @@ from pydantic import Field
 
 from synth.core.progress import request_progress
 from synth.core.records import derive_seed
-from synth.core.stage import Filter, Shard, Stage, StageOptions
+from synth.core.stage import LLM_ENGINE, Filter, Resources, Shard, Stage, StageOptions
 from synth.llm.cache import CachedEngine, RequestCache
 from synth.llm.config import ModelsConfig
 from synth.llm.default_model import cache_root
@@ -104,8 +103,9 @@ def request_cache_path(settings: dict, config_path: Path | None, run_dir: Path |
 
 
 def shared_engine(model: str | None, models: ModelsConfig, models_key: str, cache_path: Path | None):
-    """One engine per (MODELS file, model, cache) per process, closed at exit: an
-    offline engine takes about a minute to start, so stages must share it."""
+    """One engine per (MODELS file, model, cache) per process, closed by the LLM
+    stages' `teardown` (`close_engines`): an offline engine takes about a minute to
+    start, so stages must share it."""
     from synth.llm.engines import open_engine
 
     name, entry = models.entry(model)
@@ -179,6 +179,7 @@ def pipeline_engine(pipeline, model: str | None, cache: bool = True):
 
 
 def close_engines() -> None:
+    """Close every engine this process opened (stops the servers they started)."""
     with _lock:
         for base in _bases.values():
             try:
@@ -189,9 +190,6 @@ def close_engines() -> None:
         _engines.clear()
 
 
-atexit.register(close_engines)
-
-
 class LLMStage(Stage):
     """Subclasses set `Options` (a subclass of LLMStageOptions), declare the columns
     they write once in `outputs` (name -> Arrow type), and implement `build_request`
@@ -199,7 +197,7 @@ class LLMStage(Stage):
 
     Options: ClassVar[type[StageOptions]] = LLMStageOptions
     # In-process engines must live in the main process; served ones batch anyway.
-    parallel: ClassVar[bool] = False
+    resources: ClassVar[Resources] = LLM_ENGINE
     id_column: ClassVar[str] = "id"
 
     def __init__(self, options, pipeline=None):
@@ -242,6 +240,11 @@ class LLMStage(Stage):
             (row or {}).get("provenance"), stage=self.type, model=result.model, sampling=sampling_record(result.request.sampling), **step
         )
 
+    def teardown(self) -> None:
+        """Close the process's engines: the run is over (a later run opens them anew)."""
+        self._engine = None
+        close_engines()
+
     @property
     def engine(self):
         if self._engine is None:
@@ -260,7 +263,6 @@ class LLMStage(Stage):
 
     # -- the shard loop ----------------------------------------------------------------
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        self.ensure_setup()
         rows = table.to_pylist()
         requests: list[ChatRequest] = []
         asked: list[list[int]] = []  # per row, the indices of its requests

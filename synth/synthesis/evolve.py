@@ -103,7 +103,6 @@ class EvolveInstructions(LLMStage):
         return shard.rng(record_id, "operator", round_no).choices(names, [self.options.operators[k] for k in names])[0]
 
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        self.ensure_setup()
         rows = table.to_pylist()
         for row in rows:
             row.setdefault("evolution", None)

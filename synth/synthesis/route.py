@@ -274,7 +274,6 @@ class RouteByDomain(Stage):
             self.router = Router(self.options, default_model)
 
     def process(self, table: pa.Table, shard) -> pa.Table:
-        self.ensure_setup()
         texts = [t or "" for t in table.column(self.options.text_column).to_pylist()]
         decisions = self.router.classifier.classify_many(texts)
         existing = table.column("domain").to_pylist() if self.options.keep_existing and "domain" in table.column_names else None

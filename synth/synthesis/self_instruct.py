@@ -102,7 +102,6 @@ class SelfInstruct(LLMStage):
             shard.count(f"domain_mix.{when}.{domain}", counts.get(domain, 0))
 
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        self.ensure_setup()
         if shard.index == 0:  # a share, not a count: once per run, whatever the shard count
             total = sum(self.options.target.values())
             for domain, share in sorted(self.options.target.items()):

@@ -95,3 +95,32 @@ class DedupText(GlobalStage):
                 shard.drop(row, "duplicate_text")
             mask.append(ok)
         return table.filter(pa.array(mask, pa.bool_()))
+
+
+class LifecycleOptions(StageOptions):
+    marks: str
+
+
+class Lifecycle(Stage):
+    """Leaves a file per process on setup and teardown, so a test sees which
+    processes set the stage up and whether each tore it down."""
+
+    type = "toy_lifecycle"
+    Options = LifecycleOptions
+    reads = ("n",)
+
+    def setup(self):
+        self._mark("setup")
+
+    def teardown(self):
+        self._mark("teardown")
+
+    def _mark(self, event):
+        from pathlib import Path
+
+        folder = Path(self.options.marks)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{event}-{os.getpid()}").touch()
+
+    def process(self, table, shard):
+        return table
