@@ -263,7 +263,15 @@ class LLMStage(Stage):
 
     # -- the shard loop ----------------------------------------------------------------
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        rows = table.to_pylist()
+        out = self.complete(table.to_pylist(), shard)
+        schema = self.output_schema(table.schema)
+        return pa.Table.from_pylist(out, schema=schema) if schema is not None else self.to_table(out, table.schema)
+
+    def complete(self, rows: list[dict], shard: Shard) -> list[dict]:
+        """Each row's requests (`build_request`), sent as one batch per model, their
+        results turned into output rows (`apply_result`) or drops (`llm_error`, or the
+        reason `apply_result` returned). A stage that plans its requests from the whole
+        shard (self_instruct) passes its own rows here."""
         requests: list[ChatRequest] = []
         asked: list[list[int]] = []  # per row, the indices of its requests
         for i, row in enumerate(rows):
@@ -293,8 +301,7 @@ class LLMStage(Stage):
                     out.append(produced)
                 elif produced:
                     out.extend(produced)
-        schema = self.output_schema(table.schema)
-        return pa.Table.from_pylist(out, schema=schema) if schema is not None else self.to_table(out, table.schema)
+        return out
 
     def generate(self, requests: list[ChatRequest], shard: Shard) -> list[ChatResult]:
         """Send each request to its model (one batch per model); results in input
