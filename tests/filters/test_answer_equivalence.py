@@ -1,4 +1,4 @@
-"""Equal answers vote together: the pairs the hand-written normaliser split (issue 10)."""
+"""Equal answers vote together: the pairs the hand-written normaliser split."""
 
 import pyarrow as pa
 import pytest

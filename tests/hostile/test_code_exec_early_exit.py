@@ -1,4 +1,4 @@
-"""Issue 8.4: a program cannot fake passing its tests by exiting before they run."""
+"""A program cannot fake passing its tests by exiting before they run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 8.7: after a kill -9 of a run, no sandbox child or pool worker lives on,
+"""After a kill -9 of a run, no sandbox child or pool worker lives on,
 and the next run removes the scratch directories the dead run left."""
 
 from __future__ import annotations

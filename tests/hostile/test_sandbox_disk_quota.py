@@ -1,4 +1,4 @@
-"""Issue 6: the sandbox's scratch directory has a byte and an inode budget; code
+"""The sandbox's scratch directory has a byte and an inode budget; code
 that floods it is stopped and counted as `disk_limit`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 8.5: sandboxed code (here as root) cannot signal processes outside the
+"""Sandboxed code (here as root) cannot signal processes outside the
 sandbox even without Landlock's scope layer; the active layers are logged once per
 run, and a pipeline can require layers and fails clearly when one is missing."""
 

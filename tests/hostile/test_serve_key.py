@@ -1,4 +1,4 @@
-"""Issue 8.10: `synth serve` bound beyond loopback requires a key on the server side."""
+"""`synth serve` bound beyond loopback requires a key on the server side."""
 
 from __future__ import annotations
 

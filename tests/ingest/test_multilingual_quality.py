@@ -1,4 +1,4 @@
-"""Issue 14: multilingual web quality.
+"""Multilingual web quality.
 
 Spam and adult pages out by URL or content rules, Chinese and Japanese judged by
 segmented words with their own thresholds, C4's bad-words rule per language, and

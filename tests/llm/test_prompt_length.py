@@ -1,4 +1,4 @@
-"""Issue 14: tokens, not characters.
+"""Prompt lengths in tokens, not characters.
 
 Passages sized in tokens of the reading model, and every LLM request measured
 before it is sent: shortened where the stage allows (the passage), else dropped
