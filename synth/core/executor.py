@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from synth.audit.collect import write_shard_statistics
 from synth.core.config import Pipeline, StageEntry, build_pipeline
-from synth.core.errors import InputError  # noqa: F401 (raised here, imported from here by callers)
+from synth.core.errors import InputError
 from synth.core.ledger import stage_totals, write_shard_ledger
 from synth.core.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json, shard_name
 from synth.core.scratch import clean_stale_scratch, die_with_parent

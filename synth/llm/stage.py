@@ -184,7 +184,7 @@ def close_engines() -> None:
         for base in _bases.values():
             try:
                 base.close()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - keep closing the others
                 log.warning("closing engine %s: %s", getattr(base, "name", "?"), e)
         _bases.clear()
         _engines.clear()
@@ -375,7 +375,7 @@ class LLMStage(Stage):
         try:
             models, _ = models_config_for(self.pipeline.settings, self.pipeline.config_path)
             name, entry = models.entry(model)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a bad MODELS file is reported by the engine lookup; here it only means no measuring
             log.warning("stage %s: prompts not measured: %s", self.type, e)
             return None
         ref = o.tokenizer or (DEFAULT_MODEL_REF if entry.model == DEFAULT_MODEL_REF else resolve_model_path(entry))

@@ -28,7 +28,7 @@ from synth.llm.types import ChatRequest, SamplingParams
 from synth.prompts import load_prompt
 
 STOP_WORDS = frozenset(
-    "a an and are as at be but by for from has have i if in is it its of on or so that the this to was were will with you your we they he she not no yes ok".split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "i", "if", "in", "is", "it", "its", "of", "on", "or", "so", "that", "the", "this", "to", "was", "were", "will", "with", "you", "your", "we", "they", "he", "she", "not", "no", "yes", "ok"]
 )
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synth.core.stage import Stage, StageOptions, add_columns

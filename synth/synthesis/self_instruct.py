@@ -67,7 +67,7 @@ def deficits(counts: Counter, target: dict[str, float], cap: int) -> dict[str, i
     # Solve for k: the largest over-represented domain fixes the total size.
     size = max([n] + [counts[d] / s for d, s in shares.items() if s > 0 and counts[d]])
     for d, s in shares.items():
-        gap = int(round(s * size)) - counts[d]
+        gap = round(s * size) - counts[d]
         if gap > 0:
             need[d] = gap
     budget = cap
@@ -120,7 +120,7 @@ class SelfInstruct(LLMStage):
         if shard.index == 0:  # a share, not a count: once per run, whatever the shard count
             total = sum(self.options.target.values())
             for domain, share in sorted(self.options.target.items()):
-                shard.count(f"domain_mix.target.{domain}", int(round(1000 * share / total)))
+                shard.count(f"domain_mix.target.{domain}", round(1000 * share / total))
         rows = table.to_pylist()
         if not rows:
             return table

@@ -5,7 +5,6 @@ import pytest
 
 from synth.core.config import build_pipeline
 from synth.core.executor import LocalExecutor, PipelineSource, RayExecutor, run_pipeline
-
 from tests.core.test_pipeline_smoke import _raw
 
 
@@ -62,7 +61,6 @@ def _llm_raw(models_file):
 
 def test_llm_shards_run_on_engine_actors_that_keep_their_engine(tmp_path, ray_local):
     from synth.core.ledger import audit
-
     from tests.llm.llm_helpers import ScriptedServer
 
     with ScriptedServer() as server:

@@ -8,7 +8,7 @@ import time
 import pyarrow as pa
 
 from synth.core.records import content_id
-from synth.core.stage import Filter, FilterOptions, SourceStage, Stage, StageOptions, GlobalStage
+from synth.core.stage import Filter, FilterOptions, GlobalStage, SourceStage, Stage, StageOptions
 
 
 class CountOptions(StageOptions):

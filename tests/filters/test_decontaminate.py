@@ -10,7 +10,14 @@ import pytest
 
 from synth.core.ledger import audit
 from synth.core.stage import Shard
-from synth.filters.heuristic.decontaminate import Decontaminate, DecontaminateCut, DecontaminateCutOptions, DecontaminateOptions, index_cache_key, tokenize
+from synth.filters.heuristic.decontaminate import (
+    Decontaminate,
+    DecontaminateCut,
+    DecontaminateCutOptions,
+    DecontaminateOptions,
+    index_cache_key,
+    tokenize,
+)
 from synth.filters.heuristic.decontaminate_cli import run_decontaminate
 
 

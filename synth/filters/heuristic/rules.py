@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 from pydantic import Field
 
-from synth.filters import turn_text
 from synth.core.stage import Filter, FilterOptions
+from synth.filters import turn_text
 
 DEFAULT_REFUSALS = Path(__file__).with_name("data") / "refusals.txt"
 _WORD = re.compile(r"\w+")
