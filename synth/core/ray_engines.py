@@ -140,6 +140,15 @@ class EngineActor:
         close_engines()  # engines opened outside a stage's setup, if any
 
 
+def _task_cpus(task) -> float:
+    """The CPUs a task's stages declare (a fused group: the most any of them needs)."""
+    from synth.core.executor import _pipeline
+
+    stages = _pipeline(task.source).stages
+    last = task.stage_index if task.last_index is None else task.last_index
+    return max(stages[i].stage.resources.cpus for i in range(task.stage_index, last + 1))
+
+
 def _engine_stage(task):
     """The LLM stage a task runs, or None."""
     from synth.core.executor import _pipeline
@@ -170,6 +179,7 @@ class RayRunner:
     ):
         self.ray = ray
         self._remote = ray.remote(num_cpus=num_cpus_per_task, max_retries=2)(run_task)
+        self.num_cpus_per_task = num_cpus_per_task
         self.engine_actors = engine_actors
         self.actor_num_cpus = actor_num_cpus
         self.per_actor = max(1, per_actor)
@@ -198,12 +208,15 @@ class RayRunner:
             yield from self._bounded(tasks)
 
     def _bounded(self, tasks: list) -> Iterator[Outcome]:
+        # Each task reserves num_cpus_per_task times the CPUs its stages declare (`Resources.cpus`).
+        num_cpus = _task_cpus(tasks[0]) * self.num_cpus_per_task
+        remote = self._remote if num_cpus == self.num_cpus_per_task else self._remote.options(num_cpus=num_cpus)
         queue = deque(tasks)
         pending: dict = {}
         while queue or pending:
             while queue and len(pending) < self.max_in_flight:
                 task = queue.popleft()
-                pending[self._remote.remote(task)] = task
+                pending[remote.remote(task)] = task
             yield self._next(pending)
 
     def _next(self, pending: dict) -> Outcome:

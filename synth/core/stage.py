@@ -52,7 +52,8 @@ class Resources:
     """What one running copy of a stage needs, declared on the stage class; the
     executors place its work by it (instead of per-stage flags).
 
-    `cpus`: cores one shard's work keeps busy. `gpus`: GPUs one copy uses where the
+    `cpus`: cores one shard's work keeps busy (a Ray task reserves that many; the local
+    process pool runs one shard per worker). `gpus`: GPUs one copy uses where the
     machine or cluster has them (an LLM engine takes one; on a CPU-only machine it
     runs on the CPU). `llm_engine`: the stage drives an LLM engine that lives for the
     whole run, so its shards run one at a time in the process that holds the engine

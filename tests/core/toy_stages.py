@@ -8,7 +8,7 @@ import time
 import pyarrow as pa
 
 from synth.core.records import content_id
-from synth.core.stage import Filter, FilterOptions, GlobalStage, SourceStage, Stage, StageOptions
+from synth.core.stage import Filter, FilterOptions, GlobalStage, Resources, SourceStage, Stage, StageOptions
 
 
 class CountOptions(StageOptions):
@@ -124,3 +124,17 @@ class Lifecycle(Stage):
 
     def process(self, table, shard):
         return table
+
+
+class TwoCores(Stage):
+    """Declares two CPUs per copy and writes what Ray reserved for the task."""
+
+    type = "toy_two_cores"
+    resources = Resources(cpus=2.0)
+    writes = ("reserved_cpus",)
+
+    def process(self, table, shard):
+        import ray
+
+        reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+        return table.append_column("reserved_cpus", pa.array([reserved] * table.num_rows, pa.float64()))
