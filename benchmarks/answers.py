@@ -5,7 +5,7 @@ math-verify for the rest), side by side on labelled pairs in one run.
 
 Pairs: for GSM8K test answers (`#### X`), spellings of the same number (`\\$X`,
 `X.00`, `x = X`, `1,234`, `\\frac{2X}{2}`, `X\\%`) and a different number; plus
-LaTeX pairs, including the five the normaliser split (issue 10).
+LaTeX pairs, including the five the normaliser split.
 
     .venv/bin/python benchmarks/answers.py [--shared ../shared/data] [--items 500]
 
@@ -23,7 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
-from synth.filters.answer_equivalence import answer_keys, parse_answer, same_answer
+from synth.filters.heuristic.answer_equivalence import answer_keys, parse_answer, same_answer
 
 LATEX = [
     (r"\$5", "5", True),

@@ -14,7 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from synth.filters.decontaminate import Decontaminate, DecontaminateOptions, NgramIndex, read_benchmark, tokenize
+from synth.filters.heuristic.decontaminate import (
+    Decontaminate,
+    DecontaminateOptions,
+    NgramIndex,
+    read_benchmark,
+    tokenize,
+)
 
 FIELDS = ["question", "prompt", "problem"]
 

@@ -97,7 +97,7 @@ def run_datasketch(texts: list[str], num_perm: int, params: tuple[int, int]) -> 
         for i, m in zip(keep, hashes):
             session.insert(i, m)
     flagged: set[int] = set()
-    for i, m in zip(keep, hashes):
+    for _, m in zip(keep, hashes):
         found = lsh.query(m)
         if len(found) > 1:
             flagged.update(found)

@@ -1,4 +1,4 @@
-"""How the HTML extractor and the WARC reader were chosen: quality and speed, side by side.
+r"""How the HTML extractor and the WARC reader were chosen: quality and speed, side by side.
 
     .venv/bin/python benchmarks/extractors.py              # P/R/F1 against gold, pages/s
     .venv/bin/python benchmarks/extractors.py --agreement  # agreement on the shared WARC pages

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections import Counter
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 - pa.compute
+import pyarrow.compute
 
 from synth.core.stage import Shard
-from synth.ingest.passages import book_passages
 from synth.ingest.heuristics import C4BadWordsFilter, C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 from synth.ingest.langid import LanguageFilter
+from synth.ingest.passages import book_passages
 
 REPO = Path(__file__).resolve().parents[1]
 

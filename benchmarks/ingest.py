@@ -120,8 +120,13 @@ def run_synth(inputs: list[str], workers: int, extractor: str, work: Path, recal
 
 def run_datatrove(warcs: list[Path], books: list[Path], workers: int, work: Path, languages: list[str] | None = None) -> dict:
     from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup import MinhashBuildIndex  # noqa: F401 - import check
-    from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
+    from datatrove.pipeline.dedup import (
+        MinhashBuildIndex,  # noqa: F401 - import check
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter, LanguageFilter

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from synth.llm.domain_model import DEFAULT_MODEL_PATH, per_domain_metrics, read_metadata  # noqa: E402
-from synth.llm.routing import ClassifierConfig, RuleClassifier, make_classifier  # noqa: E402
+from synth.synthesis.route import ClassifierConfig, RuleClassifier, make_classifier  # noqa: E402
 
 
 def _assembly():

@@ -19,7 +19,6 @@ tokens each expert receives.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -60,10 +59,10 @@ def walk(
     output: Path = typer.Option(..., "--output", "-o", help="Run directory; samples land in RUN/output/*.parquet."),
     samples: int = option_from(KGWalkOptions, "samples", "--samples", "-n", min=1, help="Samples to attempt."),
     seed: int = typer.Option(0, "--seed", help="Run seed; the same seed gives the same samples."),
-    patterns: Optional[str] = typer.Option(None, "--patterns", help="e.g. 1p,2i,pni or 1p:3,2i:1 (shares)."),
+    patterns: str | None = typer.Option(None, "--patterns", help="e.g. 1p,2i,pni or 1p:3,2i:1 (shares)."),
     verbalizer: str = option_from(KGWalkOptions, "verbalizer", "--verbalizer", help="template or llm."),
-    llm_model: Optional[str] = option_from(KGWalkOptions, "llm_model", "--llm-model", help="Model name in the models file (llm)."),
-    models: Optional[Path] = typer.Option(None, "--models", help="Models file for the llm verbaliser."),
+    llm_model: str | None = option_from(KGWalkOptions, "llm_model", "--llm-model", help="Model name in the models file (llm)."),
+    models: Path | None = typer.Option(None, "--models", help="Models file for the llm verbaliser."),
     max_answers: int = option_from(KGWalkOptions, "max_answers", "--max-answers", min=1, help="Largest answer set."),
     error_share: float = option_from(KGWalkOptions, "error_share", "--error-share", min=0, max=1, help="Share with a corrected wrong call."),
     irrelevance_share: float = option_from(KGWalkOptions, "irrelevance_share", "--irrelevance-share", min=0, max=1,
@@ -208,7 +207,7 @@ def preview(
     graph: Path = typer.Argument(..., help="Graph file or folder."),
     samples: int = typer.Option(3, "--samples", "-n", min=1, max=100),
     seed: int = typer.Option(0, "--seed"),
-    patterns: Optional[str] = typer.Option(None, "--patterns", help="e.g. 2i,pni"),
+    patterns: str | None = typer.Option(None, "--patterns", help="e.g. 2i,pni"),
     error_share: float = typer.Option(0.15, "--error-share", min=0, max=1),
 ) -> None:
     """Print a few conversations, to look at wording and tool calls before a big run."""

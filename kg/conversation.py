@@ -15,10 +15,10 @@ import random
 from dataclasses import dataclass
 
 from kg.graph import KnowledgeGraph
-from synth.prompts import load_prompt
 from kg.query import SampledQuery, relations_of
 from kg.tools import DIFFERENCE, INTERSECT, LOOKUP, UNION, Executor, ToolRegistry, dump
 from kg.verbalize import join_names
+from synth.prompts import load_prompt
 
 ERROR_KINDS = ("unknown_entity", "wrong_type", "unexpected_argument", "missing_argument", "unknown_tool")
 

@@ -22,7 +22,6 @@ from kg.verify import verify
 from synth.core.records import content_id, derive_seed
 from synth.prompts import load_prompt
 
-
 # The kg wording files (under prompts/kg/), whose versions every sample records.
 PROMPT_FILES = ("system_prompts", "question_grammar", "answers", "reflection", "irrelevance", "llm_question", "hermes_system", "llm_back_translate")
 

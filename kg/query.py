@@ -315,7 +315,7 @@ class QuerySampler:
             y = ys[rng.randrange(len(ys))]
             if y == prev and len(ys) > 1:
                 y = ys[rng.randrange(len(ys))]
-            if y == prev or y == x:
+            if y in (prev, x):
                 raise _Fail("walk_backtracked")
             prev, x = x, y
             walk.append(y)

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from kg.config import WalkConfig
 from kg.graph import graph_digest, load_graph
-from synth.core.stage import Shard, SourceStage, StageOptions
+from synth.core.stage import LLM_ENGINE, Shard, SourceStage, StageOptions
 
 TOOL_CALL = pa.struct([
     ("id", pa.string()),
@@ -64,7 +64,7 @@ class KGWalk(SourceStage):
         self.factory = None
         self.engine = None  # tests may set an engine for the llm verbaliser
         if options.verbalizer == "llm":
-            self.parallel = False  # an in-process LLM engine lives in the main process
+            self.resources = LLM_ENGINE  # an in-process LLM engine lives in the main process
 
     def schema(self) -> pa.Schema:
         return SAMPLE_SCHEMA
@@ -102,6 +102,13 @@ class KGWalk(SourceStage):
             self.factory = SampleFactory(graph, config, engine)
             self.factory.graph_path = graph_path
         return self.factory
+
+    def teardown(self) -> None:
+        if self.engine is not None:
+            from synth.llm.stage import close_engines
+
+            self.engine, self.factory = None, None
+            close_engines()
 
     def _engine(self):
         if self.engine is None:

@@ -238,7 +238,7 @@ class Executor:
         tool = self.registry.by_name.get(name)
         if tool is not None:
             return self._relation(tool, arguments)
-        if name == INTERSECT or name == UNION:
+        if name in (INTERSECT, UNION):
             return self._combine(name, arguments)
         if name == DIFFERENCE:
             return self._difference(arguments)

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kg.tools import relation_parts
 from synth.llm.stage import LLM_ERROR
 from synth.prompts import load_prompt
-from kg.tools import relation_parts
 
 
 def plural(word: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -25,13 +24,13 @@ console = Console(stderr=True)
 def run(
     pipeline: Path = typer.Argument(..., help="Pipeline YAML file, e.g. pipelines/ingest.yaml."),
     output: Path = typer.Option(..., "--output", "-o", help="Run directory; re-running the same command resumes it."),
-    input: Optional[list[str]] = typer.Option(None, "--input", "-i", help="Input path or glob (repeatable); default: the pipeline's inputs."),
+    input: list[str] | None = typer.Option(None, "--input", "-i", help="Input path or glob (repeatable); default: the pipeline's inputs."),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per core)."),
-    seed: Optional[int] = typer.Option(None, help="Override the pipeline's seed."),
+    seed: int | None = typer.Option(None, help="Override the pipeline's seed."),
     executor: str = typer.Option("local", help="local (process pool) or ray."),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (with --executor ray); default starts a local Ray."),
+    ray_address: str | None = typer.Option(None, help="Ray cluster address (with --executor ray); default starts a local Ray."),
     engine_actors: int = typer.Option(0, help="With --executor ray: LLM engine actors (0 = one per GPU, or 1 on CPU)."),
-    models: Optional[Path] = typer.Option(None, help="Models file for LLM stages (overrides the pipeline's settings.models)."),
+    models: Path | None = typer.Option(None, help="Models file for LLM stages (overrides the pipeline's settings.models)."),
     fuse: bool = typer.Option(
         False,
         "--fuse/--keep-intermediate",
@@ -111,12 +110,12 @@ def audit(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (versioned schema, see README)."),
     examples: int = typer.Option(3, help="Rejected examples shown per drop reason."),
-    what_if: Optional[list[str]] = typer.Option(None, "--what-if", help="STAGE.OPTION=VALUE (repeatable): what that threshold would keep, from the stored scores."),
-    sweep: Optional[list[str]] = typer.Option(None, "--sweep", help="STAGE.OPTION (repeatable): retention curve of a numeric threshold over its range."),
+    what_if: list[str] | None = typer.Option(None, "--what-if", help="STAGE.OPTION=VALUE (repeatable): what that threshold would keep, from the stored scores."),
+    sweep: list[str] | None = typer.Option(None, "--sweep", help="STAGE.OPTION (repeatable): retention curve of a numeric threshold over its range."),
     overlap: bool = typer.Option(False, "--overlap", help="Which filters drop the same records (a seeded sample through every CPU filter)."),
     overlap_sample: int = typer.Option(2000, help="Records sampled for --overlap."),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="Another run directory to compare with, stage by stage and record by record."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report to this file."),
+    compare: Path | None = typer.Option(None, "--compare", help="Another run directory to compare with, stage by stage and record by record."),
+    html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML report to this file."),
 ) -> None:
     """What every stage kept and dropped, why, with score distributions; re-tune, compare."""
     from synth.audit.cli import run_audit
@@ -171,7 +170,7 @@ def _register_subcommands() -> None:
     """Commands that live beside the code they drive (each module imports its heavy
     libraries inside its functions, so --help stays fast)."""
     from kg.cli import kg_app
-    from synth.filters.decontaminate_cli import decontaminate
+    from synth.filters.heuristic.decontaminate_cli import decontaminate
     from synth.ingest.quality_cli import quality_train
     from synth.llm.cli import models_app, serve
 

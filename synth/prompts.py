@@ -105,7 +105,7 @@ def prompts_dir() -> Path:
     return repo if repo.is_dir() else Path(__file__).resolve().parent / "prompt_files"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_prompt(name: str, directory: str | None = None) -> Prompt:
     base = Path(directory) if directory else prompts_dir()
     path = base / f"{name}.yaml"

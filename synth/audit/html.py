@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+from itertools import pairwise
 from pathlib import Path
 
 CSS = """
@@ -220,8 +221,8 @@ def render_html(report: dict, examples: dict[str, dict[str, list[dict]]] | None 
 def _hist(go, s: dict, title: str):
     h = s["histogram"]
     edges, counts = h["edges"], h["counts"]
-    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])] if len(edges) > 1 else edges
-    widths = [b - a for a, b in zip(edges[:-1], edges[1:])] if len(edges) > 1 else None
+    centers = [(a + b) / 2 for a, b in pairwise(edges)] if len(edges) > 1 else edges
+    widths = [b - a for a, b in pairwise(edges)] if len(edges) > 1 else None
     fig = go.Figure(go.Bar(x=centers, y=counts, width=widths if widths and any(widths) else None, marker_color="#2563eb"))
     fig.update_layout(title=title, bargap=0.02, yaxis_title="records")
     return fig

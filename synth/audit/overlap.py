@@ -58,7 +58,7 @@ def overlap(run_root: str | Path, sample: int = DEFAULT_SAMPLE) -> dict:
         if isinstance(stage, SampleRecords):
             skipped.append({"stage": s["label"], "why": "a random sample, not a quality filter"})
             continue
-        if not type(stage).parallel:
+        if stage.resources.llm_engine:
             skipped.append({"stage": s["label"], "why": "needs an LLM engine (not a CPU filter)"})
             continue
         refs.append(ref)

@@ -321,7 +321,7 @@ def sweep(run_root: str | Path, report: dict, target: str, points: int = SWEEP_P
     lo, hi = min(lo, value), max(hi, value)
     grid = sorted(set(np.linspace(lo, hi, points).tolist() + [float(value)]))
     if isinstance(value, int):
-        grid = sorted({int(round(g)) for g in grid})
+        grid = sorted({round(g) for g in grid})
     field = type(current).Options.model_fields[option]
     curve = []
     for g in grid:

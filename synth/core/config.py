@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synth.core.errors import ConfigError  # noqa: F401 (raised here, imported from here by callers)
+from synth.core.errors import ConfigError
 from synth.core.registry import StageImportError, UnknownStageType, all_stage_types, stage_class
 from synth.core.stage import PipelineContext, SourceStage, Stage
 

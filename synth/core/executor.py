@@ -25,11 +25,11 @@ import pyarrow.parquet as pq
 
 from synth.audit.collect import write_shard_statistics
 from synth.core.config import Pipeline, StageEntry, build_pipeline
-from synth.core.errors import InputError  # noqa: F401 (raised here, imported from here by callers)
+from synth.core.errors import InputError
 from synth.core.ledger import stage_totals, write_shard_ledger
 from synth.core.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json, shard_name
 from synth.core.scratch import clean_stale_scratch, die_with_parent
-from synth.core.stage import GlobalStage, Shard, SourceStage, Timer, rows_to_table
+from synth.core.stage import GlobalStage, Shard, SourceStage, Timer, rows_to_table, teardown_stages
 
 
 class StageFailed(RuntimeError):
@@ -71,6 +71,15 @@ def _pipeline(source: PipelineSource) -> Pipeline:
     if key not in _PIPELINES:
         _PIPELINES[key] = source.build()
     return _PIPELINES[key]
+
+
+def teardown_pipelines() -> None:
+    """Tear down the stages this process ran (engines closed, servers stopped) and
+    forget their pipelines: called when a process's share of the run ends."""
+    pipelines = list(_PIPELINES.values())
+    _PIPELINES.clear()
+    for pipeline in pipelines:
+        teardown_stages(e.stage for e in pipeline.stages)
 
 
 def _cast_declared(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
@@ -203,6 +212,11 @@ def _worker_init() -> None:
     # spawning a thread per core each and thrashing.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # Stages torn down when the pool shuts the worker down (multiprocessing runs its
+    # finalizers on a worker's clean exit; atexit hooks do not run there).
+    from multiprocessing import util
+
+    util.Finalize(None, teardown_pipelines, exitpriority=10)
 
 
 class LocalExecutor:
@@ -235,6 +249,7 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+        teardown_pipelines()  # the stages that ran in this process
 
 
 class RayExecutor:
@@ -264,6 +279,7 @@ class RayExecutor:
 
     def close(self) -> None:
         self.runner.close()
+        teardown_pipelines()  # stages that ran on the driver
 
 
 # -- the driver ------------------------------------------------------------------
@@ -398,6 +414,7 @@ def run_pipeline(
         return RunResult(run.root, output, [stage_totals(run, e.label, e.type) for e in pipeline.stages], invalidated)
     finally:
         executor.close()
+        teardown_stages(e.stage for e in pipeline.stages)  # the driver's own (source planning, reduce)
         lock.close()
 
 

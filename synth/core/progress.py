@@ -13,7 +13,15 @@ import time
 from collections.abc import Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from synth.core.config import StageEntry
 
@@ -55,7 +63,7 @@ class StageProgress:
         detail = "summarized" if phase == "summarize" else f"-> {self.records_out:,} out, {rate:,.1f} rec/s"
         self.progress.update(self.task, advance=n_in if self.by_records else 1, detail=detail)
 
-    def add_stage(self, entry: StageEntry, total_shards: int, done_shards: int) -> "FusedStageLine":
+    def add_stage(self, entry: StageEntry, total_shards: int, done_shards: int) -> FusedStageLine:
         """Another line in this display for a stage fused into the same task."""
         return FusedStageLine(self, entry, total_shards, done_shards)
 

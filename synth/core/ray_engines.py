@@ -3,7 +3,8 @@
 An LLM engine costs a minute or more to start and holds a GPU (or, on CPU, a big
 share of the machine), so LLM stages do not run as plain Ray tasks: their shards go
 to `EngineActor`s, each holding the engines of the models its shards use for the
-whole run (one actor per GPU with `num_gpus=1`, or a configured number on CPU).
+whole run (one actor per `Resources.gpus` the stage declares, one GPU by default,
+or a configured number on CPU).
 Shards are handed to the actor with the fewest outstanding and only `per_actor`
 ahead of time, and plain tasks are submitted at most `max_in_flight` at a time, so
 the driver holds a bounded number of references however many shards a run has.
@@ -130,17 +131,31 @@ class EngineActor:
         return {"pid": os.getpid(), "shards": self.shards, "engines": len(opened)}
 
     def shutdown(self) -> None:
-        """Close engines (stops servers an engine started) before the actor is killed."""
+        """Tear down the stages this actor ran (closes engines, stops servers an engine
+        started) before the actor is killed."""
+        from synth.core.executor import teardown_pipelines
         from synth.llm.stage import close_engines
 
-        close_engines()
+        teardown_pipelines()
+        close_engines()  # engines opened outside a stage's setup, if any
 
 
-def _uses_engine(task) -> bool:
+def _task_cpus(task) -> float:
+    """The CPUs a task's stages declare (a fused group: the most any of them needs)."""
+    from synth.core.executor import _pipeline
+
+    stages = _pipeline(task.source).stages
+    last = task.stage_index if task.last_index is None else task.last_index
+    return max(stages[i].stage.resources.cpus for i in range(task.stage_index, last + 1))
+
+
+def _engine_stage(task):
+    """The LLM stage a task runs, or None."""
     from synth.core.executor import _pipeline
     from synth.llm.stage import LLMStage
 
-    return isinstance(_pipeline(task.source).stages[task.stage_index].stage, LLMStage)
+    stage = _pipeline(task.source).stages[task.stage_index].stage
+    return stage if isinstance(stage, LLMStage) else None
 
 
 Outcome = tuple  # (task, stats | None, exception | None, traceback text)
@@ -164,6 +179,7 @@ class RayRunner:
     ):
         self.ray = ray
         self._remote = ray.remote(num_cpus=num_cpus_per_task, max_retries=2)(run_task)
+        self.num_cpus_per_task = num_cpus_per_task
         self.engine_actors = engine_actors
         self.actor_num_cpus = actor_num_cpus
         self.per_actor = max(1, per_actor)
@@ -181,8 +197,9 @@ class RayRunner:
         if run_dir not in self._checked:
             check_run_dir_shared(self.ray, run_dir)
             self._checked.add(run_dir)
-        if _uses_engine(tasks[0]):
-            yield from self._on_actors(tasks)
+        engine_stage = _engine_stage(tasks[0])
+        if engine_stage is not None:
+            yield from self._on_actors(tasks, engine_stage.resources.gpus)
         elif not parallel:
             from synth.core.executor import LocalExecutor
 
@@ -191,12 +208,15 @@ class RayRunner:
             yield from self._bounded(tasks)
 
     def _bounded(self, tasks: list) -> Iterator[Outcome]:
+        # Each task reserves num_cpus_per_task times the CPUs its stages declare (`Resources.cpus`).
+        num_cpus = _task_cpus(tasks[0]) * self.num_cpus_per_task
+        remote = self._remote if num_cpus == self.num_cpus_per_task else self._remote.options(num_cpus=num_cpus)
         queue = deque(tasks)
         pending: dict = {}
         while queue or pending:
             while queue and len(pending) < self.max_in_flight:
                 task = queue.popleft()
-                pending[self._remote.remote(task)] = task
+                pending[remote.remote(task)] = task
             yield self._next(pending)
 
     def _next(self, pending: dict) -> Outcome:
@@ -210,17 +230,19 @@ class RayRunner:
             return task, None, exc, "".join(traceback.format_exception(exc))
 
     # -- engine actors -------------------------------------------------------------
-    def _ensure_actors(self) -> None:
+    def _ensure_actors(self, gpus_per_actor: float = 1.0) -> None:
+        """Start the engine actors: with the GPUs the LLM stage declares
+        (`Resources.gpus`, one by default) each where the cluster has GPUs."""
         if self.actors:
             return
         ray = self.ray
         total = ray.cluster_resources()
         gpus = int(total.get("GPU", 0))
-        if gpus:
-            count = self.engine_actors or gpus
-            resources = {"num_gpus": 1, "num_cpus": min(1.0, self.actor_num_cpus)}
-            if count > gpus:
-                raise RayUnavailable(f"{count} engine actors need one GPU each; the Ray cluster has {gpus}")
+        if gpus and gpus_per_actor > 0:
+            count = self.engine_actors or max(1, int(gpus // gpus_per_actor))
+            resources = {"num_gpus": gpus_per_actor, "num_cpus": min(1.0, self.actor_num_cpus)}
+            if count * gpus_per_actor > gpus:
+                raise RayUnavailable(f"{count} engine actors need {gpus_per_actor:g} GPU(s) each; the Ray cluster has {gpus}")
         else:
             count = self.engine_actors or 1
             cpus = total.get("CPU", 0)
@@ -237,8 +259,8 @@ class RayRunner:
             raise RayUnavailable(f"{len(not_ready)} of {count} engine actors did not start within {self.start_timeout_s:.0f}s")
         log.info("engine actors: %d (%s each)", count, resources)
 
-    def _on_actors(self, tasks: list) -> Iterator[Outcome]:
-        self._ensure_actors()
+    def _on_actors(self, tasks: list, gpus_per_actor: float = 1.0) -> Iterator[Outcome]:
+        self._ensure_actors(gpus_per_actor)
         queue = deque(tasks)
         load = [0] * len(self.actors)
         pending: dict = {}

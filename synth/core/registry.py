@@ -34,14 +34,16 @@ BUILTIN_STAGES: dict[str, str] = {
     "instruct": "synth.synthesis.instruct:GenerateInstructions",
     "evolve": "synth.synthesis.evolve:EvolveInstructions",
     "self_instruct": "synth.synthesis.self_instruct:SelfInstruct",
-    "route": "synth.llm.routing:RouteByDomain",
+    "route": "synth.synthesis.route:RouteByDomain",
     "respond": "synth.synthesis.respond:GenerateResponses",
-    "rules": "synth.filters.rules:ResponseRules",
-    "critique": "synth.filters.critique:CritiqueFilter",
-    "consistency": "synth.filters.consistency:SelfConsistency",
-    "code_exec": "synth.filters.code_exec:CodeExecutionFilter",
-    "decontaminate": "synth.filters.decontaminate:Decontaminate",
-    "decontaminate_cut": "synth.filters.decontaminate:DecontaminateCut",
+    # filters over instruction/response records: heuristic (no model), then LLM
+    "rules": "synth.filters.heuristic.rules:ResponseRules",
+    "consistency": "synth.filters.heuristic.consistency:SelfConsistency",
+    "code_exec": "synth.filters.heuristic.code_exec:CodeExecutionFilter",
+    "decontaminate": "synth.filters.heuristic.decontaminate:Decontaminate",
+    "decontaminate_cut": "synth.filters.heuristic.decontaminate:DecontaminateCut",
+    "critique": "synth.filters.llm.critique:CritiqueFilter",
+    # finish: instruction/response records -> chat samples
     "format_chat": "synth.synthesis.finalize:FormatChat",
     # 6. knowledge graph -> tool use
     "kg_walk": "kg.stage:KGWalk",

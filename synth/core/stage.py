@@ -17,7 +17,9 @@ ledger and the audit. Four shapes cover the data flow:
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -31,6 +33,8 @@ from pydantic import BaseModel, ConfigDict
 
 from synth.core.records import derive_seed, rng_for
 
+log = logging.getLogger(__name__)
+
 
 class StageOptions(BaseModel):
     """Base of every stage's options: unknown keys are errors, never ignored."""
@@ -42,6 +46,44 @@ class FilterOptions(StageOptions):
     # Score and keep everything: lets a team look at score columns and pick
     # thresholds before dropping anything.
     annotate_only: bool = False
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one running copy of a stage needs, declared on the stage class; the
+    executors place its work by it (instead of per-stage flags).
+
+    `cpus`: cores one shard's work keeps busy (a Ray task reserves that many; the local
+    process pool runs one shard per worker). `gpus`: GPUs one copy uses where the
+    machine or cluster has them (an LLM engine takes one; on a CPU-only machine it
+    runs on the CPU). `llm_engine`: the stage drives an LLM engine that lives for the
+    whole run, so its shards run one at a time in the process that holds the engine
+    (the driver locally, an engine actor on Ray) rather than in worker processes.
+    """
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    llm_engine: bool = False
+
+
+# What a stage that drives an LLM engine declares: one GPU where there is one.
+LLM_ENGINE = Resources(cpus=1.0, gpus=1.0, llm_engine=True)
+
+
+# The entry points the executor calls: each runs `setup` first (once), so a stage's
+# own methods never need to.
+_SETUP_FIRST = ("process", "score", "read", "summarize", "reduce")
+
+
+def _after_setup(method):
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if not getattr(self, "_ready", False):
+            self.ensure_setup()
+        return method(self, *args, **kwargs)
+
+    run.sets_up_first = True
+    return run
 
 
 @dataclass
@@ -135,14 +177,16 @@ class Stage:
     # True when out may exceed in (sources, splitters, generators): the ledger
     # then does not expect in == out + dropped.
     creates_records: ClassVar[bool] = False
-    # False for stages that must run in the main process one shard at a time,
-    # such as those driving an in-process LLM engine.
-    parallel: ClassVar[bool] = True
+    resources: ClassVar[Resources] = Resources()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "outputs" in cls.__dict__ and "writes" not in cls.__dict__:
             cls.writes = tuple(cls.outputs)
+        for name in _SETUP_FIRST:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "sets_up_first", False):
+                setattr(cls, name, _after_setup(method))
 
     def __init__(self, options: StageOptions, pipeline: PipelineContext | None = None):
         self.options = options
@@ -175,14 +219,31 @@ class Stage:
         resumed run recomputes when such a file changes. None: the options say it all."""
         return None
 
+    @property
+    def parallel(self) -> bool:
+        """Whether shards may run in worker processes (see `Resources.llm_engine`)."""
+        return not self.resources.llm_engine
+
     # -- lifecycle -----------------------------------------------------------
+    # setup -> process (per shard) ... -> teardown, once per process that runs the
+    # stage. `process`, `score`, `read`, `summarize` and `reduce` run `setup` first
+    # (see _SETUP_FIRST); the executors call `teardown` when the run ends.
     def setup(self) -> None:
-        """Load models or indexes; called once per worker before its first shard."""
+        """Load models or indexes; called once per process before its first shard."""
+
+    def teardown(self) -> None:
+        """Release what `setup` or the work acquired (engines, servers, pools)."""
 
     def ensure_setup(self) -> None:
         if not self._ready:
             self.setup()
             self._ready = True
+
+    def ensure_teardown(self) -> None:
+        """`teardown` if the stage was set up; safe to call again."""
+        if self._ready:
+            self._ready = False
+            self.teardown()
 
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
         raise NotImplementedError
@@ -284,6 +345,15 @@ def files_digest(paths: Iterable[Path | str], names_only: bool = False) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def teardown_stages(stages: Iterable[Stage]) -> None:
+    """Tear down each stage that was set up; one failing does not stop the others."""
+    for stage in stages:
+        try:
+            stage.ensure_teardown()
+        except Exception as e:  # noqa: BLE001 - the run's results are already committed
+            log.warning("teardown of stage %s: %s: %s", stage.type or type(stage).__name__, type(e).__name__, e)
 
 
 def write_removed_rows(options: StageOptions, removed: pa.Table, shard: Shard) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 _PAIR_BLOCK = 1 << 13  # candidate pairs verified per step
 
 

@@ -34,7 +34,15 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from synth.core.stage import Shard
-from synth.dedup.clusters import Offsets, bucket_pairs, components, estimated_jaccard, gather_rows, sketch_jaccard, unique_pairs
+from synth.dedup.clusters import (
+    Offsets,
+    bucket_pairs,
+    components,
+    estimated_jaccard,
+    gather_rows,
+    sketch_jaccard,
+    unique_pairs,
+)
 from synth.dedup.common import DedupOptions, DedupStage
 from synth.dedup.signatures import MinHasher, band_hashes
 
@@ -89,7 +97,6 @@ class MinHashDedup(DedupStage):
         )
 
     def signatures(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self.ensure_setup()
         k = self.options.verify_sketch
         sigs, words, sketches = [], [], []
         for start in range(0, len(texts), self.options.batch_size):
@@ -186,11 +193,11 @@ class MinHashDedup(DedupStage):
         report = {
             "documents": n,
             "without_words": int(n - has_words.sum()),
-            "candidate_pairs": int(len(pairs)),
+            "candidate_pairs": len(pairs),
             "lsh_pairs_before_merge": int(lsh_pairs),
-            "verified_pairs": int(len(verified)),
-            "clusters": int(len(np.unique(kept))),
-            "dropped": int(len(dropped)),
+            "verified_pairs": len(verified),
+            "clusters": len(np.unique(kept)),
+            "dropped": len(dropped),
             "seconds": round(time.perf_counter() - started, 3),
         }
         self.write_drops(state_dir, summaries, offsets, dropped, kept, sim_to_kept, report, has_words)

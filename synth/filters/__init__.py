@@ -1,6 +1,6 @@
-"""Response filters: rules, self-consistency, code execution, decontamination, and
-`critique` (the one that asks an LLM). Shared helpers for reading the record shape
-live here.
+"""Response filters. `heuristic/` holds those that need no model (rules,
+self-consistency, code execution, decontamination); `llm/` those that ask one
+(critique). Shared helpers for reading the record shape live here.
 
 Record shape (the synthesis output): `id`, `kind`, `domain`, `messages` (a list of
 {role, content}: the user turn is the instruction, the assistant turn the

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 SYNTH_LISTS = Path(__file__).parent / "data" / "badwords"
@@ -35,7 +35,7 @@ def _read_list(path: Path) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def shipped_words(language: str) -> tuple[str, ...]:
     """The shipped list for a language (ISO 639-1), empty when none ships."""
     words: list[str] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,10 +14,10 @@ blocklists_app = typer.Typer(help="URL blocklists by category (UT1, as FineWeb u
 
 @blocklists_app.command("update")
 def update(
-    categories: Optional[list[str]] = typer.Option(None, "--category", "-c", help=f"Category to keep (repeatable); default: {', '.join(blocklists.CATEGORIES)}."),
+    categories: list[str] | None = typer.Option(None, "--category", "-c", help=f"Category to keep (repeatable); default: {', '.join(blocklists.CATEGORIES)}."),
     url: str = typer.Option(blocklists.UT1_URL, help="Where to download the UT1 tarball from."),
-    archive: Optional[Path] = typer.Option(None, help="Install from this tarball instead of downloading (offline machines)."),
-    dest: Optional[Path] = typer.Option(None, help="Folder to install into; default: <cache>/blocklists/ut1."),
+    archive: Path | None = typer.Option(None, help="Install from this tarball instead of downloading (offline machines)."),
+    dest: Path | None = typer.Option(None, help="Folder to install into; default: <cache>/blocklists/ut1."),
 ) -> None:
     """Download the UT1 blacklists and cache the chosen categories with their licence and date."""
     from synth.cli import fail
@@ -37,6 +36,6 @@ def update(
 
 
 @blocklists_app.command("show")
-def show(folder: Optional[Path] = typer.Option(None, help="An installed blocklist folder; default: the cached one.")) -> None:
+def show(folder: Path | None = typer.Option(None, help="An installed blocklist folder; default: the cached one.")) -> None:
     """Which lists url_filter will use: source, licence, date, entries per category."""
     typer.echo(json.dumps(blocklists.describe(folder), indent=2, ensure_ascii=False))

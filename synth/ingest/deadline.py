@@ -95,9 +95,8 @@ class PageDeadline:
             if self._previous_handler is not None:
                 signal.signal(signal.SIGALRM, self._previous_handler)
                 self._previous_handler = None
-        elif self.mode == "watchdog" and self._watchdog is not None:
-            if self._watchdog.disarm():
-                self.expired = True
+        elif self.mode == "watchdog" and self._watchdog is not None and self._watchdog.disarm():
+            self.expired = True
 
     def close(self) -> None:
         """Stop the watchdog thread, if one was started."""

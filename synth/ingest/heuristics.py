@@ -180,7 +180,7 @@ class GopherQualityFilter(_TextFilter):
             spaced = lang not in no_space
             cols["gopher_words"].append(n_words if spaced else None)
             _append_word_and_line_ratios(
-                cols, text, n_words if spaced else 0, lambda: ts.letters_and_digits_length(words)
+                cols, text, n_words if spaced else 0, lambda words=words: ts.letters_and_digits_length(words)
             )
             cols["gopher_alpha_words_ratio"].append(1.0 - ts.count_non_alpha_tokens(text) / n_words if n_words else 0.0)
             stops = stop_lists.get(lang) if spaced else None
@@ -274,7 +274,6 @@ class GopherRepetitionFilter(_TextFilter):
 
     def score(self, table: pa.Table, shard: Shard) -> dict:
         texts, languages = self._texts_and_languages(table)
-        no_space = set(self.options.no_space_languages)
         cols: dict[str, list] = {name: [] for name in self._LINE_COLUMNS}
         for text in texts:
             n, dup, chars, dup_chars = ts.duplicate_counts(ts.nonblank_lines(text))

@@ -65,7 +65,6 @@ class SplitPassages(Stage):
             self.tokenizer = load_tokenizer(self.options.tokenizer)
 
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        self.ensure_setup()
         # Parent columns (url, source, title, author...) ride along unchanged, except
         # ones this stage owns and the raw HTML, which passages do not need.
         carried = [c for c in table.column_names if c not in self.writes and c != "html"]

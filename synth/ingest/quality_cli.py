@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,8 +18,8 @@ from synth.ingest.quality import train_quality_classifier
 def quality_train(
     examples: Path = typer.Argument(..., help="JSONL of {text, label}, a folder of positive examples (with --negatives), or a folder with one subfolder per label."),
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (e.g. models/quality.bin); metrics go to the same name with .json."),
-    negatives: Optional[Path] = typer.Option(None, "--negatives", help="Folder of negative examples (files, or .jsonl with text)."),
-    positive_label: Optional[str] = typer.Option(None, help="The good label (default: high/good/pos/1... when present)."),
+    negatives: Path | None = typer.Option(None, "--negatives", help="Folder of negative examples (files, or .jsonl with text)."),
+    positive_label: str | None = typer.Option(None, help="The good label (default: high/good/pos/1... when present)."),
     test_fraction: float = option_from(train_quality_classifier, "test_fraction", help="Held-out share per label for precision/recall."),
     seed: int = option_from(train_quality_classifier, "seed", help="Shuffle and training seed."),
     epoch: int = option_from(train_quality_classifier, "epoch", help="Training epochs."),

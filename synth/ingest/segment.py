@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache
 
 from synth.ingest.textstats import NO_SPACE_LANGUAGES
 
@@ -40,7 +40,7 @@ class SegmenterMissing(RuntimeError):
     pass
 
 
-@lru_cache(maxsize=None)
+@cache
 def _jieba() -> Callable[[str], list[str]]:
     try:
         import rjieba
@@ -57,7 +57,7 @@ def _jieba() -> Callable[[str], list[str]]:
     return lambda text: jieba.lcut(text, HMM=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fugashi() -> Callable[[str], list[str]]:
     try:
         import fugashi

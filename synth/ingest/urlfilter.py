@@ -153,7 +153,6 @@ class URLFilter(Filter):
         return None
 
     def score(self, table: pa.Table, shard: Shard) -> dict:
-        self.ensure_setup()
         if self.source == "built-in":
             shard.count("url_filter.builtin_blocklists")
         cols: dict[str, list] = {k: [] for k in self._SCORES}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,10 +20,10 @@ models_app = typer.Typer(help="The models LLM stages use: the embedded default, 
 
 @models_app.command("prepare-default")
 def prepare_default(
-    cache_dir: Optional[Path] = typer.Option(None, help="Folder for models; default $SYNTH_CACHE/models or ~/.cache/synth/models."),
+    cache_dir: Path | None = typer.Option(None, help="Folder for models; default $SYNTH_CACHE/models or ~/.cache/synth/models."),
 ) -> None:
     """Convert the embedded SmolLM2-135M-Instruct GGUF into an HF folder vLLM loads (once, offline)."""
-    from synth.llm.default_model import DefaultModelError, is_prepared, default_model_dir, prepare_default_model
+    from synth.llm.default_model import DefaultModelError, default_model_dir, is_prepared, prepare_default_model
 
     already = is_prepared(default_model_dir(cache_dir))
     try:
@@ -36,7 +35,7 @@ def prepare_default(
 
 @models_app.command("list")
 def list_models(
-    models_yaml: Optional[Path] = typer.Argument(None, help="MODELS file; default: the embedded model, offline."),
+    models_yaml: Path | None = typer.Argument(None, help="MODELS file; default: the embedded model, offline."),
 ) -> None:
     """Show the models of a MODELS file and how each is reached."""
     from synth.llm.config import ModelsConfig, ModelsConfigError
@@ -53,10 +52,10 @@ def list_models(
 
 @models_app.command("check")
 def check(
-    models_yaml: Optional[Path] = typer.Argument(None, help="MODELS file; default: the embedded model, offline."),
-    model: Optional[str] = typer.Option(None, help="Model name; default: the file's default."),
-    message: Optional[str] = typer.Option(None, help="The user message to send."),
-    prompt_file: Optional[Path] = typer.Option(None, help="A text file whose content is sent as the user message."),
+    models_yaml: Path | None = typer.Argument(None, help="MODELS file; default: the embedded model, offline."),
+    model: str | None = typer.Option(None, help="Model name; default: the file's default."),
+    message: str | None = typer.Option(None, help="The user message to send."),
+    prompt_file: Path | None = typer.Option(None, help="A text file whose content is sent as the user message."),
     max_tokens: int = typer.Option(32, min=1),
 ) -> None:
     """Open a model as its entry says, send one greedy request, print the answer and usage."""
@@ -88,9 +87,9 @@ def check(
 
 def serve(
     models_yaml: Path = typer.Argument(..., help="MODELS file; every entry with mode: serve gets a vLLM server."),
-    log_dir: Optional[Path] = typer.Option(None, help="Folder for server logs; default: the file's log_dir or ./vllm-logs."),
-    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Start only these models (repeatable)."),
-    timeout: Optional[float] = typer.Option(None, help="Seconds to wait for each server; default: its startup_timeout_s."),
+    log_dir: Path | None = typer.Option(None, help="Folder for server logs; default: the file's log_dir or ./vllm-logs."),
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Start only these models (repeatable)."),
+    timeout: float | None = typer.Option(None, help="Seconds to wait for each server; default: its startup_timeout_s."),
 ) -> None:
     """Start one vLLM OpenAI server per model, wait until each answers, stop all on Ctrl-C."""
     from synth.llm.config import ModelsConfig, ModelsConfigError

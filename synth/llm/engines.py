@@ -94,4 +94,4 @@ def open_engine(
     return CachedEngine(engine, cache)
 
 
-__all__ = ["open_engine", "EngineError", "ManagedServedEngine"]
+__all__ = ["EngineError", "ManagedServedEngine", "open_engine"]

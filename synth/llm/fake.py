@@ -59,7 +59,7 @@ class FakeEngine:
             return ChatResult.failure(f"fake failure for {req.key}")
         try:
             texts = [self.script(req, i) for i in range(req.sampling.n)]
-        except Exception as e:  # the script stands in for the model: its errors are request errors
+        except Exception as e:  # noqa: BLE001 - the script stands in for the model: its errors are request errors
             return ChatResult.failure(f"{type(e).__name__}: {e}")
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in req.messages)
         completion = sum(len(t.split()) for t in texts)

@@ -25,7 +25,7 @@ def on_cpu() -> bool:
         from vllm.platforms import current_platform
 
         return current_platform.is_cpu()
-    except Exception:  # no vllm or odd platform: callers only use this for defaults
+    except Exception:  # noqa: BLE001 - no vllm or odd platform: callers only use this for defaults
         return True
 
 
@@ -131,13 +131,13 @@ class OfflineEngine:
                     )
                     if progress is not None:
                         progress(i, results[i])
-        except Exception as e:  # the engine died: every unfinished request fails, none is lost
+        except Exception as e:  # noqa: BLE001 - the engine died: every unfinished request fails, none is lost
             log.error("model %s: engine failed mid-batch: %s", self.name, e)
         if id_to_index:
             log.error("model %s: %d requests left unfinished", self.name, len(id_to_index))
             try:
                 engine.abort_request(list(id_to_index))
-            except Exception:
+            except Exception:  # noqa: BLE001 - aborting is best effort: the requests fail anyway
                 pass
         for i, res in enumerate(results):
             if res is None:
@@ -151,14 +151,14 @@ class OfflineEngine:
         try:
             ids = self.llm.enqueue_chat(convs, params, use_tqdm=False)
             return {_external_id(rid): i for i, rid in enumerate(ids)}
-        except Exception:
+        except Exception:  # noqa: BLE001 - one bad request rejects the batch (isolated below)
             pass  # one bad request (too long, bad schema) rejects the batch: isolate it
         mapping: dict[str, int] = {}
         for i, (conv, p) in enumerate(zip(convs, params)):
             try:
                 (rid,) = self.llm.enqueue_chat([conv], [p], use_tqdm=False)
                 mapping[_external_id(rid)] = i
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the engine's rejection of this one request is its error
                 results[i] = ChatResult.failure(f"rejected by engine: {type(e).__name__}: {e}")
                 if progress is not None:
                     progress(i, results[i])
@@ -171,5 +171,5 @@ class OfflineEngine:
         self.llm = None
         try:
             llm.llm_engine.engine_core.shutdown()
-        except Exception:
+        except Exception:  # noqa: BLE001 - shutting down is best effort
             pass

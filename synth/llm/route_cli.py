@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -26,8 +25,8 @@ def _metrics_table(title: str, metrics: dict) -> Table:
 def route_train(
     examples: Path = typer.Argument(..., help="JSONL of {text, domain}: the labelled training examples."),
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.bin, or .ftz with --quantize); its metadata (threshold, metrics) goes beside it as .json."),
-    valid: Optional[Path] = typer.Option(None, help="JSONL to calibrate the confidence threshold on (default: a held-out share of EXAMPLES)."),
-    test: Optional[Path] = typer.Option(None, help="JSONL to report precision/recall on (default: a held-out share of EXAMPLES)."),
+    valid: Path | None = typer.Option(None, help="JSONL to calibrate the confidence threshold on (default: a held-out share of EXAMPLES)."),
+    test: Path | None = typer.Option(None, help="JSONL to report precision/recall on (default: a held-out share of EXAMPLES)."),
     held_out: float = typer.Option(0.15, help="Share per domain held out for each of calibration and test when --valid/--test are not given."),
     text_field: str = typer.Option("text", help="JSON field with the text."),
     label_field: str = typer.Option("domain", help="JSON field with the domain."),
@@ -70,14 +69,14 @@ def route_train(
 def route_label(
     texts: list[str] = typer.Argument(None, help="Texts to label (default: one per line on stdin)."),
     kind: str = typer.Option("fasttext", help="fasttext, transformers or rules."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model path (default: the packaged fastText model)."),
+    model: str | None = typer.Option(None, "--model", help="Model path (default: the packaged fastText model)."),
 ) -> None:
     """Print each text's domain and confidence as the `route` stage would label it."""
     import sys
 
     from pydantic import ValidationError
 
-    from synth.llm.routing import ClassifierConfig, make_classifier
+    from synth.synthesis.route import ClassifierConfig, make_classifier
 
     try:
         classifier = make_classifier(ClassifierConfig(kind=kind, model_path=model))

@@ -214,7 +214,7 @@ def stop_servers(servers: list[ServerProcess]) -> None:
     for s in servers:
         try:
             s.stop()
-        except Exception as e:  # keep stopping the others
+        except Exception as e:  # noqa: BLE001 - keep stopping the others
             log.warning("model %s: stop failed: %s", s.label, e)
 
 

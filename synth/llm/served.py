@@ -141,7 +141,7 @@ class ServedEngine:
             async def run(i: int, req: ChatRequest) -> None:
                 try:
                     res = await self._one(client, req)
-                except Exception as ex:  # never let one request take the batch down
+                except Exception as ex:  # noqa: BLE001 - never let one request take the batch down
                     res = ChatResult.failure(f"{type(ex).__name__}: {ex}")
                 results[i] = res
                 if progress is not None:

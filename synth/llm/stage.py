@@ -14,7 +14,6 @@ dropped as `prompt_too_long` without a request.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import threading
@@ -26,7 +25,7 @@ from pydantic import Field
 
 from synth.core.progress import request_progress
 from synth.core.records import derive_seed
-from synth.core.stage import Filter, Shard, Stage, StageOptions
+from synth.core.stage import LLM_ENGINE, Filter, Resources, Shard, Stage, StageOptions
 from synth.llm.cache import CachedEngine, RequestCache
 from synth.llm.config import ModelsConfig
 from synth.llm.default_model import cache_root
@@ -104,8 +103,9 @@ def request_cache_path(settings: dict, config_path: Path | None, run_dir: Path |
 
 
 def shared_engine(model: str | None, models: ModelsConfig, models_key: str, cache_path: Path | None):
-    """One engine per (MODELS file, model, cache) per process, closed at exit: an
-    offline engine takes about a minute to start, so stages must share it."""
+    """One engine per (MODELS file, model, cache) per process, closed by the LLM
+    stages' `teardown` (`close_engines`): an offline engine takes about a minute to
+    start, so stages must share it."""
     from synth.llm.engines import open_engine
 
     name, entry = models.entry(model)
@@ -179,17 +179,15 @@ def pipeline_engine(pipeline, model: str | None, cache: bool = True):
 
 
 def close_engines() -> None:
+    """Close every engine this process opened (stops the servers they started)."""
     with _lock:
         for base in _bases.values():
             try:
                 base.close()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - keep closing the others
                 log.warning("closing engine %s: %s", getattr(base, "name", "?"), e)
         _bases.clear()
         _engines.clear()
-
-
-atexit.register(close_engines)
 
 
 class LLMStage(Stage):
@@ -199,7 +197,7 @@ class LLMStage(Stage):
 
     Options: ClassVar[type[StageOptions]] = LLMStageOptions
     # In-process engines must live in the main process; served ones batch anyway.
-    parallel: ClassVar[bool] = False
+    resources: ClassVar[Resources] = LLM_ENGINE
     id_column: ClassVar[str] = "id"
 
     def __init__(self, options, pipeline=None):
@@ -242,6 +240,11 @@ class LLMStage(Stage):
             (row or {}).get("provenance"), stage=self.type, model=result.model, sampling=sampling_record(result.request.sampling), **step
         )
 
+    def teardown(self) -> None:
+        """Close the process's engines: the run is over (a later run opens them anew)."""
+        self._engine = None
+        close_engines()
+
     @property
     def engine(self):
         if self._engine is None:
@@ -260,8 +263,15 @@ class LLMStage(Stage):
 
     # -- the shard loop ----------------------------------------------------------------
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        self.ensure_setup()
-        rows = table.to_pylist()
+        out = self.complete(table.to_pylist(), shard)
+        schema = self.output_schema(table.schema)
+        return pa.Table.from_pylist(out, schema=schema) if schema is not None else self.to_table(out, table.schema)
+
+    def complete(self, rows: list[dict], shard: Shard) -> list[dict]:
+        """Each row's requests (`build_request`), sent as one batch per model, their
+        results turned into output rows (`apply_result`) or drops (`llm_error`, or the
+        reason `apply_result` returned). A stage that plans its requests from the whole
+        shard (self_instruct) passes its own rows here."""
         requests: list[ChatRequest] = []
         asked: list[list[int]] = []  # per row, the indices of its requests
         for i, row in enumerate(rows):
@@ -291,8 +301,7 @@ class LLMStage(Stage):
                     out.append(produced)
                 elif produced:
                     out.extend(produced)
-        schema = self.output_schema(table.schema)
-        return pa.Table.from_pylist(out, schema=schema) if schema is not None else self.to_table(out, table.schema)
+        return out
 
     def generate(self, requests: list[ChatRequest], shard: Shard) -> list[ChatResult]:
         """Send each request to its model (one batch per model); results in input
@@ -366,7 +375,7 @@ class LLMStage(Stage):
         try:
             models, _ = models_config_for(self.pipeline.settings, self.pipeline.config_path)
             name, entry = models.entry(model)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a bad MODELS file is reported by the engine lookup; here it only means no measuring
             log.warning("stage %s: prompts not measured: %s", self.type, e)
             return None
         ref = o.tokenizer or (DEFAULT_MODEL_REF if entry.model == DEFAULT_MODEL_REF else resolve_model_path(entry))

@@ -43,7 +43,7 @@ def tokenizer_file(ref: str) -> Path:
         cached = try_to_load_from_cache(ref, "tokenizer.json")
         if isinstance(cached, str):
             return Path(cached)
-    except Exception:  # not a hub id, or no huggingface_hub
+    except Exception:  # noqa: BLE001 - not a hub id, or no huggingface_hub
         pass
     raise TokenizerNotFound(f"no tokenizer.json for {ref!r}: give a tokenizer.json, a model folder, or a hub id in the local cache")
 
@@ -55,7 +55,7 @@ def load_tokenizer(ref: str = "default"):
     path = tokenizer_file(ref)
     try:
         return Tokenizer.from_file(str(path))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - tokenizers raises its own exception types for a bad file
         raise TokenizerNotFound(f"{path}: not a fast tokenizer file ({e})") from None
 
 

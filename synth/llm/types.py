@@ -41,7 +41,7 @@ class SamplingParams:
         return 1 if self.temperature == 0 else self.n
 
 
-def replicate_greedy(result: "ChatResult", sampling: SamplingParams) -> "ChatResult":
+def replicate_greedy(result: ChatResult, sampling: SamplingParams) -> ChatResult:
     """Expand a greedy single answer to the n samples the caller asked for."""
     if result.error is None and sampling.engine_n != sampling.n and len(result.texts) == 1:
         result.texts = result.texts * sampling.n

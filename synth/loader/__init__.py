@@ -11,4 +11,4 @@
 from synth.loader.data import PackedData, build_batch
 from synth.loader.dataset import PackedBatches, PackedDataset, PackedLoader
 
-__all__ = ["PackedData", "build_batch", "PackedBatches", "PackedDataset", "PackedLoader"]
+__all__ = ["PackedBatches", "PackedData", "PackedDataset", "PackedLoader", "build_batch"]

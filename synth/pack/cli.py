@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -13,7 +12,14 @@ console = Console(stderr=True)
 
 
 def _progress_factory(con: Console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     def start(label: str, total: int, done: int, unit: str = "files"):
         prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
@@ -44,12 +50,12 @@ def pack_command(
     seq_len: int = typer.Option(..., "--seq-len", help="Tokens per packed sequence."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder; the same command again resumes."),
     format: str = typer.Option("native", "--format", help="native (synth.loader) or megatron (.bin/.idx + blend)."),
-    mix: Optional[Path] = typer.Option(None, "--mix", help="mix.yaml: token weights per source, domain or kind, budget."),
+    mix: Path | None = typer.Option(None, "--mix", help="mix.yaml: token weights per source, domain or kind, budget."),
     seed: int = typer.Option(0, "--seed", help="Seed of the mix sampling."),
     workers: int = typer.Option(1, "--workers", "-w", help="Tokeniser processes (one input file each)."),
     chat_loss: str = typer.Option("assistant", "--chat-loss", help="Roles whose turns are trained on (comma-separated), or all."),
     text_loss: str = typer.Option("all", "--text-loss", help="Plain text records: all or none."),
-    eod_token: Optional[str] = typer.Option(None, "--eod-token", help="End-of-document token (default: the tokenizer's eos)."),
+    eod_token: str | None = typer.Option(None, "--eod-token", help="End-of-document token (default: the tokenizer's eos)."),
     long_docs: str = typer.Option("split", "--long-docs", help="Records longer than --seq-len: split or drop (native)."),
     window: int = typer.Option(4096, "--window", help="Documents per best-fit-decreasing window (bounds memory)."),
 ) -> None:

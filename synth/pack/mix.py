@@ -73,10 +73,7 @@ def plan_ratios(cfg: MixConfig | None, available: dict[str, int], label: str = "
     empty = [g for g in shares if available[g] == 0]
     if empty:
         raise MixError(f"{label}: {cfg.by} {empty[0]!r} has weight but no tokens (all its records were skipped)")
-    if cfg.budget_tokens is None:
-        budget = min(available[g] / s for g, s in shares.items())
-    else:
-        budget = float(cfg.budget_tokens)
+    budget = min(available[g] / s for g, s in shares.items()) if cfg.budget_tokens is None else float(cfg.budget_tokens)
     ratios = {g: 0.0 for g in available}
     targets = {g: 0 for g in available}
     for g, s in shares.items():
@@ -87,7 +84,7 @@ def plan_ratios(cfg: MixConfig | None, available: dict[str, int], label: str = "
                 f"{label}: budget_tokens {int(budget):,} needs {int(want):,} tokens of {cfg.by} {g!r}, "
                 f"which has {available[g]:,} (max_repeats {cfg.max_repeats:g}): lower the budget or raise max_repeats")
         ratios[g] = q
-        targets[g] = int(round(want))
+        targets[g] = round(want)
     return ratios, targets
 
 

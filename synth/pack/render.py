@@ -50,7 +50,7 @@ def load_tokenizer(path: str | Path):
 
     try:
         tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-    except Exception as exc:  # transformers raises many types for a broken folder
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a broken folder
         raise TokenizerError(f"--tokenizer {path}: cannot load a tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if not getattr(tok, "is_fast", False):
         raise TokenizerError(f"--tokenizer {path}: only fast (tokenizer.json) tokenizers give the offsets loss masks need")
@@ -79,7 +79,7 @@ class LossPolicy:
     eod_in_text: bool = True
 
     @classmethod
-    def parse(cls, chat: str = "assistant", text: str = "all") -> "LossPolicy":
+    def parse(cls, chat: str = "assistant", text: str = "all") -> LossPolicy:
         roles = tuple(r.strip() for r in chat.split(",") if r.strip())
         bad = [r for r in roles if r not in (*ROLES, "all")]
         if bad or not roles:
@@ -167,7 +167,7 @@ class Renderer:
     def _template(self, messages, tools, generation_prompt=False) -> str:
         try:
             return self.tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt)
-        except Exception as exc:  # jinja raise_exception, TemplateError, TypeError on odd data
+        except Exception as exc:  # noqa: BLE001 - jinja raise_exception, TemplateError, TypeError on odd data
             raise Skip("chat_template_error", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__) from None
 
     def chat_text_and_spans(self, messages, tools) -> tuple[str, list[tuple[int, int]]]:

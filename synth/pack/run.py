@@ -17,8 +17,7 @@ import math
 import os
 import re
 import shutil
-import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import pyarrow.parquet as pq
 from synth.core.rundir import atomic_write_json
 from synth.pack.formats import MegatronWriter, NativeWriter, sha256_file, token_dtype
 from synth.pack.inputs import resolve_inputs
-from synth.pack.mix import MixConfig, group_of, load_mix, plan_ratios, repeats_for
+from synth.pack.mix import group_of, load_mix, plan_ratios, repeats_for
 from synth.pack.packer import WindowPacker
 from synth.pack.render import LossPolicy, Renderer, load_tokenizer, tokenizer_fingerprint
 from synth.pack.tokenize import RENDERERS, TokenizeTask, decode_tokens, tokenize_file
@@ -290,7 +289,7 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
     else:
         blend = []
         total = sum(w.tokens for w in megatron.values()) or 1
-        for g, w in megatron.items():
+        for w in megatron.values():
             files_written += [f"megatron/{n}" for n in w.close()]
             blend.append((w.tokens / total, w.prefix.name))
         lines = " ".join(f"{wt:.6f} {(out / 'megatron' / name).resolve()}" for wt, name in blend if wt > 0)

@@ -6,8 +6,6 @@ import re
 
 import pyarrow as pa
 
-from synth.llm.provenance import add_step, extend_schema, sampling_record  # noqa: F401 (shared by the synthesis stages)
-
 # Columns every instruction record carries from `instruct` on.
 INSTRUCTION_SCHEMA = pa.schema(
     [

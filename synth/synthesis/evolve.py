@@ -26,10 +26,9 @@ from synth.core.stage import Shard
 from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason
 from synth.llm.types import ChatRequest, SamplingParams
 from synth.prompts import load_prompt
-from synth.synthesis.common import extend_schema
 
 STOP_WORDS = frozenset(
-    "a an and are as at be but by for from has have i if in is it its of on or so that the this to was were will with you your we they he she not no yes ok".split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "i", "if", "in", "is", "it", "its", "of", "on", "or", "so", "that", "the", "this", "to", "was", "were", "will", "with", "you", "your", "we", "they", "he", "she", "not", "no", "yes", "ok"]
 )
 
 
@@ -79,13 +78,16 @@ def is_sorry_and_short(text: str) -> bool:
 
 
 class EvolveInstructions(LLMStage):
+    """On the LLMStage base with its own shard loop (`process`): each round sends the
+    rewrites, then the trial responses, then the judge's verdicts, each as one batch
+    through `call` (usage counted, prompts measured), because a round needs the
+    previous round's survivors. It never drops: a failed rewrite is noted and the
+    parent goes on."""
+
     type = "evolve"
     Options = EvolveOptions
     reads = ("id", "instruction")
-    writes = ("instruction", "evolution", "evolution_parent", "provenance")
-
-    def column_types(self):
-        return {"evolution": pa.list_(pa.string()), "evolution_parent": pa.string(), "provenance": pa.string(), "instruction": pa.string()}
+    outputs = {"evolution": pa.list_(pa.string()), "evolution_parent": pa.string(), "provenance": pa.string(), "instruction": pa.string()}
 
     def setup(self) -> None:
         self.prompt = load_prompt(self.options.prompt)
@@ -103,7 +105,6 @@ class EvolveInstructions(LLMStage):
         return shard.rng(record_id, "operator", round_no).choices(names, [self.options.operators[k] for k in names])[0]
 
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        self.ensure_setup()
         rows = table.to_pylist()
         for row in rows:
             row.setdefault("evolution", None)
@@ -140,7 +141,7 @@ class EvolveInstructions(LLMStage):
         for r in rows:
             if r["evolution"]:
                 r["id"] = content_id("evolved", r["id"], r["instruction"])
-        return pa.Table.from_pylist(rows, schema=extend_schema(table.schema, self.column_types()))
+        return pa.Table.from_pylist(rows, schema=self.output_schema(table.schema))
 
     def _static_check(self, row: dict, op: str, res) -> str | None:
         if res.error is not None:

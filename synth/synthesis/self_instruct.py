@@ -23,11 +23,11 @@ from pydantic import Field, field_validator
 
 from synth.core.records import content_id
 from synth.core.stage import Shard
-from synth.llm.routing import ClassifierConfig, make_classifier
-from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions, error_reason
-from synth.llm.types import ChatRequest
+from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions
+from synth.llm.types import ChatRequest, ChatResult
 from synth.prompts import load_prompt
-from synth.synthesis.common import extend_schema, words
+from synth.synthesis.common import words
+from synth.synthesis.route import ClassifierConfig, make_classifier
 
 
 class SelfInstructOptions(LLMStageOptions):
@@ -67,7 +67,7 @@ def deficits(counts: Counter, target: dict[str, float], cap: int) -> dict[str, i
     # Solve for k: the largest over-represented domain fixes the total size.
     size = max([n] + [counts[d] / s for d, s in shares.items() if s > 0 and counts[d]])
     for d, s in shares.items():
-        gap = int(round(s * size)) - counts[d]
+        gap = round(s * size) - counts[d]
         if gap > 0:
             need[d] = gap
     budget = cap
@@ -81,11 +81,15 @@ def deficits(counts: Counter, target: dict[str, float], cap: int) -> dict[str, i
 
 
 class SelfInstruct(LLMStage):
+    """Plans its requests from the whole shard (the domain gaps), then runs them
+    through the LLMStage contract: one planned job row per new instruction,
+    `build_request` / `apply_result` per job."""
+
     type = "self_instruct"
     Options = SelfInstructOptions
     creates_records: ClassVar[bool] = True
     reads = ("id", "instruction")  # and `domain` when there is one; else labelled here
-    writes = ("domain",)
+    outputs = {"domain": pa.string(), "task_type": pa.string(), "evolution": pa.list_(pa.string()), "provenance": pa.string()}
 
     def setup(self) -> None:
         self.prompt = load_prompt(self.options.prompt)
@@ -101,62 +105,65 @@ class SelfInstruct(LLMStage):
         for domain in sorted(set(counts) | set(self.options.target)):
             shard.count(f"domain_mix.{when}.{domain}", counts.get(domain, 0))
 
+    def _jobs(self, rows: list[dict], shard: Shard) -> list[dict]:
+        """One job per new instruction the shard's domain gaps call for, with its seed examples."""
+        plan = deficits(Counter(r["domain"] for r in rows), self.options.target, self.options.max_new_per_shard)
+        jobs = []
+        for domain, k in plan.items():
+            pool = [r["instruction"] for r in rows if r.get("domain") == domain] or [r["instruction"] for r in rows]
+            for j in range(k):
+                examples = shard.rng(domain, j, "seeds").sample(pool, min(self.options.examples, len(pool)))
+                jobs.append({"id": f"{shard.name}:{domain}:{j}", "domain": domain, "examples": examples})
+        return jobs
+
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
-        self.ensure_setup()
         if shard.index == 0:  # a share, not a count: once per run, whatever the shard count
             total = sum(self.options.target.values())
             for domain, share in sorted(self.options.target.items()):
-                shard.count(f"domain_mix.target.{domain}", int(round(1000 * share / total)))
+                shard.count(f"domain_mix.target.{domain}", round(1000 * share / total))
         rows = table.to_pylist()
         if not rows:
             return table
         self._label_missing(rows)
-        counts = Counter(r["domain"] for r in rows)
-        self._record_mix(shard, "before", counts)
-        plan = deficits(counts, self.options.target, self.options.max_new_per_shard)
-        jobs: list[tuple[str, int]] = []
-        requests = []
-        for domain, k in plan.items():
-            pool = [r["instruction"] for r in rows if r.get("domain") == domain] or [r["instruction"] for r in rows]
-            for j in range(k):
-                rng = shard.rng(domain, j, "seeds")
-                examples = rng.sample(pool, min(self.options.examples, len(pool)))
-                messages = self.prompt.render(domain=domain, domain_description=self.descriptions.get(domain, domain), examples=examples)
-                requests.append(ChatRequest(messages, self.sampling(shard, {"id": f"{shard.name}:{domain}:{j}"}), key=f"{shard.name}:{domain}:{j}"))
-                jobs.append((domain, j))
-        results = self.generate(requests, shard) if requests else []
-        template = rows[0]
-        labels = iter(self.classifier.classify_many([(r.text or "").strip() for r in results]))
-        seen = {r["instruction"].strip().lower() for r in rows}
-        for (domain, j), res in zip(jobs, results):
-            text = (res.text or "").strip()
-            label = next(labels).domain
-            record = {"domain": domain, "instruction": text}
-            if res.error is not None:
-                shard.drop(record, error_reason(res), {"error": res.error})
-            elif len(words(text)) < self.options.min_words:
-                shard.drop(record, "too_short")
-            elif text.lower() in seen:
-                shard.drop(record, "repeats_seed")
-            elif label != domain and self.options.drop_off_target:
-                shard.drop(record, "off_target_domain", {"classified_as": label})
-            else:
-                if label != domain:  # asked for one domain, the classifier reads another
-                    shard.count(f"self_instruct.off_target.{domain}")
-                seen.add(text.lower())
-                new = {k: None for k in template}
-                new.update(
-                    id=content_id("self_instruct", shard.name, domain, text),
-                    instruction=text,
-                    domain=domain,
-                    task_type="self_instruct",
-                    evolution=["self_instruct"],
-                    provenance=self.provenance(None, res),
-                )
-                rows.append(new)
-                shard.count(f"self_instruct.new.{domain}")
+        self._record_mix(shard, "before", Counter(r["domain"] for r in rows))
+        # What apply_result checks new instructions against, for this shard only.
+        self._template = rows[0]
+        self._seen = {r["instruction"].strip().lower() for r in rows}
+        rows += self.complete(self._jobs(rows, shard), shard)
         self._record_mix(shard, "after", Counter(r["domain"] for r in rows))
-        return pa.Table.from_pylist(rows, schema=extend_schema(table.schema, self.column_types()))
+        return pa.Table.from_pylist(rows, schema=self.output_schema(table.schema))
 
-    def column_types(self):
-        return {"domain": pa.string(), "task_type": pa.string(), "evolution": pa.list_(pa.string()), "provenance": pa.string()}
+    def build_request(self, job: dict, shard: Shard) -> ChatRequest:
+        domain = job["domain"]
+        messages = self.prompt.render(domain=domain, domain_description=self.descriptions.get(domain, domain), examples=job["examples"])
+        return ChatRequest(messages, self.sampling(shard, job), key=job["id"])
+
+    def failed_record(self, job: dict, request: ChatRequest) -> dict:
+        return {"domain": job["domain"], "instruction": ""}
+
+    def apply_result(self, job: dict, result: ChatResult, shard: Shard) -> list[dict]:
+        domain, text = job["domain"], (result.text or "").strip()
+        label = self.classifier.classify(text).domain
+        record = {"domain": domain, "instruction": text}
+        if len(words(text)) < self.options.min_words:
+            shard.drop(record, "too_short")
+        elif text.lower() in self._seen:
+            shard.drop(record, "repeats_seed")
+        elif label != domain and self.options.drop_off_target:
+            shard.drop(record, "off_target_domain", {"classified_as": label})
+        else:
+            if label != domain:  # asked for one domain, the classifier reads another
+                shard.count(f"self_instruct.off_target.{domain}")
+            self._seen.add(text.lower())
+            shard.count(f"self_instruct.new.{domain}")
+            new = {k: None for k in self._template}
+            new.update(
+                id=content_id("self_instruct", shard.name, domain, text),
+                instruction=text,
+                domain=domain,
+                task_type="self_instruct",
+                evolution=["self_instruct"],
+                provenance=self.provenance(None, result),
+            )
+            return [new]
+        return []

@@ -5,7 +5,6 @@ import pytest
 
 from synth.core.config import build_pipeline
 from synth.core.executor import LocalExecutor, PipelineSource, RayExecutor, run_pipeline
-
 from tests.core.test_pipeline_smoke import _raw
 
 
@@ -62,7 +61,6 @@ def _llm_raw(models_file):
 
 def test_llm_shards_run_on_engine_actors_that_keep_their_engine(tmp_path, ray_local):
     from synth.core.ledger import audit
-
     from tests.llm.llm_helpers import ScriptedServer
 
     with ScriptedServer() as server:
@@ -170,3 +168,15 @@ def test_run_dir_workers_cannot_see_is_one_clear_error(tmp_path, ray_local, monk
     src = PipelineSource(raw=raw, path=None, seed=pipe.seed)
     with pytest.raises(ray_engines.RunDirNotShared, match=r"not visible on Ray node\(s\) 10.0.0.7.*storage every node mounts"):
         run_pipeline(pipe, src, tmp_path / "run", executor=RayExecutor())
+
+
+def test_plain_tasks_reserve_the_cpus_their_stage_declares(tmp_path, ray_local):
+    raw = {"name": "cores", "seed": 1, "stages": [
+        {"type": "tests.core.toy_stages:CountSource", "per_shard": 2, "shards": 2},
+        {"type": "tests.core.toy_stages:TwoCores"},
+        {"type": "tests.core.toy_stages:Slow"},
+    ]}
+    src = PipelineSource(raw=raw, path=None, seed=1)
+    result = run_pipeline(build_pipeline(raw), src, tmp_path / "run", executor=RayExecutor())
+    rows = [r for p in result.output for r in pq.read_table(p).to_pylist()]
+    assert rows and {r["reserved_cpus"] for r in rows} == {2.0}

@@ -8,7 +8,7 @@ import time
 import pyarrow as pa
 
 from synth.core.records import content_id
-from synth.core.stage import Filter, FilterOptions, SourceStage, Stage, StageOptions, GlobalStage
+from synth.core.stage import Filter, FilterOptions, GlobalStage, Resources, SourceStage, Stage, StageOptions
 
 
 class CountOptions(StageOptions):
@@ -95,3 +95,46 @@ class DedupText(GlobalStage):
                 shard.drop(row, "duplicate_text")
             mask.append(ok)
         return table.filter(pa.array(mask, pa.bool_()))
+
+
+class LifecycleOptions(StageOptions):
+    marks: str
+
+
+class Lifecycle(Stage):
+    """Leaves a file per process on setup and teardown, so a test sees which
+    processes set the stage up and whether each tore it down."""
+
+    type = "toy_lifecycle"
+    Options = LifecycleOptions
+    reads = ("n",)
+
+    def setup(self):
+        self._mark("setup")
+
+    def teardown(self):
+        self._mark("teardown")
+
+    def _mark(self, event):
+        from pathlib import Path
+
+        folder = Path(self.options.marks)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{event}-{os.getpid()}").touch()
+
+    def process(self, table, shard):
+        return table
+
+
+class TwoCores(Stage):
+    """Declares two CPUs per copy and writes what Ray reserved for the task."""
+
+    type = "toy_two_cores"
+    resources = Resources(cpus=2.0)
+    writes = ("reserved_cpus",)
+
+    def process(self, table, shard):
+        import ray
+
+        reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+        return table.append_column("reserved_cpus", pa.array([reserved] * table.num_rows, pa.float64()))

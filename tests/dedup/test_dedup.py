@@ -9,8 +9,8 @@ from synth.core.config import ConfigError, build_pipeline
 from synth.core.executor import LocalExecutor, PipelineSource, run_pipeline
 from synth.core.ledger import audit, reject_samples
 from synth.core.records import content_id
-from synth.dedup.report import dedup_report
 from synth.dedup.evaluate import book_passages, shingle_sets, true_duplicate_pairs
+from synth.dedup.report import dedup_report
 from synth.dedup.signatures import MinHasher
 from synth.dedup.text import extract_texts
 

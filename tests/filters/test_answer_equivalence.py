@@ -1,12 +1,12 @@
-"""Equal answers vote together: the pairs the hand-written normaliser split (issue 10)."""
+"""Equal answers vote together: the pairs the hand-written normaliser split."""
 
 import pyarrow as pa
 import pytest
 
 from synth.core.stage import Shard
-from synth.filters.answer_equivalence import answer_keys
-from synth.filters.answers import normalize_answer
-from synth.filters.consistency import ConsistencyOptions, SelfConsistency
+from synth.filters.heuristic.answer_equivalence import answer_keys
+from synth.filters.heuristic.answers import normalize_answer
+from synth.filters.heuristic.consistency import ConsistencyOptions, SelfConsistency
 
 PAIRS = [
     (r"\$5", "5"),

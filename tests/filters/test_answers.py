@@ -1,6 +1,6 @@
 import pytest
 
-from synth.filters.answers import extract_answer, normalize_answer
+from synth.filters.heuristic.answers import extract_answer, normalize_answer
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,12 @@ import pyarrow as pa
 import pytest
 
 from synth.core.stage import Shard
-from synth.filters.code_exec import CodeExecOptions, CodeExecutionFilter, split_code_and_tests, instruction_tests
+from synth.filters.heuristic.code_exec import (
+    CodeExecOptions,
+    CodeExecutionFilter,
+    instruction_tests,
+    split_code_and_tests,
+)
 
 
 def fence(code):
@@ -52,7 +57,7 @@ def test_asserts_from_instruction_and_response():
     assert out.column("id").to_pylist() == ["i", "r"]
     assert out.column("tests_count").to_pylist() == [1, 1]
     assert shard.dropped == {"tests_failed": 1, "exec_error": 1}
-    crash = [r for r in shard.rejects if r.reason == "exec_error"][0]
+    crash = next(r for r in shard.rejects if r.reason == "exec_error")
     assert "boom" in crash.scores["exec_stderr_tail"]
 
 
@@ -99,7 +104,7 @@ def test_runs_in_parallel():
 def test_missing_sandbox_layer_fails_the_shard_not_the_rows(monkeypatch):
     import functools
 
-    import synth.filters.code_exec as code_exec
+    import synth.filters.heuristic.code_exec as code_exec
 
     # a kernel without seccomp, simulated: the layer is not set up
     monkeypatch.setattr(code_exec, "SandboxLimits", functools.partial(code_exec.SandboxLimits, disable=("seccomp",)))
@@ -108,5 +113,5 @@ def test_missing_sandbox_layer_fails_the_shard_not_the_rows(monkeypatch):
 
 
 def test_unknown_required_layer_is_a_config_error():
-    with pytest.raises(ValueError, match="unknown sandbox layer.*no-such-layer.*allowed: netns"):
+    with pytest.raises(ValueError, match=r"unknown sandbox layer.*no-such-layer.*allowed: netns"):
         CodeExecOptions(require_layers=["no-such-layer"])

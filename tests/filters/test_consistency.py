@@ -1,7 +1,7 @@
 import pyarrow as pa
 
 from synth.core.stage import Shard
-from synth.filters.consistency import ConsistencyOptions, SelfConsistency
+from synth.filters.heuristic.consistency import ConsistencyOptions, SelfConsistency
 
 
 def run(rows, **opts):

@@ -10,8 +10,15 @@ import pytest
 
 from synth.core.ledger import audit
 from synth.core.stage import Shard
-from synth.filters.decontaminate import Decontaminate, DecontaminateCut, DecontaminateCutOptions, DecontaminateOptions, index_cache_key, tokenize
-from synth.filters.decontaminate_cli import run_decontaminate
+from synth.filters.heuristic.decontaminate import (
+    Decontaminate,
+    DecontaminateCut,
+    DecontaminateCutOptions,
+    DecontaminateOptions,
+    index_cache_key,
+    tokenize,
+)
+from synth.filters.heuristic.decontaminate_cli import run_decontaminate
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +226,7 @@ def test_cli_bad_inputs(bench, tmp_path):
 
 def test_jsonl_split_into_byte_ranges_loses_nothing(tmp_path):
     from synth.core.stage import Shard as S
-    from synth.filters.decontaminate_cli import ReadRecords, ReadRecordsOptions
+    from synth.ingest.records import ReadRecords, ReadRecordsOptions
 
     src = tmp_path / "big.jsonl"
     with open(src, "w") as fh:
@@ -236,7 +243,7 @@ def test_typer_command(bench, cache, items, passages, tmp_path, monkeypatch):
     import typer
     from typer.testing import CliRunner
 
-    from synth.filters.decontaminate_cli import decontaminate
+    from synth.filters.heuristic.decontaminate_cli import decontaminate
 
     monkeypatch.setenv("XDG_CACHE_HOME", cache)
     src = tmp_path / "in.jsonl"
@@ -253,7 +260,7 @@ def test_typer_command(bench, cache, items, passages, tmp_path, monkeypatch):
 def test_vectorised_token_hashes_equal_regex_path(passages):
     import numpy as np
 
-    from synth.filters.decontaminate import TokenHasher
+    from synth.filters.heuristic.decontaminate import TokenHasher
 
     texts = passages[:300] + ["", " ", "naïve café — “quoted” ’tis", "\ufeffBOM\xa0nbsp", "İstanbul DİL", "日本語 です", "emoji 😀 𝔘𝔫𝔦", "snake_case x2"]
     many = TokenHasher().many(texts)

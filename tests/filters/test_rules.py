@@ -2,7 +2,7 @@ import pyarrow as pa
 import pytest
 
 from synth.core.stage import Shard
-from synth.filters.rules import ResponseRules, RulesOptions
+from synth.filters.heuristic.rules import ResponseRules, RulesOptions
 
 GOOD = "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen. It happens in chloroplasts."
 

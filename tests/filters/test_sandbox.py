@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.filters.sandbox import (
+from synth.filters.heuristic.sandbox import (
     STATUS_ERROR,
     STATUS_MEMORY,
     STATUS_OK,
@@ -236,7 +236,7 @@ def test_huge_output_is_capped(limits):
 
 
 def test_required_layer_missing_refuses_to_run():
-    from synth.filters.sandbox import STATUS_SANDBOX
+    from synth.filters.heuristic.sandbox import STATUS_SANDBOX
 
     res = run("print('ran')", SandboxLimits(**FAST, require=("no-such-layer",)))
     assert res.status == STATUS_SANDBOX and "ran" not in res.stdout

@@ -1,4 +1,4 @@
-"""Issue 8.4: a program cannot fake passing its tests by exiting before they run."""
+"""A program cannot fake passing its tests by exiting before they run."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from synth.core.stage import Shard
-from synth.filters.code_exec import CodeExecOptions, CodeExecutionFilter
-from synth.filters.sandbox import run_python
+from synth.filters.heuristic.code_exec import CodeExecOptions, CodeExecutionFilter
+from synth.filters.heuristic.sandbox import run_python
 
 WRONG_ADD = "def add(a, b):\n    return a - b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(2, 2) == 4\n"

@@ -1,4 +1,4 @@
-"""Issue 8.9: `${VAR}` expands only where a value is a path or endpoint (or as an
+"""`${VAR}` expands only where a value is a path or endpoint (or as an
 explicit `${env:VAR}`), `$` elsewhere stands, and no expanded value reaches
 run.json or the stage metadata on disk."""
 

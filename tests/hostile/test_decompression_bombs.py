@@ -1,4 +1,4 @@
-"""Issue 8.1: small files that decompress into gigabytes stay a counted `too_large`
+"""Small files that decompress into gigabytes stay a counted `too_large`
 at bounded memory (measured in a child process, whose peak RSS is its own)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 8.2: symlink loops under a recursive --input glob end quickly, read every
+"""Symlink loops under a recursive --input glob end quickly, read every
 real file once, and say what they skipped."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 8, item 8: a retried LLM question must be a new request, not a cache hit.
+"""A retried LLM question must be a new request, not a cache hit.
 
 Behind synth's persistent cache (which keys on model, messages and sampling), a retry
 that only changed `ChatRequest.key` had the same identity as the rejected attempt, so

@@ -1,4 +1,4 @@
-"""Issue 8.7: after a kill -9 of a run, no sandbox child or pool worker lives on,
+"""After a kill -9 of a run, no sandbox child or pool worker lives on,
 and the next run removes the scratch directories the dead run left."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def start(script: str, tmp_path) -> subprocess.Popen:
 def test_sandbox_child_dies_with_its_parent_and_its_directory_is_cleaned(tmp_path):
     driver = start(
         """
-        from synth.filters.sandbox import SandboxLimits, run_python
+        from synth.filters.heuristic.sandbox import SandboxLimits, run_python
         print("started", flush=True)
         run_python("while True:\\n    pass\\n", SandboxLimits(cpu_seconds=100, wall_seconds=100))
         """,

@@ -1,4 +1,4 @@
-"""Issue 6: the sandbox's scratch directory has a byte and an inode budget; code
+"""The sandbox's scratch directory has a byte and an inode budget; code
 that floods it is stopped and counted as `disk_limit`."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 from synth.core.stage import Shard
-from synth.filters.code_exec import CodeExecOptions, CodeExecutionFilter
-from synth.filters.sandbox import SandboxLimits, run_python
+from synth.filters.heuristic.code_exec import CodeExecOptions, CodeExecutionFilter
+from synth.filters.heuristic.sandbox import SandboxLimits, run_python
 
 MANY_DIRECTORIES = "import os\nfor i in range(20000):\n    os.mkdir(f'd{i}')\nprint('all made')\n"
 # each file stays under the per-file limit (RLIMIT_FSIZE): only a total budget stops this

@@ -1,4 +1,4 @@
-"""Issue 8.5: sandboxed code (here as root) cannot signal processes outside the
+"""Sandboxed code (here as root) cannot signal processes outside the
 sandbox even without Landlock's scope layer; the active layers are logged once per
 run, and a pipeline can require layers and fails clearly when one is missing."""
 
@@ -12,10 +12,10 @@ import subprocess
 import pyarrow as pa
 import pytest
 
-import synth.filters.code_exec as code_exec
+import synth.filters.heuristic.code_exec as code_exec
 from synth.core.stage import Shard
-from synth.filters.code_exec import CodeExecOptions, CodeExecutionFilter
-from synth.filters.sandbox import SandboxLimits, available_layers, run_python
+from synth.filters.heuristic.code_exec import CodeExecOptions, CodeExecutionFilter
+from synth.filters.heuristic.sandbox import SandboxLimits, available_layers, run_python
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="syscall numbers below are x86_64's")
 

@@ -1,4 +1,4 @@
-"""Issue 8.10: `synth serve` bound beyond loopback requires a key on the server side."""
+"""`synth serve` bound beyond loopback requires a key on the server side."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_loopback_names():
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "gpu-box.internal"])
 def test_beyond_loopback_without_a_key_does_not_start(tmp_path, captured, host):
     entry = ModelEntry(mode="serve", model="/nonexistent", host=host, port=8001)
-    with pytest.raises(EngineError, match="not a loopback address.*api_key_env"):
+    with pytest.raises(EngineError, match=r"not a loopback address.*api_key_env"):
         ServerProcess("general", entry, tmp_path).start()
     assert not captured  # nothing was launched
 
@@ -51,7 +51,7 @@ def test_beyond_loopback_without_a_key_does_not_start(tmp_path, captured, host):
 def test_key_named_but_unset_does_not_start(tmp_path, captured, monkeypatch):
     monkeypatch.delenv("SYNTH_TEST_UNSET_KEY", raising=False)
     entry = ModelEntry(mode="serve", model="/nonexistent", host="0.0.0.0", port=8001, api_key_env="SYNTH_TEST_UNSET_KEY")
-    with pytest.raises(EngineError, match="SYNTH_TEST_UNSET_KEY.*not set"):
+    with pytest.raises(EngineError, match=r"SYNTH_TEST_UNSET_KEY.*not set"):
         ServerProcess("general", entry, tmp_path).start()
     assert not captured
 

@@ -1,4 +1,4 @@
-"""Issue 8.3: one unreadable input file is a counted drop (file and reason in the
+"""One unreadable input file is a counted drop (file and reason in the
 reject sample), not the end of the run; a run where nothing can be read is one
 clear error."""
 

@@ -108,4 +108,4 @@ def test_recall_retry_limit_keeps_output_and_restores_setting(shared_data):
     never, _ = extract(pages, recall_retry_max_bytes=0)
     assert limited.column("text").to_pylist() == always.column("text").to_pylist()
     assert all(t for t in never.column("text").to_pylist())
-    assert trafilatura.core.ESCALATION_MAX_LENGTH == before
+    assert before == trafilatura.core.ESCALATION_MAX_LENGTH

@@ -7,10 +7,8 @@ import pytest
 from synth.core.config import ConfigError, build_pipeline
 from synth.core.stage import Shard
 from synth.ingest import textstats as ts
-from synth.ingest.passages import book_passages
 from synth.ingest.heuristics import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
-
-
+from synth.ingest.passages import book_passages
 
 
 def run(cls, rows, **options):
@@ -92,7 +90,7 @@ def test_japanese_is_judged_by_segmented_words():
 
 
 def test_gopher_quality_reasons():
-    menu = "\n".join(f"• {w} {w}s and more" for w in "home about contact products services blog shop cart account login help faq careers press".split())
+    menu = "\n".join(f"• {w} {w}s and more" for w in ["home", "about", "contact", "products", "services", "blog", "shop", "cart", "account", "login", "help", "faq", "careers", "press"])
     assert reason(GopherQualityFilter, menu) == "gopher_bullet_lines"
     assert reason(GopherQualityFilter, "Click here.") == "gopher_too_few_words"
     tags = PROSE + " " + " ".join(f"#tag{i}" for i in range(40))
@@ -147,7 +145,7 @@ def _naive_ngram_fractions(words: list[str], n: int) -> tuple[float, float]:
 def test_vectorised_ngram_stats_equal_the_definition(english_passages):
     rng = random.Random(7)
     docs = [p.split() for p in english_passages[:60]]
-    docs += [[rng.choice("a b c the of and".split()) for _ in range(rng.randint(0, 50))] for _ in range(150)]
+    docs += [[rng.choice(["a", "b", "c", "the", "of", "and"]) for _ in range(rng.randint(0, 50))] for _ in range(150)]
     docs += [[], ["x"], ["x", "x"]]
     stats = ts.ShardWords(docs).ngram_stats(range(1, 11), range(1, 11))
     for d, words in enumerate(docs):

@@ -5,10 +5,8 @@ import pytest
 
 from synth.core.config import ConfigError, build_pipeline
 from synth.core.stage import Shard
-from synth.ingest.passages import book_passages
 from synth.ingest.langid import LanguageFilter, LanguageOptions, bundled_lid_model
-
-
+from synth.ingest.passages import book_passages
 
 
 def run_filter(stage, rows):

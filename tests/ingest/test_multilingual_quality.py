@@ -1,4 +1,4 @@
-"""Issue 14: multilingual web quality.
+"""Multilingual web quality.
 
 Spam and adult pages out by URL or content rules, Chinese and Japanese judged by
 segmented words with their own thresholds, C4's bad-words rule per language, and
@@ -18,7 +18,13 @@ import yaml
 
 from synth.core.stage import PipelineContext, Shard
 from synth.ingest import badwords, segment
-from synth.ingest.heuristics import C4BadWordsFilter, C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter, language_rules
+from synth.ingest.heuristics import (
+    C4BadWordsFilter,
+    C4QualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+    language_rules,
+)
 from synth.ingest.urlfilter import URLFilter
 
 ZH = (
@@ -87,7 +93,7 @@ def test_thresholds_per_language_come_from_fineweb2_with_their_source():
     team = GopherQualityFilter(GopherQualityFilter.Options(languages={"zh": {"min_words": 10}}))
     assert team.options_for("zh").min_words == 10 and team.options_for("zh").min_mean_word_length == 3.0
     bad = GopherQualityFilter(GopherQualityFilter.Options(languages={"zh": {"min_wordz": 10}}))
-    with pytest.raises(ValueError, match="languages.zh"):
+    with pytest.raises(ValueError, match=r"languages\.zh"):
         bad.options_for("zh")
 
 

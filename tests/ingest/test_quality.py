@@ -15,7 +15,7 @@ SMALL = dict(dim=16, bucket=20_000, epoch=10)
 
 
 
-WORDS = "home news sport weather shop deals account login register cart help contact about careers press blog events music video travel food health money tech science cars jobs".split()
+WORDS = ["home", "news", "sport", "weather", "shop", "deals", "account", "login", "register", "cart", "help", "contact", "about", "careers", "press", "blog", "events", "music", "video", "travel", "food", "health", "money", "tech", "science", "cars", "jobs"]
 
 
 def boilerplate(rng: random.Random) -> str:

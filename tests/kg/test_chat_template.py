@@ -6,17 +6,14 @@ package (no hub download); the tokenizer is a stub because only the template mat
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from kg.config import WalkConfig
-from tests.chat_templates import trl_template
 from kg.export import template_messages
 from kg.generate import SampleFactory, sample_seeds
 from kg.stage import SAMPLE_SCHEMA
-
-
+from tests.chat_templates import trl_template
 
 
 @pytest.fixture(scope="module")

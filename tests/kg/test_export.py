@@ -1,4 +1,5 @@
 import json
+from itertools import pairwise
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,7 +29,7 @@ def test_sharegpt_turns(records):
         for k, role in enumerate(roles):
             assert role in (("human", "observation"), ("gpt", "function_call"))[k % 2], roles
         # every function_call turn is answered by exactly one observation turn
-        for a, b in zip(roles, roles[1:]):
+        for a, b in pairwise(roles):
             if a == "function_call":
                 assert b == "observation"
         calls = [json.loads(t["value"]) for t in out["conversations"] if t["from"] == "function_call"]

@@ -25,6 +25,7 @@ import importlib.util
 import json
 import sys
 import types
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,10 +33,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from kg.config import WalkConfig
-from tests.chat_templates import trl_template
 from kg.export import export, sequential_messages, to_sharegpt
 from kg.generate import SampleFactory, sample_seeds
 from kg.stage import SAMPLE_SCHEMA
+from tests.chat_templates import trl_template
 
 
 def _with_weights(record):
@@ -150,7 +151,7 @@ def test_sequential_export_renders_with_llama31(run, tmp_path, tokenizer):
     for line in plain:
         try:
             tokenizer.apply_chat_template(line["messages"], tools=line["tools"], tokenize=False)
-        except Exception as exc:  # jinja2 raise_exception
+        except Exception as exc:  # noqa: BLE001 - jinja2 raise_exception
             assert "single tool-calls" in str(exc)
             refused += 1
     assert refused == len(parallel)
@@ -172,7 +173,7 @@ def test_sequential_keeps_calls_results_and_order(run):
         calls = [c["id"] for m in rec["messages"] for c in m["tool_calls"] or []]
         assert [c["id"] for m in seq for c in m["tool_calls"] or []] == calls
         # every call is answered right after it is made
-        for a, b in zip(seq, seq[1:]):
+        for a, b in pairwise(seq):
             if a["tool_calls"]:
                 assert b["role"] == "tool" and b["tool_call_id"] == a["tool_calls"][0]["id"]
 
@@ -205,7 +206,7 @@ def llamafactory():
     """
     pytest.importorskip("peft")  # imported by llamafactory.extras.constants
     lf = pytest.importorskip("llamafactory")
-    import transformers.processing_utils  # noqa: F401  (load transformers' audio helpers before the stand-in)
+    import transformers.processing_utils
     import transformers.video_utils  # noqa: F401
 
     name = "llamafactory.data"

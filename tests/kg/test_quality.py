@@ -1,4 +1,4 @@
-"""Issue 12: no trivial samples, every requested pattern or a reason, and an evaluation split."""
+"""KG sample quality: no trivial samples, every requested pattern or a reason, and an evaluation split."""
 
 import json
 from collections import Counter

@@ -116,7 +116,7 @@ def test_llm_verbaliser_inside_the_stage_drops_with_reasons(kg_data):
     pipe = build_pipeline(_raw(kg_data / "nations", samples=20, per_shard=20, verbalizer="llm",
                                irrelevance_share=0.0, back_translate=False))
     stage = pipe.stages[0].stage
-    assert stage.parallel is False  # an in-process engine stays in the main process
+    assert stage.parallel is False and stage.resources.llm_engine  # an in-process engine stays in the main process
     # A fake model that names the anchors for samples with an even seed and never for the others.
     def model(request, index):
         seed = int(request.key.split(":")[1])

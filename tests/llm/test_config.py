@@ -4,8 +4,8 @@ import pytest
 
 from synth.llm.config import ModelsConfig, ModelsConfigError
 from synth.llm.serve import server_command
-from synth.llm.usage import usage_counters
 from synth.llm.types import ChatResult, SamplingParams
+from synth.llm.usage import usage_counters
 
 
 def write(tmp_path, text: str):

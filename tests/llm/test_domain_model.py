@@ -22,7 +22,7 @@ from synth.llm.domain_model import (
     read_metadata,
     train_domain_classifier,
 )
-from synth.llm.routing import ClassifierConfig, FastTextClassifier, Router, RoutingConfig, make_classifier
+from synth.synthesis.route import ClassifierConfig, FastTextClassifier, Router, RoutingConfig, make_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""Issue 14: tokens, not characters.
+"""Prompt lengths in tokens, not characters.
 
 Passages sized in tokens of the reading model, and every LLM request measured
 before it is sent: shortened where the stage allows (the passage), else dropped
@@ -27,7 +27,7 @@ ZH_SENTENCE = "国家统计局发布了今年前三个季度的经济数据，�
 def tokenizer():
     try:
         return load_tokenizer("default")
-    except Exception as e:  # the default model is prepared by scripts/install.sh
+    except Exception as e:  # noqa: BLE001 - the default model is prepared by scripts/install.sh
         pytest.skip(f"default model tokenizer unavailable: {e}")
 
 

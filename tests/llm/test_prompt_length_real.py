@@ -1,4 +1,4 @@
-"""Issue 14 against the real engine (vLLM offline, the embedded SmolLM2 with its
+"""Prompt measurement against the real engine (vLLM offline, the embedded SmolLM2 with its
 2,048-token context): a 3,000-character Chinese passage is rejected by the engine
 when sent unmeasured (the reported failure), is shortened and answered when
 measured, and a prompt that cannot be shortened is dropped as `prompt_too_long`

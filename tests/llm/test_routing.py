@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from synth.core.stage import PipelineContext, Shard
-from synth.llm.routing import ClassifierConfig, RouteByDomain, Router, RoutingConfig, RuleClassifier, train_fasttext
+from synth.synthesis.route import ClassifierConfig, RouteByDomain, Router, RoutingConfig, RuleClassifier, train_fasttext
 
 CASES = {
     "math": "Solve for x: 3x + 5 = 20, then compute the sum of its digits.",

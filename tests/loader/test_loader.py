@@ -137,8 +137,8 @@ def test_packed_loss_equals_token_weighted_mean_of_documents_alone(packed):
                 ids = batch["input_ids"][row:row + 1, off:off + n]
                 labels = batch["labels"][row:row + 1, off:off + n]
                 lg, _, _ = model(ids, torch.arange(n)[None], torch.tensor([0, n], dtype=torch.int32))
-                l, c = moe.token_losses(lg, labels)
-                alone_sum, alone_n, docs = alone_sum + l, alone_n + c, docs + 1
+                loss, c = moe.token_losses(lg, labels)
+                alone_sum, alone_n, docs = alone_sum + loss, alone_n + c, docs + 1
         assert docs > 3 and packed_n == alone_n
         packed_loss, alone_loss = packed_sum / packed_n, alone_sum / alone_n
         assert abs(packed_loss - alone_loss) < 1e-5

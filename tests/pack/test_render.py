@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from synth.pack.render import LossPolicy, Renderer, Skip, load_tokenizer

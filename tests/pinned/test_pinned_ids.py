@@ -1,18 +1,25 @@
-"""Output record ids of the ingest pipeline and of the demo's LLM-free prefix, pinned.
+"""Output record ids of the ingest pipeline and of the whole demo, pinned.
 
 Consolidations of the stage contract must not change what synth produces: these tests run
 `synth run` on a fixed subset of the shared data and compare the sorted output ids with
 the committed lists in `tests/pinned/` (regenerate with SYNTH_REPIN=1 only when a change
 of output is intended, and say so in the commit).
 
-The demo is pinned up to its `sample` stage, the last stage before the first LLM call: the
-CPU vLLM engine does not repeat sampled outputs across engine starts even with a seed (see
-README, Models), so ids after `instruct` are only reproducible through the request cache.
-Every stage pinned here is deterministic: no LLM, seeded sampling, content-hash ids.
+The CPU vLLM engine does not repeat sampled outputs across engine starts even with a seed
+(see README, Models), so the demo's ids after `instruct` are reproducible only through the
+request cache: `demo.llm-cache.sqlite.gz` is the cache of one demo run, and the whole demo
+runs from it with no engine at all (a request that misses it fails the test, naming the
+change: a prompt, a sampling option or a request's key changed). Regenerate both together
+(SYNTH_REPIN=1 with a real engine, see `test_demo_ids_pinned_from_its_request_cache`) only
+when a change of output is intended. The demo's LLM-free prefix (up to `sample`) is also
+pinned on its own, so a change there is told apart from one in the LLM stages.
 """
 
+import gzip
 import json
 import os
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -74,3 +81,30 @@ def test_demo_llm_free_prefix_ids_pinned(tmp_path, shared_data):
     run = tmp_path / "demo"
     _run(prefix, run, [shared_data / "warc" / "aut-2008-crawl.warc.gz", shared_data / "books" / "pg11_alice.txt"])
     _check("demo_prefix", _ids(run))
+
+
+DEMO_CACHE = HERE / "demo.llm-cache.sqlite.gz"
+
+
+@pytest.mark.slow
+def test_demo_ids_pinned_from_its_request_cache(tmp_path, shared_data, monkeypatch):
+    run = tmp_path / "demo"
+    run.mkdir()
+    repin = os.environ.get("SYNTH_REPIN") == "1"
+    if not repin:
+        with gzip.open(DEMO_CACHE) as src, open(run / "llm-cache.sqlite", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        import synth.llm.engines as engines
+
+        def no_engine(*_args, **_kwargs):
+            raise AssertionError(f"a request missed the committed cache {DEMO_CACHE.name}: the demo's LLM requests changed")
+
+        monkeypatch.setattr(engines, "open_engine", no_engine)
+    _run(REPO / "pipelines" / "demo.yaml", run, [shared_data / "warc" / "aut-2008-crawl.warc.gz", shared_data / "books" / "pg11_alice.txt"])
+    if repin:
+        conn = sqlite3.connect(run / "llm-cache.sqlite")
+        conn.execute("VACUUM")
+        conn.close()
+        with open(run / "llm-cache.sqlite", "rb") as src, gzip.GzipFile(DEMO_CACHE, "wb", mtime=0) as dst:
+            shutil.copyfileobj(src, dst)
+    _check("demo", _ids(run))

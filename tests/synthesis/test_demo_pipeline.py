@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -43,7 +44,7 @@ def test_ledger_accounts_for_every_record(demo_run):
     assert report["version"] == 2 and report["complete"] and report["status"] == "complete"
     assert not any(k.startswith("audit.statistics_failed") for s in report["stages"] for k in s["counters"])
     stages = report["stages"]
-    for prev, stage in zip(stages, stages[1:]):
+    for prev, stage in pairwise(stages):
         assert stage["in"] == prev["out"], (prev["stage"], stage["stage"])
     for stage in stages:
         if not stage["creates_records"]:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from synth.core.stage import Shard
-from synth.filters.critique import CritiqueFilter
+from synth.filters.llm.critique import CritiqueFilter
 from synth.llm.stage import SamplingOptions
 from synth.synthesis.evolve import EvolveInstructions
 from synth.synthesis.instruct import GenerateInstructions

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from synth.core.stage import Shard
-from synth.filters.critique import CritiqueFilter, parse_grade
+from synth.filters.llm.critique import CritiqueFilter, parse_grade
 from synth.llm.fake import FakeEngine
 from synth.synthesis.evolve import EvolveInstructions, is_sorry_and_short, only_punctuation_and_stop_words
 from synth.synthesis.instruct import GenerateInstructions

@@ -96,9 +96,8 @@ def parse_book(text: str) -> Book:
     body_from = start.end()
     end = _END.search(text, body_from)
     body_to = end.start() if end else len(text)
-    note = None
-    for note in _END_NOTE.finditer(text, body_from, body_to):
-        pass
+    notes = list(_END_NOTE.finditer(text, body_from, body_to))
+    note = notes[-1] if notes else None
     if note is not None and body_to - note.start() < 400:
         body_to = note.start()
     body = text[body_from:body_to]

@@ -550,7 +550,6 @@ class BenchmarkMatching:
     def find_hits(self, table: pa.Table, shard: Shard) -> tuple[dict, dict, list[int], list[str | None]]:
         """The shard's checked cells, the hits per (row, column) cell, and per row the
         number of hits and the first hit per benchmark (JSON); counts `matched.<benchmark>`."""
-        self.ensure_setup()
         cols = self.options.columns
         missing = [c for c in cols if c not in table.column_names]
         if missing:

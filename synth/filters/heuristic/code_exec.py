@@ -40,7 +40,7 @@ from pydantic import Field, field_validator
 
 from synth.core.stage import Filter, FilterOptions
 from synth.filters import code_blocks, turn_text
-from synth.filters.sandbox import LAYER_NAMES, STATUS_OK, STATUS_SANDBOX, SandboxLimits, run_python
+from synth.filters.heuristic.sandbox import LAYER_NAMES, STATUS_OK, STATUS_SANDBOX, SandboxLimits, run_python
 
 _PY_LANGS = {"python", "py", "python3", ""}
 _CHECK = re.compile(r"^def check\(\s*candidate\s*\)", re.M)

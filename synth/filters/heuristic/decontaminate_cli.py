@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-# The one general record reader; imported here too for code that used it from this module.
-from synth.ingest.records import REJECT_SAMPLE, ReadRecords, ReadRecordsOptions, expand_inputs  # noqa: F401
+from synth.ingest.records import REJECT_SAMPLE, expand_inputs
 
 
 def run_decontaminate(
@@ -87,11 +85,11 @@ def decontaminate(
     inputs: list[Path] = typer.Argument(..., help="Parquet or JSONL files, folders or globs."),
     benchmark: list[str] = typer.Option(..., "--benchmark", "-b", help="Benchmark file or folder (JSONL, JSONL.gz, CSV), optionally NAME=PATH; repeatable."),
     output: Path = typer.Option(..., "--output", "-o", help="Run directory: kept rows in RUN/output, removed rows in RUN/rejected."),
-    column: Optional[list[str]] = typer.Option(None, "--column", "-c", help="Column(s) to check (default text); message lists are checked per message."),
+    column: list[str] | None = typer.Option(None, "--column", "-c", help="Column(s) to check (default text); message lists are checked per message."),
     action: str = typer.Option("drop", help="drop: remove rows with a hit; cut: remove the text around each hit."),
     ngram: int = typer.Option(13, help="n-gram length in normalised tokens (GPT-3: 13)."),
     cut_chars: int = typer.Option(200, help="With --action cut: characters removed on each side of a hit."),
-    field: Optional[list[str]] = typer.Option(None, "--field", help="Benchmark fields with the item text (default question, prompt, problem)."),
+    field: list[str] | None = typer.Option(None, "--field", help="Benchmark fields with the item text (default question, prompt, problem)."),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per core)."),
 ) -> None:
     """Remove rows that overlap evaluation benchmarks (GPT-3's 13-gram rule)."""

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from synth.core.stage import Stage, StageOptions, add_columns
 
 GENERAL = "general"
 
@@ -238,8 +239,6 @@ class Router:
 
 # -- the `route` pipeline stage ------------------------------------------------------
 
-from synth.core.stage import Stage, StageOptions, add_columns  # noqa: E402
-
 
 class RouteOptions(StageOptions, RoutingConfig):
     text_column: str = Field("instruction", description="Column holding the instruction text.")
@@ -274,7 +273,6 @@ class RouteByDomain(Stage):
             self.router = Router(self.options, default_model)
 
     def process(self, table: pa.Table, shard) -> pa.Table:
-        self.ensure_setup()
         texts = [t or "" for t in table.column(self.options.text_column).to_pylist()]
         decisions = self.router.classifier.classify_many(texts)
         existing = table.column("domain").to_pylist() if self.options.keep_existing and "domain" in table.column_names else None

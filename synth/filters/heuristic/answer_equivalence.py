@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 
-from synth.filters.answers import normalize_answer
+from synth.filters.heuristic.answers import normalize_answer
 
 _PLAIN_NUMBER = re.compile(r"-?\d+(?:/\d+)?")
 _CHOICE = re.compile(r"[A-J]")

@@ -28,8 +28,8 @@ from pydantic import Field
 
 from synth.core.stage import Filter, FilterOptions
 from synth.filters import with_turn
-from synth.filters.answer_equivalence import answer_keys
-from synth.filters.answers import extract_answer, extract_raw_answer
+from synth.filters.heuristic.answer_equivalence import answer_keys
+from synth.filters.heuristic.answers import extract_answer, extract_raw_answer
 
 
 class ConsistencyOptions(FilterOptions):

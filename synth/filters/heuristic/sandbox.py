@@ -54,9 +54,9 @@ import json
 import os
 import platform
 import resource
+import secrets
 import shutil
 import signal
-import secrets
 import subprocess
 import sys
 import time

@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 from pydantic import Field
 
-from synth.filters import turn_text
 from synth.core.stage import Filter, FilterOptions
+from synth.filters import turn_text
 
 DEFAULT_REFUSALS = Path(__file__).with_name("data") / "refusals.txt"
 _WORD = re.compile(r"\w+")
@@ -49,7 +49,7 @@ class RulesOptions(FilterOptions):
     max_replacement_chars: int = Field(0, ge=0, description="U+FFFD characters allowed.")
     max_mojibake: int = Field(1, ge=0, description="Mojibake sequences (UTF-8 decoded as Latin-1) allowed.")
     min_chars: int = Field(1, ge=0)
-    refusal_patterns_file: str | None = Field(None, description="Regex per line; default synth/filters/data/refusals.txt.")
+    refusal_patterns_file: str | None = Field(None, description="Regex per line; default synth/filters/heuristic/data/refusals.txt.")
     extra_refusal_patterns: list[str] = Field(default_factory=list)
     refusal_head_chars: int = Field(400, ge=1, description="Refusals are looked for in this many leading characters.")
 

@@ -1,0 +1,2 @@
+"""Rule and heuristic filters: deterministic checks that need no language model
+(response rules, self-consistency voting, code execution, decontamination)."""

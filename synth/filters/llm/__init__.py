@@ -1,0 +1,1 @@
+"""Filters whose scores come from a language model (`LLMFilter` subclasses)."""
