@@ -105,10 +105,10 @@ class KGWalk(SourceStage):
 
     def teardown(self) -> None:
         if self.engine is not None:
-            from synth.llm.stage import close_engines
+            from synth.llm.stage import release_engines
 
             self.engine, self.factory = None, None
-            close_engines()
+            release_engines()
 
     def _engine(self):
         if self.engine is None:

@@ -15,12 +15,10 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def close_llm_engines_at_the_end():
-    """Tests that call LLM stages directly (outside an executor, which tears stages
-    down) share engines across the session; close them once at its end."""
-    yield
-    import sys
+def llm_engines_shared_by_the_session():
+    """Runs tear their stages down, which closes engines; the tests keep them open
+    across runs instead (one start per engine per session), closed once at the end."""
+    from synth.llm.stage import engines_kept_open
 
-    llm_stage = sys.modules.get("synth.llm.stage")
-    if llm_stage is not None:
-        llm_stage.close_engines()
+    with engines_kept_open():
+        yield

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -178,6 +179,30 @@ def pipeline_engine(pipeline, model: str | None, cache: bool = True):
     return shared_engine(model, models, key, cache_path)
 
 
+_kept_open = 0  # depth of `engines_kept_open` blocks
+
+
+@contextmanager
+def engines_kept_open():
+    """Keep this process's engines open across runs inside the block (a notebook or
+    a test session running several pipelines: each engine start costs about a minute
+    on CPU); the stages' teardown then leaves them open, and the block's end closes them."""
+    global _kept_open
+    _kept_open += 1
+    try:
+        yield
+    finally:
+        _kept_open -= 1
+        if not _kept_open:
+            close_engines()
+
+
+def release_engines() -> None:
+    """A run is over: close the engines unless an `engines_kept_open` block keeps them."""
+    if not _kept_open:
+        close_engines()
+
+
 def close_engines() -> None:
     """Close every engine this process opened (stops the servers they started)."""
     with _lock:
@@ -241,9 +266,10 @@ class LLMStage(Stage):
         )
 
     def teardown(self) -> None:
-        """Close the process's engines: the run is over (a later run opens them anew)."""
+        """Close the process's engines: the run is over (a later run opens them anew),
+        unless an `engines_kept_open` block keeps them for the next run."""
         self._engine = None
-        close_engines()
+        release_engines()
 
     @property
     def engine(self):

@@ -69,7 +69,19 @@ def test_llm_stages_declare_an_engine_and_the_run_closes_it(tmp_path, monkeypatc
         return opened[-1]
 
     monkeypatch.setattr(engines, "open_engine", open_fake)
+    # Outside the test session's `engines_kept_open` block, with engines of its own.
+    monkeypatch.setattr(llm_stage, "_kept_open", 0)
+    monkeypatch.setattr(llm_stage, "_bases", {})
+    monkeypatch.setattr(llm_stage, "_engines", {})
     stages = [{"type": f"{T}:CountSource", "per_shard": 2, "shards": 2}, {"type": "tests.core.toy_llm_stages:Echo", "check_prompt_length": False}]
     _run(tmp_path, stages, 1)
     assert len(opened) == 1 and opened[0].closed  # closed by the stage's teardown, not at interpreter exit
     assert not llm_stage._bases and not llm_stage._engines
+
+    # A notebook running several pipelines keeps one engine across them.
+    opened.clear()
+    with llm_stage.engines_kept_open():
+        _run(tmp_path / "a", stages, 1)
+        _run(tmp_path / "b", stages, 1)
+        assert len(opened) == 1 and not opened[0].closed
+    assert opened[0].closed and not llm_stage._bases
