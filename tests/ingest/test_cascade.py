@@ -92,6 +92,54 @@ def test_pages_with_next_to_no_text_are_dropped_early_but_not_unspaced_languages
     assert not shard.dropped and out.num_rows == 1
 
 
+def listing_page(rows: int) -> str:
+    """A forum-style listing: ids, dates and counts in table cells, few words."""
+    cells = "".join(f"<tr><td><a href='/p/{i}'>#{i}</a></td><td>2008-03-{i % 28 + 1:02d}</td><td>{i * 7}</td><td>{i * 13 % 997}</td><td>Re: set {i}</td></tr>" for i in range(rows))
+    return f"<html><body><table>{cells}</table></body></html>"
+
+
+LONG_ENGLISH = "<html><body><article>" + ("<p>" + "The river winds between the green hills and feeds the valley farms below. " * 12 + "</p>") * 120 + "</article></body></html>"
+
+
+def test_large_pages_mostly_not_words_are_dropped_early_with_or_without_a_language_list():
+    listing = listing_page(2500)
+    assert len(listing) > 100_000 and len(LONG_ENGLISH) > 100_000
+    for options, cheap_pages in (({"cascade_languages": ["en"]}, 3), ({}, 2)):
+        out, shard, stage = extract(html_rows([listing, LONG_ENGLISH, ENGLISH]), **options)
+        assert shard.dropped == {"cascade_low_alpha_words": 1}, options
+        assert out.column("id").to_pylist() == ["id1", "id2"]
+        assert stage.full_extractions == 2
+        # without a language list only the large pages take the cheap pass
+        assert shard.counters["cascade.pages"] == cheap_pages and shard.counters["cascade.spared.cascade_low_alpha_words"] == 1
+        sample = next(r for r in shard.rejects if r.reason == "cascade_low_alpha_words")
+        assert sample.scores["cheap_alpha_words_ratio"] < 0.75
+    # a small listing is not looked at (it costs trafilatura little); the rule can be switched off
+    out, shard, stage = extract(html_rows([listing_page(40)]))
+    assert out.num_rows == 1 and stage.full_extractions == 1 and not shard.counters
+    out, shard, stage = extract(html_rows([listing]), cascade_min_alpha_words_ratio=None)
+    assert out.num_rows == 1 and not shard.dropped and not shard.counters
+
+
+@pytest.mark.slow
+def test_the_large_page_rule_drops_only_pages_gopher_drops_on_a_real_crawl(shared_data):
+    """On the archive.org crawl the rule spares trafilatura its largest listings, and every
+    page it drops is one the full extraction + langid + Gopher would drop too."""
+    from synth.ingest.heuristics import GopherQualityFilter, GopherQualityOptions, GopherRepetitionFilter, GopherRepetitionOptions
+    from synth.ingest.langid import LanguageFilter, LanguageOptions
+
+    pages = read_file(shared_data / "warc" / "aut-2008-crawl.warc.gz")
+    out, shard, _ = extract(pages)
+    plain, plain_shard, _ = extract(pages, cascade=False)
+    spared = set(plain.column("id").to_pylist()) - set(out.column("id").to_pylist())
+    assert len(spared) == shard.dropped["cascade_low_alpha_words"] >= 5
+    assert shard.dropped - plain_shard.dropped == {"cascade_low_alpha_words": len(spared)}
+    judged = plain.filter(pa.compute.is_in(plain.column("id"), pa.array(sorted(spared))))
+    for stage in (LanguageFilter(LanguageOptions()), GopherRepetitionFilter(GopherRepetitionOptions()), GopherQualityFilter(GopherQualityOptions())):
+        stage.ensure_setup()
+        judged = stage.process(judged, Shard("02-judge", 0, "part-00000", 0))
+    assert judged.num_rows == 0
+
+
 def test_cascade_false_or_no_language_list_runs_no_cheap_pass(shared_data):
     ja = read_file(shared_data / "warc" / "clueweb-quirk-ja.warc.gz").slice(0, 3)
     for options in ({"cascade": False, "cascade_languages": ["en"]}, {}):
@@ -266,7 +314,7 @@ def test_a_page_the_cheap_pass_cannot_read_goes_to_full_extraction():
     stage = CountingExtract(ExtractOptions(cascade_languages=["en"]))
     stage.ensure_setup()
 
-    def broken(page):
+    def broken(page, size):
         raise ValueError("unparseable")
 
     stage._cheap.texts = broken
