@@ -124,7 +124,12 @@ def test_large_pages_mostly_not_words_are_dropped_early_with_or_without_a_langua
 def test_the_large_page_rule_drops_only_pages_gopher_drops_on_a_real_crawl(shared_data):
     """On the archive.org crawl the rule spares trafilatura its largest listings, and every
     page it drops is one the full extraction + langid + Gopher would drop too."""
-    from synth.ingest.heuristics import GopherQualityFilter, GopherQualityOptions, GopherRepetitionFilter, GopherRepetitionOptions
+    from synth.ingest.heuristics import (
+        GopherQualityFilter,
+        GopherQualityOptions,
+        GopherRepetitionFilter,
+        GopherRepetitionOptions,
+    )
     from synth.ingest.langid import LanguageFilter, LanguageOptions
 
     pages = read_file(shared_data / "warc" / "aut-2008-crawl.warc.gz")
