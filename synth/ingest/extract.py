@@ -13,9 +13,10 @@ Decoding order: valid UTF-8, then the HTTP header's charset, then a `<meta>`
 charset, then resiliparse's detector; a declared charset that fails on the bytes
 is not trusted (ClueWeb pages declare EUC-JP or Shift-JIS and sometimes lie).
 
-With `cascade_languages` set, the cascade (synth/ingest/cascade.py) runs a cheap
-first pass over the shard and drops the pages that certainly fail before any
-trafilatura parse. Every page's extraction runs under `page_timeout`
+The cascade (synth/ingest/cascade.py, on by default) runs a cheap first pass
+and drops the pages that (measured: almost) certainly fail before any
+trafilatura parse: with `cascade_languages` set, over every page; without, over
+pages of `cascade_alpha_min_bytes` or more only. Every page's extraction runs under `page_timeout`
 (synth/ingest/deadline.py): a page that stalls is an `extract_timeout` drop.
 """
 
