@@ -145,6 +145,29 @@ def test_the_large_page_rule_drops_only_pages_gopher_drops_on_a_real_crawl(share
     assert judged.num_rows == 0
 
 
+def test_the_large_page_rule_spares_real_news_pages(shared_data):
+    """The gold set's large news and blog pages (article bodies, heavy markup) all read
+    as mostly words to the cheap pass: the rule's 0.75 bound sits below every one."""
+    import gzip
+    import json
+
+    from synth.ingest.cascade import CheapPass
+    from synth.ingest.extract import decode_html
+
+    root = shared_data / "extraction"
+    cheap = CheapPass([], 0.8, 25, min_alpha_words_ratio=0.75, alpha_min_bytes=100_000)
+    ratios = []
+    for key in sorted(json.loads((root / "ground-truth.json").read_text(encoding="utf-8"))):
+        raw = gzip.decompress((root / "html" / f"{key}.html.gz").read_bytes())
+        if len(raw) >= 100_000:
+            ratios.append(cheap.texts(decode_html(raw, None)[0], len(raw)).alpha_words_ratio)
+    assert len(ratios) >= 100 and None not in ratios
+    assert min(ratios) > 0.8
+    # while a large page of numbers is dropped
+    numbers = "<p>" + "12 34 56 " * 40_000 + "</p>"
+    assert [v.reason for v in cheap.verdicts([cheap.texts(numbers, len(numbers))])] == ["cascade_low_alpha_words"]
+
+
 def test_cascade_false_or_no_language_list_runs_no_cheap_pass(shared_data):
     ja = read_file(shared_data / "warc" / "clueweb-quirk-ja.warc.gz").slice(0, 3)
     for options in ({"cascade": False, "cascade_languages": ["en"]}, {}):
