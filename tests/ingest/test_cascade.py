@@ -336,6 +336,7 @@ def test_shipped_pipelines_give_the_cascade_their_language_list():
         if extract is None or langid is None:
             continue
         assert extract.get("cascade_languages", []) == langid.get("languages", []), path.name
+        assert extract.get("cascade", True), f"{path.name}: the cascade keeps 100% of the output, so it is on"
 
 
 def test_a_page_the_cheap_pass_cannot_read_goes_to_full_extraction():
