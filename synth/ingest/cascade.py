@@ -22,20 +22,23 @@ reports the share of the no-cascade output the cascade keeps):
   resiliparse does not show (form fields, odd markup: up to 3.5x more words on
   pages with 70+ visible words, never on pages under 32, in 422 real pages).
 
-- `cascade_low_alpha_words`: a large page (at least `alpha_min_bytes` of HTML,
-  100 kB by default) whose main text has fewer than `min_alpha_words_ratio`
-  (0.75) of its words containing a letter. Large pages are where trafilatura's
-  time goes (0.3-1.2 MB listings took 60% of it on the shared crawls) and a
+- `cascade_low_alpha_words`: a page with much markup (at least
+  `alpha_min_tags` tags, 5,000 by default, counted as `<` in its HTML) whose
+  main text has fewer than `min_alpha_words_ratio` (0.75) of its words
+  containing a letter. trafilatura's time grows with the number of elements
+  (7,000-70,000-tag listings took 60% of it on the shared crawls), and a
   listing of names, dates and counts is what such a page is when its text is
   mostly not words; Gopher needs 0.8 on the extracted text. Measured
-  (benchmarks/ingest.py and the gold set): it fired on 7 shared crawl pages
-  (cheap ratio 0.69-0.72), all dropped by Gopher without the cascade; the
-  lowest ratio of a page that any pipeline keeps was 0.78 (55 kB, so not even
-  looked at), and of the gold set's 105 news pages over 100 kB, 0.805.
+  (benchmarks/ingest.py, the gold set, tests/ingest/test_cascade.py): it fired
+  on 7 shared crawl pages (cheap ratio 0.67-0.72), all dropped by Gopher
+  without the cascade. No gold news page has 5,000 tags (the most: 3,229; the
+  bytes of a news page are mostly scripts) and on its 105 pages over 100 kB the
+  lowest cheap ratio is 0.805; the lowest of a page any pipeline keeps on the
+  shared crawls was 0.78 (under 3,000 tags).
 
 Pages written without spaces (zh, ja, th, ...) skip the word and alpha rules, as
-Gopher's rules do. Without a language list only pages of `alpha_min_bytes` or
-more take the cheap pass: on small pages the word rule alone did not pay for it.
+Gopher's rules do. Without a language list only pages of `alpha_min_tags` or
+more take the cheap pass: on other pages the word rule alone did not pay for it.
 """
 
 from __future__ import annotations
@@ -70,7 +73,13 @@ class CheapText:
 
     main: str  # text to identify the language of (at most LID_MAX_CHARS)
     words: int  # whitespace words of all visible text (or of the main text when that is already enough)
-    alpha_words_ratio: float | None  # of the main text, for pages of alpha_min_bytes or more; else None
+    alpha_words_ratio: float | None  # of the main text, for pages of alpha_min_tags or more; else None
+
+
+def markup_tags(raw: bytes) -> int:
+    """Tags in a page's HTML, opening and closing (its `<`): what trafilatura's time
+    grows with, where bytes also count scripts. A C-speed count."""
+    return raw.count(b"<")
 
 
 class CheapPass:
@@ -83,13 +92,13 @@ class CheapPass:
         min_words: int,
         no_space_languages=NO_SPACE_LANGUAGES,
         min_alpha_words_ratio: float | None = None,
-        alpha_min_bytes: int = 100_000,
+        alpha_min_tags: int = 5_000,
     ):
         self.languages = frozenset(languages)
         self.min_language_score = min_language_score
         self.min_words = min_words
         self.min_alpha_words_ratio = min_alpha_words_ratio
-        self.alpha_min_bytes = alpha_min_bytes
+        self.alpha_min_tags = alpha_min_tags
         self.no_space = frozenset(no_space_languages)
         from resiliparse.extract.html2text import extract_plain_text
         from resiliparse.parse.html import HTMLTree
@@ -99,12 +108,15 @@ class CheapPass:
         # Also needed without a language list: the word rule skips pages written without spaces.
         self._lid = FastTextPredictor(load_fasttext_model(bundled_lid_model()))
 
-    def wants(self, size: int) -> bool:
-        """Whether a page of `size` bytes of HTML takes the cheap pass at all."""
-        return bool(self.languages) or (self.min_alpha_words_ratio is not None and size >= self.alpha_min_bytes)
+    def wants(self, tags: int) -> bool:
+        """Whether a page with `tags` tags (markup_tags) takes the cheap pass at all."""
+        return bool(self.languages) or self.alpha_rule(tags)
 
-    def texts(self, page: str, size: int = 0) -> CheapText:
-        """What the cheap pass reads from one decoded page of `size` bytes of HTML.
+    def alpha_rule(self, tags: int) -> bool:
+        return self.min_alpha_words_ratio is not None and tags >= self.alpha_min_tags
+
+    def texts(self, page: str, tags: int = 0) -> CheapText:
+        """What the cheap pass reads from one decoded page with `tags` tags.
 
         The language is read from the main content (menus and footers are often in
         another language), or from all visible text when the main content is empty.
@@ -114,7 +126,7 @@ class CheapPass:
         words = main.split()
         n_words = len(words)
         alpha = None
-        if self.min_alpha_words_ratio is not None and size >= self.alpha_min_bytes and n_words:
+        if self.alpha_rule(tags) and n_words:
             alpha = 1.0 - count_non_alpha_tokens(main) / n_words  # as Gopher's quality rule counts it
         if n_words >= self.min_words and n_words:
             # enough words already: the whole-page count cannot change the verdict

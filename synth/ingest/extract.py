@@ -16,8 +16,8 @@ is not trusted (ClueWeb pages declare EUC-JP or Shift-JIS and sometimes lie).
 The cascade (synth/ingest/cascade.py, on by default) runs a cheap first pass
 and drops the pages that (measured: almost) certainly fail before any
 trafilatura parse: with `cascade_languages` set, over every page; without, over
-pages of `cascade_alpha_min_bytes` or more only. Every page's extraction runs under `page_timeout`
-(synth/ingest/deadline.py): a page that stalls is an `extract_timeout` drop.
+pages with `cascade_alpha_min_tags` tags or more only. Every page's extraction
+runs under `page_timeout` (synth/ingest/deadline.py): a page that stalls is an `extract_timeout` drop.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from synth.core.stage import Shard, Stage, StageOptions
-from synth.ingest.cascade import CheapPass, CheapText
+from synth.ingest.cascade import CheapPass, CheapText, markup_tags
 from synth.ingest.deadline import PageDeadline
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-.:]+)""", re.I)
@@ -79,13 +79,13 @@ class ExtractOptions(StageOptions):
     # Pages in a spaced language with fewer whitespace words than this in their
     # whole visible text are dropped early (Gopher's quality rule needs 50; 0: off).
     cascade_min_words: int = Field(default=25, ge=0)
-    # Pages of at least `cascade_alpha_min_bytes` of HTML whose cheap main text has
+    # Pages with at least `cascade_alpha_min_tags` tags whose cheap main text has
     # fewer words with a letter than this share are dropped early (Gopher needs
-    # 0.8 on the extracted text; None: off). These large listings are where
+    # 0.8 on the extracted text; None: off). These big listings are where
     # trafilatura's time goes; this rule also runs without a language list, on
     # those pages only. Measured in synth/ingest/cascade.py.
     cascade_min_alpha_words_ratio: float | None = Field(default=0.75, ge=0.0, le=1.0)
-    cascade_alpha_min_bytes: int = Field(default=100_000, ge=0)
+    cascade_alpha_min_tags: int = Field(default=5_000, ge=0)
 
 
 class ExtractHtml(Stage):
@@ -116,7 +116,7 @@ class ExtractHtml(Stage):
                 opts.cascade_min_language_score,
                 opts.cascade_min_words,
                 min_alpha_words_ratio=opts.cascade_min_alpha_words_ratio,
-                alpha_min_bytes=opts.cascade_alpha_min_bytes,
+                alpha_min_tags=opts.cascade_alpha_min_tags,
             )
         if self.options.extractor == "trafilatura":
             import trafilatura
@@ -146,7 +146,8 @@ class ExtractHtml(Stage):
         # With the cascade, every page gets the cheap pass first and only survivors
         # are extracted; decoded pages are not kept in between (a shard can be large),
         # a survivor is decoded again.
-        cascade_rows: list[int] = []
+        cheap_pages: list[int] = []  # pages that take the cheap pass
+        cascade_rows: list[int] = []  # ... and that it could read
         cheap_texts: list[CheapText] = []
         cheap_seconds = 0.0
         for i, raw in enumerate(html_col):
@@ -161,17 +162,18 @@ class ExtractHtml(Stage):
             charsets[i] = encoding
             if not titles[i]:
                 titles[i] = _title(raw, encoding)
-            if self._cheap is None or not self._cheap.wants(len(raw)):
+            tags = markup_tags(raw) if self._cheap is not None else 0
+            if self._cheap is None or not self._cheap.wants(tags):
                 texts[i] = self._extract_row(table, shard, i, page, url_col[i], len(raw), keep)
                 continue
+            cheap_pages.append(i)
             start = time.perf_counter()
-            cheap = self._cheap_texts(table, shard, i, page, len(raw), keep)
+            cheap = self._cheap_texts(table, shard, i, page, len(raw), tags, keep)
             cheap_seconds += time.perf_counter() - start
             if cheap is not None:
                 cascade_rows.append(i)
                 cheap_texts.append(cheap)
-        cheap_pages = [i for i, raw in enumerate(html_col) if self._cheap is not None and raw is not None and len(raw) <= self.options.max_html_bytes and self._cheap.wants(len(raw))]
-        if cheap_pages:  # (none without a language list when all pages are small)
+        if cheap_pages:  # (none without a language list when no page has much markup)
             start = time.perf_counter()
             verdicts = self._cheap.verdicts(cheap_texts)
             pages = len(cheap_pages)
@@ -200,10 +202,10 @@ class ExtractHtml(Stage):
             return out
         return out.filter(pa.array(keep, type=pa.bool_()))
 
-    def _cheap_texts(self, table: pa.Table, shard: Shard, i: int, page: str, size: int, keep: list[bool]) -> CheapText | None:
+    def _cheap_texts(self, table: pa.Table, shard: Shard, i: int, page: str, size: int, tags: int, keep: list[bool]) -> CheapText | None:
         """The cheap pass's reading of one page; None leaves the page to the full extractor."""
         try:
-            cheap = self._deadline.call(self._cheap.texts, page, size)
+            cheap = self._deadline.call(self._cheap.texts, page, tags)
         except Exception:  # noqa: BLE001 - undecided here: the full extractor gets the page
             return None
         if self._deadline.expired:
