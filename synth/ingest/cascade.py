@@ -58,7 +58,7 @@ class CheapVerdict:
     language: str | None
     language_score: float
     words: int  # whitespace words in the page's whole visible text
-    alpha_words_ratio: float | None = None  # share of main-text words with a letter (large pages only)
+    alpha_words_ratio: float | None = None  # share of main-text words with a letter (pages with much markup only)
 
     def scores(self) -> dict:
         scores = {"cheap_language": self.language, "cheap_language_score": round(self.language_score, 4), "cheap_words": self.words}
