@@ -10,6 +10,10 @@ also outputs is reported per crawl and overall (`kept=`).
 
     .venv/bin/python benchmarks/ingest.py [--workers 1] [--repeat 3] [--languages en]
 
+Each round runs the three (synth with, synth without the cascade, datatrove)
+one after the other, in an order that rotates every round; each side's figure
+is its best round (the least disturbed by other work on the machine, which
+hits all of them). synth's per-step time shares are printed for its best run.
 Both sides run with the same number of worker processes. docs/s is input
 documents (HTML responses + books, counted by synth's reader) over wall time,
 so the ratio is the ratio of wall times for the same job. Datatrove's language
@@ -32,7 +36,6 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -255,6 +258,22 @@ def _seconds(runs: list[dict]) -> str:
     return ", ".join(f"{r['seconds']:.1f}s" for r in runs) + "; CPU " + ", ".join(f"{r['cpu']:.1f}s" for r in runs)
 
 
+def step_shares(run: dict) -> str:
+    """Share of one synth run's wall time per step: each stage's work (extract_html
+    split into the cascade's cheap pass and the full extraction) and the rest
+    (the executor: shard files, ledger, process start)."""
+    parts: dict[str, float] = {}
+    for stage, _, _, secs in run["stages"]:
+        name = stage.split("-", 1)[-1]
+        if name == "extract_html":
+            cheap = float(run["cascade"].get("cascade.seconds", 0.0))
+            parts["cheap pass"] = cheap
+            secs = max(0.0, secs - cheap)
+        parts[name] = secs
+    parts["executor/other"] = max(0.0, run["seconds"] - sum(parts.values()))
+    return ", ".join(f"{k} {v / run['seconds']:.0%}" for k, v in parts.items() if run["seconds"])
+
+
 def kept_share(no_cascade: set, cascade: set, names: list[str]) -> tuple[float, dict[str, tuple[int, int]]]:
     """Share of the no-cascade output the cascade run also outputs, overall and per source file."""
     per_file: dict[str, tuple[int, int]] = {}
@@ -267,7 +286,7 @@ def kept_share(no_cascade: set, cascade: set, names: list[str]) -> tuple[float, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=1, help="alternate the three runs this many times; medians are reported")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the three runs, interleaved; each side's best round is reported")
     parser.add_argument("--extractor", default="trafilatura")
     parser.add_argument("--languages", default="en", help="comma-separated languages both sides keep ('' keeps all)")
     parser.add_argument("--recall-retry-max-bytes", type=lambda v: None if v == "none" else int(v), default=-1, help="extract_html recall_retry_max_bytes (default: the stage's default; 'none': always retry, as trafilatura does)")
@@ -287,22 +306,24 @@ def main(argv: list[str] | None = None) -> int:
         warm.mkdir()
         for cascade in (True, False):
             run_synth([str(warcs[-1])], args.workers, args.extractor, warm, args.recall_retry_max_bytes, cascade=cascade, languages=languages)
+        sides = ["cascade", "no cascade"] + ([] if args.skip_datatrove else ["datatrove"])
         for i in range(max(1, args.repeat)):
-            # Alternating keeps all three under the same background load; the two
-            # synth runs swap order every round.
+            # Interleaved, in an order rotating every round, so that each side
+            # meets the machine's background load in every position.
             work = root / f"round-{i}"
             work.mkdir()
-            for cascade in (True, False) if i % 2 == 0 else (False, True):
-                run = run_synth(inputs, args.workers, args.extractor, work, args.recall_retry_max_bytes, cascade=cascade, languages=languages)
-                (ours_runs if cascade else plain_runs).append(run)
-            if not args.skip_datatrove:
-                # datatrove logs every step to stderr (and to its logging_dir): keep this output readable
-                with open(work / "datatrove-stderr.log", "w") as log, contextlib.redirect_stderr(log):
-                    theirs_runs.append(run_datatrove(warcs, books, args.workers, work, languages))
-        ours, plain = ours_runs[0], plain_runs[0]
+            for side in sides[i % len(sides) :] + sides[: i % len(sides)]:
+                if side == "datatrove":
+                    # datatrove logs every step to stderr (and to its logging_dir): keep this output readable
+                    with open(work / "datatrove-stderr.log", "w") as log, contextlib.redirect_stderr(log):
+                        theirs_runs.append(run_datatrove(warcs, books, args.workers, work, languages))
+                else:
+                    cascade = side == "cascade"
+                    run = run_synth(inputs, args.workers, args.extractor, work, args.recall_retry_max_bytes, cascade=cascade, languages=languages)
+                    (ours_runs if cascade else plain_runs).append(run)
+        ours, plain = (min(runs, key=lambda r: r["seconds"]) for runs in (ours_runs, plain_runs))
         docs = ours["docs_in"]
-        ours_seconds = statistics.median(r["seconds"] for r in ours_runs)
-        plain_seconds = statistics.median(r["seconds"] for r in plain_runs)
+        ours_seconds, plain_seconds = ours["seconds"], plain["seconds"]
         ours_rate, plain_rate = docs / ours_seconds, docs / plain_seconds
         print(f"inputs: {len(warcs)} WARC files, {len(books)} books; {docs} documents read by synth; languages={languages or 'all'}; workers={args.workers}; rounds={len(ours_runs)}")
         if ours["missing"]:
@@ -312,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             for stage, n_in, n_out, secs in run["stages"]:
                 print(f"  {stage:24s} in={n_in:5d} out={n_out:5d} work={secs:.2f}s")
         print(f"cascade counters: {ours['cascade']}")
+        print(f"synth (cascade) time shares, best run: {step_shares(ours)}")
         print(f"synth (cascade):    {ours_seconds:.2f}s  {ours_rate:.1f} docs/s  ({ours['docs_out']} docs out; runs: {_seconds(ours_runs)})")
         print(f"synth (no cascade): {plain_seconds:.2f}s  {plain_rate:.1f} docs/s  ({plain['docs_out']} docs out; runs: {_seconds(plain_runs)})")
         share, per_file = kept_share(plain["outputs"], ours["outputs"], [w.name for w in warcs])
@@ -321,20 +343,20 @@ def main(argv: list[str] | None = None) -> int:
         lost = sorted(plain["outputs"] - ours["outputs"])
         if lost:
             print(f"  lost by the cascade: {lost[:10]}")
-        cpu_ours, cpu_plain = (statistics.median(r["cpu"] for r in runs) for runs in (ours_runs, plain_runs))
+        cpu_ours, cpu_plain = (min(r["cpu"] for r in runs) for runs in (ours_runs, plain_runs))
         print(f"cascade speed-up over no cascade: {ours_rate / plain_rate:.2f}x wall, {cpu_plain / cpu_ours:.2f}x CPU time")
         if args.skip_datatrove:
             print(f"kept={share:.4f}")
             return 0
-        theirs = theirs_runs[0]
-        theirs_seconds = statistics.median(r["seconds"] for r in theirs_runs)
+        theirs = min(theirs_runs, key=lambda r: r["seconds"])
+        theirs_seconds = theirs["seconds"]
         theirs_rate = docs / theirs_seconds
         for line in theirs["stats"]:
             print(f"  datatrove {line}")
         print(f"datatrove: {theirs_seconds:.2f}s  {theirs_rate:.1f} docs/s  ({theirs['docs_out']} docs out; runs: {_seconds(theirs_runs)})")
         print(f"no-cascade ratio to datatrove: {plain_rate / theirs_rate:.2f}")
-        cpu = {k: statistics.median(r["cpu"] for r in runs) for k, runs in (("ours", ours_runs), ("plain", plain_runs), ("theirs", theirs_runs))}
-        print(f"CPU-time ratios to datatrove (median CPU s): cascade {cpu['theirs'] / cpu['ours']:.2f}, no cascade {cpu['theirs'] / cpu['plain']:.2f}")
+        cpu = {k: min(r["cpu"] for r in runs) for k, runs in (("ours", ours_runs), ("plain", plain_runs), ("theirs", theirs_runs))}
+        print(f"CPU-time ratios to datatrove (least CPU s of the rounds): cascade {cpu['theirs'] / cpu['ours']:.2f}, no cascade {cpu['theirs'] / cpu['plain']:.2f}")
         print(f"kept={share:.4f}")
         print(f"ratio={ours_rate / theirs_rate:.2f}")
     finally:

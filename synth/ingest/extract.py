@@ -13,10 +13,11 @@ Decoding order: valid UTF-8, then the HTTP header's charset, then a `<meta>`
 charset, then resiliparse's detector; a declared charset that fails on the bytes
 is not trusted (ClueWeb pages declare EUC-JP or Shift-JIS and sometimes lie).
 
-With `cascade_languages` set, the cascade (synth/ingest/cascade.py) runs a cheap
-first pass over the shard and drops the pages that certainly fail before any
-trafilatura parse. Every page's extraction runs under `page_timeout`
-(synth/ingest/deadline.py): a page that stalls is an `extract_timeout` drop.
+The cascade (synth/ingest/cascade.py, on by default) runs a cheap first pass
+and drops the pages that (measured: almost) certainly fail before any
+trafilatura parse: with `cascade_languages` set, over every page; without, over
+pages with `cascade_alpha_min_tags` tags or more only. Every page's extraction
+runs under `page_timeout` (synth/ingest/deadline.py): a page that stalls is an `extract_timeout` drop.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from synth.core.stage import Shard, Stage, StageOptions
-from synth.ingest.cascade import LID_MAX_CHARS, CheapPass
+from synth.ingest.cascade import CheapPass, CheapText, markup_tags
 from synth.ingest.deadline import PageDeadline
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-.:]+)""", re.I)
@@ -78,6 +79,13 @@ class ExtractOptions(StageOptions):
     # Pages in a spaced language with fewer whitespace words than this in their
     # whole visible text are dropped early (Gopher's quality rule needs 50; 0: off).
     cascade_min_words: int = Field(default=25, ge=0)
+    # Pages with at least `cascade_alpha_min_tags` tags whose cheap main text has
+    # fewer words with a letter than this share are dropped early (Gopher needs
+    # 0.8 on the extracted text; None: off). These big listings are where
+    # trafilatura's time goes; this rule also runs without a language list, on
+    # those pages only. Measured in synth/ingest/cascade.py.
+    cascade_min_alpha_words_ratio: float | None = Field(default=0.75, ge=0.0, le=1.0)
+    cascade_alpha_min_tags: int = Field(default=5_000, ge=0)
 
 
 class ExtractHtml(Stage):
@@ -98,11 +106,18 @@ class ExtractHtml(Stage):
         self._cheap: CheapPass | None = None
         # The cheap pass costs ~9 ms a page (resiliparse twice, lid.176), a fifth of
         # trafilatura: it pays where pages in unwanted languages are common. Without
-        # a language list only its word rule could act, which spared 3% of the
-        # shared crawl pages for a 20% cost, so then it does not run.
-        if self.options.cascade and self.options.cascade_languages and self.options.extractor == "trafilatura":
-            opts = self.options
-            self._cheap = CheapPass(opts.cascade_languages, opts.cascade_min_language_score, opts.cascade_min_words)
+        # a language list only its word rule could act on small pages, which spared
+        # 3% of the shared crawl pages for a 20% cost, so then only large pages
+        # (the alpha rule) take it.
+        opts = self.options
+        if opts.cascade and opts.extractor == "trafilatura" and (opts.cascade_languages or opts.cascade_min_alpha_words_ratio is not None):
+            self._cheap = CheapPass(
+                opts.cascade_languages,
+                opts.cascade_min_language_score,
+                opts.cascade_min_words,
+                min_alpha_words_ratio=opts.cascade_min_alpha_words_ratio,
+                alpha_min_tags=opts.cascade_alpha_min_tags,
+            )
         if self.options.extractor == "trafilatura":
             import trafilatura
             import trafilatura.core
@@ -131,9 +146,9 @@ class ExtractHtml(Stage):
         # With the cascade, every page gets the cheap pass first and only survivors
         # are extracted; decoded pages are not kept in between (a shard can be large),
         # a survivor is decoded again.
-        cascade_rows: list[int] = []
-        cheap_texts: list[str] = []
-        cheap_words: list[int] = []
+        cheap_pages: list[int] = []  # pages that take the cheap pass
+        cascade_rows: list[int] = []  # ... and that it could read
+        cheap_texts: list[CheapText] = []
         cheap_seconds = 0.0
         for i, raw in enumerate(html_col):
             if raw is None:
@@ -147,20 +162,21 @@ class ExtractHtml(Stage):
             charsets[i] = encoding
             if not titles[i]:
                 titles[i] = _title(raw, encoding)
-            if self._cheap is None:
+            tags = markup_tags(raw) if self._cheap is not None else 0
+            if self._cheap is None or not self._cheap.wants(tags):
                 texts[i] = self._extract_row(table, shard, i, page, url_col[i], len(raw), keep)
                 continue
+            cheap_pages.append(i)
             start = time.perf_counter()
-            cheap = self._cheap_texts(table, shard, i, page, len(raw), keep)
+            cheap = self._cheap_texts(table, shard, i, page, len(raw), tags, keep)
             cheap_seconds += time.perf_counter() - start
             if cheap is not None:
                 cascade_rows.append(i)
-                cheap_texts.append(cheap[0])
-                cheap_words.append(cheap[1])
-        if self._cheap is not None:
+                cheap_texts.append(cheap)
+        if cheap_pages:  # (none without a language list when no page has much markup)
             start = time.perf_counter()
-            verdicts = self._cheap.verdicts(cheap_texts, cheap_words)
-            pages = sum(1 for raw in html_col if raw is not None and len(raw) <= self.options.max_html_bytes)
+            verdicts = self._cheap.verdicts(cheap_texts)
+            pages = len(cheap_pages)
             for i, verdict in zip(cascade_rows, verdicts):
                 if verdict.reason is not None:
                     keep[i] = False
@@ -168,9 +184,10 @@ class ExtractHtml(Stage):
                     shard.count(f"cascade.spared.{verdict.reason}")
             shard.count("cascade.seconds", round(cheap_seconds + time.perf_counter() - start, 4))
             shard.count("cascade.pages", pages)
-            shard.count("cascade.passed", sum(1 for i, raw in enumerate(html_col) if raw is not None and keep[i]))
-            for i, raw in enumerate(html_col):
-                if raw is not None and keep[i]:
+            shard.count("cascade.passed", sum(1 for i in cheap_pages if keep[i]))
+            for i in cheap_pages:
+                if keep[i]:
+                    raw = html_col[i]
                     page = decode_html(raw, charset_col[i])[0]
                     texts[i] = self._extract_row(table, shard, i, page, url_col[i], len(raw), keep)
         out = table
@@ -185,17 +202,17 @@ class ExtractHtml(Stage):
             return out
         return out.filter(pa.array(keep, type=pa.bool_()))
 
-    def _cheap_texts(self, table: pa.Table, shard: Shard, i: int, page: str, size: int, keep: list[bool]) -> tuple[str, int] | None:
-        """The cheap pass's text of one page; None leaves the page to the full extractor."""
+    def _cheap_texts(self, table: pa.Table, shard: Shard, i: int, page: str, size: int, tags: int, keep: list[bool]) -> CheapText | None:
+        """The cheap pass's reading of one page; None leaves the page to the full extractor."""
         try:
-            cheap = self._deadline.call(self._cheap.texts, page)
+            cheap = self._deadline.call(self._cheap.texts, page, tags)
         except Exception:  # noqa: BLE001 - undecided here: the full extractor gets the page
             return None
         if self._deadline.expired:
             keep[i] = False
             shard.drop(_sample_row(table, i), "extract_timeout", {"seconds": self.options.page_timeout, "bytes": size, "step": "cascade"})
             return None
-        return cheap[0][:LID_MAX_CHARS], cheap[1]  # language ID reads no more
+        return cheap
 
     def _extract_row(self, table: pa.Table, shard: Shard, i: int, page: str, url: str | None, size: int, keep: list[bool]) -> str | None:
         """Full extraction of one page under the time limit; a failure is a counted drop."""

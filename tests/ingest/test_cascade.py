@@ -16,6 +16,7 @@ from synth.core.config import ConfigError, build_pipeline
 from synth.core.executor import LocalExecutor, PipelineSource, run_pipeline
 from synth.core.ledger import audit
 from synth.core.stage import Shard
+from synth.ingest.cascade import markup_tags
 from synth.ingest.deadline import PageDeadline
 from synth.ingest.extract import ExtractHtml, ExtractOptions
 from synth.ingest.read import SCHEMA, ReadDocuments, ReadOptions
@@ -90,6 +91,88 @@ def test_pages_with_next_to_no_text_are_dropped_early_but_not_unspaced_languages
     # the word rule can be switched off on its own
     out, shard, _ = extract(html_rows([tiny]), cascade_languages=["en"], cascade_min_words=0)
     assert not shard.dropped and out.num_rows == 1
+
+
+def listing_page(rows: int) -> str:
+    """A forum-style listing: ids, dates and counts in table cells, few words."""
+    cells = "".join(f"<tr><td><a href='/p/{i}'>#{i}</a></td><td>2008-03-{i % 28 + 1:02d}</td><td>{i * 7}</td><td>{i * 13 % 997}</td><td>Re: set {i}</td></tr>" for i in range(rows))
+    return f"<html><body><table>{cells}</table></body></html>"
+
+
+# prose with as much markup as a listing (every sentence in its own span)
+LONG_ENGLISH = "<html><body><article>" + ("<p>" + "<span>The river winds between the green hills and feeds the valley farms below.</span> " * 12 + "</p>") * 220 + "</article></body></html>"
+
+
+def test_pages_of_much_markup_mostly_not_words_are_dropped_early_with_or_without_a_language_list():
+    listing = listing_page(2500)
+    assert markup_tags(listing.encode()) > 5000 and markup_tags(LONG_ENGLISH.encode()) > 5000
+    for options, cheap_pages in (({"cascade_languages": ["en"]}, 3), ({}, 2)):
+        out, shard, stage = extract(html_rows([listing, LONG_ENGLISH, ENGLISH]), **options)
+        assert shard.dropped == {"cascade_low_alpha_words": 1}, options
+        assert out.column("id").to_pylist() == ["id1", "id2"]
+        assert stage.full_extractions == 2
+        # without a language list only the pages with much markup take the cheap pass
+        assert shard.counters["cascade.pages"] == cheap_pages and shard.counters["cascade.spared.cascade_low_alpha_words"] == 1
+        sample = next(r for r in shard.rejects if r.reason == "cascade_low_alpha_words")
+        assert sample.scores["cheap_alpha_words_ratio"] < 0.75
+    # a small listing is not looked at (it costs trafilatura little); the rule can be switched off
+    out, shard, stage = extract(html_rows([listing_page(40)]))
+    assert out.num_rows == 1 and stage.full_extractions == 1 and not shard.counters
+    out, shard, stage = extract(html_rows([listing]), cascade_min_alpha_words_ratio=None)
+    assert out.num_rows == 1 and not shard.dropped and not shard.counters
+
+
+@pytest.mark.slow
+def test_the_large_page_rule_drops_only_pages_gopher_drops_on_a_real_crawl(shared_data):
+    """On the archive.org crawl the rule spares trafilatura its largest listings, and every
+    page it drops is one the full extraction + langid + Gopher would drop too."""
+    from synth.ingest.heuristics import (
+        GopherQualityFilter,
+        GopherQualityOptions,
+        GopherRepetitionFilter,
+        GopherRepetitionOptions,
+    )
+    from synth.ingest.langid import LanguageFilter, LanguageOptions
+
+    pages = read_file(shared_data / "warc" / "aut-2008-crawl.warc.gz")
+    out, shard, _ = extract(pages)
+    plain, plain_shard, _ = extract(pages, cascade=False)
+    spared = set(plain.column("id").to_pylist()) - set(out.column("id").to_pylist())
+    assert len(spared) == shard.dropped["cascade_low_alpha_words"] >= 5
+    assert shard.dropped - plain_shard.dropped == {"cascade_low_alpha_words": len(spared)}
+    judged = plain.filter(pa.compute.is_in(plain.column("id"), pa.array(sorted(spared))))
+    for stage in (LanguageFilter(LanguageOptions()), GopherRepetitionFilter(GopherRepetitionOptions()), GopherQualityFilter(GopherQualityOptions())):
+        stage.ensure_setup()
+        judged = stage.process(judged, Shard("02-judge", 0, "part-00000", 0))
+    assert judged.num_rows == 0
+
+
+def test_the_large_page_rule_spares_real_news_pages(shared_data):
+    """The gold set's news and blog pages have less markup than the rule looks at, and
+    its large pages all read as mostly words to the cheap pass anyway: the rule's 0.75
+    bound sits below every one."""
+    import gzip
+    import json
+
+    from synth.ingest.cascade import CheapPass
+    from synth.ingest.extract import decode_html
+
+    root = shared_data / "extraction"
+    # the ratio of every large page, whatever its markup
+    cheap = CheapPass([], 0.8, 25, min_alpha_words_ratio=0.75, alpha_min_tags=0)
+    ratios, tags = [], []
+    for key in sorted(json.loads((root / "ground-truth.json").read_text(encoding="utf-8"))):
+        raw = gzip.decompress((root / "html" / f"{key}.html.gz").read_bytes())
+        tags.append(markup_tags(raw))
+        if len(raw) >= 100_000:
+            ratios.append(cheap.texts(decode_html(raw, None)[0], 0).alpha_words_ratio)
+    assert len(ratios) >= 100 and None not in ratios
+    assert min(ratios) > 0.8
+    # and by default no news page has the markup to be looked at
+    assert max(tags) < ExtractOptions().cascade_alpha_min_tags
+    # while a page of numbers is dropped
+    numbers = "<p>" + "12 34 56 " * 40_000 + "</p>"
+    assert [v.reason for v in cheap.verdicts([cheap.texts(numbers, 0)])] == ["cascade_low_alpha_words"]
 
 
 def test_cascade_false_or_no_language_list_runs_no_cheap_pass(shared_data):
@@ -260,13 +343,14 @@ def test_shipped_pipelines_give_the_cascade_their_language_list():
         if extract is None or langid is None:
             continue
         assert extract.get("cascade_languages", []) == langid.get("languages", []), path.name
+        assert extract.get("cascade", True), f"{path.name}: the cascade keeps 100% of the output, so it is on"
 
 
 def test_a_page_the_cheap_pass_cannot_read_goes_to_full_extraction():
     stage = CountingExtract(ExtractOptions(cascade_languages=["en"]))
     stage.ensure_setup()
 
-    def broken(page):
+    def broken(page, size):
         raise ValueError("unparseable")
 
     stage._cheap.texts = broken
