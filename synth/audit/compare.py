@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.audit.collect import rejected_scores_path
@@ -30,6 +31,7 @@ def _fate(run: RunDir, label: str) -> tuple[set, dict] | None:
         rej = rejected_scores_path(run, label, part.name[: -len(".parquet")])
         if rej.exists():
             t = pq.read_table(rej, columns=["id", "reason"])
+            t = t.filter(pc.is_valid(t.column("reason")))  # kept rows, when every row is stored
             dropped.update(zip(t.column("id").to_pylist(), t.column("reason").to_pylist()))
         if len(kept) + len(dropped) > MAX_IDS:
             return None

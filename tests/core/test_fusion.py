@@ -63,9 +63,11 @@ def test_fused_run_equals_keep_intermediate_in_rows_ledger_and_audit(tmp_path):
     kept = _run(tmp_path / "kept", _raw(), keep=True)
     assert _rows(fused) and _rows(fused) == _rows(kept)
     assert _ledger(tmp_path / "fused") == _ledger(tmp_path / "kept")
-    # only the groups' last stages wrote shards
+    # only the groups' last stages wrote shards, and the finished run dropped the one
+    # written only for dedup to read (marked released: done)
     written = {p.parent.name for p in (tmp_path / "fused" / "stages").glob("*/part-*.parquet")}
-    assert written == {"02-toy_drop_odd", "04-odd_again"}
+    assert written == {"04-odd_again"}
+    assert len(list((tmp_path / "fused" / "stages" / "02-toy_drop_odd").glob("part-*.released.json"))) == 4
     a, b = audit(tmp_path / "fused"), audit(tmp_path / "kept")
     strip = lambda rep: [{k: v for k, v in s.items() if k != "seconds"} for s in rep["stages"]]  # noqa: E731
     assert a["complete"] and strip(a) == strip(b)
@@ -75,22 +77,53 @@ def test_fused_run_equals_keep_intermediate_in_rows_ledger_and_audit(tmp_path):
     assert (tmp_path / "fused" / "stages" / "01-toy_slow" / "part-00000.profile.json").exists()
 
 
-def test_audit_command_works_on_a_fused_run_and_what_if_says_how_to_keep_shards(tmp_path):
+def _audit_json(runner, run, *extra):
+    res = runner.invoke(app, ["audit", str(run), "--json", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output)
+
+
+def test_audit_what_if_and_overlap_on_a_fused_run_equal_a_keep_intermediate_run(tmp_path):
     import yaml
 
     pipe = tmp_path / "p.yaml"
     pipe.write_text(yaml.safe_dump(_raw()))
-    run = tmp_path / "run"
     runner = CliRunner()
-    res = runner.invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1", "--fuse"])
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["audit", str(run), "--json"])
-    assert res.exit_code == 0, res.output
-    report = json.loads(res.output)
+    for name, flags in (("fused", []), ("kept", ["--keep-intermediate"])):
+        res = runner.invoke(app, ["run", str(pipe), "--output", str(tmp_path / name), "--workers", "1", *flags])
+        assert res.exit_code == 0, res.output
+    assert not list((tmp_path / "fused" / "stages" / "02-toy_drop_odd").glob("part-*.parquet"))  # the default fuses
+    assert list((tmp_path / "kept" / "stages" / "02-toy_drop_odd").glob("part-*.parquet"))
+    report = _audit_json(runner, tmp_path / "fused")
     assert [s["stage"] for s in report["stages"]] == ["00-toy_count", "01-toy_slow", "02-toy_drop_odd", "03-toy_dedup_text", "04-odd_again"]
     assert report["stages"][2]["out"] == 40
-    res = runner.invoke(app, ["audit", str(run), "--what-if", "02-toy_drop_odd.modulus=4"])
-    assert res.exit_code == 1 and "--keep-intermediate" in res.output and "Traceback" not in res.output
+    # re-decided from stored scores (02 is fused; 04's input is dedup's, fused too)
+    asks = ["--what-if", "02-toy_drop_odd.annotate_only=true", "--what-if", "04-odd_again.annotate_only=true", "--overlap"]
+    fused, kept = _audit_json(runner, tmp_path / "fused", *asks), _audit_json(runner, tmp_path / "kept", *asks)
+    for a, b in zip(fused["what_if"], kept["what_if"]):
+        assert a["exact"] and a == {**b, "note": a["note"]}
+    assert (fused["what_if"][0]["records"], fused["what_if"][0]["kept_before"], fused["what_if"][0]["kept_after"]) == (80, 40, 80)
+    assert fused["what_if"][1]["newly_kept"] == kept["what_if"][1]["newly_kept"] > 0
+    assert all(e["id"] and e["text"] for e in fused["what_if"][0]["examples"]["newly_kept"])  # text from the recomputed input
+    for key in ("sample", "filters", "drops", "matrix", "alone", "dropped_by_any"):
+        assert fused["overlap"][key] == kept["overlap"][key]
+    assert fused["overlap"]["drops"] and fused["overlap"]["sample"] == 80
+
+
+def test_a_rerun_after_an_option_change_of_a_global_stage_recomputes_its_released_input(tmp_path):
+    run = tmp_path / "run"
+    _run(run, _raw())
+    assert not list((run / "stages" / "02-toy_drop_odd").glob("part-*.parquet"))
+    raw = _raw()
+    raw["stages"][4]["modulus"] = 5
+    changed = _run(run, raw)
+    assert set(changed.invalidated) == {"04-odd_again"}
+    raw = _raw()
+    raw["stages"][3]["name"] = "dedup_renamed"  # dedup reruns: its input, released, is recomputed
+    changed = _run(run, raw)
+    assert "02-toy_drop_odd" not in changed.invalidated
+    assert _rows(changed) == _rows(_run(tmp_path / "fresh", raw))
+    assert _ledger(run) == _ledger(tmp_path / "fresh")
 
 
 def test_option_change_recomputes_from_the_groups_first_stage(tmp_path):
