@@ -229,7 +229,12 @@ def _write(
     if upstream_label is not None:
         path = profile_path(run, upstream_label, shard.name)
         try:
-            upstream = read_json(path) if path.exists() else None
+            if path.exists():
+                upstream = read_json(path)
+            else:  # a completed run merged them (a stage rerun after an option change)
+                from synth.audit.compact import read_profiles
+
+                upstream = read_profiles(run, upstream_label).get(shard.name)
         except (ValueError, OSError):
             upstream = None  # torn by a crash: computed afresh instead
     seen = shard.seen_scores

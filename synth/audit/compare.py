@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synth.audit.collect import rejected_scores_path
+from synth.audit.compact import read_scores
 from synth.core.rundir import RunDir
 
 EXAMPLES = 5
@@ -28,9 +28,9 @@ def _fate(run: RunDir, label: str) -> tuple[set, dict] | None:
         if "id" not in pq.ParquetFile(part).schema_arrow.names:
             return None
         kept.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
-        rej = rejected_scores_path(run, label, part.name[: -len(".parquet")])
-        if rej.exists():
-            t = pq.read_table(rej, columns=["id", "reason"])
+        t = read_scores(run, label, part.name[: -len(".parquet")])
+        if t is not None:
+            t = t.select(["id", "reason"])
             t = t.filter(pc.is_valid(t.column("reason")))  # kept rows, when every row is stored
             dropped.update(zip(t.column("id").to_pylist(), t.column("reason").to_pylist()))
         if len(kept) + len(dropped) > MAX_IDS:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
 
-from synth.audit.collect import rejected_scores_path
+from synth.audit.compact import read_scores
 from synth.audit.report import AuditError, _threshold_columns
 from synth.core.registry import StageImportError, UnknownStageType, stage_class
 from synth.core.rundir import RunDir, read_json
@@ -129,9 +129,10 @@ class StageRows:
         blocks = []
         missing_inputs: set[str] = set()
         for name in names:
-            rej_path = rejected_scores_path(run, ref.label, name)
             stats = read_json(run.stats(ref.label, name)) if run.stats(ref.label, name).exists() else {}
-            rej = pq.read_table(rej_path) if rej_path.exists() else None
+            rej = read_scores(run, ref.label, name)
+            if not stats.get("in"):
+                continue  # an empty shard: nothing to re-decide
             if not (run.part(upstream, name).exists() and run.part(ref.label, name).exists()):
                 if rej is None or rej.num_rows != stats.get("in", -1):
                     raise AuditError(
@@ -436,13 +437,12 @@ def _threshold_what_if(run: RunDir, report: dict, ref: StageRef, changed, change
     dropped: list[tuple] = []  # (id, reason, score)
     for part in sorted(run.stage_dir(ref.label).glob("part-*.parquet")):
         name = part.name[: -len(".parquet")]
-        if column in pq.ParquetFile(part).schema_arrow.names:
+        if name.startswith("part-") and column in pq.ParquetFile(part).schema_arrow.names:
             t = pq.read_table(part, columns=[c for c in ("id", column) if c in pq.ParquetFile(part).schema_arrow.names])
             ids = t.column("id").to_pylist() if "id" in t.column_names else [None] * t.num_rows
             kept.extend(zip(ids, t.column(column).to_pylist()))
-        rej = rejected_scores_path(run, ref.label, name)
-        if rej.exists():
-            t = pq.read_table(rej)
+        t = read_scores(run, ref.label, name)
+        if t is not None:
             t = t.filter(pc.is_valid(t.column("reason")))  # a file of every row stores kept ones with no reason
             scores = t.column(column).to_pylist() if column in t.column_names else [None] * t.num_rows
             dropped.extend(zip(t.column("id").to_pylist(), t.column("reason").to_pylist(), scores))

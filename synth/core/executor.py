@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth.audit.collect import write_shard_statistics
+from synth.audit.compact import compact_run
 from synth.core.config import Pipeline, StageEntry, build_pipeline
 from synth.core.errors import InputError  # noqa: F401 (raised here, imported from here by callers)
 from synth.core.ledger import stage_totals, write_shard_ledger
@@ -395,6 +396,7 @@ def run_pipeline(
         output = run.publish_output(pipeline.stages[-1].label, names)
         if not keep_intermediate:
             _release_global_inputs(run, pipeline, names)
+            compact_run(run, [e.label for e in pipeline.stages], pipeline.reject_sample_per_reason)
         return RunResult(run.root, output, [stage_totals(run, e.label, e.type) for e in pipeline.stages], invalidated)
     finally:
         executor.close()

@@ -55,7 +55,8 @@ def write_shard_ledger(run: RunDir, label: str, shard: Shard, n_in: int, n_out: 
         for r in shard.rejects:
             scores = _shorten(r.scores) if r.scores else None
             # a score is shown once, under scores, not again inside the record
-            record = {k: v for k, v in r.record.items() if not scores or k not in scores}
+            # numbers of earlier stages' scores and empty fields are left out: text and identity stay
+            record = {k: v for k, v in r.record.items() if (not scores or k not in scores) and v is not None and not isinstance(v, (float, bool))}
             row = {
                 "reason": r.reason,
                 "id": str(r.record.get("id", "")),
@@ -142,7 +143,11 @@ def reject_samples(run_root: str | Path, label: str, limit: int = 5) -> dict[str
     """A few rejected records per reason, for the report."""
     run = RunDir(run_root)
     by_reason: dict[str, list[dict]] = {}
-    for path in sorted((run.root / "rejected" / label).glob("part-*.parquet")):
+    folder = run.root / "rejected" / label
+    # a completed run merged its shards' samples into samples.parquet
+    for path in [*sorted(folder.glob("part-*.parquet")), folder / "samples.parquet"]:
+        if not path.exists():
+            continue
         for row in pq.read_table(path).to_pylist():
             bucket = by_reason.setdefault(row["reason"], [])
             if len(bucket) < limit:

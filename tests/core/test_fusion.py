@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from synth.cli import app
 from synth.core.config import ConfigError, build_pipeline
 from synth.core.executor import LocalExecutor, PipelineSource, fusion_groups, run_pipeline
-from synth.core.ledger import audit
+from synth.audit.report import build_report
+from synth.core.ledger import audit, reject_samples
 
 T = "tests.core.toy_stages"
 
@@ -72,9 +73,13 @@ def test_fused_run_equals_keep_intermediate_in_rows_ledger_and_audit(tmp_path):
     strip = lambda rep: [{k: v for k, v in s.items() if k != "seconds"} for s in rep["stages"]]  # noqa: E731
     assert a["complete"] and strip(a) == strip(b)
     assert [s["dropped"] for s in a["stages"]][2] == {"odd": 40}
-    # rejected samples and per-stage profiles exist for fused stages too
-    assert (tmp_path / "fused" / "rejected" / "02-toy_drop_odd" / "part-00000.parquet").exists()
-    assert (tmp_path / "fused" / "stages" / "01-toy_slow" / "part-00000.profile.json").exists()
+    # rejected samples and per-stage profiles exist for fused stages too, merged per stage once the run completed
+    assert (tmp_path / "fused" / "rejected" / "02-toy_drop_odd" / "samples.parquet").exists()
+    assert (tmp_path / "fused" / "stages" / "01-toy_slow" / "profiles.json.gz").exists()
+    assert not list((tmp_path / "fused").rglob("part-*.profile.json")) and list((tmp_path / "kept").rglob("part-*.profile.json"))
+    report_a, report_b = build_report(tmp_path / "fused"), build_report(tmp_path / "kept")
+    assert report_a["profiles"] == report_b["profiles"]
+    assert {k: len(v) for k, v in reject_samples(tmp_path / "fused", "02-toy_drop_odd").items()} == {"odd": 5}
 
 
 def _audit_json(runner, run, *extra):
