@@ -212,7 +212,7 @@ class StageRows:
             for _, n, block, reasons in blocks:
                 cols = list(block)
                 for values, recorded in zip(zip(*(block[c] for c in cols)), reasons):
-                    if stage.decide(dict(zip(cols, values))) != recorded:
+                    if _decide(stage, dict(zip(cols, values))) != recorded:
                         return False
         except Exception:  # noqa: BLE001 - a column it reads is missing
             return False
@@ -240,12 +240,22 @@ class StageRows:
         if getattr(stage.options, "annotate_only", False):
             return [None] * self.n
         try:
-            return [stage.decide(row) for row in self.rows()]
+            return [_decide(stage, row) for row in self.rows()]
         except Exception as exc:  # noqa: BLE001 - a stored row the filter cannot judge
             raise AuditError(
                 f"{type(stage).type or type(stage).__name__}: its decide failed on a stored row ({type(exc).__name__}: {exc}); "
                 "the columns it reads were not kept by this run"
             ) from None
+
+
+def _decide(stage: Filter, row: dict) -> str | None:
+    try:
+        return stage.decide(row)
+    except AttributeError:
+        if stage._ready:
+            raise
+        stage.ensure_setup()  # a decide that uses what setup prepares (langid's language set)
+        return stage.decide(row)
 
 
 def _text_of(data: StageRows, shard: str, row: int, cache: dict) -> tuple[str, str | None]:
