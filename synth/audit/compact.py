@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from synth.core.rundir import RunDir
 
-SAMPLE_BYTES = 48_000
+SAMPLE_BYTES = 64_000
 
 
 def profiles_file(run: RunDir, label: str) -> Path:

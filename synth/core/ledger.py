@@ -24,7 +24,7 @@ REJECT_FIELD_CHARS = 2000
 # A shard's reject sample stops growing past this many bytes of JSON (every reason
 # keeps its first example): the audit shows a few per reason, and the scores of
 # every dropped record are stored apart (rejected/NN-name/scores/).
-REJECT_SAMPLE_BYTES = 6000
+REJECT_SAMPLE_BYTES = 32_000
 
 REJECT_SCHEMA = pa.schema(
     [
