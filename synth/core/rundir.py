@@ -5,6 +5,8 @@
     RUN/stages/NN-name/part-XXXXX.stats.json   its ledger entry
     RUN/stages/NN-name/_summaries/, _state/    global stages (dedup) only
     RUN/rejected/NN-name/part-XXXXX.parquet    a bounded sample of dropped records
+    RUN/rejected/NN-name/scores/               scores of dropped records (see synth.audit.collect)
+    (a completed fused run merges these per stage: synth.audit.compact)
     RUN/output/part-XXXXX.parquet         the final stage's shards: the run's output
     RUN/logs/                             errors and engine logs
 

@@ -208,3 +208,17 @@ def test_progress_shows_every_fused_stage(tmp_path):
     assert list(lines) == ["00-toy_count", "01-toy_slow", "02-toy_drop_odd", "03-toy_dedup_text", "04-odd_again"]
     assert lines["01-toy_slow"] == [("process", "01-toy_slow", 20)] * 4
     assert [out for _, _, out in lines["02-toy_drop_odd"]] == [10] * 4
+
+
+def test_compare_flips_on_fused_runs_equal_those_on_keep_intermediate_runs(tmp_path):
+    from synth.audit.compare import compare
+
+    for mode in ("fused", "kept"):
+        for modulus in (2, 3):
+            _run(tmp_path / f"{mode}-{modulus}", _raw(modulus=modulus), keep=mode == "kept")
+    flips = {}
+    for mode in ("fused", "kept"):
+        c = compare(build_report(tmp_path / f"{mode}-2"), build_report(tmp_path / f"{mode}-3"))
+        flips[mode] = {s["stage"]: s.get("flips") for s in c["stages"]}
+    assert flips["fused"] == flips["kept"]
+    assert flips["fused"]["02-toy_drop_odd"]["kept_in_a_dropped_in_b"] > 0
