@@ -178,7 +178,7 @@ class StageRows:
             blocks.append((name, n, block, reasons))
         if missing_inputs and not self._reproduces(stage, blocks):
             # decide reads a long column that was not stored: recompute the input for it
-            for name, n, block, _ in blocks:
+            for name, _n, block, _ in blocks:
                 table = self.upstream_table(name, sorted(missing_inputs))
                 for col in missing_inputs:
                     if col in table.column_names:
@@ -209,7 +209,7 @@ class StageRows:
         if getattr(stage.options, "annotate_only", False):
             return False
         try:
-            for _, n, block, reasons in blocks:
+            for _, _n, block, reasons in blocks:
                 cols = list(block)
                 for values, recorded in zip(zip(*(block[c] for c in cols)), reasons):
                     if _decide(stage, dict(zip(cols, values))) != recorded:

@@ -10,6 +10,7 @@ process pool here and Ray on a cluster run the same YAML.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import multiprocessing
 import os
 import time
@@ -106,8 +107,10 @@ def run_shard(task: ShardTask) -> dict:
             raise
         upstream_label = pipeline.stages[index - 1].label if index else None
         stage = entry.stage
-        write_shard_statistics(run, entry.label, shard, table, stage.output_columns(), upstream_label, stage.creates_records,
-            all_rows=needs_all_scores(pipeline, index, task.stage_index, last), decide_inputs=[*stage.input_columns(), *getattr(stage, "decide_columns", tuple)()],
+        write_shard_statistics(
+            run, entry.label, shard, table, stage.output_columns(), upstream_label, stage.creates_records,
+            all_rows=needs_all_scores(pipeline, index, task.stage_index, last),
+            decide_inputs=[*stage.input_columns(), *getattr(stage, "decide_columns", tuple)()],
         )
         stats = write_shard_ledger(run, entry.label, shard, n_in, table.num_rows, seconds, stage.creates_records)
         if index < last:
@@ -408,7 +411,7 @@ def _release_global_inputs(run: RunDir, pipeline: Pipeline, names: list[str]) ->
     (the filter decisions the audit needs are in its scores; see `needs_all_scores`).
     Kept: `materialize: true`, and LLM output (recomputing it would need the engine)."""
     stages = pipeline.stages
-    for entry, nxt in zip(stages, stages[1:]):
+    for entry, nxt in itertools.pairwise(stages):
         if isinstance(nxt.stage, GlobalStage) and not isinstance(entry.stage, GlobalStage) and not entry.materialize and entry.stage.parallel:
             for n in names:
                 run.release(entry.label, n)

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from synth.audit.report import build_report
 from synth.cli import app
 from synth.core.config import ConfigError, build_pipeline
 from synth.core.executor import LocalExecutor, PipelineSource, fusion_groups, run_pipeline
-from synth.audit.report import build_report
 from synth.core.ledger import audit, reject_samples
 
 T = "tests.core.toy_stages"
