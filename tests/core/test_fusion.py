@@ -222,3 +222,27 @@ def test_compare_flips_on_fused_runs_equal_those_on_keep_intermediate_runs(tmp_p
         flips[mode] = {s["stage"]: s.get("flips") for s in c["stages"]}
     assert flips["fused"] == flips["kept"]
     assert flips["fused"]["02-toy_drop_odd"]["kept_in_a_dropped_in_b"] > 0
+
+
+def test_what_if_of_a_filter_reading_long_text_recomputes_its_input_on_a_fused_run(tmp_path):
+    raw = {
+        "name": "toy-text",
+        "seed": 1,
+        "stages": [
+            {"type": f"{T}:CountSource", "per_shard": 14, "shards": 2},
+            {"type": f"{T}:PadText"},
+            {"type": f"{T}:DropDigit", "digits": "01"},
+            {"type": f"{T}:DedupText"},
+        ],
+    }
+    _run(tmp_path / "fused", raw)
+    _run(tmp_path / "kept", raw, keep=True)
+    assert not list((tmp_path / "fused" / "stages").glob("0[12]-*/part-*.parquet"))
+    from synth.audit.whatif import what_if
+
+    results = {}
+    for mode in ("fused", "kept"):
+        report = build_report(tmp_path / mode)
+        results[mode] = what_if(tmp_path / mode, report, ["toy_drop_digit.digits='0123'"])[0]
+    assert results["fused"] == {**results["kept"], "note": results["fused"]["note"]}
+    assert results["fused"]["exact"] and (results["fused"]["kept_before"], results["fused"]["kept_after"]) == (20, 12)
