@@ -13,6 +13,7 @@ from synth.cli import app
 from synth.core.config import ConfigError, build_pipeline
 from synth.core.executor import LocalExecutor, PipelineSource, fusion_groups, run_pipeline
 from synth.core.ledger import audit, reject_samples
+from synth.core.rundir import RunDir
 
 T = "tests.core.toy_stages"
 
@@ -246,3 +247,41 @@ def test_what_if_of_a_filter_reading_long_text_recomputes_its_input_on_a_fused_r
         results[mode] = what_if(tmp_path / mode, report, ["toy_drop_digit.digits='0123'"])[0]
     assert results["fused"] == {**results["kept"], "note": results["fused"]["note"]}
     assert results["fused"]["exact"] and (results["fused"]["kept_before"], results["fused"]["kept_after"]) == (20, 12)
+
+
+def test_a_kill_while_merging_audit_files_then_a_rerun_gives_the_same_files(tmp_path, monkeypatch):
+    import shutil
+
+    import synth.core.executor as executor
+    from synth.audit import compact
+
+    def merged_but_not_deleted(run, labels, per_reason):
+        # what a kill between writing a merged file and deleting the shard files leaves
+        for label in labels:
+            keep = tmp_path / "aside" / label
+            for folder in (run.stage_dir(label), run.root / "rejected" / label):
+                if folder.exists():
+                    shutil.copytree(folder, keep / folder.parent.name, dirs_exist_ok=True)
+            compact.compact_stage(run, label, per_reason)
+            for folder in (run.stage_dir(label), run.root / "rejected" / label):
+                if (keep / folder.parent.name).exists():
+                    shutil.copytree(keep / folder.parent.name, folder, dirs_exist_ok=True)
+        raise RuntimeError("killed while merging")
+
+    monkeypatch.setattr(executor, "compact_run", merged_but_not_deleted)
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(tmp_path / "killed", _raw())
+    monkeypatch.undo()
+    assert list((tmp_path / "killed").rglob("part-*.profile.json")) and list((tmp_path / "killed").rglob("profiles.json.gz"))
+    again = _run(tmp_path / "killed", _raw())
+    clean = _run(tmp_path / "clean", _raw())
+    assert not again.invalidated and _rows(again) == _rows(clean)
+    for root in (tmp_path / "killed", tmp_path / "clean"):
+        assert not list(root.rglob("part-*.profile.json")) and not list((root / "rejected").glob("*/part-*.parquet"))
+    for label in ("00-toy_count", "01-toy_slow", "02-toy_drop_odd", "04-odd_again"):
+        a, b = RunDir(tmp_path / "killed"), RunDir(tmp_path / "clean")
+        assert compact.read_profiles(a, label) == compact.read_profiles(b, label)
+        for name in ("part-00000", "part-00003"):
+            sa, sb = compact.read_scores(a, label, name), compact.read_scores(b, label, name)
+            assert (sa is None and sb is None) or sa.equals(sb)
+    assert reject_samples(tmp_path / "killed", "02-toy_drop_odd") == reject_samples(tmp_path / "clean", "02-toy_drop_odd")
