@@ -6,7 +6,9 @@ pipeline (pipelines/ingest.yaml) on the shared data, fused (the default) against
 
 Bytes are counted once per file (RUN/output hard-links the last stage's shards),
 split into stage shards, global-stage summaries/state, statistics (ledger,
-profiles) and rejects. Both runs must give the same output rows (checked).
+profiles) and rejects, and by folder (output, stages/NN-name, rejected/NN-name) so
+the reader sees where they go. Both runs must give the same output rows, and
+`synth audit --what-if` on every CPU filter and `--overlap` the same numbers (checked).
 
 The last line is `disk_ratio=<fused run dir bytes / output bytes>`.
 """
@@ -57,6 +59,39 @@ def disk_usage(root: Path) -> dict[str, int]:
     return kinds
 
 
+def folder_usage(root: Path) -> dict[str, int]:
+    """Bytes under `root` per folder (output, stages/NN-name, rejected/NN-name, other), each inode once;
+    RUN/output's hard links count under output."""
+    seen: set[tuple[int, int]] = set()
+    folders: dict[str, int] = {}
+    paths = sorted(root.rglob("*"), key=lambda p: (p.relative_to(root).parts[0] != "output", str(p)))
+    for path in paths:
+        if not path.is_file():
+            continue
+        st = path.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        rel = path.relative_to(root).parts
+        key = "/".join(rel[:2]) if rel[0] in ("stages", "rejected") and len(rel) > 2 else rel[0] if len(rel) > 1 else "(top)"
+        folders[key] = folders.get(key, 0) + st.st_size
+    return folders
+
+
+def audit_numbers(run_dir: Path) -> dict:
+    """What-if (every CPU filter, with annotate_only=true: every record it saw) and overlap, without examples' timing noise."""
+    from synth.audit.overlap import overlap
+    from synth.audit.report import build_report
+    from synth.audit.whatif import what_if
+
+    report = build_report(run_dir)
+    filters = [s["stage"] for s in report["stages"] if s["type"] in ("url_filter", "langid", "gopher_repetition", "gopher_quality", "c4_quality", "c4_badwords")]
+    results = what_if(run_dir, report, [f"{label}.annotate_only=true" for label in filters])
+    numbers = {r["stage"]: (r["records"], r["kept_before"], r["kept_after"], r["dropped_after"], r["exact"]) for r in results}
+    o = overlap(run_dir)
+    return {"what_if": numbers, "overlap": (o["sample"], o["filters"], o["drops"], o["matrix"], o["alone"])}
+
+
 def shard_io_seconds(run_dir: Path) -> tuple[float, int]:
     """Seconds to write and read back every stage shard of a run, and records in them:
     what fusing a stage saves, the yardstick for whether fusing LLM stages is worth it."""
@@ -74,7 +109,7 @@ def shard_io_seconds(run_dir: Path) -> tuple[float, int]:
     return seconds, records
 
 
-def one_run(pipeline_path: Path, run_dir: Path, workers: int, keep: bool) -> tuple[float, dict[str, int], int, list]:
+def one_run(pipeline_path: Path, run_dir: Path, workers: int, keep: bool) -> tuple[float, dict[str, int], int, list, dict[str, int]]:
     pipe = load_pipeline(pipeline_path)
     source = PipelineSource(raw=pipe.raw, path=str(pipeline_path), seed=pipe.seed)
     start = time.perf_counter()
@@ -82,7 +117,7 @@ def one_run(pipeline_path: Path, run_dir: Path, workers: int, keep: bool) -> tup
     seconds = time.perf_counter() - start
     output_bytes = sum(p.stat().st_size for p in result.output)
     ids = [i for p in result.output for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
-    return seconds, disk_usage(run_dir), output_bytes, ids
+    return seconds, disk_usage(run_dir), output_bytes, ids, folder_usage(run_dir)
 
 
 def main() -> None:
@@ -98,19 +133,25 @@ def main() -> None:
     usage: dict[str, dict[str, int]] = {}
     output: dict[str, int] = {}
     ids: dict[str, list] = {}
+    folders: dict[str, dict[str, int]] = {}
+    audits: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="synth-fusion-") as tmp:
         for round_ in range(args.repeat):
             # alternate the order so neither side always runs on a warm cache
             order = ["fused", "keep-intermediate"] if round_ % 2 == 0 else ["keep-intermediate", "fused"]
             for mode in order:
                 run_dir = Path(tmp) / f"{mode}-{round_}"
-                seconds, usage[mode], output[mode], ids[mode] = one_run(args.pipeline, run_dir, args.workers, mode != "fused")
+                seconds, usage[mode], output[mode], ids[mode], folders[mode] = one_run(args.pipeline, run_dir, args.workers, mode != "fused")
                 times[mode].append(seconds)
+                if round_ == 0:
+                    audits[mode] = audit_numbers(run_dir)
                 if mode != "fused" and round_ == 0:
                     io = shard_io_seconds(run_dir)
                 shutil.rmtree(run_dir)
     if ids["fused"] != ids["keep-intermediate"]:
         raise SystemExit("fused and --keep-intermediate outputs differ")
+    if audits["fused"] != audits["keep-intermediate"]:
+        raise SystemExit(f"audit what-if/overlap differ: fused {audits['fused']} against {audits['keep-intermediate']}")
 
     print(f"ingest pipeline on the shared data, {args.workers} workers, {args.repeat} round(s); output {output['fused']:,} bytes, {len(ids['fused']):,} records")
     print(f"{'':20} {'run dir bytes':>14} {'shards':>12} {'global':>10} {'stats':>10} {'rejects':>10} {'wall s':>8} {'disk ratio':>10}")
@@ -121,6 +162,10 @@ def main() -> None:
             f"{mode:20} {total:>14,} {u['stage shards']:>12,} {u['global state']:>10,} {u['statistics']:>10,} {u['rejects']:>10,}"
             f" {statistics.median(times[mode]):>8.1f} {total / output[mode]:>10.2f}"
         )
+    print(f"{'bytes by folder':32} {'fused':>12} {'keep-intermediate':>18}")
+    for key in sorted(set(folders["fused"]) | set(folders["keep-intermediate"])):
+        print(f"{key:32} {folders['fused'].get(key, 0):>12,} {folders['keep-intermediate'].get(key, 0):>18,}")
+    print(f"audit what-if ({len(audits['fused']['what_if'])} filters) and overlap: the same numbers on both runs")
     fused_total, kept_total = sum(usage["fused"].values()), sum(usage["keep-intermediate"].values())
     print(f"stage shard write+read: {io[0]:.2f} s for {io[1]:,} records = {1e6 * io[0] / max(io[1], 1):.0f} us/record (what fusing saves per stage)")
     print(f"bytes_saved={kept_total / fused_total:.2f}x")

@@ -31,12 +31,11 @@ def run(
     ray_address: str | None = typer.Option(None, help="Ray cluster address (with --executor ray); default starts a local Ray."),
     engine_actors: int = typer.Option(0, help="With --executor ray: LLM engine actors (0 = one per GPU, or 1 on CPU)."),
     models: Path | None = typer.Option(None, help="Models file for LLM stages (overrides the pipeline's settings.models)."),
-    fuse: bool = typer.Option(
+    keep_intermediate: bool = typer.Option(
         False,
-        "--fuse/--keep-intermediate",
-        help="--fuse: consecutive shard-by-shard stages run in one task and only the group's last stage writes "
-        "its shards (less disk and time; `synth audit --what-if/--overlap` then cannot re-decide fused filters). "
-        "Default: every stage writes its shards.",
+        "--keep-intermediate/--fuse",
+        help="Write every stage's shards (for debugging). Default (--fuse): consecutive shard-by-shard stages run "
+        "in one task and only the group's last stage writes its shards; the audit re-decides filters from their stored scores.",
     ),
 ) -> None:
     """Run (or resume) a pipeline into a run directory."""
@@ -72,7 +71,7 @@ def run(
             executor=ex,
             progress=rich_progress(console),
             say=lambda m: console.print(m, highlight=False),
-            keep_intermediate=not fuse,
+            keep_intermediate=keep_intermediate,
         )
     except (InputError, StageFailed, RuntimeError, OSError) as exc:
         fail(str(exc))

@@ -5,7 +5,10 @@
   lengths, and categorical counts (see `synth.audit.stats`).
 - `RUN/rejected/NN-name/scores/part-XXXXX.parquet`: id, reason, input row and the
   scalar scores of every dropped record (no text), so a threshold can be re-tuned
-  exactly from the run.
+  exactly from the run. For a filter whose output shard is not kept (fused, or a
+  global stage's input in a finished run) it holds every row the filter saw, in
+  input order: kept rows with a null reason and id, plus the short columns its
+  `decide` reads (e.g. `language`), so what-if needs neither its input nor output.
 """
 
 from __future__ import annotations
@@ -149,28 +152,89 @@ def write_shard_statistics(
     written: Sequence[str],
     upstream_label: str | None = None,
     creates_records: bool = False,
+    all_rows: bool = False,
+    decide_inputs: Sequence[str] = (),
 ) -> None:
     if not stats.enabled():
         return
     try:
-        _write(run, label, shard, table, written, upstream_label, creates_records)
+        _write(run, label, shard, table, written, upstream_label, creates_records, all_rows, decide_inputs)
     except Exception as exc:  # noqa: BLE001 - statistics must never cost a shard its work
         shard.count("audit.statistics_failed")
         shard.count(f"audit.statistics_failed.{type(exc).__name__}")
 
 
-def _write(run: RunDir, label: str, shard: Shard, table: pa.Table, written: Sequence[str], upstream_label: str | None, creates_records: bool) -> None:
-    if shard.dropped_scores:
-        path = rejected_scores_path(run, label, shard.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        pq.write_table(rejected_scores_table(shard), tmp, compression="zstd")
-        os.replace(tmp, path)  # renamed, not fsynced: see write_profile
+def _short_column(col: pa.ChunkedArray | pa.Array) -> bool:
+    """A column cheap to keep per row: numbers, flags, short strings (not text)."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return len(col) == 0 or (pc.max(pc.utf8_length(col)).as_py() or 0) <= MAX_SCORE_STRING
+    return pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type) or pa.types.is_null(col.type)
+
+
+def all_rows_table(shard: Shard, kept: pa.Table, decide_inputs: Sequence[str]) -> pa.Table | None:
+    """Every row a filter saw, in input order: id and reason for dropped rows (null
+    for kept ones), its scores and the short columns its decide reads."""
+    seen = shard.seen_scores
+    dropped = _columnar_drops(shard) if shard.dropped_scores else None
+    if seen is None or (shard.dropped_scores and (dropped is None or any(d[2] is None for d in shard.dropped_scores))):
+        return None
+    n = seen.num_rows
+    if n != kept.num_rows + len(shard.dropped_scores):
+        return None
+    dropped_rows = [d[2] for d in shard.dropped_scores]
+    is_dropped = [False] * n
+    for r in dropped_rows:
+        is_dropped[r] = True
+    # positions of the kept rows, then of the dropped rows: `take` by the inverse restores input order
+    order = [i for i in range(n) if not is_dropped[i]] + dropped_rows
+    inverse = [0] * n
+    for k, i in enumerate(order):
+        inverse[i] = k
+    inverse_arr = pa.array(inverse, pa.int64())
+    ids, reasons = [None] * n, [None] * n
+    for d in shard.dropped_scores:
+        ids[d[2]], reasons[d[2]] = (None if d[0] is None else str(d[0])), d[1]
+    arrays: dict[str, pa.Array] = {"id": pa.array(ids, pa.string()), "reason": pa.array(reasons, pa.string()), "row": pa.array(range(n), pa.int64())}
+    for name in seen.column_names:
+        if _short_column(seen.column(name)):
+            arrays[name] = seen.column(name)
+    for name in dict.fromkeys(decide_inputs):
+        if name in arrays or name == "id" or name not in kept.column_names or (dropped is not None and name not in dropped.column_names):
+            continue
+        parts = [kept.column(name)] + ([dropped.column(name).cast(kept.column(name).type)] if dropped is not None else [])
+        col = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in parts]).take(inverse_arr)
+        if _short_column(col):
+            arrays[name] = col
+    return pa.table(arrays)
+
+
+def _write_small_parquet(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # no column statistics: in files this small the footer would outweigh the data
+    pq.write_table(table, tmp, compression="zstd", compression_level=9, write_statistics=False)
+    os.replace(tmp, path)  # renamed, not fsynced: see write_profile
+
+
+def _write(
+    run: RunDir, label: str, shard: Shard, table: pa.Table, written: Sequence[str], upstream_label: str | None, creates_records: bool,
+    all_rows: bool = False, decide_inputs: Sequence[str] = (),
+) -> None:
+    every = all_rows_table(shard, table, decide_inputs) if all_rows else None
+    if every is not None:
+        _write_small_parquet(rejected_scores_path(run, label, shard.name), every)
+    elif shard.dropped_scores:
+        _write_small_parquet(rejected_scores_path(run, label, shard.name), rejected_scores_table(shard))
     upstream = None
     if upstream_label is not None:
         path = profile_path(run, upstream_label, shard.name)
         try:
-            upstream = read_json(path) if path.exists() else None
+            if path.exists():
+                upstream = read_json(path)
+            else:  # a completed run merged them (a stage rerun after an option change)
+                from synth.audit.compact import read_profiles
+
+                upstream = read_profiles(run, upstream_label).get(shard.name)
         except (ValueError, OSError):
             upstream = None  # torn by a crash: computed afresh instead
     seen = shard.seen_scores

@@ -10,26 +10,62 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synth.audit.collect import rejected_scores_path
+from synth.audit.compact import read_scores
 from synth.core.rundir import RunDir
 
 EXAMPLES = 5
 MAX_IDS = 2_000_000  # id sets larger than this per stage are not matched (memory)
 
 
+def _dropped_ids(run: RunDir, label: str) -> dict:
+    dropped: dict = {}
+    for stats in sorted(run.stage_dir(label).glob("part-*.stats.json")):
+        t = read_scores(run, label, stats.name[: -len(".stats.json")])
+        if t is not None:
+            t = t.filter(pc.is_valid(t.column("reason"))).select(["id", "reason"])
+            dropped.update(zip(t.column("id").to_pylist(), t.column("reason").to_pylist()))
+    return dropped
+
+
+def _fate_unwritten(run: RunDir, label: str) -> tuple[set, dict] | None:
+    """A stage whose shards were not kept (fused): what it kept is what later stages dropped
+    plus the output, as long as none of them creates records (ids then carry through)."""
+    from synth.core.ledger import stage_totals
+    from synth.core.rundir import read_json
+
+    labels = [s["label"] for s in read_json(run.manifest)["stages"]]
+    later = labels[labels.index(label) + 1 :]
+    if any(stage_totals(run, x)["creates_records"] for x in later):
+        return None
+    kept: set = set()
+    for x in later:
+        kept.update(_dropped_ids(run, x))
+    for part in sorted(run.output_dir.glob("*.parquet")):
+        if "id" not in pq.ParquetFile(part).schema_arrow.names:
+            return None
+        kept.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+    if len(kept) > MAX_IDS:
+        return None
+    return kept, _dropped_ids(run, label)
+
+
 def _fate(run: RunDir, label: str) -> tuple[set, dict] | None:
     """(ids kept, {id: reason} dropped) of one stage, or None when ids are not available."""
+    if not any(run.stage_dir(label).glob("part-*.parquet")) and any(run.stage_dir(label).glob("part-*.stats.json")):
+        return _fate_unwritten(run, label)
     kept: set = set()
     dropped: dict = {}
     for part in sorted(run.stage_dir(label).glob("part-*.parquet")):
         if "id" not in pq.ParquetFile(part).schema_arrow.names:
             return None
         kept.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
-        rej = rejected_scores_path(run, label, part.name[: -len(".parquet")])
-        if rej.exists():
-            t = pq.read_table(rej, columns=["id", "reason"])
+        t = read_scores(run, label, part.name[: -len(".parquet")])
+        if t is not None:
+            t = t.select(["id", "reason"])
+            t = t.filter(pc.is_valid(t.column("reason")))  # kept rows, when every row is stored
             dropped.update(zip(t.column("id").to_pylist(), t.column("reason").to_pylist()))
         if len(kept) + len(dropped) > MAX_IDS:
             return None

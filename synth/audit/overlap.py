@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from synth.audit.report import AuditError
 from synth.audit.whatif import StageRef, build_filter
+from synth.core.errors import InputError
 from synth.core.rundir import RunDir, read_json
 from synth.core.sampling import SampleRecords
 from synth.core.stage import Shard
@@ -24,23 +25,41 @@ from synth.core.stage import Shard
 DEFAULT_SAMPLE = 2000
 
 
-def _sample_input(run: RunDir, upstream: str, size: int, seed: int) -> pa.Table:
-    parts = sorted(run.stage_dir(upstream).glob("part-*.parquet"))
-    if not parts:
-        if any(run.stage_dir(upstream).glob("part-*.fused.json")):
-            raise AuditError(f"--overlap: stage {upstream} ran fused and wrote no shards to sample from; rerun with `--keep-intermediate` (or `materialize: true` on it)")
-        raise AuditError(f"--overlap: stage {upstream} has no finished shard to sample from")
-    counts = [pq.ParquetFile(p).metadata.num_rows for p in parts]
+def _sample_input(run: RunDir, upstream_index: int, first_label: str, size: int, seed: int) -> pa.Table:
+    """A seeded sample of the first filter's input: read where its shards are on disk,
+    recomputed where a fused run did not keep them (the same rows either way)."""
+    from synth.core.recompute import pipeline_of, stage_table
+
+    upstream = read_json(run.manifest)["stages"][upstream_index]["label"]
+    names = sorted(p.name[: -len(".stats.json")] for p in run.stage_dir(first_label).glob("part-*.stats.json"))
+    names = [n for n in names if run.is_done(first_label, n)]
+    if not names:
+        raise AuditError(f"--overlap: stage {first_label} has no finished shard to sample from")
+    counts = []
+    for n in names:
+        part = run.part(upstream, n)
+        counts.append(pq.ParquetFile(part).metadata.num_rows if part.exists() else read_json(run.stats(first_label, n))["in"])
     total = sum(counts)
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(total, min(size, total), replace=False)) if total else np.array([], dtype=np.int64)
+    pipeline = None
     tables, offset = [], 0
-    for path, n in zip(parts, counts):
+    for name, n in zip(names, counts):
         local = chosen[(chosen >= offset) & (chosen < offset + n)] - offset
         offset += n
-        if len(local):
-            tables.append(pq.read_table(path).take(pa.array(local)))
-    return pa.concat_tables(tables, promote_options="default") if tables else pq.read_table(parts[0]).slice(0, 0)
+        if not len(local) and tables:
+            continue
+        part = run.part(upstream, name)
+        if part.exists():
+            table = pq.read_table(part)
+        else:
+            pipeline = pipeline or pipeline_of(run)
+            try:
+                table = stage_table(pipeline, run, upstream_index, name)
+            except (InputError, OSError) as exc:
+                raise AuditError(f"--overlap: {upstream} {name} was not kept and cannot be recomputed ({exc}); rerun with `--keep-intermediate`") from None
+        tables.append(table.take(pa.array(local, pa.int64())))
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def overlap(run_root: str | Path, sample: int = DEFAULT_SAMPLE) -> dict:
@@ -66,7 +85,7 @@ def overlap(run_root: str | Path, sample: int = DEFAULT_SAMPLE) -> dict:
     if not filters:
         raise AuditError("--overlap: this pipeline has no CPU filter")
     first = refs[0]
-    table = _sample_input(run, manifest["stages"][first.index - 1]["label"], sample, seed)
+    table = _sample_input(run, first.index - 1, first.label, sample, seed)
     names, drops = [], []
     for ref, stage in zip(refs, filters):
         missing = [c for c in stage.input_columns() if c not in table.column_names]

@@ -149,14 +149,15 @@ def _threshold_columns(options: dict, columns: list[str]) -> dict[str, dict]:
 
 
 def stage_profile(run: RunDir, label: str) -> dict | None:
-    profiles = []
+    from synth.audit.compact import read_profiles
+
+    by_shard = read_profiles(run, label)  # a completed run's merged profiles, then any shard's own
     for path in sorted(run.stage_dir(label).glob("part-*.profile.json")):
-        name = path.name[: -len(".profile.json")]
-        if run.is_done(label, name):
-            try:
-                profiles.append(read_json(path))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # torn by a crash: that shard is reported as not profiled
+        try:
+            by_shard[path.name[: -len(".profile.json")]] = read_json(path)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            by_shard.pop(path.name[: -len(".profile.json")], None)  # torn by a crash: that shard is reported as not profiled
+    profiles = [p for name, p in sorted(by_shard.items()) if run.is_done(label, name)]
     if not profiles:
         return None
     merged = stats.merge_profiles(profiles)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
 
-from synth.audit.collect import rejected_scores_path
+from synth.audit.compact import read_scores
 from synth.audit.report import AuditError, _threshold_columns
 from synth.core.registry import StageImportError, UnknownStageType, stage_class
 from synth.core.rundir import RunDir, read_json
@@ -99,7 +100,13 @@ def _parse_value(raw: str):
 
 
 class StageRows:
-    """Every record a filter stage saw, with the columns its decide reads and its scores."""
+    """Every record a filter stage saw, with the columns its decide reads and its scores.
+
+    From the stage's input and output shards when both are on disk; else (a fused
+    stage, or a global stage's input released by a finished run) from its stored
+    scores of every row, recomputing its input only for a column its decide reads
+    that was too long to store (the text `rules` checks), and only when the stored
+    columns do not reproduce the run's decisions."""
 
     def __init__(self, run: RunDir, ref: StageRef, stage: Filter, max_rows: int | None = None, seed: int = 0):
         if ref.index == 0:
@@ -107,32 +114,44 @@ class StageRows:
         manifest = read_json(run.manifest)
         upstream = manifest["stages"][ref.index - 1]["label"]
         score_cols = [c for c in stage.output_columns()]
-        inputs = [c for c in stage.input_columns() if c not in score_cols]
+        inputs = [c for c in dict.fromkeys([*stage.input_columns(), *stage.decide_columns()]) if c not in score_cols]
+        self.run, self.ref = run, ref
         self.columns: dict[str, list] = {}
         self.reasons: list[str | None] = []
         self.where: list[tuple[str, int]] = []  # (shard, row) of each record
         self.upstream = upstream
         self.sampled = False
-        names = sorted(p.name[: -len(".parquet")] for p in run.stage_dir(ref.label).glob("part-*.parquet"))
+        self._pipeline = None
+        names = sorted(p.name[: -len(".stats.json")] for p in run.stage_dir(ref.label).glob("part-*.stats.json"))
+        names = [n for n in names if run.is_done(ref.label, n)]
         if not names:
-            _fail_if_fused(run, ref.label, upstream)
             raise AuditError(f"stage {ref.label} has no finished shard yet: nothing to re-decide")
-        if not any(run.part(upstream, n).exists() for n in names):
-            _fail_if_fused(run, upstream, upstream)
         blocks = []
+        missing_inputs: set[str] = set()
         for name in names:
-            up = run.part(upstream, name)
-            if not up.exists():
+            stats = read_json(run.stats(ref.label, name)) if run.stats(ref.label, name).exists() else {}
+            rej = read_scores(run, ref.label, name)
+            if not stats.get("in"):
+                continue  # an empty shard: nothing to re-decide
+            if not (run.part(upstream, name).exists() and run.part(ref.label, name).exists()):
+                if rej is None or rej.num_rows != stats.get("in", -1):
+                    raise AuditError(
+                        f"stage {ref.label}: {name} kept neither its input and output shards nor the scores of every row "
+                        "(a run by an older synth, or with statistics off); rerun with `--keep-intermediate` to re-tune it"
+                    )
+                block = {col: rej.column(col).to_pylist() for col in [*inputs, "id", *score_cols] if col in rej.column_names}
+                missing_inputs.update(c for c in inputs if c not in rej.column_names)
+                blocks.append((name, rej.num_rows, block, rej.column("reason").to_pylist()))
                 continue
             out = pq.read_table(run.part(ref.label, name))
+            up = run.part(upstream, name)
             have_inputs = [c for c in inputs + ["id"] if c in pq.ParquetFile(up).schema_arrow.names]
             inp = pq.read_table(up, columns=have_inputs)
             n = inp.num_rows
-            rej_path = rejected_scores_path(run, ref.label, name)
-            stats = read_json(run.stats(ref.label, name)) if run.stats(ref.label, name).exists() else {}
-            if sum(stats.get("dropped", {}).values()) and not rej_path.exists():
+            if sum(stats.get("dropped", {}).values()) and rej is None:
                 raise AuditError(f"stage {ref.label}: {name} has no rejected scores (the run was made with statistics off or by an older synth); rerun that stage to re-tune it")
-            rej = pq.read_table(rej_path) if rej_path.exists() else None
+            if rej is not None:
+                rej = rej.filter(pc.is_valid(rej.column("reason")))  # when every row is stored, the dropped ones have a reason
             dropped_rows = rej.column("row").to_pylist() if rej is not None else []
             if any(r is None for r in dropped_rows):
                 raise AuditError(f"stage {ref.label}: dropped records were not recorded with their input row; it cannot be re-decided")
@@ -157,6 +176,13 @@ class StageRows:
                 for pos, r in zip(dropped_rows, rej.column("reason").to_pylist()):
                     reasons[pos] = r
             blocks.append((name, n, block, reasons))
+        if missing_inputs and not self._reproduces(stage, blocks):
+            # decide reads a long column that was not stored: recompute the input for it
+            for name, _n, block, _ in blocks:
+                table = self.upstream_table(name, sorted(missing_inputs))
+                for col in missing_inputs:
+                    if col in table.column_names:
+                        block[col] = table.column(col).to_pylist()
         total = sum(n for _, n, _, _ in blocks)
         keep_mask = None
         if max_rows is not None and total > max_rows:
@@ -165,15 +191,45 @@ class StageRows:
             keep_mask = np.zeros(total, dtype=bool)
             keep_mask[rng.choice(total, max_rows, replace=False)] = True
         offset = 0
+        all_cols = list(dict.fromkeys(col for _, _, block, _ in blocks for col in block))
         for name, n, block, reasons in blocks:
             idx = range(n) if keep_mask is None else np.flatnonzero(keep_mask[offset : offset + n]).tolist()
             offset += n
-            for col, values in block.items():
+            for col in all_cols:
+                values = block.get(col) or [None] * n
                 self.columns.setdefault(col, []).extend(values[i] for i in idx)
             self.reasons.extend(reasons[i] for i in idx)
             self.where.extend((name, i) for i in idx)
         self.total = total
         self.n = len(self.reasons)
+
+    @staticmethod
+    def _reproduces(stage: Filter, blocks: list) -> bool:
+        """Do the stored columns alone give the run's decisions?"""
+        if getattr(stage.options, "annotate_only", False):
+            return False
+        try:
+            for _, _n, block, reasons in blocks:
+                cols = list(block)
+                for values, recorded in zip(zip(*(block[c] for c in cols)), reasons):
+                    if _decide(stage, dict(zip(cols, values))) != recorded:
+                        return False
+        except Exception:  # noqa: BLE001 - a column it reads is missing
+            return False
+        return True
+
+    def upstream_table(self, name: str, columns: list[str]):
+        """The stage's input shard (read, or recomputed when it was not kept)."""
+        from synth.core.recompute import pipeline_of, stage_table
+
+        part = self.run.part(self.upstream, name)
+        if part.exists():
+            have = pq.ParquetFile(part).schema_arrow.names
+            return pq.read_table(part, columns=[c for c in columns if c in have])
+        if self._pipeline is None:
+            self._pipeline = pipeline_of(self.run)
+        table = stage_table(self._pipeline, self.run, self.ref.index - 1, name)
+        return table.select([c for c in columns if c in table.column_names])
 
     def rows(self):
         cols = list(self.columns)
@@ -184,7 +240,7 @@ class StageRows:
         if getattr(stage.options, "annotate_only", False):
             return [None] * self.n
         try:
-            return [stage.decide(row) for row in self.rows()]
+            return [_decide(stage, row) for row in self.rows()]
         except Exception as exc:  # noqa: BLE001 - a stored row the filter cannot judge
             raise AuditError(
                 f"{type(stage).type or type(stage).__name__}: its decide failed on a stored row ({type(exc).__name__}: {exc}); "
@@ -192,36 +248,42 @@ class StageRows:
             ) from None
 
 
-def _fail_if_fused(run: RunDir, label: str, upstream: str) -> None:
-    """A stage fused into its group kept no shards of its own: say how to keep them."""
-    if any(run.stage_dir(label).glob("part-*.fused.json")):
-        raise AuditError(
-            f"stage {label} ran fused with its neighbours and wrote no shards of its own: re-deciding needs the filter's input "
-            f"({upstream}) and output on disk; rerun with `--keep-intermediate` (or `materialize: true` on both stages) to re-tune it"
-        )
+def _decide(stage: Filter, row: dict) -> str | None:
+    try:
+        return stage.decide(row)
+    except AttributeError:
+        if stage._ready:
+            raise
+        stage.ensure_setup()  # a decide that uses what setup prepares (langid's language set)
+        return stage.decide(row)
 
 
-def _text_of(run: RunDir, upstream: str, shard: str, row: int, cache: dict) -> str:
-    if (upstream, shard) not in cache:
-        path = run.part(upstream, shard)
-        names = pq.ParquetFile(path).schema_arrow.names
-        cols = [c for c in TEXT_HINT if c in names][:2]
-        cache[(upstream, shard)] = pq.read_table(path, columns=cols) if cols else None
-    table = cache[(upstream, shard)]
+def _text_of(data: StageRows, shard: str, row: int, cache: dict) -> tuple[str, str | None]:
+    """(text, id) of one input row, for an example."""
+    if shard not in cache:
+        try:
+            cache[shard] = data.upstream_table(shard, [*TEXT_HINT, "id"])
+        except Exception:  # noqa: BLE001 - an example without its text is still an example
+            cache[shard] = None
+    table = cache[shard]
     if table is None:
-        return ""
-    parts = [str(table.column(c)[row].as_py() or "") for c in table.column_names]
-    return " | ".join(p for p in parts if p)[:200].replace("\n", " ")
+        return "", None
+    cols = [c for c in TEXT_HINT if c in table.column_names][:2]
+    parts = [str(table.column(c)[row].as_py() or "") for c in cols]
+    rid = table.column("id")[row].as_py() if "id" in table.column_names else None
+    return " | ".join(p for p in parts if p)[:200].replace("\n", " "), rid
 
 
 def _example(run: RunDir, data: StageRows, i: int, score_cols: list[str], cache: dict, **extra) -> dict:
     shard, row = data.where[i]
+    text, rid = _text_of(data, shard, row, cache)
+    stored = data.columns.get("id", [None] * data.n)[i]
     return {
-        "id": data.columns.get("id", [None] * data.n)[i],
+        "id": stored if stored is not None else rid,
         "shard": shard,
         "row": row,
         "scores": {c: data.columns[c][i] for c in score_cols if c in data.columns},
-        "text": _text_of(run, data.upstream, shard, row, cache),
+        "text": text,
         **extra,
     }
 
@@ -385,13 +447,13 @@ def _threshold_what_if(run: RunDir, report: dict, ref: StageRef, changed, change
     dropped: list[tuple] = []  # (id, reason, score)
     for part in sorted(run.stage_dir(ref.label).glob("part-*.parquet")):
         name = part.name[: -len(".parquet")]
-        if column in pq.ParquetFile(part).schema_arrow.names:
+        if name.startswith("part-") and column in pq.ParquetFile(part).schema_arrow.names:
             t = pq.read_table(part, columns=[c for c in ("id", column) if c in pq.ParquetFile(part).schema_arrow.names])
             ids = t.column("id").to_pylist() if "id" in t.column_names else [None] * t.num_rows
             kept.extend(zip(ids, t.column(column).to_pylist()))
-        rej = rejected_scores_path(run, ref.label, name)
-        if rej.exists():
-            t = pq.read_table(rej)
+        t = read_scores(run, ref.label, name)
+        if t is not None:
+            t = t.filter(pc.is_valid(t.column("reason")))  # a file of every row stores kept ones with no reason
             scores = t.column(column).to_pylist() if column in t.column_names else [None] * t.num_rows
             dropped.extend(zip(t.column("id").to_pylist(), t.column("reason").to_pylist(), scores))
     newly_dropped = [(i, v) for i, v in kept if fails(v, value)]

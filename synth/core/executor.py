@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import itertools
 import multiprocessing
 import os
 import time
@@ -24,9 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth.audit.collect import write_shard_statistics
+from synth.audit.compact import compact_run
 from synth.core.config import Pipeline, StageEntry, build_pipeline
 from synth.core.errors import InputError
 from synth.core.ledger import stage_totals, write_shard_ledger
+from synth.core.recompute import stage_table
 from synth.core.rundir import RunDir, atomic_write_json, atomic_write_parquet, read_json, shard_name
 from synth.core.scratch import clean_stale_scratch, die_with_parent
 from synth.core.stage import GlobalStage, Shard, SourceStage, Timer, rows_to_table, teardown_stages
@@ -117,7 +120,11 @@ def run_shard(task: ShardTask) -> dict:
             raise
         upstream_label = pipeline.stages[index - 1].label if index else None
         stage = entry.stage
-        write_shard_statistics(run, entry.label, shard, table, stage.output_columns(), upstream_label, stage.creates_records)
+        write_shard_statistics(
+            run, entry.label, shard, table, stage.output_columns(), upstream_label, stage.creates_records,
+            all_rows=needs_all_scores(pipeline, index, task.stage_index, last),
+            decide_inputs=[*stage.input_columns(), *getattr(stage, "decide_columns", tuple)()],
+        )
         stats = write_shard_ledger(run, entry.label, shard, n_in, table.num_rows, seconds, stage.creates_records)
         if index < last:
             # Not written: done when the group's last stage commits (see RunDir.is_done).
@@ -136,7 +143,7 @@ def _summarize_shard(pipeline: Pipeline, run: RunDir, task: ShardTask, name: str
     target = run.summary(entry.label, name)
     if target.exists():
         return {"stage": entry.label, "shard": name, "skipped": True}
-    table = pq.read_table(run.part(pipeline.stages[task.stage_index - 1].label, name))
+    table = stage_table(pipeline, run, task.stage_index - 1, name)  # recomputed when a finished run released it
     n_in = table.num_rows
     for index in range(task.stage_index, last):
         table = _process_one(pipeline, run, task, pipeline.stages[index], name, table)[0]  # its ledger is written by the process pass
@@ -163,7 +170,7 @@ def _process_one(pipeline: Pipeline, run: RunDir, task: ShardTask, entry: StageE
             n_in = table.num_rows + sum(shard.dropped.values())
         else:
             if table is None:
-                table = pq.read_table(run.part(pipeline.stages[entry.index - 1].label, name))
+                table = stage_table(pipeline, run, entry.index - 1, name)
             n_in = table.num_rows
             table = stage.process(table, shard)
         removed = [c for c in stage.removed_columns() if c in table.column_names]
@@ -336,7 +343,7 @@ def run_pipeline(
     executor: LocalExecutor | RayExecutor | None = None,
     progress: ProgressFactory | None = None,
     say: Callable[[str], None] = lambda _msg: None,
-    keep_intermediate: bool = True,  # fusion is opt-in (`synth run --fuse`): see README
+    keep_intermediate: bool = False,  # True writes every stage's shards (`synth run --keep-intermediate`)
 ) -> RunResult:
     run = RunDir(run_dir)
     lock = run.lock()
@@ -411,11 +418,33 @@ def run_pipeline(
                 say(f"{e.label}: {totals['in']:,} in, {totals['out']:,} out, {dropped:,} dropped ({totals['seconds']:.1f}s of work)")
 
         output = run.publish_output(pipeline.stages[-1].label, names)
+        if not keep_intermediate:
+            _release_global_inputs(run, pipeline, names)
+            compact_run(run, [e.label for e in pipeline.stages], pipeline.reject_sample_per_reason)
         return RunResult(run.root, output, [stage_totals(run, e.label, e.type) for e in pipeline.stages], invalidated)
     finally:
         executor.close()
         teardown_stages(e.stage for e in pipeline.stages)  # the driver's own (source planning, reduce)
         lock.close()
+
+
+def _release_global_inputs(run: RunDir, pipeline: Pipeline, names: list[str]) -> None:
+    """A completed fused run keeps no shard it wrote only for a global stage to read
+    (the filter decisions the audit needs are in its scores; see `needs_all_scores`).
+    Kept: `materialize: true`, and LLM output (recomputing it would need the engine)."""
+    stages = pipeline.stages
+    for entry, nxt in itertools.pairwise(stages):
+        if isinstance(nxt.stage, GlobalStage) and not isinstance(entry.stage, GlobalStage) and not entry.materialize and entry.stage.parallel:
+            for n in names:
+                run.release(entry.label, n)
+
+
+def needs_all_scores(pipeline: Pipeline, index: int, first: int, last: int) -> bool:
+    """A stage whose input or output parquet will not stay on disk (inside a fused group,
+    or a global stage's input) stores the decisions of every row it saw, kept ones too,
+    so `synth audit --what-if` re-decides it without them."""
+    stages = pipeline.stages
+    return first < index or index < last or (index + 1 < len(stages) and isinstance(stages[index + 1].stage, GlobalStage) and not isinstance(stages[index].stage, GlobalStage))
 
 
 def _drop_summaries(run: RunDir, label: str, names: list[str]) -> None:

@@ -21,6 +21,10 @@ from synth.core.stage import Shard
 AUDIT_VERSION = 1
 # Long fields in reject samples are cut: the sample is for reading, not replay.
 REJECT_FIELD_CHARS = 2000
+# A shard's reject sample stops growing past this many bytes of JSON (every reason
+# keeps its first example): the audit shows a few per reason, and the scores of
+# every dropped record are stored apart (rejected/NN-name/scores/).
+REJECT_SAMPLE_BYTES = 32_000
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -47,15 +51,24 @@ def _shorten(value: Any) -> Any:
 def write_shard_ledger(run: RunDir, label: str, shard: Shard, n_in: int, n_out: int, seconds: float, creates_records: bool) -> dict:
     """Write rejects then statistics; the caller commits the shard's parquet last."""
     if shard.rejects:
-        rows = [
-            {
+        rows, size, first = [], 0, set()
+        for r in shard.rejects:
+            scores = _shorten(r.scores) if r.scores else None
+            # a score is shown once, under scores, not again inside the record
+            # numbers of earlier stages' scores and empty fields are left out: text and identity stay
+            record = {k: v for k, v in r.record.items() if (not scores or k not in scores) and v is not None and not isinstance(v, (float, bool))}
+            row = {
                 "reason": r.reason,
                 "id": str(r.record.get("id", "")),
-                "scores": json.dumps(_shorten(r.scores), ensure_ascii=False, default=str) if r.scores else None,
-                "record": json.dumps(_shorten(r.record), ensure_ascii=False, default=str),
+                "scores": json.dumps(scores, ensure_ascii=False, default=str) if scores else None,
+                "record": json.dumps(_shorten(record), ensure_ascii=False, default=str),
             }
-            for r in shard.rejects
-        ]
+            cost = len(row["record"]) + len(row["scores"] or "")
+            if r.reason in first and size + cost > REJECT_SAMPLE_BYTES:
+                continue
+            first.add(r.reason)
+            size += cost
+            rows.append(row)
         atomic_write_parquet(run.rejected(label, shard.name), pa.Table.from_pylist(rows, schema=REJECT_SCHEMA))
     stats = {
         "stage": label,
@@ -130,7 +143,11 @@ def reject_samples(run_root: str | Path, label: str, limit: int = 5) -> dict[str
     """A few rejected records per reason, for the report."""
     run = RunDir(run_root)
     by_reason: dict[str, list[dict]] = {}
-    for path in sorted((run.root / "rejected" / label).glob("part-*.parquet")):
+    folder = run.root / "rejected" / label
+    # a completed run merged its shards' samples into samples.parquet
+    for path in [*sorted(folder.glob("part-*.parquet")), folder / "samples.parquet"]:
+        if not path.exists():
+            continue
         for row in pq.read_table(path).to_pylist():
             bucket = by_reason.setdefault(row["reason"], [])
             if len(bucket) < limit:

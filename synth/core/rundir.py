@@ -5,6 +5,8 @@
     RUN/stages/NN-name/part-XXXXX.stats.json   its ledger entry
     RUN/stages/NN-name/_summaries/, _state/    global stages (dedup) only
     RUN/rejected/NN-name/part-XXXXX.parquet    a bounded sample of dropped records
+    RUN/rejected/NN-name/scores/               scores of dropped records (see synth.audit.collect)
+    (a completed fused run merges these per stage: synth.audit.compact)
     RUN/output/part-XXXXX.parquet         the final stage's shards: the run's output
     RUN/logs/                             errors and engine logs
 
@@ -18,7 +20,9 @@ profile and rejects as usual plus `part-XXXXX.fused.json`, naming the stage whos
 parquet commits the group; it is done exactly when that parquet exists. A kill
 before the group's commit leaves the whole group undone for that shard. A global
 stage's `_summaries/*.parquet` are deleted once `_state.done` is written (their
-`.counters.json` stay); `--keep-intermediate` keeps everything.
+`.counters.json` stay), and once the run completes, the shards written only as a
+global stage's input are deleted too, leaving `part-XXXXX.released.json` (done; a
+rerun that needs them recomputes them). `--keep-intermediate` keeps everything.
 """
 
 from __future__ import annotations
@@ -114,8 +118,11 @@ class RunDir:
     def fused_marker(self, label: str, name: str) -> Path:
         return self.stage_dir(label) / f"{name}.fused.json"
 
+    def released_marker(self, label: str, name: str) -> Path:
+        return self.stage_dir(label) / f"{name}.released.json"
+
     def is_done(self, label: str, name: str) -> bool:
-        if self.part(label, name).exists():
+        if self.part(label, name).exists() or self.released_marker(label, name).exists():
             return True
         marker = self.fused_marker(label, name)
         if not marker.exists():
@@ -124,11 +131,19 @@ class RunDir:
             committed_by = read_json(marker)["committed_by"]
         except (ValueError, KeyError, OSError):
             return False
-        return self.part(committed_by, name).exists()
+        return self.part(committed_by, name).exists() or self.released_marker(committed_by, name).exists()
 
     def is_materialized(self, label: str, name: str) -> bool:
         """Done with its parquet on disk (not only through a fused group's commit)."""
         return self.part(label, name).exists()
+
+    def release(self, label: str, name: str) -> None:
+        """Delete a finished shard no later step reads (a completed run's input of a
+        global stage): marked done first, so a kill in between loses nothing; whatever
+        needs it again recomputes it (synth.core.recompute)."""
+        if self.part(label, name).exists():
+            atomic_write_json(self.released_marker(label, name), {"released": True})
+            self.part(label, name).unlink()
 
     # -- housekeeping ------------------------------------------------------------
     def lock(self):

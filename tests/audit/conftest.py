@@ -19,15 +19,17 @@ def toy_pipeline(path, min_words=10, variant=0, name="toyaudit", extra_stage=Fal
     return path
 
 
-def run_toy(tmp, name="run", **kw):
+def run_toy(tmp, name="run", keep=True, **kw):
     pipe = toy_pipeline(tmp / f"{name}.yaml", **kw)
     run = tmp / name
-    # --keep-intermediate: the what-if tests re-decide from each filter's stored input
-    res = CliRunner().invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1", "--keep-intermediate"])
+    # --keep-intermediate: every stage's shards (the what-if reads them); fused (the
+    # default): the filters' stored scores of every row
+    flags = ["--keep-intermediate"] if keep else []
+    res = CliRunner().invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1", *flags])
     assert res.exit_code == 0, res.output
     return run
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    return run_toy(tmp_path_factory.mktemp("audit"))
+@pytest.fixture(scope="module", params=["keep-intermediate", "fused"])
+def toy_run(request, tmp_path_factory):
+    return run_toy(tmp_path_factory.mktemp("audit"), keep=request.param == "keep-intermediate")

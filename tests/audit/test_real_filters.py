@@ -12,7 +12,7 @@ from synth.cli import app
 runner = CliRunner()
 
 
-def _ingest(tmp_path, shared_data, name, min_words):
+def _ingest(tmp_path, shared_data, name, min_words, keep=True):
     pipe = tmp_path / f"{name}.yaml"
     pipe.write_text(
         yaml.safe_dump(
@@ -30,14 +30,15 @@ def _ingest(tmp_path, shared_data, name, min_words):
         )
     )
     run = tmp_path / name
-    res = runner.invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1", "--keep-intermediate", "--input", str(shared_data / "warc" / "aut-2008-crawl.warc.gz")])
+    flags = ["--keep-intermediate"] if keep else []
+    res = runner.invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1", *flags, "--input", str(shared_data / "warc" / "aut-2008-crawl.warc.gz")])
     assert res.exit_code == 0, res.output
     return run
 
 
 @pytest.mark.slow
 def test_what_if_and_overlap_on_real_ingest_filters(tmp_path, shared_data):
-    run = _ingest(tmp_path, shared_data, "a", 50)
+    run = _ingest(tmp_path, shared_data, "a", 50, keep=False)  # fused: re-decided from stored scores, overlap input recomputed
     res = runner.invoke(app, ["audit", str(run), "--json", "--what-if", "gopher_quality.min_words=120", "--overlap"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)

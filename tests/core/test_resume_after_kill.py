@@ -29,7 +29,7 @@ PIPELINE = {
 
 def _cmd(pipeline: Path, out: Path, fuse: bool) -> list[str]:
     cmd = [sys.executable, "-m", "synth", "run", str(pipeline), "--output", str(out), "--workers", "2"]
-    return cmd + (["--fuse"] if fuse else [])
+    return cmd + ([] if fuse else ["--keep-intermediate"])  # fused is the default
 
 
 def _output_ids(run: Path) -> list[str]:
@@ -77,3 +77,10 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, fuse):
             assert strip(again) == strip(stats), f"{label}/{stats.name}"
     if fuse:
         assert not list((killed / "stages" / "01-toy_slow").glob("part-*.parquet")), "a fused stage writes no shards"
+        # the completed run released dedup's input and merged its audit files, as the uninterrupted one did
+        assert not list((killed / "stages" / "02-toy_drop_odd").glob("part-*.parquet"))
+        for run in (clean, killed):
+            assert not list(run.rglob("part-*.profile.json")) and (run / "rejected" / "02-toy_drop_odd" / "scores.parquet").exists()
+        assert pq.read_table(killed / "rejected" / "02-toy_drop_odd" / "scores.parquet").sort_by([("shard", "ascending"), ("row", "ascending")]).equals(
+            pq.read_table(clean / "rejected" / "02-toy_drop_odd" / "scores.parquet").sort_by([("shard", "ascending"), ("row", "ascending")])
+        )

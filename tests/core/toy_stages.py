@@ -138,3 +138,35 @@ class TwoCores(Stage):
 
         reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
         return table.append_column("reserved_cpus", pa.array([reserved] * table.num_rows, pa.float64()))
+
+
+class PadText(Stage):
+    """Makes `text` long (past what the audit stores per row), so a filter reading it
+    must have its input recomputed to be re-decided."""
+
+    type = "toy_pad_text"
+    reads = ("text",)
+    writes = ("text",)
+
+    def process(self, table, shard):
+        padded = [t.rjust(120, ".") for t in table.column("text").to_pylist()]
+        return table.set_column(table.column_names.index("text"), "text", pa.array(padded, pa.string()))
+
+
+class DigitOptions(FilterOptions):
+    digits: str = "0"
+
+
+class DropDigit(Filter):
+    """A filter whose decide reads the text itself (as `rules` does), not only its score."""
+
+    type = "toy_drop_digit"
+    Options = DigitOptions
+    reads = ("text",)
+    writes = ("text_chars",)
+
+    def score(self, table, shard):
+        return {"text_chars": [len(t) for t in table.column("text").to_pylist()]}
+
+    def decide(self, row):
+        return "digit" if row["text"][-1] in self.options.digits else None

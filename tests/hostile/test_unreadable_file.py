@@ -12,7 +12,7 @@ import pytest
 
 from synth.core.config import build_pipeline
 from synth.core.executor import InputError, LocalExecutor, PipelineSource, run_pipeline
-from synth.core.ledger import audit
+from synth.core.ledger import audit, reject_samples
 
 
 def run(tmp_path, inputs):
@@ -36,7 +36,7 @@ def test_a_parquet_without_the_text_column_is_a_counted_drop(tmp_path):
     stage = audit(tmp_path / "run")["stages"][0]
     assert stage["dropped"] == {"unreadable_file": 1}
     # the reject sample only: rejected/NN/scores/ holds the audit's per-record scores
-    rejects = [r for p in (tmp_path / "run" / "rejected").glob("*/part-*.parquet") for r in pq.read_table(p).to_pylist()]
+    rejects = [r for rows in reject_samples(tmp_path / "run", stage["stage"]).values() for r in rows]
     assert len(rejects) == 1
     sample = json.dumps(rejects[0], default=str)
     assert "bad.parquet" in sample and "no column 'text'" in sample
