@@ -21,19 +21,23 @@ from pathlib import Path
 GENERAL = "general"
 DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "domains.ftz"
 
-# Two C-speed passes over UTF-8 bytes: a one-to-one table lowercases ASCII and turns
-# control characters into spaces (fastText reads one example per line), then one regex
-# puts spaces around ASCII punctuation, which becomes its own token (so "end." and
-# "end" share a feature, and code keeps its "(", "=", ":"). Only ASCII bytes change,
-# so a multi-byte UTF-8 character is never touched.
+# C-speed passes over UTF-8 bytes: a one-to-one table lowercases ASCII and turns
+# control characters into spaces (fastText reads one example per line), then each ASCII
+# punctuation character gets spaces around it and becomes its own token (so "end." and
+# "end" share a feature, and code keeps its "(", "=", ":"). One `bytes.replace` per
+# punctuation character is 3-4x faster than one regex with a substitution per match
+# (the regex calls back into Python for every hit). Only ASCII bytes change, so a
+# multi-byte UTF-8 character is never touched.
 _SEP = "\x1f"  # joins texts for the passes; the only control character kept
 _CONTROL = ("".join(chr(c) for c in range(32) if c != 0x1F) + "\x7f").encode()
 _LOWER_BLANK = bytes.maketrans(string.ascii_uppercase.encode() + _CONTROL, string.ascii_lowercase.encode() + b" " * len(_CONTROL))
-_PUNCT = re.compile(b"[" + re.escape(string.punctuation.encode()) + b"]")
+_SPACED_PUNCT = [(bytes([c]), b" " + bytes([c]) + b" ") for c in string.punctuation.encode()]
 
 
-def _spaced(match: re.Match) -> bytes:  # a function is faster than a b" \\1 " template here
-    return b" " + match.group() + b" "
+def _split_punct(raw: bytes) -> bytes:
+    for mark, spaced in _SPACED_PUNCT:
+        raw = raw.replace(mark, spaced)
+    return raw
 
 
 class DomainDataError(ValueError):
@@ -49,12 +53,12 @@ def domain_tokens_many(texts: Sequence[str], max_chars: int = 1000) -> list[str]
     joined = _SEP.join(t[:max_chars] for t in texts)
     if joined.count(_SEP) != len(texts) - 1:  # a text holds the separator itself
         return [domain_tokens(t, max_chars) for t in texts]
-    return _PUNCT.sub(_spaced, joined.encode("utf-8", "replace").translate(_LOWER_BLANK)).decode("utf-8").split(_SEP)
+    return _split_punct(joined.encode("utf-8", "replace").translate(_LOWER_BLANK)).decode("utf-8").split(_SEP)
 
 
 def domain_tokens(text: str, max_chars: int = 1000) -> str:
     raw = text[:max_chars].replace(_SEP, " ").encode("utf-8", "replace").translate(_LOWER_BLANK)
-    return _PUNCT.sub(_spaced, raw).decode("utf-8")
+    return _split_punct(raw).decode("utf-8")
 
 
 def metadata_path(model_path: Path | str) -> Path:
