@@ -31,24 +31,11 @@ def quality_train(
     quantize: bool = option_from(train_quality_classifier, "quantize", help="Quantize the model (much smaller file, slightly lower accuracy)."),
 ) -> None:
     """Train a fastText quality classifier and report held-out precision/recall/F1 per label."""
-    from synth.ingest.quality import QualityDataError, metrics_path, train_quality_classifier
+    from synth.ingest.fasttext_trainer import train_or_exit
+    from synth.ingest.quality import metrics_path
 
-    try:
-        metrics = train_quality_classifier(
-            examples,
-            output,
-            negatives=negatives,
-            positive_label=positive_label,
-            test_fraction=test_fraction,
-            seed=seed,
-            epoch=epoch,
-            lr=lr,
-            dim=dim,
-            word_ngrams=word_ngrams,
-            bucket=bucket,
-            quantize=quantize,
-        )
-    except (QualityDataError, RuntimeError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    metrics = train_or_exit(
+        train_quality_classifier, examples, output, negatives=negatives, positive_label=positive_label, test_fraction=test_fraction,
+        seed=seed, epoch=epoch, lr=lr, dim=dim, word_ngrams=word_ngrams, bucket=bucket, quantize=quantize,
+    )
     typer.echo(json.dumps({"model": str(output), "metrics": str(metrics_path(output)), "n_train": metrics["n_train"], "n_test": metrics["n_test"], "held_out": metrics["held_out"]}, indent=2))

@@ -13,10 +13,11 @@ import json
 import random
 import re
 import string
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+
+from synth.ingest.fasttext_trainer import TrainingDataError, label_metrics, read_labelled_jsonl, stratified_split, train_fasttext
 
 GENERAL = "general"
 DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "domains.ftz"
@@ -40,7 +41,7 @@ def _split_punct(raw: bytes) -> bytes:
     return raw
 
 
-class DomainDataError(ValueError):
+class DomainDataError(TrainingDataError):
     """Unusable training input; the message is meant for the user, one line."""
 
 
@@ -74,70 +75,37 @@ def read_metadata(model_path: Path | str) -> dict:
 
 
 def load_labelled(path: Path | str, text_field: str = "text", label_field: str = "domain") -> tuple[list[tuple[str, str]], Counter]:
-    """(text, domain) pairs from JSONL; malformed or unlabelled lines are counted, not fatal."""
+    """(text, domain) pairs from JSONL; malformed, unlabelled, blank or oddly labelled
+    lines are counted, not fatal."""
     path = Path(path)
     if not path.is_file():
         raise DomainDataError(f"labelled examples not found: {path}")
-    pairs: list[tuple[str, str]] = []
     skipped: Counter = Counter()
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                skipped["malformed_json"] += 1
-                continue
-            text = obj.get(text_field) if isinstance(obj, dict) else None
-            label = obj.get(label_field) if isinstance(obj, dict) else None
-            if not isinstance(text, str) or not text.strip() or label in (None, ""):
-                skipped[f"no_{text_field}_or_{label_field}"] += 1
-                continue
-            if not re.fullmatch(r"[\w.+-]+", str(label)):
-                skipped["bad_label"] += 1
-                continue
-            pairs.append((text, str(label)))
+    pairs = []
+    for text, label in read_labelled_jsonl(path, skipped, text_field, label_field):
+        if not text.strip():
+            skipped["skipped_blank_text"] += 1
+        elif not _LABEL.fullmatch(label):  # fastText labels are one token
+            skipped["skipped_bad_label"] += 1
+        else:
+            pairs.append((text, label))
     return pairs, skipped
+
+
+_LABEL = re.compile(r"[\w.+-]+")
 
 
 def split_held_out(pairs: list[tuple[str, str]], fraction: float, seed: int) -> tuple[list, list]:
     """Stratified split by distinct text: a text (and all its copies) lands on one
     side only; copies in training keep their weight."""
-    rng = random.Random(seed)
-    by_label: dict[str, list[str]] = {}
-    for text, label in pairs:
-        by_label.setdefault(label, []).append(text)
-    held: list[tuple[str, str]] = []
-    held_texts: set[str] = set()
-    for label in sorted(by_label):
-        texts = sorted(set(by_label[label]))
-        rng.shuffle(texts)
-        n = max(1, round(len(texts) * fraction)) if len(texts) > 2 else 0
-        held += [(t, label) for t in texts[:n]]
-        held_texts.update(texts[:n])
-    return [p for p in pairs if p[0] not in held_texts], held
+    return stratified_split(pairs, fraction, seed, distinct_texts=True)
 
 
 # -- metrics and calibration ------------------------------------------------------
 
 
 def per_domain_metrics(gold: Sequence[str], predicted: Sequence[str]) -> dict[str, dict]:
-    labels = sorted(set(gold) | set(predicted))
-    tp, fp, fn = Counter(), Counter(), Counter()
-    for g, p in zip(gold, predicted):
-        if g == p:
-            tp[g] += 1
-        else:
-            fp[p] += 1
-            fn[g] += 1
-    out = {}
-    for label in labels:
-        precision = tp[label] / (tp[label] + fp[label]) if tp[label] + fp[label] else 0.0
-        recall = tp[label] / (tp[label] + fn[label]) if tp[label] + fn[label] else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out[label] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "support": tp[label] + fn[label]}
-    return out
+    return label_metrics(gold, predicted, digits=4)
 
 
 def apply_threshold(labels: Sequence[str], confidences: Sequence[float], threshold: float) -> list[str]:
@@ -228,8 +196,6 @@ def train_domain_classifier(
 
     `valid` calibrates the threshold and `test` reports precision/recall; each
     defaults to a stratified share of `train` split off before training."""
-    import fasttext
-
     pairs, skipped = load_labelled(train, text_field, label_field)
     if len({lab for _, lab in pairs}) < 2:
         raise DomainDataError(f"{train}: need examples of at least two domains, found {sorted({lab for _, lab in pairs})}")
@@ -258,17 +224,11 @@ def train_domain_classifier(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     rows = _balanced(pairs, seed) if balance else pairs
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as tmp:
-        for (_, label), tokens in zip(rows, domain_tokens_many([t for t, _ in rows])):
-            tmp.write(f"__label__{label} {tokens}\n")
-    try:
-        model = fasttext.train_supervised(
-            tmp.name, epoch=epoch, lr=lr, dim=dim, wordNgrams=word_ngrams, bucket=bucket, minn=minn, maxn=maxn, minCount=1, seed=seed, thread=1, verbose=0
-        )
-        if quantize:
-            model.quantize(input=tmp.name, qnorm=True, retrain=True, cutoff=cutoff, epoch=max(5, epoch // 2), lr=lr, thread=1, verbose=0)
-    finally:
-        Path(tmp.name).unlink(missing_ok=True)
+    model = train_fasttext(
+        zip((label for _, label in rows), domain_tokens_many([t for t, _ in rows])),
+        epoch=epoch, lr=lr, dim=dim, word_ngrams=word_ngrams, bucket=bucket, minn=minn, maxn=maxn, seed=seed,
+        quantize=quantize, retrain_quantized=True, cutoff=cutoff,
+    )
     model.save_model(str(output))
 
     scorer = FastTextDomainModel.__new__(FastTextDomainModel)

@@ -130,7 +130,7 @@ def test_training_holds_out_calibrates_and_reports(tmp_path):
     meta = read_metadata(model)
     assert meta["threshold"] == report["threshold"] and meta["labels"] == ["general", "law", "math"]
     assert set(report["held_out"]) >= {"general", "law", "math"} and report["n_test"] > 0
-    assert report["skipped"] == {"malformed_json": 1, "no_text_or_domain": 1}
+    assert report["skipped"] == {"skipped_malformed_jsonl": 1, "skipped_no_text_or_domain": 1}
     assert report["n_train"] + report["n_test"] + report["calibration"]["examples"] == 120
     # a team's own domain routes to its own model
     router = Router(RoutingConfig(classifier=ClassifierConfig(model_path=str(model)), routes={"law": "lawyer"}), default_model="base")
@@ -229,3 +229,17 @@ def test_transformer_classifier_through_the_same_interface(tmp_path):
     assert strict.classify("solve the equation").domain == "general"
     with pytest.raises(FileNotFoundError, match="not a Hugging Face model folder"):
         make_classifier(ClassifierConfig(kind="transformers", model_path=str(tmp_path)))
+
+
+def test_route_train_flags_default_to_the_trainer_keywords():
+    import typer
+
+    from synth.core.cli_options import declared_default
+    from synth.llm.route_cli import route_train
+
+    app = typer.Typer()
+    app.command("train")(route_train)
+    app.command("other")(lambda: None)
+    flags = {p.name: p.default for p in typer.main.get_command(app).commands["train"].params}
+    for flag, keyword in (("held_out", "held_out_fraction"), ("seed", "seed"), ("epoch", "epoch"), ("dim", "dim"), ("bucket", "bucket"), ("quantize", "quantize"), ("balance", "balance")):
+        assert flags[flag] == declared_default(train_domain_classifier, keyword), flag
