@@ -117,6 +117,37 @@ def stdlib_rows(modules: list[str], domain: str, max_chars: int = 700):
             yield {"text": source[:max_chars], "domain": domain, "source": "stdlib", "item": name}
 
 
+def stdlib_doc_rows(modules: list[str], domain: str, min_chars: int = 120, max_chars: int = 900):
+    """Prose about programming, training only: the Python language reference's topics
+    (`pydoc_data.topics`, the text behind `help()`) and the docstrings of standard-library
+    modules, their classes and functions (sockets, TLS, hashing, parsing, concurrency:
+    the vocabulary of conceptual computer-science questions)."""
+    import pydoc_data.topics
+
+    def paragraphs(text: str):
+        for para in re.split(r"\n\s*\n", text):
+            para = one_line(para)
+            if len(para) >= min_chars and not set(para) <= set("*=-~ "):
+                yield para[:max_chars]
+
+    for topic in sorted(pydoc_data.topics.topics):
+        for para in paragraphs(pydoc_data.topics.topics[topic]):
+            yield {"text": para, "domain": domain, "source": "stdlib_docs", "item": f"topic:{topic}", "split": "train"}
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        docs = [module.__doc__] + [
+            obj.__doc__
+            for _, obj in sorted(vars(module).items())
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and getattr(obj, "__module__", None) == module.__name__
+        ]
+        for doc in docs:
+            for para in paragraphs(doc if isinstance(doc, str) else ""):
+                yield {"text": para, "domain": domain, "source": "stdlib_docs", "item": name, "split": "train"}
+
+
 _GUTENBERG_START = re.compile(r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*?\*\*\*", re.I)
 _GUTENBERG_END = re.compile(r"\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG", re.I)
 
@@ -147,11 +178,13 @@ def book_rows(data: Path, files: list[str], domain: str, per_book: int = 400):
 
 
 def news_rows(data: Path, domain: str, per_article: int = 4):
+    """The first `per_article` paragraphs of each article judge; the rest are more
+    training text of a training article (a held-out article's are dropped)."""
     truth = json.loads((data / "extraction" / "ground-truth.json").read_text(encoding="utf-8"))
     for key in sorted(truth):
         paras = [one_line(p) for p in truth[key].get("articleBody", "").split("\n") if len(p.split()) >= 12]
-        for p in paras[:per_article]:
-            yield {"text": p[:900], "domain": domain, "source": "news", "item": key}
+        for i, p in enumerate(paras):
+            yield {"text": p[:900], "domain": domain, "source": "news", "item": key, **({"view": True} if i >= per_article else {})}
 
 
 def kg_rows(data: Path, mapping: dict[str, list[str]], per_domain: int):
@@ -208,6 +241,7 @@ def assemble(data: Path, sources: dict) -> dict[str, list[dict]]:
         gsm8k_rows(data, sources["gsm8k"], "train"),
         humaneval_rows(data, sources["humaneval"]),
         stdlib_rows(sources.get("stdlib_modules", []), sources.get("stdlib_code", "code")),
+        stdlib_doc_rows(sources.get("stdlib_doc_modules", []), sources.get("stdlib_docs", "code")),
         book_rows(data, sources.get("books_files", []), sources.get("books", "humanities")),
         news_rows(data, sources.get("news", "general")),
         chat_rows(sources.get("chat", {})),
