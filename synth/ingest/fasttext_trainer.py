@@ -156,6 +156,49 @@ def train_fasttext(
 # -- command line ------------------------------------------------------------------
 
 
+# The training flags both `synth quality train` and `synth route train` take.
+FASTTEXT_FLAGS = {
+    "seed": "Split and training seed.",
+    "epoch": "Training epochs.",
+    "lr": "Learning rate.",
+    "dim": "Vector size.",
+    "word_ngrams": "Word n-gram features.",
+    "bucket": "Hash buckets for n-gram features (unquantized model size ~ bucket x dim x 4 bytes).",
+    "quantize": "Quantize the model (a much smaller file, slightly lower accuracy).",
+}
+
+
+def with_fasttext_flags(trainer: Callable) -> Callable:
+    """Decorator for a typer command that trains with `trainer`: adds the flags of
+    FASTTEXT_FLAGS, each defaulting to `trainer`'s keyword of that name, and hands their
+    values to the command as one dict, its `fasttext` parameter."""
+    import functools
+    import inspect
+    import typing
+
+    from synth.core.cli_options import declared_default, option_from
+
+    def wrap(command: Callable) -> Callable:
+        signature = inspect.signature(command)
+        hints = typing.get_type_hints(command)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values() if p.name != "fasttext"]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option_from(trainer, name, help=text), annotation=type(declared_default(trainer, name)))
+            for name, text in FASTTEXT_FLAGS.items()
+        ]
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            fasttext = {name: kwargs.pop(name) for name in FASTTEXT_FLAGS}
+            return command(**kwargs, fasttext=fasttext)
+
+        run.__signature__ = signature.replace(parameters=own + added, return_annotation=None)
+        run.__annotations__ = {p.name: p.annotation for p in own + added}
+        return run
+
+    return wrap
+
+
 def train_or_exit(train: Callable[..., dict], *args, **kwargs) -> dict:
     """Run a trainer for a CLI command: a user error (bad or missing input, an
     unusable fastText install) ends the command with one line and exit code 2."""

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from synth.core.cli_options import option_from
+from synth.ingest.fasttext_trainer import with_fasttext_flags
 from synth.llm.domain_model import train_domain_classifier
 
 
@@ -26,6 +27,7 @@ def _metrics_table(title: str, metrics: dict) -> Table:
     return table
 
 
+@with_fasttext_flags(train_domain_classifier)
 def route_train(
     examples: Path = typer.Argument(..., help="JSONL of {text, domain}: the labelled training examples."),
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.bin, or .ftz with --quantize); its metadata (threshold, metrics) goes beside it as .json."),
@@ -34,15 +36,9 @@ def route_train(
     held_out: float = option_from(train_domain_classifier, "held_out_fraction", "--held-out", help="Share per domain held out for each of calibration and test when --valid/--test are not given."),
     text_field: str = option_from(train_domain_classifier, "text_field", help="JSON field with the text."),
     label_field: str = option_from(train_domain_classifier, "label_field", help="JSON field with the domain."),
-    seed: int = option_from(train_domain_classifier, "seed", help="Split and training seed."),
-    epoch: int = option_from(train_domain_classifier, "epoch", help="Training epochs."),
-    lr: float = option_from(train_domain_classifier, "lr", help="Learning rate."),
-    dim: int = option_from(train_domain_classifier, "dim", help="Vector size."),
-    word_ngrams: int = option_from(train_domain_classifier, "word_ngrams", help="Word n-gram features."),
-    bucket: int = option_from(train_domain_classifier, "bucket", help="Hash buckets for n-grams (unquantized size ~ bucket x dim x 4 bytes)."),
-    quantize: bool = option_from(train_domain_classifier, "quantize", help="Quantize (a file of ~1 MB instead of tens)."),
     balance: bool = option_from(train_domain_classifier, "balance", help="Repeat examples of small domains up to the largest one's count."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    fasttext: dict = None,
 ) -> None:
     """Train a fastText domain classifier; print held-out precision/recall per domain
     and the calibrated confidence threshold (below it the label is `general`)."""
@@ -50,8 +46,8 @@ def route_train(
     from synth.llm.domain_model import metadata_path
 
     report = train_or_exit(
-        train_domain_classifier, examples, output, valid=valid, test=test, held_out_fraction=held_out, seed=seed, epoch=epoch, lr=lr, dim=dim,
-        word_ngrams=word_ngrams, bucket=bucket, quantize=quantize, balance=balance, text_field=text_field, label_field=label_field,
+        train_domain_classifier, examples, output, valid=valid, test=test, held_out_fraction=held_out, balance=balance, text_field=text_field, label_field=label_field,
+        **fasttext,
     )
     if as_json:
         typer.echo(json.dumps(report, indent=1, sort_keys=True))
