@@ -76,6 +76,10 @@ def mmlu_rows(data: Path, mapping: dict[str, list[str]], part: str):
                 answer = row[f"choice{int(row['answer'])}"] if str(row.get("answer", "")).isdigit() else ""
                 if answer and answer not in text:
                     yield {"text": f"{q} {answer}", "domain": domain, "source": f"mmlu/{subject}", "item": q, "view": True}
+                # And the choices alone: terms of the subject without the question's framing.
+                choices = " ".join(row[f"choice{i}"] for i in range(4))
+                if len(choices.split()) >= 6 and choices not in text:
+                    yield {"text": choices, "domain": domain, "source": f"mmlu/{subject}", "item": q, "view": True}
 
 
 def gsm8k_rows(data: Path, domain: str, part: str):
@@ -298,9 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         # held-out recall; the quantize cutoff keeps 300k features (about 2 MB).
         report = train_domain_classifier(
             args.out / "train.jsonl", model, valid=args.out / "valid.jsonl", test=args.out / "test.jsonl",
-            quantize=True, dim=16, bucket=100_000, epoch=25, cutoff=300_000,
+            quantize=True, dim=16, bucket=100_000, epoch=25, cutoff=300_000, calibrate_weights=True,
         )
-        print(json.dumps({k: report[k] for k in ("model", "size_bytes", "threshold", "held_out")}, indent=1))
+        print(json.dumps({k: report[k] for k in ("model", "size_bytes", "threshold", "domain_weights", "held_out")}, indent=1))
     return 0
 
 

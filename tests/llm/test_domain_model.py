@@ -243,3 +243,33 @@ def test_route_train_flags_default_to_the_trainer_keywords():
     flags = {p.name: p.default for p in typer.main.get_command(app).commands["train"].params}
     for flag, keyword in (("held_out", "held_out_fraction"), ("seed", "seed"), ("epoch", "epoch"), ("dim", "dim"), ("bucket", "bucket"), ("quantize", "quantize"), ("balance", "balance")):
         assert flags[flag] == declared_default(train_domain_classifier, keyword), flag
+
+
+def test_domain_weights_recover_an_under_called_domain():
+    from synth.llm.domain_model import calibrate_domain_weights, weighted_labels
+
+    # `rare` questions look a little like `big` ones: unweighted, half of them go to `big`.
+    probs = [{"big": 0.9, "rare": 0.1}] * 50 + [{"big": 0.6, "rare": 0.4}] * 10 + [{"rare": 0.9, "big": 0.1}] * 10
+    gold = ["big"] * 50 + ["rare"] * 20
+    assert per_domain_metrics(gold, weighted_labels(probs, {})[0])["rare"]["recall"] == 0.5
+    weights, _ = calibrate_domain_weights(gold, probs)
+    labels, confs = weighted_labels(probs, weights)
+    assert per_domain_metrics(gold, labels)["rare"]["recall"] == 1.0 and per_domain_metrics(gold, labels)["big"]["recall"] == 1.0
+    assert confs[50] == 0.4  # the confidence stays the chosen label's own probability
+
+
+def test_trained_weights_are_stored_and_applied(tmp_path):
+    from synth.llm.domain_model import FastTextDomainModel
+
+    model = tmp_path / "w.bin"
+    report = train_domain_classifier(_labelled(tmp_path / "train.jsonl"), model, epoch=5, calibrate_weights=True)
+    assert set(report["domain_weights"]) == {"general", "law", "math"} and read_metadata(model)["domain_weights"] == report["domain_weights"]
+    scorer = FastTextDomainModel(model)
+    texts = ["the court ruled on the contract", "solve the equation 2 + x = 4", "shall we walk in the park"]
+    scorer.metadata = {}
+    plain = scorer.predict(texts)
+    scorer.metadata = {"domain_weights": {"general": 1.0, "law": 1.0, "math": 1.0}}
+    assert scorer.predict(texts) == plain  # unit weights: the plain top label
+    scorer.metadata = {"domain_weights": {"law": 1e6}}
+    labels, confs = scorer.predict(texts)
+    assert labels == ["law"] * 3 and confs[0] == plain[1][0] and all(0 < c <= 1 for c in confs)
