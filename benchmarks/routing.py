@@ -95,7 +95,7 @@ def main() -> None:
     rules = RuleClassifier()
     trained = make_classifier(ClassifierConfig(model_path=str(model_path)))
     labellers = {"rules": rules, "trained": trained}
-    print(f"model {model_path.name}: {model_path.stat().st_size:,} bytes, threshold {trained.threshold:.2f} (calibrated on {meta.get('calibration', {}).get('examples', 0):,} held-out examples)")
+    print(f"model {model_path.name}: {model_path.stat().st_size:,} bytes, threshold {trained.threshold:.2f} (calibrated on {meta.get('calibration', {}).get('examples', 0):,} held-out examples), domain weights {meta.get('domain_weights') or 'none'}")
     test = report("held-out (test split, never trained or calibrated on)", splits["test"], labellers)
     report("unseen sources (MMLU dev, GSM8K test)", splits["unseen"], labellers)
     # Where the misses are: accuracy per source of the held-out split.
@@ -108,12 +108,13 @@ def main() -> None:
     texts = (texts * (args.speed_texts // len(texts) + 1))[: args.speed_texts]
     # fastText's own batch prediction on already normalised lines: the floor under the
     # trained labeller, so what the wrapper (normalising, thresholding) costs is visible.
-    fasttext_model = trained.model.model
+    # With calibrated domain weights the labeller needs every label's probability (k=-1).
+    fasttext_model, k = trained.model.model, -1 if trained.model.metadata.get("domain_weights") else 1
     lines = [t + "\n" for t in domain_tokens_many(texts)]
     timed = {
         "rules": rules.classify_many,
         "trained": trained.classify_many,
-        "fastText predict alone": lambda _: fasttext_model.f.multilinePredict(lines, 1, 0.0, "strict"),
+        "fastText predict alone": lambda _: fasttext_model.f.multilinePredict(lines, k, 0.0, "strict"),
     }
     speed = {lab: labels_per_second(fn, texts, args.repeat) for lab, fn in timed.items()}
     mean_chars = statistics.mean(len(t) for t in texts)

@@ -181,6 +181,9 @@ def test_assembly_script_splits_by_source_item(shared_data, tmp_path):
     for split in ("valid", "test"):
         assert {r["domain"] for r in splits[split]} == {"math", "code", "science", "humanities", "general"}
         assert not any(r.get("view") for r in splits[split])
+        # training-only sources (facts, standard-library prose) never judge
+        assert not {r["source"] for r in splits[split]} & {"kg", "stdlib_docs"}
+    assert {r["source"] for r in splits["train"]} >= {"kg", "stdlib_docs"}
     assert {r["source"].split("/")[0] for r in splits["unseen"]} == {"mmlu", "gsm8k"}
     # books are held out whole: a book's passages sit in one split only
     books = Counter((r["item"], s) for s, rows in splits.items() for r in rows if r["source"] == "books")
