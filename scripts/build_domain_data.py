@@ -121,35 +121,58 @@ def stdlib_rows(modules: list[str], domain: str, max_chars: int = 700):
             yield {"text": source[:max_chars], "domain": domain, "source": "stdlib", "item": name}
 
 
-def stdlib_doc_rows(modules: list[str], domain: str, min_chars: int = 120, max_chars: int = 900):
-    """Prose about programming, training only: the Python language reference's topics
-    (`pydoc_data.topics`, the text behind `help()`) and the docstrings of standard-library
-    modules, their classes and functions (sockets, TLS, hashing, parsing, concurrency:
-    the vocabulary of conceptual computer-science questions)."""
-    import pydoc_data.topics
+def _prose_paragraphs(text: str, min_chars: int = 120, max_chars: int = 900):
+    """Paragraphs of documentation prose: no doctest examples, no heading rules."""
+    for para in re.split(r"\n\s*\n", text):
+        if ">>>" in para:
+            continue
+        para = one_line(para)
+        if len(para) >= min_chars and not set(para) <= set("*=-~ "):
+            yield para[:max_chars]
 
-    def paragraphs(text: str):
-        for para in re.split(r"\n\s*\n", text):
-            para = one_line(para)
-            if len(para) >= min_chars and not set(para) <= set("*=-~ "):
-                yield para[:max_chars]
 
-    for topic in sorted(pydoc_data.topics.topics):
-        for para in paragraphs(pydoc_data.topics.topics[topic]):
-            yield {"text": para, "domain": domain, "source": "stdlib_docs", "item": f"topic:{topic}", "split": "train"}
-    for name in modules:
+def _modules(names: list[str]):
+    """The named modules; `pkg.*` is a package and every module under it but its tests."""
+    import pkgutil
+
+    for name in names:
+        walk = name.endswith(".*")
         try:
-            module = importlib.import_module(name)
+            module = importlib.import_module(name.removesuffix(".*"))
         except ImportError:
             continue
+        yield module
+        if walk and hasattr(module, "__path__"):
+            for info in pkgutil.walk_packages(module.__path__, module.__name__ + "."):
+                if ".tests" in info.name or ".test_" in info.name:
+                    continue
+                try:
+                    yield importlib.import_module(info.name)
+                except Exception:  # an optional dependency missing: skip that module
+                    continue
+
+
+def doc_rows(modules: list[str], domain: str, source: str, topics: bool = False):
+    """Documentation prose, training only: the docstrings of the named modules, their
+    classes and functions, and with `topics` the Python language reference behind
+    `help()` (`pydoc_data.topics`). The standard library's prose is the vocabulary of
+    conceptual computer-science questions (sockets, TLS, hashing, parsing, concurrency);
+    sympy.physics' that of physics questions."""
+    if topics:
+        import pydoc_data.topics
+
+        for topic in sorted(pydoc_data.topics.topics):
+            for para in _prose_paragraphs(pydoc_data.topics.topics[topic]):
+                yield {"text": para, "domain": domain, "source": source, "item": f"topic:{topic}", "split": "train"}
+    for module in _modules(modules):
         docs = [module.__doc__] + [
             obj.__doc__
             for _, obj in sorted(vars(module).items())
             if (inspect.isfunction(obj) or inspect.isclass(obj)) and getattr(obj, "__module__", None) == module.__name__
         ]
         for doc in docs:
-            for para in paragraphs(doc if isinstance(doc, str) else ""):
-                yield {"text": para, "domain": domain, "source": "stdlib_docs", "item": name, "split": "train"}
+            for para in _prose_paragraphs(doc if isinstance(doc, str) else ""):
+                yield {"text": para, "domain": domain, "source": source, "item": module.__name__, "split": "train"}
 
 
 _GUTENBERG_START = re.compile(r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*?\*\*\*", re.I)
@@ -245,7 +268,8 @@ def assemble(data: Path, sources: dict) -> dict[str, list[dict]]:
         gsm8k_rows(data, sources["gsm8k"], "train"),
         humaneval_rows(data, sources["humaneval"]),
         stdlib_rows(sources.get("stdlib_modules", []), sources.get("stdlib_code", "code")),
-        stdlib_doc_rows(sources.get("stdlib_doc_modules", []), sources.get("stdlib_docs", "code")),
+        doc_rows(sources.get("stdlib_doc_modules", []), sources.get("stdlib_docs", "code"), "stdlib_docs", topics=True),
+        *(doc_rows(modules, domain, "package_docs") for domain, modules in sources.get("package_docs", {}).items()),
         book_rows(data, sources.get("books_files", []), sources.get("books", "humanities")),
         news_rows(data, sources.get("news", "general")),
         chat_rows(sources.get("chat", {})),
