@@ -283,7 +283,9 @@ def train_domain_classifier(
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    rows = _balanced(pairs, seed) if balance else pairs
+    # fastText learns in file order: examples grouped by source would leave the model
+    # with the last group's view of the world, so the rows are always shuffled.
+    rows = _balanced(pairs, seed) if balance else random.Random(seed).sample(pairs, len(pairs))
     model = train_fasttext(
         zip((label for _, label in rows), domain_tokens_many([t for t, _ in rows])),
         epoch=epoch, lr=lr, dim=dim, word_ngrams=word_ngrams, bucket=bucket, minn=minn, maxn=maxn, seed=seed,

@@ -276,3 +276,11 @@ def test_trained_weights_are_stored_and_applied(tmp_path):
     scorer.metadata = {"domain_weights": {"law": 1e6}}
     labels, confs = scorer.predict(texts)
     assert labels == ["law"] * 3 and confs[0] == plain[1][0] and all(0 < c <= 1 for c in confs)
+
+
+def test_unbalanced_training_still_shuffles_a_file_grouped_by_domain(tmp_path):
+    rows = sorted((json.loads(line) for line in _labelled(tmp_path / "mixed.jsonl", n=60).read_text().splitlines()[:-2]), key=lambda r: r["domain"])
+    grouped = tmp_path / "grouped.jsonl"
+    grouped.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = train_domain_classifier(grouped, tmp_path / "g.bin", epoch=5, balance=False)
+    assert all(m["recall"] >= 0.9 for m in report["held_out"].values()), report["held_out"]
