@@ -278,9 +278,22 @@ def test_trained_weights_are_stored_and_applied(tmp_path):
     assert labels == ["law"] * 3 and confs[0] == plain[1][0] and all(0 < c <= 1 for c in confs)
 
 
-def test_unbalanced_training_still_shuffles_a_file_grouped_by_domain(tmp_path):
+def test_unbalanced_training_still_shuffles_a_file_grouped_by_domain(tmp_path, monkeypatch):
+    import synth.llm.domain_model as domain_model
+
+    seen: list[str] = []
+    real = domain_model.train_fasttext
+
+    def recording(examples, **kw):
+        examples = list(examples)
+        seen.extend(label for label, _ in examples)
+        return real(examples, **kw)
+
+    monkeypatch.setattr(domain_model, "train_fasttext", recording)
     rows = sorted((json.loads(line) for line in _labelled(tmp_path / "mixed.jsonl", n=60).read_text().splitlines()[:-2]), key=lambda r: r["domain"])
     grouped = tmp_path / "grouped.jsonl"
     grouped.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     report = train_domain_classifier(grouped, tmp_path / "g.bin", epoch=5, balance=False)
+    switches = sum(a != b for a, b in zip(seen, seen[1:]))
+    assert switches > len(seen) / 3  # grouped, there would be 2
     assert all(m["recall"] >= 0.9 for m in report["held_out"].values()), report["held_out"]
