@@ -291,9 +291,11 @@ def test_unbalanced_training_still_shuffles_a_file_grouped_by_domain(tmp_path, m
 
     monkeypatch.setattr(domain_model, "train_fasttext", recording)
     rows = sorted((json.loads(line) for line in _labelled(tmp_path / "mixed.jsonl", n=60).read_text().splitlines()[:-2]), key=lambda r: r["domain"])
-    grouped = tmp_path / "grouped.jsonl"
-    grouped.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    report = train_domain_classifier(grouped, tmp_path / "g.bin", epoch=5, balance=False)
+    files = {}
+    for name, part in (("train", rows), ("valid", rows[::10]), ("test", rows[5::10])):  # given splits: no split shuffles
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("\n".join(json.dumps(r) for r in part) + "\n")
+    report = train_domain_classifier(files["train"], tmp_path / "g.bin", valid=files["valid"], test=files["test"], epoch=5, balance=False)
     switches = sum(a != b for a, b in zip(seen, seen[1:]))
     assert switches > len(seen) / 3  # grouped, there would be 2
     assert all(m["recall"] >= 0.9 for m in report["held_out"].values()), report["held_out"]
