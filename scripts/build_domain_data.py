@@ -195,12 +195,15 @@ def book_passages(text: str, min_chars: int = 200, max_chars: int = 900) -> list
     return out
 
 
-def book_rows(data: Path, files: list[str], domain: str, per_book: int = 400):
+def book_rows(data: Path, files: list[str], domain: str, per_book: int = 400, train_per_book: int | None = None):
+    """Passages spread over each book; a training book gives `train_per_book` of them (a
+    novel's dialogue is everyday English: too much of it teaches that chat is humanities)."""
     splits = split_few("books", files)
     for name in files:
         passages = book_passages((data / "books" / name).read_text(encoding="utf-8", errors="replace"))
-        step = max(1, len(passages) // per_book)  # spread over the whole book
-        for p in passages[::step][:per_book]:
+        n = train_per_book if splits[name] == "train" and train_per_book else per_book
+        step = max(1, len(passages) // n)  # spread over the whole book
+        for p in passages[::step][:n]:
             yield {"text": p, "domain": domain, "source": "books", "item": name, "split": splits[name]}
 
 
@@ -232,7 +235,10 @@ def kg_rows(data: Path, mapping: dict[str, list[str]], per_domain: int):
         yield from rows[:per_domain]
 
 
-def chat_rows(mapping: dict[str, list[str]]):
+def chat_rows(mapping: dict[str, list[str]], train_only: dict[str, list[str]] | None = None):
+    """User turns of the chat corpus, one item each; the replies that follow are more
+    training text of a training item. Categories in `train_only` (mixed-topic ones such as
+    trivia) teach but never judge."""
     try:
         package = importlib.import_module("chatterbot_corpus")
     except ImportError:
@@ -240,6 +246,8 @@ def chat_rows(mapping: dict[str, list[str]]):
         return
     folder = Path(package.__file__).parent / "data" / "english"
     category_domain = {c: d for d, cats in mapping.items() for c in cats}
+    only_train = {c for cats in (train_only or {}).values() for c in cats}
+    category_domain.update({c: d for d, cats in (train_only or {}).items() for c in cats})
     seen = set()
     for path in sorted(folder.glob("*.yml")):
         domain = category_domain.get(path.stem)
@@ -253,7 +261,11 @@ def chat_rows(mapping: dict[str, list[str]]):
             if turn.lower() in seen or len(turn) < 3:
                 continue
             seen.add(turn.lower())
-            yield {"text": turn, "domain": domain, "source": f"chat/{path.stem}", "item": turn.lower()}
+            where = {"split": "train"} if path.stem in only_train else {}
+            yield {"text": turn, "domain": domain, "source": f"chat/{path.stem}", "item": turn.lower(), **where}
+            for reply in convo[1:]:
+                if isinstance(reply, str) and len(reply.split()) >= 3:
+                    yield {"text": one_line(reply), "domain": domain, "source": f"chat/{path.stem}", "item": turn.lower(), "view": True, **where}
 
 
 def instruction_view(row: dict, openings: list[str]) -> dict:
@@ -270,9 +282,9 @@ def assemble(data: Path, sources: dict) -> dict[str, list[dict]]:
         stdlib_rows(sources.get("stdlib_modules", []), sources.get("stdlib_code", "code")),
         doc_rows(sources.get("stdlib_doc_modules", []), sources.get("stdlib_docs", "code"), "stdlib_docs", topics=True),
         *(doc_rows(modules, domain, "package_docs") for domain, modules in sources.get("package_docs", {}).items()),
-        book_rows(data, sources.get("books_files", []), sources.get("books", "humanities")),
+        book_rows(data, sources.get("books_files", []), sources.get("books", "humanities"), train_per_book=sources.get("books_train_per_book")),
         news_rows(data, sources.get("news", "general")),
-        chat_rows(sources.get("chat", {})),
+        chat_rows(sources.get("chat", {}), sources.get("chat_train_only")),
         kg_rows(data, sources.get("kg", {}), sources.get("kg_facts_per_domain", 3000)),
     ]
     openings = sources.get("instruction_views", [])
