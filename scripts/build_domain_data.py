@@ -2,9 +2,10 @@
 """Assemble the labelled text the default domain classifier is trained on.
 
 Reads the sources named in scripts/domain_sources.yaml (MMLU subjects, GSM8K, HumanEval,
-standard-library code, book passages, news articles, chat user turns) from the shared
-data folder and the installed `chatterbot-corpus` package, labels each with its domain,
-and writes JSONL files of {"text", "domain", "source", "item"}:
+standard-library code, book passages, news articles, chat turns; training only: FB15k-237
+facts and documentation prose of the standard library and installed packages) from the
+shared data folder, the standard library and installed packages (`chatterbot-corpus`,
+sympy), labels each with its domain, and writes JSONL files of {"text", "domain", "source", "item"}:
 
   train.jsonl   training
   valid.jsonl   threshold calibration (never trained on)
