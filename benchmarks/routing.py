@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from synth.llm.domain_model import DEFAULT_MODEL_PATH, per_domain_metrics, read_metadata  # noqa: E402
+from synth.llm.domain_model import DEFAULT_MODEL_PATH, domain_tokens_many, per_domain_metrics, read_metadata  # noqa: E402
 from synth.synthesis.route import ClassifierConfig, RuleClassifier, make_classifier  # noqa: E402
 
 
@@ -41,16 +41,17 @@ def _assembly():
     return module
 
 
-def labels_per_second(classifier, texts: list[str], repeat: int) -> tuple[float, float]:
-    """(labels per CPU-second, labels per wall second), medians. Labelling is one thread,
-    so CPU time is one core's time; it stays honest on a busy shared machine."""
+def labels_per_second(label_many, texts: list[str], repeat: int) -> tuple[float, float, float]:
+    """(median labels per CPU-second, best labels per CPU-second, median labels per wall
+    second). Labelling is one thread, so CPU time is one core's time; it stays honest on
+    a busy shared machine, and the best pass is the one least disturbed by neighbours."""
     cpu, wall = [], []
     for _ in range(repeat):
         c0, w0 = time.process_time(), time.perf_counter()
-        classifier.classify_many(texts)
+        label_many(texts)
         cpu.append(len(texts) / max(time.process_time() - c0, 1e-9))
         wall.append(len(texts) / (time.perf_counter() - w0))
-    return statistics.median(cpu), statistics.median(wall)
+    return statistics.median(cpu), max(cpu), statistics.median(wall)
 
 
 def report(name: str, rows: list[dict], labellers: dict) -> dict[str, dict]:
@@ -75,7 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--model", default=None, help="fastText model (default: the packaged one)")
-    ap.add_argument("--repeat", type=int, default=3, help="timing passes (median)")
+    ap.add_argument("--repeat", type=int, default=5, help="timing passes (median and best)")
     ap.add_argument("--speed-texts", type=int, default=20_000, help="texts per timing pass")
     args = ap.parse_args()
 
@@ -94,7 +95,7 @@ def main() -> None:
     rules = RuleClassifier()
     trained = make_classifier(ClassifierConfig(model_path=str(model_path)))
     labellers = {"rules": rules, "trained": trained}
-    print(f"model {model_path.name}: {model_path.stat().st_size:,} bytes, threshold {trained.threshold:.2f} (calibrated on {meta.get('calibration', {}).get('examples', 0):,} held-out examples)")
+    print(f"model {model_path.name}: {model_path.stat().st_size:,} bytes, threshold {trained.threshold:.2f} (calibrated on {meta.get('calibration', {}).get('examples', 0):,} held-out examples), domain weights {meta.get('domain_weights') or 'none'}")
     test = report("held-out (test split, never trained or calibrated on)", splits["test"], labellers)
     report("unseen sources (MMLU dev, GSM8K test)", splits["unseen"], labellers)
     # Where the misses are: accuracy per source of the held-out split.
@@ -105,11 +106,22 @@ def main() -> None:
 
     texts = [r["text"] for r in splits["test"] + splits["unseen"]]
     texts = (texts * (args.speed_texts // len(texts) + 1))[: args.speed_texts]
-    speed = {lab: labels_per_second(c, texts, args.repeat) for lab, c in labellers.items()}
+    # fastText's own batch prediction on already normalised lines: the floor under the
+    # trained labeller, so what the wrapper (normalising, thresholding) costs is visible.
+    # With calibrated domain weights the labeller needs every label's probability (k=-1).
+    fasttext_model, k = trained.model.model, -1 if trained.model.metadata.get("domain_weights") else 1
+    lines = [t + "\n" for t in domain_tokens_many(texts)]
+    timed = {
+        "rules": rules.classify_many,
+        "trained": trained.classify_many,
+        "fastText predict alone": lambda _: fasttext_model.f.multilinePredict(lines, k, 0.0, "strict"),
+    }
+    speed = {lab: labels_per_second(fn, texts, args.repeat) for lab, fn in timed.items()}
     mean_chars = statistics.mean(len(t) for t in texts)
-    print(f"\nlabels/s ({len(texts):,} texts, mean {mean_chars:.0f} chars), per CPU-second (one core) / per wall second:")
-    for lab, (cpu, wall) in speed.items():
-        print(f"  {lab:8s} {cpu:10,.0f} {wall:10,.0f}")
+    print(f"\nlabels/s ({len(texts):,} texts, mean {mean_chars:.0f} chars, {args.repeat} passes), per CPU-second (one core) median / best, per wall second median:")
+    for lab, (cpu, best, wall) in speed.items():
+        print(f"  {lab:24s} {cpu:10,.0f} {best:10,.0f} {wall:10,.0f}")
+    print(f"trained/predict-alone={speed['trained'][0] / speed['fastText predict alone'][0]:.2f}")
     print(f"labels_per_s={speed['trained'][0]:.0f}")
     print(f"min_recall={min(m['recall'] for m in test['trained'].values()):.3f}")
     print(f"ratio={speed['trained'][0] / speed['rules'][0]:.2f}")

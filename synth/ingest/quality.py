@@ -9,9 +9,7 @@ model as `<model>.json`. The filter reads that file to know the positive label.
 from __future__ import annotations
 
 import json
-import random
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +20,14 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from synth.core.stage import Filter, FilterOptions, Shard, files_digest
+from synth.ingest.fasttext_trainer import (
+    TrainingDataError,
+    jsonl_objects,
+    label_metrics,
+    read_labelled_jsonl,
+    stratified_split,
+    train_fasttext,
+)
 from synth.ingest.langid import LABEL_PREFIX, FastTextPredictor, load_fasttext_model
 
 POSITIVE_LABEL = "high"
@@ -33,7 +39,7 @@ _TOKEN_SPLIT = re.compile(r"([^\w\s])")
 _SPACES = re.compile(r"\s+")
 
 
-class QualityDataError(ValueError):
+class QualityDataError(TrainingDataError):
     """Unusable training input; the message is meant for the user, one line."""
 
 
@@ -53,22 +59,10 @@ def metrics_path(model_path: Path) -> Path:
 # -- reading examples -------------------------------------------------------------
 
 
-def _jsonl_objects(path: Path, counts: Counter) -> Iterator:
-    """Parsed lines of a JSONL file; malformed lines are counted, not fatal."""
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                counts["skipped_malformed_jsonl"] += 1
-
-
 def _texts_in_file(path: Path, counts: Counter) -> Iterator[str]:
     """A .jsonl file holds many documents (objects with "text", or strings); any other file is one."""
     if path.suffix == ".jsonl":
-        for obj in _jsonl_objects(path, counts):
+        for obj in jsonl_objects(path, counts):
             text = obj.get("text") if isinstance(obj, dict) else obj
             if isinstance(text, str) and text.strip():
                 yield text
@@ -105,12 +99,7 @@ def load_examples(examples: Path, negatives: Path | None = None) -> tuple[list[t
             raise QualityDataError(f"{examples}: expected one subfolder per label (e.g. high/ and low/), or pass --negatives")
         pairs = [pair for sub in subdirs for pair in _folder_examples(sub, sub.name, counts)]
     else:
-        pairs = []
-        for obj in _jsonl_objects(examples, counts):
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or obj.get("label") is None:
-                counts["skipped_no_text_or_label"] += 1
-                continue
-            pairs.append((obj["text"], str(obj["label"])))
+        pairs = read_labelled_jsonl(examples, counts)
     return pairs, counts
 
 
@@ -123,47 +112,6 @@ def _pick_positive(labels: set[str], positive_label: str | None) -> str:
         if name in labels:
             return name
     raise QualityDataError(f"cannot tell the positive label among {sorted(labels)}: pass positive_label")
-
-
-def _split(pairs: list[tuple[str, str]], test_fraction: float, seed: int):
-    """Stratified: each label keeps its share in the held-out part."""
-    rng = random.Random(seed)
-    by_label: dict[str, list[str]] = {}
-    for text, label in pairs:
-        by_label.setdefault(label, []).append(text)
-    train, test = [], []
-    for label in sorted(by_label):
-        texts = by_label[label]
-        rng.shuffle(texts)
-        n_test = max(1, round(len(texts) * test_fraction)) if test_fraction > 0 and len(texts) > 1 else 0
-        test += [(t, label) for t in texts[:n_test]]
-        train += [(t, label) for t in texts[n_test:]]
-    rng.shuffle(train)
-    return train, test
-
-
-def _label_metrics(gold: list[str], predicted: list[str], labels: list[str]) -> dict:
-    report = {}
-    for label in labels:
-        tp = sum(1 for g, p in zip(gold, predicted) if g == label and p == label)
-        fp = sum(1 for g, p in zip(gold, predicted) if g != label and p == label)
-        fn = sum(1 for g, p in zip(gold, predicted) if g == label and p != label)
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        report[label] = {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
-    return report
-
-
-def _train_function():
-    import fasttext
-
-    if not hasattr(fasttext, "train_supervised"):
-        raise RuntimeError(
-            "the installed `fasttext` module can only predict (fasttext-predict overwrote fasttext-numpy2): "
-            "run `pip install --force-reinstall --no-deps fasttext-numpy2`"
-        )
-    return fasttext.train_supervised
 
 
 def train_quality_classifier(
@@ -200,30 +148,14 @@ def train_quality_classifier(
     if bad:
         raise QualityDataError(f"labels must be non-empty without spaces: {bad}")
     positive = _pick_positive(set(labels), positive_label)
-    train, test = _split(pairs, test_fraction, seed)
+    train, test = stratified_split(pairs, test_fraction, seed)
 
     output_model = Path(output_model)
     output_model.parent.mkdir(parents=True, exist_ok=True)
-    train_supervised = _train_function()
-    with tempfile.TemporaryDirectory(prefix="synth-quality-") as tmp:
-        train_file = Path(tmp) / "train.txt"
-        with train_file.open("w", encoding="utf-8") as fh:
-            for text, label in train:
-                fh.write(f"{LABEL_PREFIX}{label} {fasttext_tokens(text, max_chars)}\n")
-        model = train_supervised(
-            input=str(train_file),
-            epoch=epoch,
-            lr=lr,
-            dim=dim,
-            wordNgrams=word_ngrams,
-            minCount=min_count,
-            bucket=bucket,
-            thread=threads,
-            seed=seed,
-            verbose=0,
-        )
-    if quantize:
-        model.quantize(input=None, retrain=False)
+    model = train_fasttext(
+        ((label, fasttext_tokens(text, max_chars)) for text, label in train),
+        epoch=epoch, lr=lr, dim=dim, word_ngrams=word_ngrams, min_count=min_count, bucket=bucket, threads=threads, seed=seed, quantize=quantize,
+    )
     model.save_model(str(output_model))
 
     held_out: dict = {}
@@ -232,7 +164,7 @@ def train_quality_classifier(
         predicted = [p[0].removeprefix(LABEL_PREFIX) if len(p) else "" for p in predicted_labels]
         gold = [label for _, label in test]
         held_out = {
-            "labels": _label_metrics(gold, predicted, labels),
+            "labels": label_metrics(gold, predicted, labels),
             "accuracy": sum(g == p for g, p in zip(gold, predicted)) / len(gold),
         }
     metrics = {

@@ -12,6 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from synth.core.cli_options import option_from
+from synth.ingest.fasttext_trainer import with_fasttext_flags
+from synth.llm.domain_model import train_domain_classifier
+
 
 def _metrics_table(title: str, metrics: dict) -> Table:
     table = Table(title=title)
@@ -22,36 +26,29 @@ def _metrics_table(title: str, metrics: dict) -> Table:
     return table
 
 
+@with_fasttext_flags(train_domain_classifier)
 def route_train(
     examples: Path = typer.Argument(..., help="JSONL of {text, domain}: the labelled training examples."),
     output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.bin, or .ftz with --quantize); its metadata (threshold, metrics) goes beside it as .json."),
     valid: Path | None = typer.Option(None, help="JSONL to calibrate the confidence threshold on (default: a held-out share of EXAMPLES)."),
     test: Path | None = typer.Option(None, help="JSONL to report precision/recall on (default: a held-out share of EXAMPLES)."),
-    held_out: float = typer.Option(0.15, help="Share per domain held out for each of calibration and test when --valid/--test are not given."),
-    text_field: str = typer.Option("text", help="JSON field with the text."),
-    label_field: str = typer.Option("domain", help="JSON field with the domain."),
-    seed: int = typer.Option(0, help="Split and training seed."),
-    epoch: int = typer.Option(25, help="Training epochs."),
-    lr: float = typer.Option(0.5, help="Learning rate."),
-    dim: int = typer.Option(32, help="Vector size."),
-    word_ngrams: int = typer.Option(2, help="Word n-gram features."),
-    bucket: int = typer.Option(200_000, help="Hash buckets for n-grams (unquantized size ~ bucket x dim x 4 bytes)."),
-    quantize: bool = typer.Option(False, help="Quantize (a file of ~1 MB instead of tens)."),
-    balance: bool = typer.Option(True, help="Repeat examples of small domains up to the largest one's count."),
+    held_out: float = option_from(train_domain_classifier, "held_out_fraction", "--held-out", help="Share per domain held out for each of calibration and test when --valid/--test are not given."),
+    text_field: str = option_from(train_domain_classifier, "text_field", help="JSON field with the text."),
+    label_field: str = option_from(train_domain_classifier, "label_field", help="JSON field with the domain."),
+    balance: bool = option_from(train_domain_classifier, "balance", help="Repeat examples of small domains up to the largest one's count."),
+    calibrate_weights: bool = option_from(train_domain_classifier, "calibrate_weights", help="Also calibrate per-domain weights on the probabilities (max of lowest recall + macro F1 on the calibration split)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    fasttext: dict | None = None,
 ) -> None:
     """Train a fastText domain classifier; print held-out precision/recall per domain
     and the calibrated confidence threshold (below it the label is `general`)."""
-    from synth.llm.domain_model import DomainDataError, metadata_path, train_domain_classifier
+    from synth.ingest.fasttext_trainer import train_or_exit
+    from synth.llm.domain_model import metadata_path
 
-    try:
-        report = train_domain_classifier(
-            examples, output, valid=valid, test=test, held_out_fraction=held_out, seed=seed, epoch=epoch, lr=lr, dim=dim,
-            word_ngrams=word_ngrams, bucket=bucket, quantize=quantize, balance=balance, text_field=text_field, label_field=label_field,
-        )
-    except (DomainDataError, ValueError, RuntimeError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    report = train_or_exit(
+        train_domain_classifier, examples, output, valid=valid, test=test, held_out_fraction=held_out, balance=balance, calibrate_weights=calibrate_weights, text_field=text_field, label_field=label_field,
+        **fasttext,
+    )
     if as_json:
         typer.echo(json.dumps(report, indent=1, sort_keys=True))
         return
@@ -60,6 +57,8 @@ def route_train(
     console.print(f"trained on {report['n_train']:,} examples: " + ", ".join(f"{d} {n:,}" for d, n in report["n_train_by_domain"].items()))
     calibration = report["calibration"]
     console.print(f"confidence threshold {report['threshold']:.2f} (calibrated on {calibration['examples']:,} held-out examples, macro F1 {calibration['macro_f1']})")
+    if report.get("domain_weights"):
+        console.print("domain weights " + ", ".join(f"{d} {w:g}" for d, w in report["domain_weights"].items()))
     if report.get("held_out"):
         console.print(_metrics_table(f"held-out ({report['n_test']:,} examples)", report["held_out"]))
     for reason, n in report["skipped"].items():

@@ -100,6 +100,22 @@ class ClassifierConfig(BaseModel):
         return self
 
 
+def classifier_state(config: ClassifierConfig) -> str | None:
+    """A digest of the model files behind `config` (for `Stage.external_state`): a
+    retrained model relabels a resumed run. A transformers folder counts by its
+    config and domain files, not its weights (a new checkpoint has a new folder)."""
+    from synth.core.stage import files_digest
+
+    if config.kind == "fasttext":
+        from synth.llm.domain_model import DEFAULT_MODEL_PATH, metadata_path
+
+        model = Path(config.model_path) if config.model_path else DEFAULT_MODEL_PATH
+        return files_digest([model, metadata_path(model)], names_only=config.model_path is None)
+    if config.kind == "transformers":
+        return files_digest([Path(config.model_path) / "config.json", Path(config.model_path) / "domains.json"])
+    return None
+
+
 class RoutingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -259,6 +275,9 @@ class RouteByDomain(Stage):
 
     def column_types(self):
         return {"domain": pa.string(), "domain_confidence": pa.float64(), "route_model": pa.string()}
+
+    def external_state(self) -> str | None:
+        return classifier_state(self.options.classifier)
 
     def setup(self) -> None:
         default_model = None

@@ -27,7 +27,7 @@ from synth.llm.stage import LLMStage, LLMStageOptions, SamplingOptions
 from synth.llm.types import ChatRequest, ChatResult
 from synth.prompts import load_prompt
 from synth.synthesis.common import words
-from synth.synthesis.route import ClassifierConfig, make_classifier
+from synth.synthesis.route import ClassifierConfig, classifier_state, make_classifier
 
 
 class SelfInstructOptions(LLMStageOptions):
@@ -90,6 +90,9 @@ class SelfInstruct(LLMStage):
     creates_records: ClassVar[bool] = True
     reads = ("id", "instruction")  # and `domain` when there is one; else labelled here
     outputs = {"domain": pa.string(), "task_type": pa.string(), "evolution": pa.list_(pa.string()), "provenance": pa.string()}
+
+    def external_state(self) -> str | None:
+        return classifier_state(self.options.classifier)
 
     def setup(self) -> None:
         self.prompt = load_prompt(self.options.prompt)

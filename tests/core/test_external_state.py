@@ -86,3 +86,16 @@ def test_retrained_quality_model_joins_the_quality_classifier_fingerprint(tmp_pa
     model.write_bytes(b"model two")
     second = load_pipeline(path).fingerprints(["in"])
     assert second[0] == first[0] and second[1] != first[1]
+
+
+def test_domain_model_file_joins_the_route_fingerprint(tmp_path):
+    from synth.llm.domain_model import DEFAULT_MODEL_PATH
+
+    model = tmp_path / "domains.ftz"
+    model.write_bytes(DEFAULT_MODEL_PATH.read_bytes())
+    path = tmp_path / "p.yaml"
+    stages = [{"type": "read_records", "columns": ["instruction"]}, {"type": "route", "classifier": {"model_path": str(model)}}]
+    path.write_text(yaml.safe_dump({"name": "r", "stages": stages}))
+    first = load_pipeline(path).fingerprints(["in"])
+    model.write_bytes(model.read_bytes() + b"\0")
+    assert load_pipeline(path).fingerprints(["in"])[1] != first[1]

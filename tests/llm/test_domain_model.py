@@ -3,6 +3,7 @@ threshold, `synth route train`, the data assembly script, and the transformer op
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -130,7 +131,7 @@ def test_training_holds_out_calibrates_and_reports(tmp_path):
     meta = read_metadata(model)
     assert meta["threshold"] == report["threshold"] and meta["labels"] == ["general", "law", "math"]
     assert set(report["held_out"]) >= {"general", "law", "math"} and report["n_test"] > 0
-    assert report["skipped"] == {"malformed_json": 1, "no_text_or_domain": 1}
+    assert report["skipped"] == {"skipped_malformed_jsonl": 1, "skipped_no_text_or_domain": 1}
     assert report["n_train"] + report["n_test"] + report["calibration"]["examples"] == 120
     # a team's own domain routes to its own model
     router = Router(RoutingConfig(classifier=ClassifierConfig(model_path=str(model)), routes={"law": "lawyer"}), default_model="base")
@@ -181,6 +182,9 @@ def test_assembly_script_splits_by_source_item(shared_data, tmp_path):
     for split in ("valid", "test"):
         assert {r["domain"] for r in splits[split]} == {"math", "code", "science", "humanities", "general"}
         assert not any(r.get("view") for r in splits[split])
+        # training-only sources (facts, standard-library prose) never judge
+        assert not {r["source"] for r in splits[split]} & {"kg", "stdlib_docs"}
+    assert {r["source"] for r in splits["train"]} >= {"kg", "stdlib_docs"}
     assert {r["source"].split("/")[0] for r in splits["unseen"]} == {"mmlu", "gsm8k"}
     # books are held out whole: a book's passages sit in one split only
     books = Counter((r["item"], s) for s, rows in splits.items() for r in rows if r["source"] == "books")
@@ -229,3 +233,70 @@ def test_transformer_classifier_through_the_same_interface(tmp_path):
     assert strict.classify("solve the equation").domain == "general"
     with pytest.raises(FileNotFoundError, match="not a Hugging Face model folder"):
         make_classifier(ClassifierConfig(kind="transformers", model_path=str(tmp_path)))
+
+
+def test_route_train_flags_default_to_the_trainer_keywords():
+    import typer
+
+    from synth.core.cli_options import declared_default
+    from synth.llm.route_cli import route_train
+
+    app = typer.Typer()
+    app.command("train")(route_train)
+    app.command("other")(lambda: None)
+    flags = {p.name: p.default for p in typer.main.get_command(app).commands["train"].params}
+    for flag, keyword in (("held_out", "held_out_fraction"), ("seed", "seed"), ("epoch", "epoch"), ("dim", "dim"), ("bucket", "bucket"), ("quantize", "quantize"), ("balance", "balance")):
+        assert flags[flag] == declared_default(train_domain_classifier, keyword), flag
+
+
+def test_domain_weights_recover_an_under_called_domain():
+    from synth.llm.domain_model import calibrate_domain_weights, weighted_labels
+
+    # `rare` questions look a little like `big` ones: unweighted, half of them go to `big`.
+    probs = [{"big": 0.9, "rare": 0.1}] * 50 + [{"big": 0.6, "rare": 0.4}] * 10 + [{"rare": 0.9, "big": 0.1}] * 10
+    gold = ["big"] * 50 + ["rare"] * 20
+    assert per_domain_metrics(gold, weighted_labels(probs, {})[0])["rare"]["recall"] == 0.5
+    weights, _ = calibrate_domain_weights(gold, probs)
+    labels, confs = weighted_labels(probs, weights)
+    assert per_domain_metrics(gold, labels)["rare"]["recall"] == 1.0 and per_domain_metrics(gold, labels)["big"]["recall"] == 1.0
+    assert confs[50] == 0.4  # the confidence stays the chosen label's own probability
+
+
+def test_trained_weights_are_stored_and_applied(tmp_path):
+    from synth.llm.domain_model import FastTextDomainModel
+
+    model = tmp_path / "w.bin"
+    report = train_domain_classifier(_labelled(tmp_path / "train.jsonl"), model, epoch=5, calibrate_weights=True)
+    assert set(report["domain_weights"]) == {"general", "law", "math"} and read_metadata(model)["domain_weights"] == report["domain_weights"]
+    scorer = FastTextDomainModel(model)
+    texts = ["the court ruled on the contract", "solve the equation 2 + x = 4", "shall we walk in the park"]
+    scorer.metadata = {}
+    plain = scorer.predict(texts)
+    scorer.metadata = {"domain_weights": {"general": 1.0, "law": 1.0, "math": 1.0}}
+    assert scorer.predict(texts) == plain  # unit weights: the plain top label
+    scorer.metadata = {"domain_weights": {"law": 1e6}}
+    labels, confs = scorer.predict(texts)
+    assert labels == ["law"] * 3 and confs[0] == plain[1][0] and all(0 < c <= 1 for c in confs)
+
+
+def test_unbalanced_training_still_shuffles_a_file_grouped_by_domain(tmp_path, monkeypatch):
+    import synth.llm.domain_model as domain_model
+
+    seen: list[str] = []
+    real = domain_model.train_fasttext
+
+    def recording(examples, **kw):
+        examples = list(examples)
+        seen.extend(label for label, _ in examples)
+        return real(examples, **kw)
+
+    monkeypatch.setattr(domain_model, "train_fasttext", recording)
+    rows = sorted((json.loads(line) for line in _labelled(tmp_path / "mixed.jsonl", n=60).read_text().splitlines()[:-2]), key=lambda r: r["domain"])
+    files = {}
+    for name, part in (("train", rows), ("valid", rows[::10]), ("test", rows[5::10])):  # given splits: no split shuffles
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("\n".join(json.dumps(r) for r in part) + "\n")
+    report = train_domain_classifier(files["train"], tmp_path / "g.bin", valid=files["valid"], test=files["test"], epoch=5, balance=False)
+    switches = sum(a != b for a, b in itertools.pairwise(seen))
+    assert switches > len(seen) / 3  # grouped, there would be 2
+    assert all(m["recall"] >= 0.9 for m in report["held_out"].values()), report["held_out"]
