@@ -13,6 +13,7 @@ such records are skipped and counted, never masked wrongly.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -213,6 +214,16 @@ class Renderer:
             mask = np.full(len(arr), on, dtype=np.uint8)
             out.append(Rendered(arr, mask, "text"))
         return out
+
+    def encode_text_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Plain-text records in one batched encode: all their tokens, each document
+        followed by the end-of-document token, as one flat int32 array, and the end
+        offset of each document in it (no per-record arrays: this is the hot path)."""
+        ids = self.encode_texts(texts)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+        ends = np.cumsum(lengths + 1)
+        return np.insert(flat, ends - np.arange(1, len(ids) + 1), np.int32(self.eod_id)), ends
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         # Plain text needs no offsets: the fast path skips computing them.

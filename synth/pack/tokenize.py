@@ -55,66 +55,89 @@ def _str(v, default: str) -> str:
     return default if v is None or v == "" else str(v)
 
 
+def _binary_column(chunks: list[np.ndarray], lengths: np.ndarray) -> pa.Array:
+    """One large_binary column from per-row byte arrays, built from two buffers."""
+    data = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint8)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
 def tokenize_file(task: TokenizeTask) -> dict:
     target = Path(task.target)
     if target.exists():
         return {"index": task.index, "skipped": True}
     r = renderer_for(task)
-    cols: dict[str, list] = {f.name: [] for f in TOKENS_SCHEMA}
+    text_mask = np.uint8(1 if r.policy.text else 0)
     stats = {"index": task.index, "records": 0, "tokens": 0, "skipped": 0}
-
-    def add(rid, domain, kind, status, reason, rendered=None):
-        cols["record_id"].append(rid)
-        cols["source"].append(task.source)
-        cols["domain"].append(domain)
-        cols["kind"].append(kind)
-        cols["status"].append(status)
-        cols["reason"].append(reason)
-        if rendered is None:
-            cols["n_tokens"].append(0)
-            cols["tokens"].append(b"")
-            cols["mask"].append(b"")
-            stats["skipped"] += 1
-        else:
-            cols["n_tokens"].append(len(rendered.tokens))
-            cols["tokens"].append(rendered.tokens.astype("<i4").tobytes())
-            cols["mask"].append(rendered.mask.tobytes())
-            stats["tokens"] += len(rendered.tokens)
-
+    tables = []
     row = 0
     fname = Path(task.path).name
     for batch in iter_record_batches(task.path, batch_rows=4096):
-        texts: list[tuple[int, str, str, str]] = []
-        slots: list = []
+        meta: dict[str, list] = {"record_id": [], "domain": [], "kind": [], "status": [], "reason": []}
+        # Per row: its tokens and mask (None for a skip, "text" for a plain-text record
+        # filled in from the batch's one encode below).
+        rendered: list = []
+        texts: list[str] = []
         for rec in batch:
             rid = _str(rec.get("id"), f"{fname}#{row}")
             row += 1
-            stats["records"] += 1
             domain = _str(rec.get("domain"), "unknown")
+            status, reason, out = "ok", None, None
             if rec.get("_bad"):
-                slots.append((rid, domain, "unknown", "skipped", rec["_bad"], None))
-                continue
-            messages, text = rec.get("messages"), rec.get("text")
-            if messages is not None and len(messages) > 0:
-                kind = _str(rec.get("kind"), "chat")
-                try:
-                    slots.append((rid, domain, kind, "ok", None, r.render_chat(messages, rec.get("tools"))))
-                except Skip as s:
-                    slots.append((rid, domain, kind, "skipped", s.reason, None))
-            elif isinstance(text, str) and text:
-                kind = _str(rec.get("kind"), "text")
-                texts.append((len(slots), rid, domain, kind))
-                slots.append(text)
+                kind, status, reason = "unknown", "skipped", rec["_bad"]
             else:
-                slots.append((rid, domain, _str(rec.get("kind"), "unknown"), "skipped", "no_messages_or_text", None))
+                messages, text = rec.get("messages"), rec.get("text")
+                if messages is not None and len(messages) > 0:
+                    kind = _str(rec.get("kind"), "chat")
+                    try:
+                        out = r.render_chat(messages, rec.get("tools"))
+                    except Skip as sk:
+                        status, reason = "skipped", sk.reason
+                elif isinstance(text, str) and text:
+                    kind = _str(rec.get("kind"), "text")
+                    texts.append(text)
+                    out = "text"
+                else:
+                    kind, status, reason = _str(rec.get("kind"), "unknown"), "skipped", "no_messages_or_text"
+            for key, v in (("record_id", rid), ("domain", domain), ("kind", kind), ("status", status), ("reason", reason)):
+                meta[key].append(v)
+            rendered.append(out)
+        n = len(rendered)
+        stats["records"] += n
         if texts:
             # One batched encode for all plain-text records of the batch (Rust, parallel).
-            ids = r.encode_texts([slots[i] for i, *_ in texts])
-            for (i, rid, domain, kind), rendered in zip(texts, r.text_masks(ids)):
-                slots[i] = (rid, domain, kind, "ok", None, rendered)
-        for s in slots:
-            add(*s)
-    table = pa.table(cols, schema=TOKENS_SCHEMA)
+            flat, ends = r.encode_text_batch(texts)
+        if texts and len(texts) == n:
+            tok_chunks, mask_chunks = [flat], [np.full(len(flat), text_mask, dtype=np.uint8)]
+            lengths = np.diff(ends, prepend=0)
+        else:
+            tok_chunks, mask_chunks, lengths = [], [], np.zeros(n, dtype=np.int64)
+            j = 0
+            for i, out in enumerate(rendered):
+                if out is None:
+                    continue
+                if isinstance(out, str):  # a plain-text record: its slice of the batch encode
+                    start = ends[j - 1] if j else 0
+                    t = flat[start:ends[j]]
+                    m = np.full(len(t), text_mask, dtype=np.uint8)
+                    j += 1
+                else:
+                    t, m = out.tokens.astype("<i4"), out.mask
+                tok_chunks.append(t)
+                mask_chunks.append(m)
+                lengths[i] = len(t)
+        skipped = sum(out is None for out in rendered)
+        stats["skipped"] += skipped
+        stats["tokens"] += int(lengths.sum())
+        cols = {
+            "record_id": meta["record_id"], "source": [task.source] * n, "domain": meta["domain"], "kind": meta["kind"],
+            "status": meta["status"], "reason": meta["reason"], "n_tokens": lengths.astype(np.int64),
+            "tokens": _binary_column([c.astype("<i4", copy=False).view(np.uint8) for c in tok_chunks], lengths * 4),
+            "mask": _binary_column(mask_chunks, lengths),
+        }
+        tables.append(pa.table(cols, schema=TOKENS_SCHEMA))
+    table = pa.concat_tables(tables) if tables else TOKENS_SCHEMA.empty_table()
     atomic_write_parquet(target, table)
     return stats
 
