@@ -61,21 +61,22 @@ class NativeWriter:
         self.tokens_written = 0  # document tokens, padding excluded
         self.trained_tokens = 0
 
-    def write_sequence(self, docs: list[tuple[np.ndarray, np.ndarray, int, int, int]]) -> list[tuple[int, int]]:
-        """docs: (tokens, mask, source_code, domain_code, kind_code). Returns (sequence, offset) per doc."""
+    def write_sequence(self, docs: list[tuple]) -> list[tuple[int, int]]:
+        """docs: (tokens, mask, source_code, domain_code, kind_code[, trained tokens, when
+        the caller has counted them already]). Returns (sequence, offset) per doc."""
         tok = np.full(self.seq_len, self.pad_id, dtype=self.dtype)
         mask = np.zeros(self.seq_len, dtype=np.uint8)
         rows = np.empty((len(docs), 6), dtype=np.int64)
         placed = []
         off = 0
-        for i, (t, m, s, d, k) in enumerate(docs):
+        for i, (t, m, s, d, k, *counted) in enumerate(docs):
             n = len(t)
             tok[off:off + n] = t
             mask[off:off + n] = m
             rows[i] = (self.n_seq, off, n, s, d, k)
             placed.append((self.n_seq, off))
             off += n
-            self.trained_tokens += int(m.sum())
+            self.trained_tokens += counted[0] if counted else int(m.sum())
         self.tokens_written += off
         self.tokens.write(tok.tobytes())
         self.mask.write(mask.tobytes())

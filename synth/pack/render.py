@@ -37,9 +37,24 @@ class Skip(Exception):
         self.detail = detail
 
 
+_LOADED: dict[tuple, object] = {}
+
+
 def load_tokenizer(path: str | Path):
-    """A fast (Rust) tokenizer from a local folder; offsets need the fast one."""
+    """A fast (Rust) tokenizer from a local folder; offsets need the fast one. Loaded
+    once per process and folder state (loading takes about a second; a pack, its
+    in-process workers and repeated packs share it; a changed file loads it again)."""
     p = Path(path)
+    if p.is_dir():
+        key = (str(p.resolve()), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(p.iterdir()) if f.is_file()))
+        if key not in _LOADED:
+            _LOADED.clear()  # one tokenizer kept: it is large
+            _LOADED[key] = _load_tokenizer(p, path)
+        return _LOADED[key]
+    return _load_tokenizer(p, path)
+
+
+def _load_tokenizer(p: Path, path: str | Path):
     if not p.exists():
         raise TokenizerError(f"--tokenizer {path}: no such folder")
     if not p.is_dir() or not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")):
