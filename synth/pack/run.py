@@ -261,7 +261,7 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
             all_toks, offsets = _binary_values(table.column("tokens"), np.dtype("<i4"))
             all_mask, _ = _binary_values(table.column("mask"), np.dtype(np.uint8))
             trained_before = np.zeros(len(all_mask) + 1, dtype=np.int64)
-            np.cumsum(all_mask, out=trained_before[1:])
+            np.cumsum(all_mask, dtype=np.int64, out=trained_before[1:])
             rec_trained = (trained_before[offsets[1:]] - trained_before[offsets[:-1]]).tolist()
             offs = offsets.tolist()
             for i, (rid, s, d, k, status, reason, n, g) in enumerate(zip(*cols)):
@@ -302,9 +302,13 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
                         stop = min(start + opts.seq_len, n)
                         piece_trained = int(trained_before[a + stop] - trained_before[a + start])
                         piece = (rid, s, d, k, copy, j, toks[start:stop], mask[start:stop], n, "split", piece_trained, g)
-                        emit(packer.add(stop - start, piece))
+                        done_bins = packer.add(stop - start, piece)
+                        if done_bins:
+                            emit(done_bins)
                 else:
-                    emit(packer.add(n, (rid, s, d, k, copy, 0, toks, mask, n, "packed", rec_trained[i], g)))
+                    done_bins = packer.add(n, (rid, s, d, k, copy, 0, toks, mask, n, "packed", rec_trained[i], g))
+                    if done_bins:
+                        emit(done_bins)
     if native is not None:
         emit(packer.finish())
         files_written += native.close()
