@@ -6,6 +6,7 @@ renamed, like every synth shard), so a killed pack resumes here without re-token
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,78 +69,95 @@ def tokenize_file(task: TokenizeTask) -> dict:
     if target.exists():
         return {"index": task.index, "skipped": True}
     r = renderer_for(task)
-    text_mask = np.uint8(1 if r.policy.text else 0)
     stats = {"index": task.index, "records": 0, "tokens": 0, "skipped": 0}
     tables = []
-    row = 0
-    fname = Path(task.path).name
-    for batch in iter_record_batches(task.path, batch_rows=4096):
-        meta: dict[str, list] = {"record_id": [], "domain": [], "kind": [], "status": [], "reason": []}
-        # Per row: its tokens and mask (None for a skip, "text" for a plain-text record
-        # filled in from the batch's one encode below).
-        rendered: list = []
-        texts: list[str] = []
-        for rec in batch:
-            rid = _str(rec.get("id"), f"{fname}#{row}")
-            row += 1
-            domain = _str(rec.get("domain"), "unknown")
-            status, reason, out = "ok", None, None
-            if rec.get("_bad"):
-                kind, status, reason = "unknown", "skipped", rec["_bad"]
-            else:
-                messages, text = rec.get("messages"), rec.get("text")
-                if messages is not None and len(messages) > 0:
-                    kind = _str(rec.get("kind"), "chat")
-                    try:
-                        out = r.render_chat(messages, rec.get("tools"))
-                    except Skip as sk:
-                        status, reason = "skipped", sk.reason
-                elif isinstance(text, str) and text:
-                    kind = _str(rec.get("kind"), "text")
-                    texts.append(text)
-                    out = "text"
-                else:
-                    kind, status, reason = _str(rec.get("kind"), "unknown"), "skipped", "no_messages_or_text"
-            for key, v in (("record_id", rid), ("domain", domain), ("kind", kind), ("status", status), ("reason", reason)):
-                meta[key].append(v)
-            rendered.append(out)
-        n = len(rendered)
-        stats["records"] += n
-        if texts:
-            # One batched encode for all plain-text records of the batch (Rust, parallel).
-            flat, ends = r.encode_text_batch(texts)
-        if texts and len(texts) == n:
-            tok_chunks, mask_chunks = [flat], [np.full(len(flat), text_mask, dtype=np.uint8)]
-            lengths = np.diff(ends, prepend=0)
-        else:
-            tok_chunks, mask_chunks, lengths = [], [], np.zeros(n, dtype=np.int64)
-            j = 0
-            for i, out in enumerate(rendered):
-                if out is None:
-                    continue
-                if isinstance(out, str):  # a plain-text record: its slice of the batch encode
-                    start = ends[j - 1] if j else 0
-                    t = flat[start:ends[j]]
-                    m = np.full(len(t), text_mask, dtype=np.uint8)
-                    j += 1
-                else:
-                    t, m = out.tokens.astype("<i4"), out.mask
-                tok_chunks.append(t)
-                mask_chunks.append(m)
-                lengths[i] = len(t)
-        skipped = sum(out is None for out in rendered)
-        stats["skipped"] += skipped
-        stats["tokens"] += int(lengths.sum())
-        cols = {
-            "record_id": meta["record_id"], "source": [task.source] * n, "domain": meta["domain"], "kind": meta["kind"],
-            "status": meta["status"], "reason": meta["reason"], "n_tokens": lengths.astype(np.int64),
-            "tokens": _binary_column([c.astype("<i4", copy=False).view(np.uint8) for c in tok_chunks], lengths * 4),
-            "mask": _binary_column(mask_chunks, lengths),
-        }
-        tables.append(pa.table(cols, schema=TOKENS_SCHEMA))
+    rows_before = 0
+    # A two-stage pipeline: while a background thread encodes one batch's plain text (in
+    # Rust, without the GIL), this thread reads and renders the next batch and builds the
+    # previous one's table. The order of batches, and so the shard, is unchanged.
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-encode") as encoder:
+        pending = None
+        for batch in iter_record_batches(task.path, batch_rows=4096):
+            meta, rendered, texts = _prepare_batch(r, task, batch, rows_before)
+            rows_before += len(batch)
+            encoding = encoder.submit(r.encode_text_batch, texts) if texts else None
+            if pending is not None:
+                tables.append(_batch_table(r, task, *pending, stats))
+            pending = (meta, rendered, encoding)
+        if pending is not None:
+            tables.append(_batch_table(r, task, *pending, stats))
     table = pa.concat_tables(tables) if tables else TOKENS_SCHEMA.empty_table()
     atomic_write_parquet(target, table)
     return stats
+
+
+def _prepare_batch(r: Renderer, task: TokenizeTask, batch: list[dict], rows_before: int):
+    """Per record: its metadata, and its rendering (None for a skip, "text" for a plain
+    text record, encoded with the batch's other plain text in one call)."""
+    fname = Path(task.path).name
+    meta: dict[str, list] = {"record_id": [], "domain": [], "kind": [], "status": [], "reason": []}
+    rendered: list = []
+    texts: list[str] = []
+    for row, rec in enumerate(batch, rows_before):
+        rid = _str(rec.get("id"), f"{fname}#{row}")
+        domain = _str(rec.get("domain"), "unknown")
+        status, reason, out = "ok", None, None
+        if rec.get("_bad"):
+            kind, status, reason = "unknown", "skipped", rec["_bad"]
+        else:
+            messages, text = rec.get("messages"), rec.get("text")
+            if messages is not None and len(messages) > 0:
+                kind = _str(rec.get("kind"), "chat")
+                try:
+                    out = r.render_chat(messages, rec.get("tools"))
+                except Skip as sk:
+                    status, reason = "skipped", sk.reason
+            elif isinstance(text, str) and text:
+                kind = _str(rec.get("kind"), "text")
+                texts.append(text)
+                out = "text"
+            else:
+                kind, status, reason = _str(rec.get("kind"), "unknown"), "skipped", "no_messages_or_text"
+        for key, v in (("record_id", rid), ("domain", domain), ("kind", kind), ("status", status), ("reason", reason)):
+            meta[key].append(v)
+        rendered.append(out)
+    return meta, rendered, texts
+
+
+def _batch_table(r: Renderer, task: TokenizeTask, meta: dict, rendered: list, encoding, stats: dict) -> pa.Table:
+    text_mask = np.uint8(1 if r.policy.text else 0)
+    n = len(rendered)
+    stats["records"] += n
+    if encoding is not None:
+        flat, ends = encoding.result()
+    if encoding is not None and len(ends) == n:  # only plain text: the encode is the column
+        tok_chunks, mask_chunks = [flat], [np.full(len(flat), text_mask, dtype=np.uint8)]
+        lengths = np.diff(ends, prepend=0)
+    else:
+        tok_chunks, mask_chunks, lengths = [], [], np.zeros(n, dtype=np.int64)
+        j = 0
+        for i, out in enumerate(rendered):
+            if out is None:
+                continue
+            if isinstance(out, str):  # a plain-text record: its slice of the batch encode
+                start = ends[j - 1] if j else 0
+                t = flat[start:ends[j]]
+                m = np.full(len(t), text_mask, dtype=np.uint8)
+                j += 1
+            else:
+                t, m = out.tokens.astype("<i4"), out.mask
+            tok_chunks.append(t)
+            mask_chunks.append(m)
+            lengths[i] = len(t)
+    stats["skipped"] += sum(out is None for out in rendered)
+    stats["tokens"] += int(lengths.sum())
+    cols = {
+        "record_id": meta["record_id"], "source": [task.source] * n, "domain": meta["domain"], "kind": meta["kind"],
+        "status": meta["status"], "reason": meta["reason"], "n_tokens": lengths.astype(np.int64),
+        "tokens": _binary_column([c.astype("<i4", copy=False).view(np.uint8) for c in tok_chunks], lengths * 4),
+        "mask": _binary_column(mask_chunks, lengths),
+    }
+    return pa.table(cols, schema=TOKENS_SCHEMA)
 
 
 def decode_tokens(blob: bytes) -> np.ndarray:
