@@ -1,8 +1,9 @@
 """`synth pack` tokens/s against the floor of the job: raw `tokenizers` batch encoding.
 
-Inputs: the shared books (one text record per paragraph) and a demo run's output
-(`--demo-run runs/demo`, chat records); without a demo run, KG tool-use samples from
-the shared `nations` graph stand in for the chat records. Timed side by side, in this
+Inputs: the shared books (one text record per paragraph), a demo run's output
+(`--demo-run runs/demo`, chat records; without one, the 5-record demo run committed under
+tests/loader/demo-run) and KG tool-use samples from the shared `nations` graph (chat
+records with tools; `--kg-samples 0` leaves them out). Timed side by side, in this
 process, with the embedded model's tokenizer (49K vocab):
 
 - pack: `synth pack` end to end with --workers 1 (read, render through the chat
@@ -81,15 +82,16 @@ def main() -> None:
             fh.write(json.dumps(r) + "\n")
     inputs = [str(books)]
     demo = Path(a.demo_run)
-    if (demo / "output").is_dir():
-        inputs.append(str(demo))
-        chats = f"demo run {demo}"
-    else:
+    if not (demo / "output").is_dir():
+        demo = REPO / "tests" / "loader" / "demo-run"
+    inputs.append(str(demo))
+    chats = f"demo run {demo}"
+    if a.kg_samples:
         from kg.stage import SAMPLE_SCHEMA
 
         pq.write_table(pa.Table.from_pylist(kg_records(a.kg_samples), schema=SAMPLE_SCHEMA), work / "kg.parquet")
         inputs.append(str(work / "kg.parquet"))
-        chats = f"no demo run at {demo}: {a.kg_samples} KG tool-use samples instead"
+        chats += f" + {a.kg_samples} KG tool-use samples"
 
     # The same rendered text for the raw encoder (chat templates applied beforehand).
     t = time.perf_counter()
