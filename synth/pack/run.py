@@ -238,11 +238,18 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
             for b in bins:
                 placed = native.write_sequence([(p[6], p[7], s_code[p[1]], d_code[p[2]], k_code[p[3]], p[10]) for p in b.docs])
                 done = 0
-                for p, (seq, off) in zip(b.docs, placed):
-                    rid, s, d, k, copy, piece, t, m, rtok, status, n_trained, g = p
-                    row(rid, s, d, k, status, None, rtok, copy, piece, None, seq, off, len(t))
-                    account(s, d, k, g, len(t), n_trained)
-                    done += len(t)
+                # row() and account() inlined: this loop runs once per document
+                for (rid, s, d, k, copy, piece, t, _, rtok, status, n_trained, g), (seq, off) in zip(b.docs, placed):
+                    n = len(t)
+                    rows.append((rid, s, d, k, status, None, rtok, copy, piece, None, seq, off, n))
+                    if len(rows) >= 65536:
+                        flush()
+                    w_source[s] += n
+                    w_domain[d] += n
+                    w_kind[k] += n
+                    group_written[g] += n
+                    trained[g] += n_trained
+                    done += n
                 if wtick:
                     wtick(done)
     else:
