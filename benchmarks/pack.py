@@ -11,7 +11,7 @@ process, with the embedded model's tokenizer (49K vocab):
 - raw: `tokenizers`' `encode_batch_fast` (its fastest batch call, no offsets) of the very
   same rendered text (the chat records are rendered beforehand, untimed).
 
-    .venv/bin/python benchmarks/pack.py [--demo-run runs/demo] [--books 9] [--rounds 2]
+    .venv/bin/python benchmarks/pack.py [--demo-run runs/demo] [--books 9] [--kg-samples 400] [--rounds 5]
 
 The two sides alternate round by round (pack, raw, pack, raw, ...) so that load from
 other processes hits both, and the best round of each is compared. The tokenizer is
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--books", type=int, default=9)
     ap.add_argument("--kg-samples", type=int, default=400)
     ap.add_argument("--seq-len", type=int, default=2048)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
 
     import pyarrow as pa
@@ -127,6 +127,9 @@ def main() -> None:
               f"(fill {res.manifest['fill_efficiency']:.1%}); raw encode {raw_tokens:,} tokens in {raw_secs:.2f}s = "
               f"{raw_rates[-1]:,.0f} tokens/s, {raw_cpu[-1]:.2f} CPU s")
         shutil.rmtree(out, ignore_errors=True)
+    paired = sorted(p / r for p, r in zip(pack_rates, raw_rates))
+    print(f"per-round ratios (pack / raw of the same round): {', '.join(f'{x:.3f}' for x in paired)}; "
+          f"median {paired[len(paired) // 2]:.3f}")
     print(f"tokenizer load (once per pack command, untimed above): {load_secs:.2f}s")
     print(f"CPU seconds, least of the rounds: pack {min(pack_cpu):.2f}, raw encode {min(raw_cpu):.2f} "
           f"(ratio {min(raw_cpu) / min(pack_cpu):.3f})")
