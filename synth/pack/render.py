@@ -210,7 +210,16 @@ class Renderer:
 
     def render_chat(self, messages, tools) -> Rendered:
         text, spans = self.chat_text_and_spans(messages, tools)
-        enc = self.backend.encode(text, add_special_tokens=False)
+        return self.masked_chat(self.backend.encode(text, add_special_tokens=False), spans)
+
+    def encode_chats(self, rendered: list[tuple[str, list[tuple[int, int]]]]) -> list[Rendered]:
+        """Rendered conversations (text, trained spans) in one batched encode with offsets."""
+        encodings = self.backend.encode_batch([text for text, _ in rendered], add_special_tokens=False)
+        return [self.masked_chat(enc, spans) for enc, (_, spans) in zip(encodings, rendered)]
+
+    def masked_chat(self, enc, spans: list[tuple[int, int]]) -> Rendered:
+        """Tokens and mask of one encoded conversation: a token is trained when it starts
+        inside a trained span."""
         ids = np.asarray(enc.ids, dtype=np.int64)
         starts = np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(ids))
         mask = np.zeros(len(ids) + 1, dtype=np.uint8)

@@ -78,9 +78,9 @@ def tokenize_file(task: TokenizeTask) -> dict:
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-encode") as encoder:
         pending = None
         for batch in iter_record_batches(task.path, batch_rows=4096):
-            meta, rendered, texts = _prepare_batch(r, task, batch, rows_before)
+            meta, rendered, texts, chats = _prepare_batch(r, task, batch, rows_before)
             rows_before += len(batch)
-            encoding = encoder.submit(r.encode_text_batch, texts) if texts else None
+            encoding = encoder.submit(_encode_batch, r, texts, chats)
             if pending is not None:
                 tables.append(_batch_table(r, task, *pending, stats))
             pending = (meta, rendered, encoding)
@@ -91,13 +91,20 @@ def tokenize_file(task: TokenizeTask) -> dict:
     return stats
 
 
+def _encode_batch(r: Renderer, texts: list[str], chats: list[tuple[str, list]]):
+    text_tokens = r.encode_text_batch(texts) if texts else None
+    return text_tokens, r.encode_chats(chats) if chats else []
+
+
 def _prepare_batch(r: Renderer, task: TokenizeTask, batch: list[dict], rows_before: int):
-    """Per record: its metadata, and its rendering (None for a skip, "text" for a plain
-    text record, encoded with the batch's other plain text in one call)."""
+    """Per record: its metadata, and what it is (None for a skip, "text" for a plain text
+    record, "chat" for a conversation rendered through the chat template); the batch's
+    plain text, and its rendered conversations, are each encoded in one call."""
     fname = Path(task.path).name
     meta: dict[str, list] = {"record_id": [], "domain": [], "kind": [], "status": [], "reason": []}
     rendered: list = []
     texts: list[str] = []
+    chats: list[tuple[str, list]] = []
     for row, rec in enumerate(batch, rows_before):
         rid = _str(rec.get("id"), f"{fname}#{row}")
         domain = _str(rec.get("domain"), "unknown")
@@ -109,7 +116,8 @@ def _prepare_batch(r: Renderer, task: TokenizeTask, batch: list[dict], rows_befo
             if messages is not None and len(messages) > 0:
                 kind = _str(rec.get("kind"), "chat")
                 try:
-                    out = r.render_chat(messages, rec.get("tools"))
+                    chats.append(r.chat_text_and_spans(messages, rec.get("tools")))
+                    out = "chat"
                 except Skip as sk:
                     status, reason = "skipped", sk.reason
             elif isinstance(text, str) and text:
@@ -121,31 +129,34 @@ def _prepare_batch(r: Renderer, task: TokenizeTask, batch: list[dict], rows_befo
         for key, v in (("record_id", rid), ("domain", domain), ("kind", kind), ("status", status), ("reason", reason)):
             meta[key].append(v)
         rendered.append(out)
-    return meta, rendered, texts
+    return meta, rendered, texts, chats
 
 
-def _batch_table(r: Renderer, task: TokenizeTask, meta: dict, rendered: list, encoding, stats: dict) -> pa.Table:
+def _batch_table(r: Renderer, task: TokenizeTask, meta: dict, rendered: list, encoding: cf.Future, stats: dict) -> pa.Table:
     text_mask = np.uint8(1 if r.policy.text else 0)
     n = len(rendered)
     stats["records"] += n
-    if encoding is not None:
-        flat, ends = encoding.result()
-    if encoding is not None and len(ends) == n:  # only plain text: the encode is the column
+    text_tokens, chats = encoding.result()
+    if text_tokens is not None:
+        flat, ends = text_tokens
+    if text_tokens is not None and len(ends) == n:  # only plain text: the encode is the column
         tok_chunks, mask_chunks = [flat], [np.full(len(flat), text_mask, dtype=np.uint8)]
         lengths = np.diff(ends, prepend=0)
     else:
         tok_chunks, mask_chunks, lengths = [], [], np.zeros(n, dtype=np.int64)
         j = 0
+        next_chat = iter(chats)
         for i, out in enumerate(rendered):
             if out is None:
                 continue
-            if isinstance(out, str):  # a plain-text record: its slice of the batch encode
+            if out == "text":  # its slice of the batch encode
                 start = ends[j - 1] if j else 0
                 t = flat[start:ends[j]]
                 m = np.full(len(t), text_mask, dtype=np.uint8)
                 j += 1
             else:
-                t, m = out.tokens.astype("<i4"), out.mask
+                chat = next(next_chat)
+                t, m = chat.tokens.astype("<i4"), chat.mask
             tok_chunks.append(t)
             mask_chunks.append(m)
             lengths[i] = len(t)
