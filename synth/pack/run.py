@@ -259,6 +259,8 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
         for g in sorted(g for g, r in ratios.items() if r > 0):
             megatron[g] = MegatronWriter(mdir / f"{_sanitize(g)}_text_document", dtype)
 
+    # A whole ratio needs no per-record hash (repeats_for returns it as it is).
+    whole_ratios = {g: int(r) for g, r in ratios.items() if r == math.floor(r)}
     for copy in range(passes):
         for t in tasks:
             table = pq.read_table(t.target)
@@ -278,7 +280,9 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
                         row(rid, s, d, k, "skipped", reason, n)
                     continue
                 ratio = ratios[g]
-                reps = repeats_for(rid, s, ratio, opts.seed)
+                reps = whole_ratios.get(g)
+                if reps is None:
+                    reps = repeats_for(rid, s, ratio, opts.seed)
                 if copy == 0:
                     counts["records"] += 1
                     if reps == 0:
