@@ -54,7 +54,7 @@ def kg_records(n: int) -> list[dict]:
 
     graph = load_graph(SHARED / "kg" / "nations", cache=Path(tempfile.mkdtemp()))
     factory = SampleFactory(graph, WalkConfig(error_share=0.2))
-    return [o.record for o in factory.make(sample_seeds(n, 0, 60)) if o.record]
+    return [o.record for o in factory.make(sample_seeds(0, 0, n)) if o.record]
 
 
 def main() -> None:
