@@ -195,12 +195,21 @@ class Renderer:
         roles = self.policy.chat_roles
         if "all" in roles:
             return full, [(0, len(full))]
+        # Renderings of the first k messages (with or without the generation prompt), each
+        # made once: the last turn's rendering is the whole conversation's.
+        prefixes = {(len(msgs), False): full, (0, False): "", (0, True): ""}
+
+        def prefix(k: int, generation_prompt: bool = False) -> str:
+            if (k, generation_prompt) not in prefixes:
+                prefixes[k, generation_prompt] = self._template(msgs[:k], tools, generation_prompt=generation_prompt)
+            return prefixes[k, generation_prompt]
+
         spans = []
         for i, m in enumerate(msgs):
             if m["role"] not in roles or m.get("weight", 1) == 0:
                 continue
-            before = self._template(msgs[:i], tools, generation_prompt=m["role"] == "assistant") if i else ""
-            upto = self._template(msgs[: i + 1], tools)
+            before = prefix(i, m["role"] == "assistant")
+            upto = prefix(i + 1)
             if not (upto.startswith(before) and full.startswith(upto)):
                 raise Skip("chat_template_not_incremental", "renderings of the conversation's prefixes are not prefixes of it")
             start, end = len(before), len(before) + len(upto[len(before):].rstrip())
