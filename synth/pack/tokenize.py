@@ -72,9 +72,10 @@ def tokenize_file(task: TokenizeTask) -> dict:
     stats = {"index": task.index, "records": 0, "tokens": 0, "skipped": 0}
     tables = []
     rows_before = 0
-    # A two-stage pipeline: while a background thread encodes one batch's plain text (in
-    # Rust, without the GIL), this thread reads and renders the next batch and builds the
-    # previous one's table. The order of batches, and so the shard, is unchanged.
+    # A two-stage pipeline: while a background thread encodes one batch (its plain text and
+    # its rendered conversations, in Rust, without the GIL), this thread reads and renders
+    # the next batch and builds the previous one's table. The order of batches, and so the
+    # shard, is unchanged.
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-encode") as encoder:
         pending = None
         for batch in iter_record_batches(task.path, batch_rows=4096):
