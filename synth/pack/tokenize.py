@@ -42,6 +42,10 @@ class TokenizeTask:
     target: str
 
 
+# Records per encode call: large enough for the Rust encoder's threads, small enough that
+# rendering the next batch's conversations overlaps encoding this one.
+BATCH_ROWS = 4096
+
 RENDERERS: dict[tuple, Renderer] = {}
 
 
@@ -78,7 +82,7 @@ def tokenize_file(task: TokenizeTask) -> dict:
     # shard, is unchanged.
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-encode") as encoder:
         pending = None
-        for batch in iter_record_batches(task.path, batch_rows=4096):
+        for batch in iter_record_batches(task.path, batch_rows=BATCH_ROWS):
             meta, rendered, texts, chats = _prepare_batch(r, task, batch, rows_before)
             rows_before += len(batch)
             encoding = encoder.submit(_encode_batch, r, texts, chats)
