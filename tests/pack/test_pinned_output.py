@@ -72,3 +72,15 @@ def test_pack_of_a_fixed_corpus_is_byte_identical_to_the_pinned_one(tmp_path, fm
     assert counts["repeats"] > 0 and counts["not_sampled"] > 0 and sum(counts["skipped"].values()) == 2
     assert counts["split"] > 0 or fmt == "megatron"
     assert content_digest(out) == PINNED[fmt]
+
+
+def test_batch_boundaries_do_not_change_the_pack(tmp_path, monkeypatch):
+    """Many small encode batches (text and conversations interleaved across them, encoded
+    in the background thread) give the pinned bytes too."""
+    from synth.pack import tokenize
+
+    monkeypatch.setattr(tokenize, "BATCH_ROWS", 5)
+    web, chats, mix = pinned_corpus(tmp_path)
+    out = tmp_path / "out"
+    pack(PackOptions([str(web), str(chats)], str(default_tokenizer_dir()), 256, str(out), mix=str(mix), seed=7, window=32))
+    assert content_digest(out) == PINNED["native"]
