@@ -61,21 +61,21 @@ class NativeWriter:
         self.tokens_written = 0  # document tokens, padding excluded
         self.trained_tokens = 0
 
-    def write_sequence(self, docs: list[tuple[np.ndarray, np.ndarray, int, int, int]]) -> list[tuple[int, int]]:
-        """docs: (tokens, mask, source_code, domain_code, kind_code). Returns (sequence, offset) per doc."""
+    def write_sequence(self, docs: list[tuple]) -> list[tuple[int, int]]:
+        """docs: (tokens, mask, source_code, domain_code, kind_code[, trained tokens, when
+        the caller has counted them already]). Returns (sequence, offset) per doc."""
         tok = np.full(self.seq_len, self.pad_id, dtype=self.dtype)
         mask = np.zeros(self.seq_len, dtype=np.uint8)
-        rows = np.empty((len(docs), 6), dtype=np.int64)
-        placed = []
-        off = 0
-        for i, (t, m, s, d, k) in enumerate(docs):
-            n = len(t)
-            tok[off:off + n] = t
-            mask[off:off + n] = m
-            rows[i] = (self.n_seq, off, n, s, d, k)
-            placed.append((self.n_seq, off))
-            off += n
-            self.trained_tokens += int(m.sum())
+        lengths = [len(doc[0]) for doc in docs]
+        off = sum(lengths)
+        tok[:off] = np.concatenate([doc[0] for doc in docs]) if len(docs) > 1 else docs[0][0]
+        mask[:off] = np.concatenate([doc[1] for doc in docs]) if len(docs) > 1 else docs[0][1]
+        offsets = [0] * len(docs)
+        for i in range(1, len(docs)):
+            offsets[i] = offsets[i - 1] + lengths[i - 1]
+        rows = np.array([(self.n_seq, o, n, *doc[2:5]) for o, n, doc in zip(offsets, lengths, docs)], dtype=np.int64).reshape(-1, 6)
+        placed = [(self.n_seq, o) for o in offsets]
+        self.trained_tokens += sum(doc[5] if len(doc) > 5 else int(doc[1].sum()) for doc in docs)
         self.tokens_written += off
         self.tokens.write(tok.tobytes())
         self.mask.write(mask.tobytes())

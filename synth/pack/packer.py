@@ -11,7 +11,6 @@ of the corpus.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,18 +34,20 @@ class WindowPacker:
         self._open: list[Bin] = []
         self._next_id = 0
 
-    def add(self, length: int, payload: Any) -> Iterator[Bin]:
+    def add(self, length: int, payload: Any) -> list[Bin]:
+        """The sequences completed by this document: none until a window is full."""
         if not 0 < length <= self.seq_len:
             raise ValueError(f"document of {length} tokens does not fit a sequence of {self.seq_len}")
         self._pending.append((length, self._arrival, payload))
         self._arrival += 1
         if len(self._pending) >= self.window:
-            yield from self._pack(final=False)
+            return self._pack(final=False)
+        return []
 
-    def finish(self) -> Iterator[Bin]:
-        yield from self._pack(final=True)
+    def finish(self) -> list[Bin]:
+        return self._pack(final=True)
 
-    def _pack(self, final: bool) -> Iterator[Bin]:
+    def _pack(self, final: bool) -> list[Bin]:
         docs = sorted(self._pending, key=lambda d: (-d[0], d[1]))
         self._pending = []
         bins = self._open
@@ -74,4 +75,4 @@ class WindowPacker:
             keep = {b.id for b in sorted(all_bins, key=lambda b: (-b.room, b.id))[: self.carry] if b.room > 0}
             self._open = [b for b in all_bins if b.id in keep]
             emit = [b for b in all_bins if b.id not in keep]
-        yield from emit
+        return emit

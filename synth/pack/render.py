@@ -13,6 +13,7 @@ such records are skipped and counted, never masked wrongly.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -36,9 +37,24 @@ class Skip(Exception):
         self.detail = detail
 
 
+_LOADED: dict[tuple, object] = {}
+
+
 def load_tokenizer(path: str | Path):
-    """A fast (Rust) tokenizer from a local folder; offsets need the fast one."""
+    """A fast (Rust) tokenizer from a local folder; offsets need the fast one. Loaded
+    once per process and folder state (loading takes about a second; a pack, its
+    in-process workers and repeated packs share it; a changed file loads it again)."""
     p = Path(path)
+    if p.is_dir():
+        key = (str(p.resolve()), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(p.iterdir()) if f.is_file()))
+        if key not in _LOADED:
+            _LOADED.clear()  # one tokenizer kept: it is large
+            _LOADED[key] = _load_tokenizer(p, path)
+        return _LOADED[key]
+    return _load_tokenizer(p, path)
+
+
+def _load_tokenizer(p: Path, path: str | Path):
     if not p.exists():
         raise TokenizerError(f"--tokenizer {path}: no such folder")
     if not p.is_dir() or not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")):
@@ -179,12 +195,21 @@ class Renderer:
         roles = self.policy.chat_roles
         if "all" in roles:
             return full, [(0, len(full))]
+        # Renderings of the first k messages (with or without the generation prompt), each
+        # made once: the last turn's rendering is the whole conversation's.
+        prefixes = {(len(msgs), False): full, (0, False): "", (0, True): ""}
+
+        def prefix(k: int, generation_prompt: bool = False) -> str:
+            if (k, generation_prompt) not in prefixes:
+                prefixes[k, generation_prompt] = self._template(msgs[:k], tools, generation_prompt=generation_prompt)
+            return prefixes[k, generation_prompt]
+
         spans = []
         for i, m in enumerate(msgs):
             if m["role"] not in roles or m.get("weight", 1) == 0:
                 continue
-            before = self._template(msgs[:i], tools, generation_prompt=m["role"] == "assistant") if i else ""
-            upto = self._template(msgs[: i + 1], tools)
+            before = prefix(i, m["role"] == "assistant")
+            upto = prefix(i + 1)
             if not (upto.startswith(before) and full.startswith(upto)):
                 raise Skip("chat_template_not_incremental", "renderings of the conversation's prefixes are not prefixes of it")
             start, end = len(before), len(before) + len(upto[len(before):].rstrip())
@@ -194,7 +219,16 @@ class Renderer:
 
     def render_chat(self, messages, tools) -> Rendered:
         text, spans = self.chat_text_and_spans(messages, tools)
-        enc = self.backend.encode(text, add_special_tokens=False)
+        return self.masked_chat(self.backend.encode(text, add_special_tokens=False), spans)
+
+    def encode_chats(self, rendered: list[tuple[str, list[tuple[int, int]]]]) -> list[Rendered]:
+        """Rendered conversations (text, trained spans) in one batched encode with offsets."""
+        encodings = self.backend.encode_batch([text for text, _ in rendered], add_special_tokens=False)
+        return [self.masked_chat(enc, spans) for enc, (_, spans) in zip(encodings, rendered)]
+
+    def masked_chat(self, enc, spans: list[tuple[int, int]]) -> Rendered:
+        """Tokens and mask of one encoded conversation: a token is trained when it starts
+        inside a trained span."""
         ids = np.asarray(enc.ids, dtype=np.int64)
         starts = np.fromiter((o[0] for o in enc.offsets), dtype=np.int64, count=len(ids))
         mask = np.zeros(len(ids) + 1, dtype=np.uint8)
@@ -213,6 +247,16 @@ class Renderer:
             mask = np.full(len(arr), on, dtype=np.uint8)
             out.append(Rendered(arr, mask, "text"))
         return out
+
+    def encode_text_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Plain-text records in one batched encode: all their tokens, each document
+        followed by the end-of-document token, as one flat int32 array, and the end
+        offset of each document in it (no per-record arrays: this is the hot path)."""
+        ids = self.encode_texts(texts)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+        ends = np.cumsum(lengths + 1)
+        return np.insert(flat, ends - np.arange(1, len(ids) + 1), np.int32(self.eod_id)), ends
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         # Plain text needs no offsets: the fast path skips computing them.

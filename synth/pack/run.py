@@ -29,10 +29,10 @@ import pyarrow.parquet as pq
 from synth.core.rundir import atomic_write_json
 from synth.pack.formats import MegatronWriter, NativeWriter, sha256_file, token_dtype
 from synth.pack.inputs import resolve_inputs
-from synth.pack.mix import group_of, load_mix, plan_ratios, repeats_for
+from synth.pack.mix import load_mix, plan_ratios, repeats_for
 from synth.pack.packer import WindowPacker
 from synth.pack.render import LossPolicy, Renderer, load_tokenizer, tokenizer_fingerprint
-from synth.pack.tokenize import RENDERERS, TokenizeTask, decode_tokens, tokenize_file
+from synth.pack.tokenize import RENDERERS, TokenizeTask, tokenize_file
 
 FORMAT_NAME = "synth-pack"
 FORMAT_VERSION = 1
@@ -89,6 +89,17 @@ def _sanitize(name: str) -> str:
 
 def _fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _binary_values(column: pa.ChunkedArray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """A large_binary column as one array of its values' bytes viewed as `dtype` (zero
+    copy for a single chunk) and the element offsets of each row in it."""
+    arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, dtype=np.uint8)
+    data = data[offsets[0]:offsets[-1]]
+    return data.view(dtype), (offsets - offsets[0]) // dtype.itemsize
 
 
 def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m: None) -> PackResult:
@@ -168,8 +179,7 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
         meta = pq.read_table(t.target, columns=["source", "domain", "kind", "status", "n_tokens"])
         for key in names:
             names[key].update(meta.column(key).unique().to_pylist())
-        for s, d, k, st, n in zip(*(meta.column(c).to_pylist() for c in ("source", "domain", "kind", "status", "n_tokens"))):
-            g = group_of(by, s, d, k)
+        for g, st, n in zip(*(meta.column(c).to_pylist() for c in (by, "status", "n_tokens"))):
             available[g] += n if st == "ok" else 0
             available.setdefault(g, 0)
     try:
@@ -194,28 +204,30 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
     written: dict[str, Counter] = {"source": Counter(), "domain": Counter(), "kind": Counter()}
     trained = Counter()
     group_written: Counter = Counter()
-    rows: dict[str, list] = {f.name: [] for f in PACKING_SCHEMA}
+    rows: list[tuple] = []
     pwriter = pq.ParquetWriter(staging / "packing.parquet", PACKING_SCHEMA, compression="zstd")
 
     def row(rid, s, d, k, status, reason, rtok, copy=None, piece=None, output=None, seq=None, off=None, n=None):
-        for name, v in zip(PACKING_SCHEMA.names, (rid, s, d, k, status, reason, rtok, copy, piece, output, seq, off, n)):
-            rows[name].append(v)
-        if len(rows["record_id"]) >= 65536:
+        rows.append((rid, s, d, k, status, reason, rtok, copy, piece, output, seq, off, n))
+        if len(rows) >= 65536:
             flush()
 
     def flush():
-        if rows["record_id"]:
-            pwriter.write_table(pa.table(rows, schema=PACKING_SCHEMA))
-            for v in rows.values():
-                v.clear()
+        if rows:
+            pwriter.write_table(pa.table([list(c) for c in zip(*rows)], schema=PACKING_SCHEMA))
+            rows.clear()
 
-    def account(s, d, k, n, m):
-        for key, name in (("source", s), ("domain", d), ("kind", k)):
-            written[key][name] += n
-        group_written[group_of(by, s, d, k)] += n
-        trained[group_of(by, s, d, k)] += m
+    w_source, w_domain, w_kind = written["source"], written["domain"], written["kind"]
+
+    def account(s, d, k, g, n, m):
+        w_source[s] += n
+        w_domain[d] += n
+        w_kind[k] += n
+        group_written[g] += n
+        trained[g] += m
 
     native = megatron = None
+    s_code, d_code, k_code = code["source"], code["domain"], code["kind"]
     files_written: list[str] = ["packing.parquet"]
     if opts.format == "native":
         native = NativeWriter(staging, opts.seq_len, dtype, pad_id)
@@ -223,13 +235,22 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
 
         def emit(bins):
             for b in bins:
-                placed = native.write_sequence([(p[6], p[7], code["source"][p[1]], code["domain"][p[2]], code["kind"][p[3]]) for p in b.docs])
-                for p, (seq, off) in zip(b.docs, placed):
-                    rid, s, d, k, copy, piece, t, m, rtok, status = p
-                    row(rid, s, d, k, status, None, rtok, copy, piece, None, seq, off, len(t))
-                    account(s, d, k, len(t), int(m.sum()))
+                placed = native.write_sequence([(p[6], p[7], s_code[p[1]], d_code[p[2]], k_code[p[3]], p[10]) for p in b.docs])
+                done = 0
+                # row() and account() inlined: this loop runs once per document
+                for (rid, s, d, k, copy, piece, t, _, rtok, status, n_trained, g), (seq, off) in zip(b.docs, placed):
+                    n = len(t)
+                    rows.append((rid, s, d, k, status, None, rtok, copy, piece, None, seq, off, n))
+                    if len(rows) >= 65536:
+                        flush()
+                    w_source[s] += n
+                    w_domain[d] += n
+                    w_kind[k] += n
+                    group_written[g] += n
+                    trained[g] += n_trained
+                    done += n
                 if wtick:
-                    wtick(sum(len(p[6]) for p in b.docs))
+                    wtick(done)
     else:
         megatron = {}
         mdir = staging / "megatron"
@@ -237,36 +258,45 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
         for g in sorted(g for g, r in ratios.items() if r > 0):
             megatron[g] = MegatronWriter(mdir / f"{_sanitize(g)}_text_document", dtype)
 
+    # A whole ratio needs no per-record hash (repeats_for returns it as it is).
+    whole_ratios = {g: int(r) for g, r in ratios.items() if r == math.floor(r)}
     for copy in range(passes):
         for t in tasks:
             table = pq.read_table(t.target)
-            cols = {c: table.column(c).to_pylist() for c in ("record_id", "source", "domain", "kind", "status", "reason", "n_tokens")}
-            tok_col, mask_col = table.column("tokens"), table.column("mask")
-            for i in range(table.num_rows):
-                rid, s, d, k = cols["record_id"][i], cols["source"][i], cols["domain"][i], cols["kind"][i]
-                n = cols["n_tokens"][i]
-                if cols["status"][i] != "ok":
+            cols = [table.column(c).to_pylist() for c in ("record_id", "source", "domain", "kind", "status", "reason", "n_tokens", by)]
+            # Every record's tokens and mask as views into the shard's two buffers, and
+            # its trained-token count from one cumulative sum (no per-record copies).
+            all_toks, offsets = _binary_values(table.column("tokens"), np.dtype("<i4"))
+            all_mask, _ = _binary_values(table.column("mask"), np.dtype(np.uint8))
+            trained_before = np.zeros(len(all_mask) + 1, dtype=np.int64)
+            np.cumsum(all_mask, dtype=np.int64, out=trained_before[1:])
+            rec_trained = (trained_before[offsets[1:]] - trained_before[offsets[:-1]]).tolist()
+            offs = offsets.tolist()
+            for i, (rid, s, d, k, status, reason, n, g) in enumerate(zip(*cols)):
+                if status != "ok":
                     if copy == 0:
-                        skipped[cols["reason"][i]] += 1
-                        row(rid, s, d, k, "skipped", cols["reason"][i], n)
+                        skipped[reason] += 1
+                        row(rid, s, d, k, "skipped", reason, n)
                     continue
-                g = group_of(by, s, d, k)
-                reps = repeats_for(rid, s, ratios[g], opts.seed)
+                ratio = ratios[g]
+                reps = whole_ratios.get(g)
+                if reps is None:
+                    reps = repeats_for(rid, s, ratio, opts.seed)
                 if copy == 0:
                     counts["records"] += 1
                     if reps == 0:
                         counts["not_sampled"] += 1
-                        row(rid, s, d, k, "not_sampled", f"mix ratio {ratios[g]:.4f} for {by} {g}", n)
+                        row(rid, s, d, k, "not_sampled", f"mix ratio {ratio:.4f} for {by} {g}", n)
                     counts["repeats"] += max(reps - 1, 0)
                 if reps <= copy:
                     continue
-                toks = decode_tokens(tok_col[i].as_py())
-                mask = np.frombuffer(mask_col[i].as_py(), dtype=np.uint8)
+                a = offs[i]
+                toks, mask = all_toks[a:a + n], all_mask[a:a + n]
                 if megatron is not None:
                     w = megatron[g]
                     idx = w.add(toks)
                     row(rid, s, d, k, "packed", None, n, copy, 0, w.prefix.name, idx, 0, n)
-                    account(s, d, k, n, int(mask.sum()))
+                    account(s, d, k, g, n, rec_trained[i])
                     counts["documents"] += 1
                     if wtick:
                         wtick(n)
@@ -279,10 +309,16 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
                         continue
                     counts["split"] += copy == 0
                     for j, start in enumerate(range(0, n, opts.seq_len)):
-                        piece = (rid, s, d, k, copy, j, toks[start:start + opts.seq_len], mask[start:start + opts.seq_len], n, "split")
-                        emit(packer.add(len(piece[6]), piece))
+                        stop = min(start + opts.seq_len, n)
+                        piece_trained = int(trained_before[a + stop] - trained_before[a + start])
+                        piece = (rid, s, d, k, copy, j, toks[start:stop], mask[start:stop], n, "split", piece_trained, g)
+                        done_bins = packer.add(stop - start, piece)
+                        if done_bins:
+                            emit(done_bins)
                 else:
-                    emit(packer.add(n, (rid, s, d, k, copy, 0, toks, mask, n, "packed")))
+                    done_bins = packer.add(n, (rid, s, d, k, copy, 0, toks, mask, n, "packed", rec_trained[i], g))
+                    if done_bins:
+                        emit(done_bins)
     if native is not None:
         emit(packer.finish())
         files_written += native.close()

@@ -6,6 +6,7 @@ renamed, like every synth shard), so a killed pack resumes here without re-token
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,10 @@ class TokenizeTask:
     target: str
 
 
+# Records per encode call: large enough for the Rust encoder's threads, small enough that
+# rendering the next batch's conversations overlaps encoding this one.
+BATCH_ROWS = 4096
+
 RENDERERS: dict[tuple, Renderer] = {}
 
 
@@ -55,68 +60,120 @@ def _str(v, default: str) -> str:
     return default if v is None or v == "" else str(v)
 
 
+def _binary_column(chunks: list[np.ndarray], lengths: np.ndarray) -> pa.Array:
+    """One large_binary column from per-row byte arrays, built from two buffers."""
+    data = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint8)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
 def tokenize_file(task: TokenizeTask) -> dict:
     target = Path(task.target)
     if target.exists():
         return {"index": task.index, "skipped": True}
     r = renderer_for(task)
-    cols: dict[str, list] = {f.name: [] for f in TOKENS_SCHEMA}
     stats = {"index": task.index, "records": 0, "tokens": 0, "skipped": 0}
+    tables = []
+    rows_before = 0
+    # A two-stage pipeline: while a background thread encodes one batch (its plain text and
+    # its rendered conversations, in Rust, without the GIL), this thread reads and renders
+    # the next batch and builds the previous one's table. The order of batches, and so the
+    # shard, is unchanged.
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-encode") as encoder:
+        pending = None
+        for batch in iter_record_batches(task.path, batch_rows=BATCH_ROWS):
+            meta, rendered, texts, chats = _prepare_batch(r, task, batch, rows_before)
+            rows_before += len(batch)
+            encoding = encoder.submit(_encode_batch, r, texts, chats)
+            if pending is not None:
+                tables.append(_batch_table(r, task, *pending, stats))
+            pending = (meta, rendered, encoding)
+        if pending is not None:
+            tables.append(_batch_table(r, task, *pending, stats))
+    table = pa.concat_tables(tables) if tables else TOKENS_SCHEMA.empty_table()
+    atomic_write_parquet(target, table)
+    return stats
 
-    def add(rid, domain, kind, status, reason, rendered=None):
-        cols["record_id"].append(rid)
-        cols["source"].append(task.source)
-        cols["domain"].append(domain)
-        cols["kind"].append(kind)
-        cols["status"].append(status)
-        cols["reason"].append(reason)
-        if rendered is None:
-            cols["n_tokens"].append(0)
-            cols["tokens"].append(b"")
-            cols["mask"].append(b"")
-            stats["skipped"] += 1
-        else:
-            cols["n_tokens"].append(len(rendered.tokens))
-            cols["tokens"].append(rendered.tokens.astype("<i4").tobytes())
-            cols["mask"].append(rendered.mask.tobytes())
-            stats["tokens"] += len(rendered.tokens)
 
-    row = 0
+def _encode_batch(r: Renderer, texts: list[str], chats: list[tuple[str, list]]):
+    text_tokens = r.encode_text_batch(texts) if texts else None
+    return text_tokens, r.encode_chats(chats) if chats else []
+
+
+def _prepare_batch(r: Renderer, task: TokenizeTask, batch: list[dict], rows_before: int):
+    """Per record: its metadata, and what it is (None for a skip, "text" for a plain text
+    record, "chat" for a conversation rendered through the chat template); the batch's
+    plain text, and its rendered conversations, are each encoded in one call."""
     fname = Path(task.path).name
-    for batch in iter_record_batches(task.path, batch_rows=4096):
-        texts: list[tuple[int, str, str, str]] = []
-        slots: list = []
-        for rec in batch:
-            rid = _str(rec.get("id"), f"{fname}#{row}")
-            row += 1
-            stats["records"] += 1
-            domain = _str(rec.get("domain"), "unknown")
-            if rec.get("_bad"):
-                slots.append((rid, domain, "unknown", "skipped", rec["_bad"], None))
-                continue
+    meta: dict[str, list] = {"record_id": [], "domain": [], "kind": [], "status": [], "reason": []}
+    rendered: list = []
+    texts: list[str] = []
+    chats: list[tuple[str, list]] = []
+    for row, rec in enumerate(batch, rows_before):
+        rid = _str(rec.get("id"), f"{fname}#{row}")
+        domain = _str(rec.get("domain"), "unknown")
+        status, reason, out = "ok", None, None
+        if rec.get("_bad"):
+            kind, status, reason = "unknown", "skipped", rec["_bad"]
+        else:
             messages, text = rec.get("messages"), rec.get("text")
             if messages is not None and len(messages) > 0:
                 kind = _str(rec.get("kind"), "chat")
                 try:
-                    slots.append((rid, domain, kind, "ok", None, r.render_chat(messages, rec.get("tools"))))
-                except Skip as s:
-                    slots.append((rid, domain, kind, "skipped", s.reason, None))
+                    chats.append(r.chat_text_and_spans(messages, rec.get("tools")))
+                    out = "chat"
+                except Skip as sk:
+                    status, reason = "skipped", sk.reason
             elif isinstance(text, str) and text:
                 kind = _str(rec.get("kind"), "text")
-                texts.append((len(slots), rid, domain, kind))
-                slots.append(text)
+                texts.append(text)
+                out = "text"
             else:
-                slots.append((rid, domain, _str(rec.get("kind"), "unknown"), "skipped", "no_messages_or_text", None))
-        if texts:
-            # One batched encode for all plain-text records of the batch (Rust, parallel).
-            ids = r.encode_texts([slots[i] for i, *_ in texts])
-            for (i, rid, domain, kind), rendered in zip(texts, r.text_masks(ids)):
-                slots[i] = (rid, domain, kind, "ok", None, rendered)
-        for s in slots:
-            add(*s)
-    table = pa.table(cols, schema=TOKENS_SCHEMA)
-    atomic_write_parquet(target, table)
-    return stats
+                kind, status, reason = _str(rec.get("kind"), "unknown"), "skipped", "no_messages_or_text"
+        for key, v in (("record_id", rid), ("domain", domain), ("kind", kind), ("status", status), ("reason", reason)):
+            meta[key].append(v)
+        rendered.append(out)
+    return meta, rendered, texts, chats
+
+
+def _batch_table(r: Renderer, task: TokenizeTask, meta: dict, rendered: list, encoding: cf.Future, stats: dict) -> pa.Table:
+    text_mask = np.uint8(1 if r.policy.text else 0)
+    n = len(rendered)
+    stats["records"] += n
+    text_tokens, chats = encoding.result()
+    if text_tokens is not None:
+        flat, ends = text_tokens
+    if text_tokens is not None and len(ends) == n:  # only plain text: the encode is the column
+        tok_chunks, mask_chunks = [flat], [np.full(len(flat), text_mask, dtype=np.uint8)]
+        lengths = np.diff(ends, prepend=0)
+    else:
+        tok_chunks, mask_chunks, lengths = [], [], np.zeros(n, dtype=np.int64)
+        j = 0
+        next_chat = iter(chats)
+        for i, out in enumerate(rendered):
+            if out is None:
+                continue
+            if out == "text":  # its slice of the batch encode
+                start = ends[j - 1] if j else 0
+                t = flat[start:ends[j]]
+                m = np.full(len(t), text_mask, dtype=np.uint8)
+                j += 1
+            else:
+                chat = next(next_chat)
+                t, m = chat.tokens.astype("<i4"), chat.mask
+            tok_chunks.append(t)
+            mask_chunks.append(m)
+            lengths[i] = len(t)
+    stats["skipped"] += sum(out is None for out in rendered)
+    stats["tokens"] += int(lengths.sum())
+    cols = {
+        "record_id": meta["record_id"], "source": [task.source] * n, "domain": meta["domain"], "kind": meta["kind"],
+        "status": meta["status"], "reason": meta["reason"], "n_tokens": lengths.astype(np.int64),
+        "tokens": _binary_column([c.astype("<i4", copy=False).view(np.uint8) for c in tok_chunks], lengths * 4),
+        "mask": _binary_column(mask_chunks, lengths),
+    }
+    return pa.table(cols, schema=TOKENS_SCHEMA)
 
 
 def decode_tokens(blob: bytes) -> np.ndarray:

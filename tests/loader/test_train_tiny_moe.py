@@ -1,5 +1,8 @@
-"""examples/train_tiny_moe.py trains from synth.loader on book passages plus KG tool-use
-samples: the loss falls and every expert receives tokens."""
+"""examples/train_tiny_moe.py trains from synth.loader on a demo run's output (a real
+`runs/demo/output` of synth's own instruction records, committed under demo-run/) plus KG
+tool-use samples and book passages: the loss falls and every expert receives tokens."""
+
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -8,6 +11,8 @@ import pytest
 from synth.pack.run import PackOptions, pack
 from tests.loader.test_loader import load_example
 from tests.pack.helpers import default_tokenizer_dir, tokenizer_with_template, write_jsonl
+
+DEMO_RUN = Path(__file__).parent / "demo-run"
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +34,12 @@ def corpus(tmp_path_factory, shared_data):
     pq.write_table(pa.Table.from_pylist(records, schema=SAMPLE_SCHEMA), kg)
     # Qwen2.5's template renders tools and tool calls; the tokenizer is the embedded 49K one
     tok = tokenizer_with_template(default_tokenizer_dir(), d / "tok", "qwen2_5.jinja")
-    res = pack(PackOptions([str(books), str(kg)], str(tok), 128, str(d / "packed")))
+    res = pack(PackOptions([str(DEMO_RUN), str(kg), str(books)], str(tok), 128, str(d / "packed")))
     assert res.manifest["counts"]["skipped"] == {}
-    assert set(res.manifest["tokens_written"]["kind"]) == {"text", "tool_use"}
+    assert set(res.manifest["tokens_written"]["kind"]) == {"instruction", "text", "tool_use"}
+    demo_rows = [r for r in pq.read_table(d / "packed" / "packing.parquet").to_pylist() if r["source"] == "demo-run"]
+    demo_ids = set(pq.read_table(DEMO_RUN / "output", columns=["id"]).column("id").to_pylist())
+    assert {r["record_id"] for r in demo_rows} == demo_ids and all(r["status"] in ("packed", "split") for r in demo_rows)
     return d / "packed"
 
 
@@ -45,4 +53,6 @@ def test_tiny_moe_loss_falls_and_every_expert_gets_tokens(corpus):
     assert len(loss) >= 10, loss
     assert sum(loss[-5:]) / 5 < sum(loss[:5]) / 5 - 1.0, loss
     assert (out["expert_load"] > 0).all()
-    assert set(out["kinds"]) == {"text", "tool_use"} and "books" in out["domains"]
+    assert set(out["kinds"]) == {"instruction", "text", "tool_use"}
+    # "instruction" is the demo run's kind; its domains are the demo's (36 steps see some of them)
+    assert "books" in out["domains"] and "nations" in out["domains"] and {"code", "science", "humanities"} & set(out["domains"])

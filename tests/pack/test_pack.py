@@ -206,3 +206,31 @@ def test_a_rewritten_input_is_tokenised_again(tok_dir, tmp_path):
     second = pack(opts, say=messages.append)
     assert first.manifest["documents"] == 1 and second.manifest["documents"] == 2
     assert any("tokenising again" in m for m in messages)
+
+
+def test_a_new_mix_reuses_the_tokenised_shards_and_equals_a_fresh_pack(corpus, tok_dir, tmp_path, monkeypatch):
+    import synth.pack.run as run
+    from synth.pack import tokenize
+    from tests.pack.test_resume import tree_digest
+
+    d, web, chats = corpus
+    mix_a, mix_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    mix_a.write_text("weights: {web: 0.5, chats: 0.5}\n")
+    mix_b.write_text("weights: {web: 0.9, chats: 0.1}\n")
+    inputs = [str(web), str(chats)]
+    pack(PackOptions(inputs, str(tok_dir), 256, str(tmp_path / "o"), mix=str(mix_a)))
+    tokenised = []
+
+    def counting(task):
+        tokenised.append(task.path)
+        return tokenize.tokenize_file(task)
+
+    monkeypatch.setattr(run, "tokenize_file", counting)
+    said = []
+    remixed = pack(PackOptions(inputs, str(tok_dir), 256, str(tmp_path / "o"), mix=str(mix_b)), say=said.append)
+    assert tokenised == [] and any("2 of 2 input files already tokenised" in m for m in said)
+    assert remixed.manifest["mix"]["weights"] == {"web": 0.9, "chats": 0.1}
+    fresh = pack(PackOptions(inputs, str(tok_dir), 256, str(tmp_path / "fresh"), mix=str(mix_b)))
+    assert len(tokenised) == 2  # a new output folder tokenises
+    assert remixed.manifest["files"] == fresh.manifest["files"]
+    assert tree_digest(tmp_path / "o") == tree_digest(tmp_path / "fresh")
