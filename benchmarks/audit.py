@@ -73,7 +73,10 @@ def main() -> None:
         order = [(True, on), (False, off)] if r % 2 == 0 else [(False, off), (True, on)]
         for stats_on, bucket in order:
             bucket.append(one_run(raw, work / ("with" if stats_on else "without"), stats_on))
-            print(f"round {r + 1}: statistics {'on ' if stats_on else 'off'} {bucket[-1][0]:.2f}s wall, {bucket[-1][1]:.2f}s CPU", flush=True)
+            print(
+                f"round {r + 1}: statistics {'on ' if stats_on else 'off'} {bucket[-1][0]:.2f}s wall, {bucket[-1][1]:.2f}s CPU",
+                flush=True,
+            )
     os.environ["SYNTH_AUDIT_STATS"] = "1"
     one_run(raw, work / "with", True) if not (work / "with" / "output").exists() else None
 
@@ -83,20 +86,46 @@ def main() -> None:
     run = work / "with"
     start = time.perf_counter()
     with redirect_stdout(io.StringIO()) as buf:
-        run_audit(run, as_json=True, examples=3, what_if=[], sweep=[], overlap=False, overlap_sample=0, compare=None, html=None, describe=_describe)
+        run_audit(
+            run,
+            as_json=True,
+            examples=3,
+            what_if=[],
+            sweep=[],
+            overlap=False,
+            overlap_sample=0,
+            compare=None,
+            html=None,
+            describe=_describe,
+        )
     t_json = time.perf_counter() - start
     report = json.loads(buf.getvalue())
     start = time.perf_counter()
     with redirect_stdout(io.StringIO()):
-        run_audit(run, as_json=True, examples=3, what_if=[], sweep=[], overlap=False, overlap_sample=0, compare=None, html=work / "audit.html", describe=_describe)
+        run_audit(
+            run,
+            as_json=True,
+            examples=3,
+            what_if=[],
+            sweep=[],
+            overlap=False,
+            overlap_sample=0,
+            compare=None,
+            html=work / "audit.html",
+            describe=_describe,
+        )
     t_html = time.perf_counter() - start
     records = report["stages"][0]["out"]
     seen = report["profiles"]["01-toy_min_words"]["scores"]["toy_words"]["count"]
     print(f"records={records:,} shards={args.shards} (scores summarised over {seen:,} records)")
     wall_on, wall_off = statistics.median(w for w, _ in on), statistics.median(w for w, _ in off)
     cpu_on, cpu_off = statistics.median(c for _, c in on), statistics.median(c for _, c in off)
-    print(f"run with statistics: {wall_on:.2f}s wall / {cpu_on:.2f}s CPU; without: {wall_off:.2f}s / {cpu_off:.2f}s (median of {args.rounds}); wall ratio {wall_on / wall_off:.3f}")
-    print(f"synth audit --json: {t_json:.2f}s; --json --html: {t_html:.2f}s ({(work / 'audit.html').stat().st_size / 1e6:.1f} MB page)")
+    print(
+        f"run with statistics: {wall_on:.2f}s wall / {cpu_on:.2f}s CPU; without: {wall_off:.2f}s / {cpu_off:.2f}s (median of {args.rounds}); wall ratio {wall_on / wall_off:.3f}"
+    )
+    print(
+        f"synth audit --json: {t_json:.2f}s; --json --html: {t_html:.2f}s ({(work / 'audit.html').stat().st_size / 1e6:.1f} MB page)"
+    )
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     # CPU seconds, and the median of each round's on/off ratio: rounds run back to back,

@@ -50,7 +50,13 @@ def main() -> None:
     args = ap.parse_args()
     data = Path(args.shared)
     b = data / "benchmarks"
-    specs = [str(b / "gsm8k" / "test.jsonl"), str(b / "gsm8k" / "train.jsonl"), str(b / "humaneval" / "HumanEval.jsonl.gz"), str(b / "mmlu" / "test"), str(b / "mmlu" / "dev")]
+    specs = [
+        str(b / "gsm8k" / "test.jsonl"),
+        str(b / "gsm8k" / "train.jsonl"),
+        str(b / "humaneval" / "HumanEval.jsonl.gz"),
+        str(b / "mmlu" / "test"),
+        str(b / "mmlu" / "dev"),
+    ]
     texts = []
     for f in sorted((data / "books").glob("pg*.txt")):
         t = f.read_text(encoding="utf-8", errors="replace")
@@ -63,7 +69,9 @@ def main() -> None:
     t0 = time.perf_counter()
     grams = naive_index(specs)
     naive_build = time.perf_counter() - t0
-    print(f"index: {sum(index.stats['items'].values()):,} items, {index.stats['grams']:,} grams; build {build:.2f}s (naive set {naive_build:.2f}s)")
+    print(
+        f"index: {sum(index.stats['items'].values()):,} items, {index.stats['grams']:,} grams; build {build:.2f}s (naive set {naive_build:.2f}s)"
+    )
     with tempfile.TemporaryDirectory() as cache:
         stage = Decontaminate(DecontaminateOptions(benchmarks=specs, cache_dir=cache))
         stage.setup()  # builds and saves

@@ -174,7 +174,10 @@ def synthetic_rss(n_docs: int, shards: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        subprocess.run([sys.executable, __file__, "--make-summaries", str(tmp), "--docs", str(n_docs), "--shards", str(shards)], check=True)
+        subprocess.run(
+            [sys.executable, __file__, "--make-summaries", str(tmp), "--docs", str(n_docs), "--shards", str(shards)],
+            check=True,
+        )
         summaries = sorted(tmp.glob("part-*.parquet"))
         stage = MinHashDedup(MinHashOptions())
         base = current_rss()
@@ -185,7 +188,13 @@ def synthetic_rss(n_docs: int, shards: int) -> dict:
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         report = json.loads((state / "report.json").read_text())
-    return {"docs": report["documents"], "dropped": report["dropped"], "peak_rss": peak, "before": base, "seconds": seconds}
+    return {
+        "docs": report["documents"],
+        "dropped": report["dropped"],
+        "peak_rss": peak,
+        "before": base,
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
@@ -193,7 +202,12 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=22_500)
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--min-words", type=int, default=25, help="passage length range (longer passages: sketches estimate rather than count)")
+    ap.add_argument(
+        "--min-words",
+        type=int,
+        default=25,
+        help="passage length range (longer passages: sketches estimate rather than count)",
+    )
     ap.add_argument("--max-words", type=int, default=95)
     ap.add_argument("--rss", type=int, default=0, help="instead: peak RSS of the reduce on N synthetic docs")
     ap.add_argument("--make-summaries", type=Path, help=argparse.SUPPRESS)
@@ -211,16 +225,26 @@ def main() -> None:
         )
         return
 
-    books = sorted(p for p in BOOKS.glob("pg*.txt") if "latin1" not in p.name and "_nl" not in p.name and "_fr" not in p.name)
-    texts, kinds = planted_passages(books, seed=args.seed, total=args.docs, min_words=args.min_words, max_words=args.max_words)
+    books = sorted(
+        p for p in BOOKS.glob("pg*.txt") if "latin1" not in p.name and "_nl" not in p.name and "_fr" not in p.name
+    )
+    texts, kinds = planted_passages(
+        books, seed=args.seed, total=args.docs, min_words=args.min_words, max_words=args.max_words
+    )
     truth = true_duplicate_pairs(shingle_sets(texts), 0.8)
     n = len(texts)
-    print(f"{n:,} passages ({sum(k != 'original' for k in kinds):,} planted copies), {len(truth):,} true pairs at J>=0.8", file=sys.stderr)
+    print(
+        f"{n:,} passages ({sum(k != 'original' for k in kinds):,} planted copies), {len(truth):,} true pairs at J>=0.8",
+        file=sys.stderr,
+    )
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         (kept, report), sec = timed(run_exact, texts, args.shards, Path(tmp) / "exact")
-        print(f"dedup_exact: {n / sec:,.0f} docs/s, {report['dropped']:,} exact copies dropped (NFKC, case, punctuation, spacing)", file=sys.stderr)
+        print(
+            f"dedup_exact: {n / sec:,.0f} docs/s, {report['dropped']:,} exact copies dropped (NFKC, case, punctuation, spacing)",
+            file=sys.stderr,
+        )
         for label, opts in [
             ("synth dedup_minhash 14x8 + verify 0.8 (numpy)", {}),
             ("synth dedup_minhash 14x8 + verify 0.8 (rensa engine)", {"engine": "rensa"}),

@@ -92,15 +92,21 @@ def extractors() -> dict:
         "trafilatura fast": lambda p: trafilatura.extract(p, fast=True, include_comments=False),
         "trafilatura fast, retry <=100kB (synth)": retry_small_pages,
         "trafilatura fast, no recall retry": no_retry,
-        "trafilatura fast, favor_precision": lambda p: trafilatura.extract(p, fast=True, include_comments=False, favor_precision=True),
-        "datatrove's trafilatura options": lambda p: trafilatura.extract(p, favor_precision=True, include_comments=False, deduplicate=False),
+        "trafilatura fast, favor_precision": lambda p: trafilatura.extract(
+            p, fast=True, include_comments=False, favor_precision=True
+        ),
+        "datatrove's trafilatura options": lambda p: trafilatura.extract(
+            p, favor_precision=True, include_comments=False, deduplicate=False
+        ),
         "resiliparse main_content": lambda p: extract_plain_text(HTMLTree.parse(p), main_content=True, alt_texts=False),
     }
     try:
         import justext
 
         stop = justext.get_stoplist("English")
-        out["justext (English stoplist)"] = lambda p: "\n".join(x.text for x in justext.justext(p.encode("utf-8"), stop) if not x.is_boilerplate)
+        out["justext (English stoplist)"] = lambda p: "\n".join(
+            x.text for x in justext.justext(p.encode("utf-8"), stop) if not x.is_boilerplate
+        )
     except ImportError:
         pass
     return out
@@ -162,7 +168,15 @@ def load_gold() -> list[tuple[str, str | None, bytes, str]]:
 
     root = SHARED / "extraction"
     truth = json.loads((root / "ground-truth.json").read_text(encoding="utf-8"))
-    return [(key, item.get("url"), gzip.decompress((root / "html" / f"{key}.html.gz").read_bytes()), item.get("articleBody", "")) for key, item in sorted(truth.items())]
+    return [
+        (
+            key,
+            item.get("url"),
+            gzip.decompress((root / "html" / f"{key}.html.gz").read_bytes()),
+            item.get("articleBody", ""),
+        )
+        for key, item in sorted(truth.items())
+    ]
 
 
 def gold_systems(drops: dict[str, str]) -> dict:
@@ -197,7 +211,9 @@ def gold_systems(drops: dict[str, str]) -> dict:
         "synth extract_html (no cascade)": synth_stage(cascade=False),
         "trafilatura (defaults)": lambda url, raw: trafilatura.extract(raw.decode("utf-8", "replace"), url=url),
         "trafilatura fast": lambda url, raw: trafilatura.extract(raw.decode("utf-8", "replace"), url=url, fast=True),
-        "resiliparse main_content": lambda url, raw: extract_plain_text(HTMLTree.parse(raw.decode("utf-8", "replace")), main_content=True, alt_texts=False),
+        "resiliparse main_content": lambda url, raw: extract_plain_text(
+            HTMLTree.parse(raw.decode("utf-8", "replace")), main_content=True, alt_texts=False
+        ),
     }
 
 
@@ -219,7 +235,9 @@ def bench_gold() -> None:
             seconds[name] += time.perf_counter() - start
             empty[name] += not (text or "").strip()
             counts[name].append(page_counts(gold, text))
-    print(f"{len(pages)} pages with gold article bodies from {SHARED / 'extraction'} (article-extraction-benchmark scoring)")
+    print(
+        f"{len(pages)} pages with gold article bodies from {SHARED / 'extraction'} (article-extraction-benchmark scoring)"
+    )
     print(f"{'system':34s} {'precision':>15s} {'recall':>15s} {'F1':>15s} {'pages/s':>8s} {'empty':>6s}")
     results = {}
     for name in systems:
@@ -242,7 +260,9 @@ def bench_gold() -> None:
     for name in systems:
         s = scores([counts[name][i] for i in english])
         print(f"  {name:34s} P {s['precision']:.3f}  R {s['recall']:.3f}  F1 {s['f1']:.3f}")
-    print(f"f1_cascade={cascade['f1']:.3f} f1_defaults={results['synth extract_html (defaults)']['f1']:.3f} f1_no_cascade={plain['f1']:.3f} f1_trafilatura={results['trafilatura (defaults)']['f1']:.3f}")
+    print(
+        f"f1_cascade={cascade['f1']:.3f} f1_defaults={results['synth extract_html (defaults)']['f1']:.3f} f1_no_cascade={plain['f1']:.3f} f1_trafilatura={results['trafilatura (defaults)']['f1']:.3f}"
+    )
 
 
 def bench_extractors() -> None:
@@ -269,7 +289,9 @@ def bench_extractors() -> None:
     for name, texts in outputs.items():
         a_full = [word_f1(r, t) for r, t in zip(full, texts) if r]
         a_fast = [word_f1(r, t) for r, t in zip(fast, texts) if r]
-        print(f"{name:40s} {rates[name]:8.1f} {sum(1 for t in texts if t):9d} {sum(a_full) / len(a_full):11.3f} {sum(a_fast) / len(a_fast):11.3f}")
+        print(
+            f"{name:40s} {rates[name]:8.1f} {sum(1 for t in texts if t):9d} {sum(a_full) / len(a_full):11.3f} {sum(a_fast) / len(a_fast):11.3f}"
+        )
 
 
 def bench_warc(repeat: int = 5) -> None:
@@ -310,7 +332,9 @@ def bench_warc(repeat: int = 5) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--warc", action="store_true", help="compare WARC readers instead of extractors")
-    parser.add_argument("--agreement", action="store_true", help="agreement between extractors on the shared WARC pages (no gold)")
+    parser.add_argument(
+        "--agreement", action="store_true", help="agreement between extractors on the shared WARC pages (no gold)"
+    )
     args = parser.parse_args(argv)
     if args.warc:
         bench_warc()

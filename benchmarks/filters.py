@@ -48,7 +48,12 @@ def warc_texts(path: Path) -> list[str]:
 
 
 def corpus(shared: Path, limit: int | None) -> list[str]:
-    texts = [p for book in sorted((shared / "books").glob("pg*.txt")) if "latin1" not in book.name for p in book_passages(book)]
+    texts = [
+        p
+        for book in sorted((shared / "books").glob("pg*.txt"))
+        if "latin1" not in book.name
+        for p in book_passages(book)
+    ]
     for name in ("aut-2008-crawl.warc.gz", "cc-style-multilingual.warc.gz"):
         texts += warc_texts(shared / "warc" / name)
     return texts[:limit] if limit else texts
@@ -59,7 +64,9 @@ def time_ours(stage, table: pa.Table, repeat: int) -> tuple[float, list[bool]]:
     runs, kept = [], None
     for _ in range(repeat):
         start = time.perf_counter()
-        scored = stage.process(table.append_column("_row", pa.array(range(table.num_rows))), Shard("01-bench", 0, "bench", 0))
+        scored = stage.process(
+            table.append_column("_row", pa.array(range(table.num_rows))), Shard("01-bench", 0, "bench", 0)
+        )
         runs.append(time.perf_counter() - start)
         kept_rows = set(scored.column("_row").to_pylist())
         kept = [i in kept_rows for i in range(table.num_rows)]
@@ -81,7 +88,10 @@ def time_theirs(flt, texts: list[str], repeat: int) -> tuple[float, list[str | N
         start = time.perf_counter()
         results = [flt.filter(d) for d in docs]
         runs.append(time.perf_counter() - start)
-        reasons = [None if (r is True or (isinstance(r, tuple) and r[0])) else (r[1] if isinstance(r, tuple) else "dropped") for r in results]
+        reasons = [
+            None if (r is True or (isinstance(r, tuple) and r[0])) else (r[1] if isinstance(r, tuple) else "dropped")
+            for r in results
+        ]
     return statistics.median(runs), reasons
 
 
@@ -114,7 +124,9 @@ def main() -> int:
         ("gopher_quality", GopherQualityFilter, "GopherQualityFilter"),
         ("c4_quality", C4QualityFilter, "C4QualityFilter"),
     ]
-    print(f"{'filter':24s} {'synth ms/doc':>12s} {'datatrove':>10s} {'speedup':>8s} {'keep synth':>10s} {'keep dt':>8s} {'agree':>6s}")
+    print(
+        f"{'filter':24s} {'synth ms/doc':>12s} {'datatrove':>10s} {'speedup':>8s} {'keep synth':>10s} {'keep dt':>8s} {'agree':>6s}"
+    )
     disagreements = {}
     for name, ours_cls, theirs_name in pairs:
         stage = ours_cls(ours_cls.Options())
@@ -149,9 +161,20 @@ def language_passages(shared: Path) -> dict[str, list[str]]:
     def cut(texts):
         return [t[s:e] for t in texts for s, e, _ in split_text(t, 600, 150) if e - s >= 150]
 
-    out = {"en": [p for book in sorted((shared / "books").glob("pg*.txt"))[:2] if "latin1" not in book.name for p in book_passages(book, 600, 150)]}
-    crawl = cut(warc_texts(shared / "warc" / "cc-style-multilingual.warc.gz")) + cut(warc_texts(shared / "warc" / "clueweb-quirk-ja.warc.gz"))
-    table = LanguageFilter(LanguageFilter.Options(min_score=0.0)).process(pa.table({"text": crawl}), Shard("01-langid", 0, "bench", 0))
+    out = {
+        "en": [
+            p
+            for book in sorted((shared / "books").glob("pg*.txt"))[:2]
+            if "latin1" not in book.name
+            for p in book_passages(book, 600, 150)
+        ]
+    }
+    crawl = cut(warc_texts(shared / "warc" / "cc-style-multilingual.warc.gz")) + cut(
+        warc_texts(shared / "warc" / "clueweb-quirk-ja.warc.gz")
+    )
+    table = LanguageFilter(LanguageFilter.Options(min_score=0.0)).process(
+        pa.table({"text": crawl}), Shard("01-langid", 0, "bench", 0)
+    )
     for text, lang in zip(table.column("text").to_pylist(), table.column("language").to_pylist()):
         if lang in ("zh", "ja"):
             out.setdefault(lang, []).append(text)
@@ -160,7 +183,12 @@ def language_passages(shared: Path) -> dict[str, list[str]]:
 
 def per_language(shared: Path, repeat: int) -> None:
     groups = language_passages(shared)
-    filters = [("gopher_repetition", GopherRepetitionFilter), ("gopher_quality", GopherQualityFilter), ("c4_quality", C4QualityFilter), ("c4_badwords", C4BadWordsFilter)]
+    filters = [
+        ("gopher_repetition", GopherRepetitionFilter),
+        ("gopher_quality", GopherQualityFilter),
+        ("c4_quality", C4QualityFilter),
+        ("c4_badwords", C4BadWordsFilter),
+    ]
     print(f"\nper language (synth docs/s, median of {repeat}; passages ~600 chars)")
     print(f"{'language':10s} {'passages':>8s} " + " ".join(f"{name:>17s}" for name, _ in filters))
     for lang in ("en", "zh", "ja"):
@@ -172,7 +200,9 @@ def per_language(shared: Path, repeat: int) -> None:
         cells = []
         for _, cls in filters:
             stage = cls(cls.Options(annotate_only=True))
-            stage.process(table.slice(0, 1), Shard("01-warm", 0, "bench", 0))  # segmenter and lists loaded once per process
+            stage.process(
+                table.slice(0, 1), Shard("01-warm", 0, "bench", 0)
+            )  # segmenter and lists loaded once per process
             seconds, _ = time_ours(stage, table, repeat)
             cells.append(f"{len(texts) / seconds:>17,.0f}")
         print(f"{lang:10s} {len(texts):>8d} " + " ".join(cells), flush=True)

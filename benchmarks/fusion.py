@@ -73,7 +73,13 @@ def folder_usage(root: Path) -> dict[str, int]:
             continue
         seen.add((st.st_dev, st.st_ino))
         rel = path.relative_to(root).parts
-        key = "/".join(rel[:2]) if rel[0] in ("stages", "rejected") and len(rel) > 2 else rel[0] if len(rel) > 1 else "(top)"
+        key = (
+            "/".join(rel[:2])
+            if rel[0] in ("stages", "rejected") and len(rel) > 2
+            else rel[0]
+            if len(rel) > 1
+            else "(top)"
+        )
         folders[key] = folders.get(key, 0) + st.st_size
     return folders
 
@@ -85,9 +91,15 @@ def audit_numbers(run_dir: Path) -> dict:
     from synth.audit.whatif import what_if
 
     report = build_report(run_dir)
-    filters = [s["stage"] for s in report["stages"] if s["type"] in ("url_filter", "langid", "gopher_repetition", "gopher_quality", "c4_quality", "c4_badwords")]
+    filters = [
+        s["stage"]
+        for s in report["stages"]
+        if s["type"] in ("url_filter", "langid", "gopher_repetition", "gopher_quality", "c4_quality", "c4_badwords")
+    ]
     results = what_if(run_dir, report, [f"{label}.annotate_only=true" for label in filters])
-    numbers = {r["stage"]: (r["records"], r["kept_before"], r["kept_after"], r["dropped_after"], r["exact"]) for r in results}
+    numbers = {
+        r["stage"]: (r["records"], r["kept_before"], r["kept_after"], r["dropped_after"], r["exact"]) for r in results
+    }
     o = overlap(run_dir)
     return {"what_if": numbers, "overlap": (o["sample"], o["filters"], o["drops"], o["matrix"], o["alone"])}
 
@@ -109,7 +121,9 @@ def shard_io_seconds(run_dir: Path) -> tuple[float, int]:
     return seconds, records
 
 
-def one_run(pipeline_path: Path, run_dir: Path, workers: int, keep: bool) -> tuple[float, dict[str, int], int, list, dict[str, int]]:
+def one_run(
+    pipeline_path: Path, run_dir: Path, workers: int, keep: bool
+) -> tuple[float, dict[str, int], int, list, dict[str, int]]:
     pipe = load_pipeline(pipeline_path)
     source = PipelineSource(raw=pipe.raw, path=str(pipeline_path), seed=pipe.seed)
     start = time.perf_counter()
@@ -141,7 +155,9 @@ def main() -> None:
             order = ["fused", "keep-intermediate"] if round_ % 2 == 0 else ["keep-intermediate", "fused"]
             for mode in order:
                 run_dir = Path(tmp) / f"{mode}-{round_}"
-                seconds, usage[mode], output[mode], ids[mode], folders[mode] = one_run(args.pipeline, run_dir, args.workers, mode != "fused")
+                seconds, usage[mode], output[mode], ids[mode], folders[mode] = one_run(
+                    args.pipeline, run_dir, args.workers, mode != "fused"
+                )
                 times[mode].append(seconds)
                 if round_ == 0:
                     audits[mode] = audit_numbers(run_dir)
@@ -153,8 +169,12 @@ def main() -> None:
     if audits["fused"] != audits["keep-intermediate"]:
         raise SystemExit(f"audit what-if/overlap differ: fused {audits['fused']} against {audits['keep-intermediate']}")
 
-    print(f"ingest pipeline on the shared data, {args.workers} workers, {args.repeat} round(s); output {output['fused']:,} bytes, {len(ids['fused']):,} records")
-    print(f"{'':20} {'run dir bytes':>14} {'shards':>12} {'global':>10} {'stats':>10} {'rejects':>10} {'wall s':>8} {'disk ratio':>10}")
+    print(
+        f"ingest pipeline on the shared data, {args.workers} workers, {args.repeat} round(s); output {output['fused']:,} bytes, {len(ids['fused']):,} records"
+    )
+    print(
+        f"{'':20} {'run dir bytes':>14} {'shards':>12} {'global':>10} {'stats':>10} {'rejects':>10} {'wall s':>8} {'disk ratio':>10}"
+    )
     for mode in ("fused", "keep-intermediate"):
         u = usage[mode]
         total = sum(u.values())
@@ -167,9 +187,13 @@ def main() -> None:
         print(f"{key:32} {folders['fused'].get(key, 0):>12,} {folders['keep-intermediate'].get(key, 0):>18,}")
     print(f"audit what-if ({len(audits['fused']['what_if'])} filters) and overlap: the same numbers on both runs")
     fused_total, kept_total = sum(usage["fused"].values()), sum(usage["keep-intermediate"].values())
-    print(f"stage shard write+read: {io[0]:.2f} s for {io[1]:,} records = {1e6 * io[0] / max(io[1], 1):.0f} us/record (what fusing saves per stage)")
+    print(
+        f"stage shard write+read: {io[0]:.2f} s for {io[1]:,} records = {1e6 * io[0] / max(io[1], 1):.0f} us/record (what fusing saves per stage)"
+    )
     print(f"bytes_saved={kept_total / fused_total:.2f}x")
-    print(f"wall_ratio={statistics.median(times['keep-intermediate']) / statistics.median(times['fused']):.2f} (keep-intermediate / fused)")
+    print(
+        f"wall_ratio={statistics.median(times['keep-intermediate']) / statistics.median(times['fused']):.2f} (keep-intermediate / fused)"
+    )
     print(f"disk_ratio={fused_total / output['fused']:.2f}")
 
 

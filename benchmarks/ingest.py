@@ -45,13 +45,24 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SYNTH_SHARED_DATA", REPO.parent / "shared" / "data"))
 # Readable by both systems (datatrove's warcio reader stops inside bad-length.warc
 # and cannot open the ARC file); the broken files are covered by synth's tests.
-WARCS = ["aut-2008-crawl.warc.gz", "cc-style-multilingual.warc.gz", "clueweb-quirk-ja.warc.gz", "cc-main-2024-22-one-page.warc.gz"]
+WARCS = [
+    "aut-2008-crawl.warc.gz",
+    "cc-style-multilingual.warc.gz",
+    "clueweb-quirk-ja.warc.gz",
+    "cc-main-2024-22-one-page.warc.gz",
+]
 BOOK_GLOB = "pg*.txt"
 
 STAGES = ["read", "extract_html", "langid", "gopher_repetition", "gopher_quality", "dedup_minhash"]
 
 
-def synth_pipeline(extractor: str, available: list[str], recall_retry_max_bytes: int | None = -1, cascade: bool = True, languages: list[str] | None = None) -> dict:
+def synth_pipeline(
+    extractor: str,
+    available: list[str],
+    recall_retry_max_bytes: int | None = -1,
+    cascade: bool = True,
+    languages: list[str] | None = None,
+) -> dict:
     extract = {"extractor": extractor, "cascade": cascade}
     if cascade and languages:
         extract["cascade_languages"] = list(languages)
@@ -84,7 +95,15 @@ def available_stages() -> tuple[list[str], list[str]]:
     return have, missing
 
 
-def run_synth(inputs: list[str], workers: int, extractor: str, work: Path, recall_retry_max_bytes: int | None = -1, cascade: bool = True, languages: list[str] | None = None) -> dict:
+def run_synth(
+    inputs: list[str],
+    workers: int,
+    extractor: str,
+    work: Path,
+    recall_retry_max_bytes: int | None = -1,
+    cascade: bool = True,
+    languages: list[str] | None = None,
+) -> dict:
     import pyarrow.parquet as pq
 
     from synth.core.config import build_pipeline
@@ -97,7 +116,13 @@ def run_synth(inputs: list[str], workers: int, extractor: str, work: Path, recal
     run_dir = work / ("synth-cascade" if cascade else "synth-no-cascade")
     cpu = _cpu_seconds()
     start = time.perf_counter()
-    result = run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), run_dir, inputs=inputs, executor=LocalExecutor(workers))
+    result = run_pipeline(
+        pipe,
+        PipelineSource(raw=raw, path=None, seed=pipe.seed),
+        run_dir,
+        inputs=inputs,
+        executor=LocalExecutor(workers),
+    )
     seconds = time.perf_counter() - start
     cpu = _cpu_seconds() - cpu
     report = audit(run_dir)
@@ -121,7 +146,9 @@ def run_synth(inputs: list[str], workers: int, extractor: str, work: Path, recal
     }
 
 
-def run_datatrove(warcs: list[Path], books: list[Path], workers: int, work: Path, languages: list[str] | None = None) -> dict:
+def run_datatrove(
+    warcs: list[Path], books: list[Path], workers: int, work: Path, languages: list[str] | None = None
+) -> dict:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import (
         MinhashBuildIndex,  # noqa: F401 - import check
@@ -179,9 +206,13 @@ def run_datatrove(warcs: list[Path], books: list[Path], workers: int, work: Path
             fh.write(json.dumps({"text": decode_text(b.read_bytes()).text, "id": b.name}) + "\n")
     tasks = max(1, min(workers, len(warcs)))
     # sha1 shingle hashes: datatrove's xxhash path wants xxhash<4 and the venv has 4.x
-    config = MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="sha1"), num_buckets=14, hashes_per_bucket=8, n_grams=5)
+    config = MinhashConfig(
+        hash_config=HashConfig(precision=64, hash_fc="sha1"), num_buckets=14, hashes_per_bucket=8, n_grams=5
+    )
     logs = work / "dt-logs"
-    filtered, sigs, buckets, clusters, final = (work / f"dt-{n}" for n in ("filtered", "sigs", "buckets", "clusters", "final"))
+    filtered, sigs, buckets, clusters, final = (
+        work / f"dt-{n}" for n in ("filtered", "sigs", "buckets", "clusters", "final")
+    )
 
     cpu = _cpu_seconds()
     start = time.perf_counter()
@@ -249,7 +280,11 @@ def _datatrove_counts(log_dir: Path) -> list[str]:
     if stats.exists():
         for step in json.loads(stats.read_text()):
             name = step.get("name", "?")
-            counts = {k: v for k, v in step.get("stats", {}).items() if isinstance(v, (int, float)) and not k.startswith("time")}
+            counts = {
+                k: v
+                for k, v in step.get("stats", {}).items()
+                if isinstance(v, (int, float)) and not k.startswith("time")
+            }
             out.append(f"{name}: {counts}")
     return out
 
@@ -286,10 +321,20 @@ def kept_share(no_cascade: set, cascade: set, names: list[str]) -> tuple[float, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of the three runs, interleaved; each side's best round is reported")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of the three runs, interleaved; each side's best round is reported",
+    )
     parser.add_argument("--extractor", default="trafilatura")
     parser.add_argument("--languages", default="en", help="comma-separated languages both sides keep ('' keeps all)")
-    parser.add_argument("--recall-retry-max-bytes", type=lambda v: None if v == "none" else int(v), default=-1, help="extract_html recall_retry_max_bytes (default: the stage's default; 'none': always retry, as trafilatura does)")
+    parser.add_argument(
+        "--recall-retry-max-bytes",
+        type=lambda v: None if v == "none" else int(v),
+        default=-1,
+        help="extract_html recall_retry_max_bytes (default: the stage's default; 'none': always retry, as trafilatura does)",
+    )
     parser.add_argument("--skip-datatrove", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
@@ -305,7 +350,15 @@ def main(argv: list[str] | None = None) -> int:
         warm = root / "warm-up"
         warm.mkdir()
         for cascade in (True, False):
-            run_synth([str(warcs[-1])], args.workers, args.extractor, warm, args.recall_retry_max_bytes, cascade=cascade, languages=languages)
+            run_synth(
+                [str(warcs[-1])],
+                args.workers,
+                args.extractor,
+                warm,
+                args.recall_retry_max_bytes,
+                cascade=cascade,
+                languages=languages,
+            )
         sides = ["cascade", "no cascade"] + ([] if args.skip_datatrove else ["datatrove"])
         for i in range(max(1, args.repeat)):
             # Interleaved, in an order rotating every round, so that each side
@@ -319,23 +372,39 @@ def main(argv: list[str] | None = None) -> int:
                         theirs_runs.append(run_datatrove(warcs, books, args.workers, work, languages))
                 else:
                     cascade = side == "cascade"
-                    run = run_synth(inputs, args.workers, args.extractor, work, args.recall_retry_max_bytes, cascade=cascade, languages=languages)
+                    run = run_synth(
+                        inputs,
+                        args.workers,
+                        args.extractor,
+                        work,
+                        args.recall_retry_max_bytes,
+                        cascade=cascade,
+                        languages=languages,
+                    )
                     (ours_runs if cascade else plain_runs).append(run)
         ours, plain = (min(runs, key=lambda r: r["seconds"]) for runs in (ours_runs, plain_runs))
         docs = ours["docs_in"]
         ours_seconds, plain_seconds = ours["seconds"], plain["seconds"]
         ours_rate, plain_rate = docs / ours_seconds, docs / plain_seconds
-        print(f"inputs: {len(warcs)} WARC files, {len(books)} books; {docs} documents read by synth; languages={languages or 'all'}; workers={args.workers}; rounds={len(ours_runs)}")
+        print(
+            f"inputs: {len(warcs)} WARC files, {len(books)} books; {docs} documents read by synth; languages={languages or 'all'}; workers={args.workers}; rounds={len(ours_runs)}"
+        )
         if ours["missing"]:
             print(f"synth stages not available, measured without them: {'; '.join(ours['missing'])}")
         for label, run in (("synth, cascade", ours), ("synth, no cascade", plain)):
-            print(f"{label}: {' -> '.join(s['type'] for s in run['config']['stages'])} (extract_html: {run['config']['stages'][1]})")
+            print(
+                f"{label}: {' -> '.join(s['type'] for s in run['config']['stages'])} (extract_html: {run['config']['stages'][1]})"
+            )
             for stage, n_in, n_out, secs in run["stages"]:
                 print(f"  {stage:24s} in={n_in:5d} out={n_out:5d} work={secs:.2f}s")
         print(f"cascade counters: {ours['cascade']}")
         print(f"synth (cascade) time shares, best run: {step_shares(ours)}")
-        print(f"synth (cascade):    {ours_seconds:.2f}s  {ours_rate:.1f} docs/s  ({ours['docs_out']} docs out; runs: {_seconds(ours_runs)})")
-        print(f"synth (no cascade): {plain_seconds:.2f}s  {plain_rate:.1f} docs/s  ({plain['docs_out']} docs out; runs: {_seconds(plain_runs)})")
+        print(
+            f"synth (cascade):    {ours_seconds:.2f}s  {ours_rate:.1f} docs/s  ({ours['docs_out']} docs out; runs: {_seconds(ours_runs)})"
+        )
+        print(
+            f"synth (no cascade): {plain_seconds:.2f}s  {plain_rate:.1f} docs/s  ({plain['docs_out']} docs out; runs: {_seconds(plain_runs)})"
+        )
         share, per_file = kept_share(plain["outputs"], ours["outputs"], [w.name for w in warcs])
         for name, (both, base) in per_file.items():
             note = f"({both / base:.1%})" if base else "(no output without the cascade either)"
@@ -344,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         if lost:
             print(f"  lost by the cascade: {lost[:10]}")
         cpu_ours, cpu_plain = (min(r["cpu"] for r in runs) for runs in (ours_runs, plain_runs))
-        print(f"cascade speed-up over no cascade: {ours_rate / plain_rate:.2f}x wall, {cpu_plain / cpu_ours:.2f}x CPU time")
+        print(
+            f"cascade speed-up over no cascade: {ours_rate / plain_rate:.2f}x wall, {cpu_plain / cpu_ours:.2f}x CPU time"
+        )
         if args.skip_datatrove:
             print(f"kept={share:.4f}")
             return 0
@@ -353,10 +424,17 @@ def main(argv: list[str] | None = None) -> int:
         theirs_rate = docs / theirs_seconds
         for line in theirs["stats"]:
             print(f"  datatrove {line}")
-        print(f"datatrove: {theirs_seconds:.2f}s  {theirs_rate:.1f} docs/s  ({theirs['docs_out']} docs out; runs: {_seconds(theirs_runs)})")
+        print(
+            f"datatrove: {theirs_seconds:.2f}s  {theirs_rate:.1f} docs/s  ({theirs['docs_out']} docs out; runs: {_seconds(theirs_runs)})"
+        )
         print(f"no-cascade ratio to datatrove: {plain_rate / theirs_rate:.2f}")
-        cpu = {k: min(r["cpu"] for r in runs) for k, runs in (("ours", ours_runs), ("plain", plain_runs), ("theirs", theirs_runs))}
-        print(f"CPU-time ratios to datatrove (least CPU s of the rounds): cascade {cpu['theirs'] / cpu['ours']:.2f}, no cascade {cpu['theirs'] / cpu['plain']:.2f}")
+        cpu = {
+            k: min(r["cpu"] for r in runs)
+            for k, runs in (("ours", ours_runs), ("plain", plain_runs), ("theirs", theirs_runs))
+        }
+        print(
+            f"CPU-time ratios to datatrove (least CPU s of the rounds): cascade {cpu['theirs'] / cpu['ours']:.2f}, no cascade {cpu['theirs'] / cpu['plain']:.2f}"
+        )
         print(f"kept={share:.4f}")
         print(f"ratio={ours_rate / theirs_rate:.2f}")
     finally:

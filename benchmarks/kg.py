@@ -43,8 +43,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quality-samples", type=int, default=600, help="Samples per graph for the trivial shares.")
-    ap.add_argument("--llm-samples", type=int, default=0, help="Samples for the back-translation acceptance "
-                    "(starts the embedded model in vLLM; 0 skips).")
+    ap.add_argument(
+        "--llm-samples",
+        type=int,
+        default=0,
+        help="Samples for the back-translation acceptance (starts the embedded model in vLLM; 0 skips).",
+    )
     args = ap.parse_args()
 
     # A private cache dir, so "cold" really parses and "cached" really reads our cache.
@@ -60,8 +64,10 @@ def main() -> None:
     graph = load_graph(args.graph, cache=cache)
     cached = time.perf_counter() - t
     assert graph.report.from_cache
-    print(f"graph: {graph.name}: {graph.num_triples:,} triples, {graph.num_entities:,} entities, "
-          f"{len(graph.relations)} relations")
+    print(
+        f"graph: {graph.name}: {graph.num_triples:,} triples, {graph.num_entities:,} entities, "
+        f"{len(graph.relations)} relations"
+    )
     print(f"load_cold_s={cold:.2f} load_cached_s={cached:.2f}")
 
     t = time.perf_counter()
@@ -88,11 +94,15 @@ def main() -> None:
     elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
     queries = kept - patterns.get("irrelevance", 0)
     print(f"attempted={args.samples} verified={kept} dropped={dict(dropped)}")
-    print(f"trivial_rejected={dict(trivial)} trivial_rejected_share="
-          f"{sum(trivial.values()) / max(sum(trivial.values()) + queries, 1):.3f} (of otherwise valid queries)")
+    print(
+        f"trivial_rejected={dict(trivial)} trivial_rejected_share="
+        f"{sum(trivial.values()) / max(sum(trivial.values()) + queries, 1):.3f} (of otherwise valid queries)"
+    )
     print("per_pattern=" + json.dumps(dict(sorted(patterns.items()))))
-    print(f"tool_calls_per_sample={calls / max(kept, 1):.2f} wall_s={elapsed:.2f} cpu_s={cpu:.2f} "
-          f"load_avg_1m={os.getloadavg()[0]:.1f}")
+    print(
+        f"tool_calls_per_sample={calls / max(kept, 1):.2f} wall_s={elapsed:.2f} cpu_s={cpu:.2f} "
+        f"load_avg_1m={os.getloadavg()[0]:.1f}"
+    )
     print(f"wall_samples_per_s={kept / elapsed:.0f}")
     quality(graph, cache, args)
     if args.llm_samples:
@@ -113,8 +123,11 @@ def quality(fb15k, cache: str, args) -> None:
     from kg.query import evaluate_ids, out_and_back
 
     data = Path(args.graph).parent
-    for name, graph in (("fb15k237", fb15k), ("nations", load_graph(data / "nations", cache=cache)),
-                        ("umls", load_graph(data / "umls", cache=cache))):
+    for name, graph in (
+        ("fb15k237", fb15k),
+        ("nations", load_graph(data / "nations", cache=cache)),
+        ("umls", load_graph(data / "umls", cache=cache)),
+    ):
         checked = SampleFactory(graph, WalkConfig(irrelevance_share=0.0))
         rejected, valid = collections.Counter(), 0
         for o in checked.iter_records(args.quality_samples, seed=args.seed):
@@ -130,8 +143,10 @@ def quality(fb15k, cache: str, args) -> None:
             emitted += 1
             trivial += bool(evaluate_ids(meta["query"], graph) & anchors) or out_and_back(meta["query"], graph)
         n = sum(rejected.values())
-        print(f"{name}: trivial_rejected_share={n / max(n + valid, 1):.3f} ({dict(rejected)}); "
-              f"trivial_share_if_allowed={trivial / max(emitted, 1):.3f} ({trivial}/{emitted})")
+        print(
+            f"{name}: trivial_rejected_share={n / max(n + valid, 1):.3f} ({dict(rejected)}); "
+            f"trivial_share_if_allowed={trivial / max(emitted, 1):.3f} ({trivial}/{emitted})"
+        )
 
 
 def paraphrases(args) -> None:
@@ -143,8 +158,11 @@ def paraphrases(args) -> None:
     graph = load_graph(Path(args.graph).parent / "nations")
     engine = open_engine(None)
     try:
-        factory = SampleFactory(graph, WalkConfig(verbalizer="llm", irrelevance_share=0.0, llm_retries=1,
-                                                  patterns={"1p": 1, "2i": 1}), engine=engine)
+        factory = SampleFactory(
+            graph,
+            WalkConfig(verbalizer="llm", irrelevance_share=0.0, llm_retries=1, patterns={"1p": 1, "2i": 1}),
+            engine=engine,
+        )
         t = time.perf_counter()
         outcomes = factory.make(sample_seeds(args.seed, 0, args.llm_samples))
         elapsed = time.perf_counter() - t
@@ -153,10 +171,14 @@ def paraphrases(args) -> None:
     stats = factory.llm.stats
     checked = sum(v for k, v in stats.items() if k.startswith("back_translation."))
     kept = sum(o.record is not None for o in outcomes)
-    print(f"llm (embedded default model): {kept}/{len(outcomes)} samples kept in {elapsed:.0f}s; "
-          f"back-translation {dict(stats)}")
-    print(f"llm_paraphrases_accepted={stats['back_translation.accepted'] / max(checked, 1):.3f} "
-          f"({stats['back_translation.accepted']}/{checked} checked)")
+    print(
+        f"llm (embedded default model): {kept}/{len(outcomes)} samples kept in {elapsed:.0f}s; "
+        f"back-translation {dict(stats)}"
+    )
+    print(
+        f"llm_paraphrases_accepted={stats['back_translation.accepted'] / max(checked, 1):.3f} "
+        f"({stats['back_translation.accepted']}/{checked} checked)"
+    )
 
 
 if __name__ == "__main__":

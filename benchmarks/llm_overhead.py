@@ -79,7 +79,13 @@ def bench_offline(prompts, max_tokens, cache_dir) -> float:
     from synth.llm.offline import OfflineEngine, engine_dtype, kv_cache_bytes
 
     entry = ModelEntry(mode="offline", max_model_len=1024)
-    llm = LLM(model=resolve_model_path(entry), dtype=engine_dtype(entry), max_model_len=1024, kv_cache_memory_bytes=kv_cache_bytes(entry), seed=0)
+    llm = LLM(
+        model=resolve_model_path(entry),
+        dtype=engine_dtype(entry),
+        max_model_len=1024,
+        kv_cache_memory_bytes=kv_cache_bytes(entry),
+        seed=0,
+    )
     try:
         params = VParams(temperature=0.0, max_tokens=max_tokens)
         convs = [[{"role": "user", "content": p}] for p in prompts]
@@ -107,7 +113,12 @@ async def raw_http(url: str, prompts: list[str], max_tokens: int, in_flight: int
 
         async def one(p: str) -> int:
             async with sem:
-                body = {"model": "bench", "messages": [{"role": "user", "content": p}], "temperature": 0.0, "max_tokens": max_tokens}
+                body = {
+                    "model": "bench",
+                    "messages": [{"role": "user", "content": p}],
+                    "temperature": 0.0,
+                    "max_tokens": max_tokens,
+                }
                 r = await client.post(f"{url}/chat/completions", json=body)
                 r.raise_for_status()
                 return r.json()["usage"]["completion_tokens"]

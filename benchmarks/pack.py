@@ -123,16 +123,22 @@ def main() -> None:
         raw_tokens = sum(len(e.ids) for e in encoded) + len(texts)  # + one end-of-document token each, as packed
         raw_rates.append(raw_tokens / raw_secs)
         raw_cpu.append(cpu)
-        print(f"round {rnd + 1}: pack {n_tokens:,} tokens in {secs:.2f}s = {pack_rates[-1]:,.0f} tokens/s, {pack_cpu[-1]:.2f} CPU s "
-              f"(fill {res.manifest['fill_efficiency']:.1%}); raw encode {raw_tokens:,} tokens in {raw_secs:.2f}s = "
-              f"{raw_rates[-1]:,.0f} tokens/s, {raw_cpu[-1]:.2f} CPU s")
+        print(
+            f"round {rnd + 1}: pack {n_tokens:,} tokens in {secs:.2f}s = {pack_rates[-1]:,.0f} tokens/s, {pack_cpu[-1]:.2f} CPU s "
+            f"(fill {res.manifest['fill_efficiency']:.1%}); raw encode {raw_tokens:,} tokens in {raw_secs:.2f}s = "
+            f"{raw_rates[-1]:,.0f} tokens/s, {raw_cpu[-1]:.2f} CPU s"
+        )
         shutil.rmtree(out, ignore_errors=True)
     paired = sorted(p / r for p, r in zip(pack_rates, raw_rates))
-    print(f"per-round ratios (pack / raw of the same round): {', '.join(f'{x:.3f}' for x in paired)}; "
-          f"median {paired[len(paired) // 2]:.3f}")
+    print(
+        f"per-round ratios (pack / raw of the same round): {', '.join(f'{x:.3f}' for x in paired)}; "
+        f"median {paired[len(paired) // 2]:.3f}"
+    )
     print(f"tokenizer load (once per pack command, untimed above): {load_secs:.2f}s")
-    print(f"CPU seconds, least of the rounds: pack {min(pack_cpu):.2f}, raw encode {min(raw_cpu):.2f} "
-          f"(ratio {min(raw_cpu) / min(pack_cpu):.3f})")
+    print(
+        f"CPU seconds, least of the rounds: pack {min(pack_cpu):.2f}, raw encode {min(raw_cpu):.2f} "
+        f"(ratio {min(raw_cpu) / min(pack_cpu):.3f})"
+    )
     print(f"inputs: {a.books} books ({len(texts):,} records with the chats); chats: {chats}")
     shutil.rmtree(work, ignore_errors=True)
     print(f"pack_tokens_per_s={max(pack_rates):.0f} raw_encode_tokens_per_s={max(raw_rates):.0f}")

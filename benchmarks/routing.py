@@ -60,7 +60,10 @@ def report(name: str, rows: list[dict], labellers: dict) -> dict[str, dict]:
     print(f"\n{name}: {len(rows):,} examples")
     header = f"{'domain':12s} {'support':>8s}" + "".join(f" {lab + ' P':>11s} {lab + ' R':>11s}" for lab in labellers)
     print(header)
-    results = {lab: per_domain_metrics(gold, [d.domain for d in c.classify_many([r["text"] for r in rows])]) for lab, c in labellers.items()}
+    results = {
+        lab: per_domain_metrics(gold, [d.domain for d in c.classify_many([r["text"] for r in rows])])
+        for lab, c in labellers.items()
+    }
     for domain in sorted(set(gold)):
         line = f"{domain:12s} {gold.count(domain):8d}"
         for lab in labellers:
@@ -90,19 +93,27 @@ def main() -> None:
         build.write_split(train_file, splits["train"])
         digest = hashlib.sha1(train_file.read_bytes()).hexdigest()
     if meta.get("train_sha1") and meta["train_sha1"] != digest:
-        print(f"warning: {model_path} was trained on other data than this assembly gives (sha1 {meta['train_sha1'][:12]} vs {digest[:12]}): held-out figures may overlap training", file=sys.stderr)
+        print(
+            f"warning: {model_path} was trained on other data than this assembly gives (sha1 {meta['train_sha1'][:12]} vs {digest[:12]}): held-out figures may overlap training",
+            file=sys.stderr,
+        )
 
     rules = RuleClassifier()
     trained = make_classifier(ClassifierConfig(model_path=str(model_path)))
     labellers = {"rules": rules, "trained": trained}
-    print(f"model {model_path.name}: {model_path.stat().st_size:,} bytes, threshold {trained.threshold:.2f} (calibrated on {meta.get('calibration', {}).get('examples', 0):,} held-out examples), domain weights {meta.get('domain_weights') or 'none'}")
+    print(
+        f"model {model_path.name}: {model_path.stat().st_size:,} bytes, threshold {trained.threshold:.2f} (calibrated on {meta.get('calibration', {}).get('examples', 0):,} held-out examples), domain weights {meta.get('domain_weights') or 'none'}"
+    )
     test = report("held-out (test split, never trained or calibrated on)", splits["test"], labellers)
     report("unseen sources (MMLU dev, GSM8K test)", splits["unseen"], labellers)
     # Where the misses are: accuracy per source of the held-out split.
     by_source: dict[str, list[bool]] = {}
     for row, decision in zip(splits["test"], trained.classify_many([r["text"] for r in splits["test"]])):
         by_source.setdefault(row["source"].split("/")[0], []).append(decision.domain == row["domain"])
-    print("\ntrained, held-out accuracy by source: " + ", ".join(f"{s} {sum(v) / len(v):.2f} ({len(v)})" for s, v in sorted(by_source.items())))
+    print(
+        "\ntrained, held-out accuracy by source: "
+        + ", ".join(f"{s} {sum(v) / len(v):.2f} ({len(v)})" for s, v in sorted(by_source.items()))
+    )
 
     texts = [r["text"] for r in splits["test"] + splits["unseen"]]
     texts = (texts * (args.speed_texts // len(texts) + 1))[: args.speed_texts]
@@ -118,7 +129,9 @@ def main() -> None:
     }
     speed = {lab: labels_per_second(fn, texts, args.repeat) for lab, fn in timed.items()}
     mean_chars = statistics.mean(len(t) for t in texts)
-    print(f"\nlabels/s ({len(texts):,} texts, mean {mean_chars:.0f} chars, {args.repeat} passes), per CPU-second (one core) median / best, per wall second median:")
+    print(
+        f"\nlabels/s ({len(texts):,} texts, mean {mean_chars:.0f} chars, {args.repeat} passes), per CPU-second (one core) median / best, per wall second median:"
+    )
     for lab, (cpu, best, wall) in speed.items():
         print(f"  {lab:24s} {cpu:10,.0f} {best:10,.0f} {wall:10,.0f}")
     print(f"trained/predict-alone={speed['trained'][0] / speed['fastText predict alone'][0]:.2f}")

@@ -29,7 +29,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pipeline", default=str(REPO / "pipelines" / "demo.yaml"))
     ap.add_argument("--keep", default=None, help="Run directory to keep (default: a temporary one).")
-    ap.add_argument("--sampled", dest="greedy", action="store_false", help="Keep the pipeline's sampling (default: greedy, for identical tokens on both sides).")
+    ap.add_argument(
+        "--sampled",
+        dest="greedy",
+        action="store_false",
+        help="Keep the pipeline's sampling (default: greedy, for identical tokens on both sides).",
+    )
     args = ap.parse_args()
 
     from synth.core.config import load_pipeline

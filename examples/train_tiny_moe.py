@@ -164,8 +164,17 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return F.cross_entropy(lg, lb, ignore_index=-100, reduction="sum"), (lb != -100).sum()
 
 
-def train(data: str, steps: int = 200, batch_size: int = 4, lr: float = 3e-3, seed: int = 0, log_every: int = 10,
-          config: dict | None = None, num_workers: int = 0, say=print) -> dict:
+def train(
+    data: str,
+    steps: int = 200,
+    batch_size: int = 4,
+    lr: float = 3e-3,
+    seed: int = 0,
+    log_every: int = 10,
+    config: dict | None = None,
+    num_workers: int = 0,
+    say=print,
+) -> dict:
     from synth.loader import PackedDataset, PackedLoader
 
     torch.manual_seed(seed)
@@ -196,15 +205,22 @@ def train(data: str, steps: int = 200, batch_size: int = 4, lr: float = 3e-3, se
             seen_kind[kinds[code]] += int(n)
         if step % log_every == 0 or step == steps:
             share = (expert_load.sum(0) / expert_load.sum()).tolist()
-            say(f"step {step:4d}  loss {loss.item():.3f}  aux {aux.item():.3f}  "
-                f"experts {' '.join(f'{s:.2f}' for s in share)}  {time.perf_counter() - started:.0f}s")
+            say(
+                f"step {step:4d}  loss {loss.item():.3f}  aux {aux.item():.3f}  "
+                f"experts {' '.join(f'{s:.2f}' for s in share)}  {time.perf_counter() - started:.0f}s"
+            )
         if step >= steps:
             break
     say(f"trained tokens per domain: {dict(seen_domain)}")
     say(f"trained tokens per kind:   {dict(seen_kind)}")
     say(f"expert load (tokens routed, per layer): {expert_load.tolist()}")
-    return {"loss": history, "expert_load": expert_load, "domains": dict(seen_domain), "kinds": dict(seen_kind),
-            "loader_state": loader.state_dict()}
+    return {
+        "loss": history,
+        "expert_load": expert_load,
+        "domains": dict(seen_domain),
+        "kinds": dict(seen_kind),
+        "loader_state": loader.state_dict(),
+    }
 
 
 def main() -> None:
@@ -219,6 +235,7 @@ def main() -> None:
     out = train(a.data, a.steps, a.batch_size, a.lr, a.seed, num_workers=a.workers)
     first, last = sum(out["loss"][:10]) / min(10, len(out["loss"])), sum(out["loss"][-10:]) / min(10, len(out["loss"]))
     print(f"loss: {first:.3f} (first 10 steps) -> {last:.3f} (last 10 steps)")
+
 
 if __name__ == "__main__":
     main()

@@ -19,8 +19,9 @@ console = Console()
 
 @kg_app.command()
 def stats(
-    graph: Path = typer.Argument(..., help="Triples: TSV (head, relation, tail), labelled FB15k-237 TSV, "
-                                           "N-Triples, or a folder of such files."),
+    graph: Path = typer.Argument(
+        ..., help="Triples: TSV (head, relation, tail), labelled FB15k-237 TSV, N-Triples, or a folder of such files."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Parse again even when a cached copy exists."),
 ) -> None:
@@ -39,9 +40,23 @@ def stats(
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return
     table = Table(title=f"graph {g.name}", show_header=False)
-    for key in ("entities", "relations", "triples", "duplicate_triples", "bad_rows", "renamed_entities",
-                "isolated_entities", "degree_median", "degree_max", "load_seconds", "from_cache"):
-        table.add_row(key.replace("_", " "), f"{info[key]:,}" if isinstance(info[key], int) and not isinstance(info[key], bool) else str(info[key]))
+    for key in (
+        "entities",
+        "relations",
+        "triples",
+        "duplicate_triples",
+        "bad_rows",
+        "renamed_entities",
+        "isolated_entities",
+        "degree_median",
+        "degree_max",
+        "load_seconds",
+        "from_cache",
+    ):
+        table.add_row(
+            key.replace("_", " "),
+            f"{info[key]:,}" if isinstance(info[key], int) and not isinstance(info[key], bool) else str(info[key]),
+        )
     console.print(table)
     top = Table(title="top relations")
     top.add_column("relation")
@@ -61,20 +76,51 @@ def walk(
     seed: int = typer.Option(0, "--seed", help="Run seed; the same seed gives the same samples."),
     patterns: str | None = typer.Option(None, "--patterns", help="e.g. 1p,2i,pni or 1p:3,2i:1 (shares)."),
     verbalizer: str = option_from(KGWalkOptions, "verbalizer", "--verbalizer", help="template or llm."),
-    llm_model: str | None = option_from(KGWalkOptions, "llm_model", "--llm-model", help="Model name in the models file (llm)."),
+    llm_model: str | None = option_from(
+        KGWalkOptions, "llm_model", "--llm-model", help="Model name in the models file (llm)."
+    ),
     models: Path | None = typer.Option(None, "--models", help="Models file for the llm verbaliser."),
     max_answers: int = option_from(KGWalkOptions, "max_answers", "--max-answers", min=1, help="Largest answer set."),
-    error_share: float = option_from(KGWalkOptions, "error_share", "--error-share", min=0, max=1, help="Share with a corrected wrong call."),
-    irrelevance_share: float = option_from(KGWalkOptions, "irrelevance_share", "--irrelevance-share", min=0, max=1,
-                                            help="Share no offered tool can answer."),
-    allow_trivial: bool = option_from(KGWalkOptions, "allow_trivial", "--allow-trivial", help="Keep queries whose answer holds an anchor "
-                                       "or that go along a relation and straight back."),
-    eval_split: float = option_from(KGWalkOptions, "eval_split", "--eval-split", min=0, max=0.99, help="Share held out as an evaluation "
-                                     "split (RUN/eval/) that shares no anchor entity with the training samples."),
-    eval_relations: float = option_from(KGWalkOptions, "eval_relations", "--eval-relations", min=0, max=0.99,
-                                         help="Also hold out this share of relations for the evaluation split."),
-    back_translate: bool = option_from(KGWalkOptions, "back_translate", "--back-translate/--no-back-translate",
-                                        help="LLM verbaliser: check each paraphrase by back-translation."),
+    error_share: float = option_from(
+        KGWalkOptions, "error_share", "--error-share", min=0, max=1, help="Share with a corrected wrong call."
+    ),
+    irrelevance_share: float = option_from(
+        KGWalkOptions,
+        "irrelevance_share",
+        "--irrelevance-share",
+        min=0,
+        max=1,
+        help="Share no offered tool can answer.",
+    ),
+    allow_trivial: bool = option_from(
+        KGWalkOptions,
+        "allow_trivial",
+        "--allow-trivial",
+        help="Keep queries whose answer holds an anchor or that go along a relation and straight back.",
+    ),
+    eval_split: float = option_from(
+        KGWalkOptions,
+        "eval_split",
+        "--eval-split",
+        min=0,
+        max=0.99,
+        help="Share held out as an evaluation "
+        "split (RUN/eval/) that shares no anchor entity with the training samples.",
+    ),
+    eval_relations: float = option_from(
+        KGWalkOptions,
+        "eval_relations",
+        "--eval-relations",
+        min=0,
+        max=0.99,
+        help="Also hold out this share of relations for the evaluation split.",
+    ),
+    back_translate: bool = option_from(
+        KGWalkOptions,
+        "back_translate",
+        "--back-translate/--no-back-translate",
+        help="LLM verbaliser: check each paraphrase by back-translation.",
+    ),
     samples_per_shard: int = option_from(KGWalkOptions, "samples_per_shard", "--samples-per-shard", min=1),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per core)."),
 ) -> None:
@@ -96,12 +142,23 @@ def walk(
         _fail("--verbalizer must be template or llm", 2)
     if not graph.exists():
         _fail(f"{graph}: no such file or folder", 2)
-    stage: dict = {"type": "kg_walk", "graph": str(graph.resolve()), "samples": samples,
-                   "samples_per_shard": samples_per_shard, "verbalizer": verbalizer, "max_answers": max_answers,
-                   "error_share": error_share, "irrelevance_share": irrelevance_share}
+    stage: dict = {
+        "type": "kg_walk",
+        "graph": str(graph.resolve()),
+        "samples": samples,
+        "samples_per_shard": samples_per_shard,
+        "verbalizer": verbalizer,
+        "max_answers": max_answers,
+        "error_share": error_share,
+        "irrelevance_share": irrelevance_share,
+    }
     # only non-defaults, so runs made before these options existed resume unchanged
-    for key, value, default in (("allow_trivial", allow_trivial, False), ("eval_split", eval_split, 0.0),
-                                ("eval_relations", eval_relations, 0.0), ("back_translate", back_translate, True)):
+    for key, value, default in (
+        ("allow_trivial", allow_trivial, False),
+        ("eval_split", eval_split, 0.0),
+        ("eval_relations", eval_relations, 0.0),
+        ("back_translate", back_translate, True),
+    ):
         if value != default:
             stage[key] = value
     try:
@@ -121,8 +178,15 @@ def walk(
         _fail(str(exc), 2)
     source = PipelineSource(raw=raw, path=None, seed=seed)
     try:
-        result = run_pipeline(pipe, source, output, inputs=[], executor=LocalExecutor(workers or None),
-                              progress=rich_progress(console), say=lambda m: console.print(m, highlight=False))
+        result = run_pipeline(
+            pipe,
+            source,
+            output,
+            inputs=[],
+            executor=LocalExecutor(workers or None),
+            progress=rich_progress(console),
+            say=lambda m: console.print(m, highlight=False),
+        )
     except (InputError, StageFailed, RuntimeError, OSError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -130,11 +194,13 @@ def walk(
     totals = stage_totals(RunDir(result.run_dir), pipe.stages[0].label, "kg_walk")
     _print_ledger(totals)
     held = totals["counters"].get("split.eval", 0)  # written beside the output, not part of `out`
-    console.print(f"[green]done:[/] {totals['out']:,} verified samples in {result.run_dir / 'output'}",
-                  highlight=False)
+    console.print(f"[green]done:[/] {totals['out']:,} verified samples in {result.run_dir / 'output'}", highlight=False)
     if eval_split > 0:
-        console.print(f"[green]evaluation split:[/] {held:,} samples in {result.run_dir / 'eval'} "
-                      "(no anchor shared with the training samples)", highlight=False)
+        console.print(
+            f"[green]evaluation split:[/] {held:,} samples in {result.run_dir / 'eval'} "
+            "(no anchor shared with the training samples)",
+            highlight=False,
+        )
 
 
 def pattern_report(counters: dict) -> tuple[list[tuple[str, int, int, int, str]], list[str]]:
@@ -155,9 +221,11 @@ def pattern_report(counters: dict) -> tuple[list[tuple[str, int, int, int, str]]
             pattern, _, reason = rest.partition(".")
             split = prefix.rstrip(".") or "train"
             where = "" if split == "train" else f" in the {split} split"
-            unavailable.append(f"pattern {pattern} was not produced{where}: the graph is too sparse for it "
-                               f"(every probe grounding failed, mostly '{reason}'); its share went to the "
-                               "other patterns")
+            unavailable.append(
+                f"pattern {pattern} was not produced{where}: the graph is too sparse for it "
+                f"(every probe grounding failed, mostly '{reason}'); its share went to the "
+                "other patterns"
+            )
     rows = []
     for p in [*PATTERNS, "irrelevance"]:
         asked, made = counters.get(f"pattern_requested.{p}", 0), counters.get(f"pattern.{p}", 0)
@@ -187,8 +255,12 @@ def print_pattern_report(counters: dict, out) -> None:
     rows, unavailable = pattern_report(counters)
     table = Table(title="samples per pattern")
     for col in ("pattern", "requested", "produced", "re-sampled", "top failure reasons"):
-        table.add_column(col, justify="left" if col in ("pattern", "top failure reasons") else "right",
-                         no_wrap=True, overflow="ellipsis" if col == "top failure reasons" else "fold")
+        table.add_column(
+            col,
+            justify="left" if col in ("pattern", "top failure reasons") else "right",
+            no_wrap=True,
+            overflow="ellipsis" if col == "top failure reasons" else "fold",
+        )
     for p, asked, made, fails, top in rows:
         table.add_row(p, f"{asked:,}", f"{made:,}", f"{fails:,}", top)
     out.print(table)
@@ -198,8 +270,10 @@ def print_pattern_report(counters: dict, out) -> None:
 
     trivial = {r: counters[f"query_rejected.{r}"] for r in TRIVIAL_REASONS if counters.get(f"query_rejected.{r}")}
     if trivial:
-        out.print("trivial queries rejected and re-sampled: "
-                  + ", ".join(f"{k} {v:,}" for k, v in sorted(trivial.items())), highlight=False)
+        out.print(
+            "trivial queries rejected and re-sampled: " + ", ".join(f"{k} {v:,}" for k, v in sorted(trivial.items())),
+            highlight=False,
+        )
 
 
 @kg_app.command()
@@ -240,8 +314,12 @@ def export(
     run: Path = typer.Argument(..., help="Run directory (uses RUN/output), shard folder or parquet file."),
     format: str = typer.Option("sharegpt", "--format", "-f", help="sharegpt, hermes, openai or mistral."),
     output: Path = typer.Option(..., "--output", "-o", help="JSON Lines file to write."),
-    sequential: bool = typer.Option(False, "--sequential", help="One tool call per assistant turn, each answered "
-                                    "before the next (for templates that refuse parallel calls, e.g. Llama 3.1)."),
+    sequential: bool = typer.Option(
+        False,
+        "--sequential",
+        help="One tool call per assistant turn, each answered "
+        "before the next (for templates that refuse parallel calls, e.g. Llama 3.1).",
+    ),
     split: str = typer.Option("train", "--split", help="train (RUN/output) or eval (RUN/eval, from --eval-split)."),
 ) -> None:
     """Write samples as ShareGPT, Hermes, plain OpenAI or Mistral JSON Lines."""

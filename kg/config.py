@@ -14,7 +14,8 @@ class WalkConfig(BaseModel):
 
     patterns: dict[str, float] = Field(
         default_factory=lambda: {p: 1.0 for p in PATTERNS},
-        description="Relative share of each query structure (1p, 2p, ... pni).")
+        description="Relative share of each query structure (1p, 2p, ... pni).",
+    )
     max_answers: int = Field(10, ge=1, le=1000, description="Largest answer set a question may have.")
     max_intermediate: int = Field(30, ge=1, le=10000, description="Largest set any step may produce.")
     allow_inverse: bool = Field(True, description="Walk relations backwards too (inverse tools).")
@@ -26,16 +27,37 @@ class WalkConfig(BaseModel):
     verbalizer: Literal["template", "llm"] = "template"
     llm_model: str | None = Field(None, description="Model name in the models config (llm verbaliser).")
     llm_retries: int = Field(2, ge=0, le=10)
-    back_translate: bool = Field(True, description="LLM verbaliser: keep a paraphrase only if the model, asked "
-                                 "for its query tree, gives back one with the same answer set.")
-    allow_trivial: bool = Field(False, description="Keep queries whose answer holds an anchor or that go along "
-                                "a relation and straight back (rejected and re-sampled by default).")
-    probe_attempts: int = Field(2000, ge=1, le=1_000_000, description="Groundings tried, once per run, before a "
-                                "pattern is declared impossible on this graph and its share redistributed.")
-    eval_split: float = Field(0.0, ge=0, lt=1, description="Share of samples (and of anchor entities) held out "
-                              "as an evaluation split that shares no anchor with training samples.")
-    eval_relations: float = Field(0.0, ge=0, lt=1, description="Share of relations also held out: training "
-                                  "samples never use them, evaluation samples use at least one.")
+    back_translate: bool = Field(
+        True,
+        description="LLM verbaliser: keep a paraphrase only if the model, asked "
+        "for its query tree, gives back one with the same answer set.",
+    )
+    allow_trivial: bool = Field(
+        False,
+        description="Keep queries whose answer holds an anchor or that go along "
+        "a relation and straight back (rejected and re-sampled by default).",
+    )
+    probe_attempts: int = Field(
+        2000,
+        ge=1,
+        le=1_000_000,
+        description="Groundings tried, once per run, before a "
+        "pattern is declared impossible on this graph and its share redistributed.",
+    )
+    eval_split: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of samples (and of anchor entities) held out "
+        "as an evaluation split that shares no anchor with training samples.",
+    )
+    eval_relations: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of relations also held out: training "
+        "samples never use them, evaluation samples use at least one.",
+    )
 
     @field_validator("patterns")
     @classmethod

@@ -44,12 +44,24 @@ def tool_call(cid: str, name: str, args: dict | str) -> dict:
     return {"id": cid, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-def msg(role: str, content: str | None = None, tool_calls: list | None = None, tool_call_id: str | None = None,
-        name: str | None = None, weight: int | None = None) -> dict:
+def msg(
+    role: str,
+    content: str | None = None,
+    tool_calls: list | None = None,
+    tool_call_id: str | None = None,
+    name: str | None = None,
+    weight: int | None = None,
+) -> dict:
     # Every message has every key so the Parquet column has one struct type.
     # weight=0 (OpenAI fine-tuning convention): a turn kept for context but never trained on.
-    return {"role": role, "content": content, "tool_calls": tool_calls, "tool_call_id": tool_call_id, "name": name,
-            "weight": weight}
+    return {
+        "role": role,
+        "content": content,
+        "tool_calls": tool_calls,
+        "tool_call_id": tool_call_id,
+        "name": name,
+        "weight": weight,
+    }
 
 
 def domain_of(graph: KnowledgeGraph, relation: str | None) -> str:
@@ -108,8 +120,9 @@ class ConversationBuilder:
         raise ValueError(f"cannot compile node {sorted(node)}")
 
     # -- tools offered ------------------------------------------------------------
-    def offered_tools(self, needed: list[str], rng: random.Random, exclude: set[str] = frozenset(),
-                      domain: str | None = None) -> list[str]:
+    def offered_tools(
+        self, needed: list[str], rng: random.Random, exclude: set[str] = frozenset(), domain: str | None = None
+    ) -> list[str]:
         lo, hi = self.cfg.distractors
         k = rng.randint(lo, hi)
         chosen = list(dict.fromkeys(needed))
@@ -126,8 +139,11 @@ class ConversationBuilder:
         tries = 0
         while len(chosen) < len(set(needed)) + k and tries < 4 * k + 10:
             tries += 1
-            pick = pool[rng.randrange(len(pool))] if rng.random() < 0.85 else rng.choice(
-                [INTERSECT, UNION, DIFFERENCE, LOOKUP])
+            pick = (
+                pool[rng.randrange(len(pool))]
+                if rng.random() < 0.85
+                else rng.choice([INTERSECT, UNION, DIFFERENCE, LOOKUP])
+            )
             if pick not in taken:
                 chosen.append(pick)
                 taken.add(pick)
@@ -176,7 +192,8 @@ class ConversationBuilder:
             messages.extend(results)
             if fix is not None:
                 note = rng.choice(self.reflection[corrupt["kind"]]).format(
-                    tool=fix.name, bad=corrupt["bad"], good=corrupt["good"])
+                    tool=fix.name, bad=corrupt["bad"], good=corrupt["good"]
+                )
                 cid = call_id(rng)
                 messages.append(msg("assistant", note, tool_calls=[tool_call(cid, fix.name, fix.args)]))
                 messages.append(msg("tool", dump(fix.result), tool_call_id=cid, name=fix.name))
@@ -193,8 +210,7 @@ class ConversationBuilder:
 
     def final_answer(self, answer: list[str], rng: random.Random) -> str:
         pool = self.answers["one"] if len(answer) == 1 else self.answers["many"]
-        return rng.choice(pool).format(answers=join_names(answer, self.answers.get("joiner", " and ")),
-                                       n=len(answer))
+        return rng.choice(pool).format(answers=join_names(answer, self.answers.get("joiner", " and ")), n=len(answer))
 
     def _corrupt(self, step: Step, sq: SampledQuery, rng: random.Random) -> dict | None:
         """A plausible wrong version of `step`'s call; its result is the executor's error."""
@@ -210,8 +226,7 @@ class ConversationBuilder:
                 continue
             if kind == "unknown_entity" and good not in result["error"].get("suggestions", []):
                 continue  # the fix must be something the error pointed to
-            return {"step": step, "kind": kind, "name": name, "args": args, "bad": bad, "good": good,
-                    "result": result}
+            return {"step": step, "kind": kind, "name": name, "args": args, "bad": bad, "good": good, "result": result}
         return None
 
     def _corruption(self, kind: str, step: Step, rng: random.Random):
@@ -262,15 +277,18 @@ class ConversationBuilder:
             phrase = self.reg.by_dr[2 * r].phrase
             reply = rng.choice(self.irrelevance["missing_relation_replies"]).format(phrase=phrase)
             domain = domain_of(self.g, relation)
-            extra = {"variant": "irrelevance", "unavailable_relation": relation, "anchors": sq.anchors,
-                     "domain": domain}
+            extra = {
+                "variant": "irrelevance",
+                "unavailable_relation": relation,
+                "anchors": sq.anchors,
+                "domain": domain,
+            }
             tools = self.offered_tools([], rng, exclude=hidden, domain=domain)
         else:
             entity = self.g.entities[sampler.walkable[rng.randrange(len(sampler.walkable))]]
             question = rng.choice(self.irrelevance["off_domain_requests"]).format(entity=entity)
             reply = rng.choice(self.irrelevance["off_domain_replies"])
-            extra = {"variant": "irrelevance", "unavailable_relation": None, "anchors": [entity],
-                     "domain": self.g.name}
+            extra = {"variant": "irrelevance", "unavailable_relation": None, "anchors": [entity], "domain": self.g.name}
             tools = self.offered_tools([], rng)
         if not tools:
             tools = [LOOKUP]
@@ -287,13 +305,13 @@ def misspell(name: str, rng: random.Random) -> str | None:
     op = rng.randrange(4)
     i = letters[rng.randrange(1, len(letters) - 1)]
     if op == 0:
-        out = name[:i] + name[i + 1:]
+        out = name[:i] + name[i + 1 :]
     elif op == 1:
         out = name[:i] + name[i] + name[i:]
     elif op == 2 and i + 1 < len(name) and name[i + 1] != name[i]:
-        out = name[:i] + name[i + 1] + name[i] + name[i + 2:]
+        out = name[:i] + name[i + 1] + name[i] + name[i + 2 :]
     else:
-        out = name.lower() if name.lower() != name else name[:i] + name[i + 1:]
+        out = name.lower() if name.lower() != name else name[:i] + name[i + 1 :]
     return out if out != name else None
 
 

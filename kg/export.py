@@ -41,8 +41,11 @@ def template_messages(messages: list[dict]) -> list[dict]:
         clean = {k: v for k, v in m.items() if v is not None}
         if m.get("tool_calls"):
             clean["tool_calls"] = [
-                {"id": c["id"], "type": c["type"],
-                 "function": {"name": c["function"]["name"], "arguments": _load(c["function"]["arguments"])}}
+                {
+                    "id": c["id"],
+                    "type": c["type"],
+                    "function": {"name": c["function"]["name"], "arguments": _load(c["function"]["arguments"])},
+                }
                 for c in m["tool_calls"]
             ]
         if clean.get("role") == "assistant" and "content" not in clean:
@@ -67,7 +70,7 @@ def sequential_messages(messages: list[dict]) -> list[dict]:
             out.append(m)
             i += 1
             continue
-        results = {r.get("tool_call_id"): r for r in messages[i + 1:i + 1 + len(calls)] if r.get("role") == "tool"}
+        results = {r.get("tool_call_id"): r for r in messages[i + 1 : i + 1 + len(calls)] if r.get("role") == "tool"}
         if len(results) != len(calls):
             raise ValueError("parallel calls must be followed by one result each")
         for k, call in enumerate(calls):
@@ -100,15 +103,28 @@ def to_mistral(sample: dict) -> dict:
                 for c in calls:
                     ids[c["id"]] = _mistral_id(c["id"], sample.get("id"))
                     args = c["function"]["arguments"]
-                    mapped.append({"id": ids[c["id"]], "type": "function",
-                                   "function": {"name": c["function"]["name"],
-                                                "arguments": args if isinstance(args, str) else json.dumps(args)}})
+                    mapped.append(
+                        {
+                            "id": ids[c["id"]],
+                            "type": "function",
+                            "function": {
+                                "name": c["function"]["name"],
+                                "arguments": args if isinstance(args, str) else json.dumps(args),
+                            },
+                        }
+                    )
                 out.append({"role": "assistant", "tool_calls": mapped, **weight})
             else:
                 out.append({"role": "assistant", "content": m.get("content") or "", **weight})
         elif role == "tool":
-            out.append({"role": "tool", "content": m["content"], "tool_call_id": ids[m["tool_call_id"]],
-                        **({"name": m["name"]} if m.get("name") else {})})
+            out.append(
+                {
+                    "role": "tool",
+                    "content": m["content"],
+                    "tool_call_id": ids[m["tool_call_id"]],
+                    **({"name": m["name"]} if m.get("name") else {}),
+                }
+            )
         else:
             out.append({"role": role, "content": m["content"]})
     return {"id": sample.get("id"), "messages": out, "tools": _load(sample["tools"])}
@@ -127,10 +143,15 @@ def to_sharegpt(sample: dict) -> dict:
             # LLaMA-Factory wants human/observation and gpt/function_call turns to
             # alternate (else it skips the example), so text beside a call (the
             # reflection before a corrected call) cannot be a gpt turn of its own.
-            calls = [{"name": c["function"]["name"], "arguments": _load(c["function"]["arguments"])}
-                     for c in m["tool_calls"]]
-            conv.append({"from": "function_call",
-                         "value": json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)})
+            calls = [
+                {"name": c["function"]["name"], "arguments": _load(c["function"]["arguments"])} for c in m["tool_calls"]
+            ]
+            conv.append(
+                {
+                    "from": "function_call",
+                    "value": json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False),
+                }
+            )
         elif role == "assistant":
             conv.append({"from": "gpt", "value": m["content"]})
         elif role == "tool":
@@ -144,13 +165,19 @@ def to_sharegpt(sample: dict) -> dict:
             pending.append(turn["value"])
             continue
         if pending:
-            value = pending[0] if len(pending) == 1 else json.dumps([json.loads(v) for v in pending], ensure_ascii=False)
+            value = (
+                pending[0] if len(pending) == 1 else json.dumps([json.loads(v) for v in pending], ensure_ascii=False)
+            )
             merged.append({"from": "observation", "value": value})
             pending = []
         if turn is not None:
             merged.append(turn)
-    return {"id": sample.get("id"), "system": system, "tools": json.dumps(_load(sample["tools"]), ensure_ascii=False),
-            "conversations": merged}
+    return {
+        "id": sample.get("id"),
+        "system": system,
+        "tools": json.dumps(_load(sample["tools"]), ensure_ascii=False),
+        "conversations": merged,
+    }
 
 
 def hermes_system(system: str | None, tools: list[dict]) -> str:
@@ -186,8 +213,12 @@ def to_hermes(sample: dict) -> dict:
 
 
 def to_openai(sample: dict) -> dict:
-    return {"id": sample.get("id"), "messages": template_messages(sample["messages"]),
-            "tools": _load(sample["tools"]), "meta": _load(sample.get("meta"))}
+    return {
+        "id": sample.get("id"),
+        "messages": template_messages(sample["messages"]),
+        "tools": _load(sample["tools"]),
+        "meta": _load(sample.get("meta")),
+    }
 
 
 def iter_samples(path: str | Path, split: str = "train") -> Iterator[dict]:

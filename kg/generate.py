@@ -23,7 +23,16 @@ from synth.core.records import content_id, derive_seed
 from synth.prompts import load_prompt
 
 # The kg wording files (under prompts/kg/), whose versions every sample records.
-PROMPT_FILES = ("system_prompts", "question_grammar", "answers", "reflection", "irrelevance", "llm_question", "hermes_system", "llm_back_translate")
+PROMPT_FILES = (
+    "system_prompts",
+    "question_grammar",
+    "answers",
+    "reflection",
+    "irrelevance",
+    "llm_question",
+    "hermes_system",
+    "llm_back_translate",
+)
 
 
 def prompt_versions() -> dict[str, int]:
@@ -58,13 +67,15 @@ def split_members(graph: KnowledgeGraph, cfg: WalkConfig) -> tuple[list[bool] | 
         rcut = int(cfg.eval_relations * 2**64)
         relations = frozenset(i for i, r in enumerate(graph.relations) if derive_seed(0, "kg_eval_relation", r) < rcut)
         if not relations:  # a small graph: hold out at least one relation when asked to
-            relations = frozenset({min(range(len(graph.relations)),
-                                       key=lambda i: derive_seed(0, "kg_eval_relation", graph.relations[i]))})
+            relations = frozenset(
+                {min(range(len(graph.relations)), key=lambda i: derive_seed(0, "kg_eval_relation", graph.relations[i]))}
+            )
     return anchors, relations
 
 
-def probe_patterns(sampler: QuerySampler, patterns: list[str], attempts: int,
-                   batch: int) -> dict[str, tuple[str, Counter]]:
+def probe_patterns(
+    sampler: QuerySampler, patterns: list[str], attempts: int, batch: int
+) -> dict[str, tuple[str, Counter]]:
     """The patterns this sampler cannot ground within `attempts` tries: {pattern: (reason, failures)}.
 
     Seeded by the pattern's name only, so every worker reaches the same verdict.
@@ -128,13 +139,21 @@ class SampleFactory:
             key = "required_relations" if split == "eval" else "banned_relations"
             kwargs[key] = self.held_out_relations
         try:
-            return QuerySampler(self.graph, self.cfg.max_answers, self.cfg.max_intermediate, self.cfg.allow_inverse,
-                                allow_trivial=self.cfg.allow_trivial, **kwargs)
+            return QuerySampler(
+                self.graph,
+                self.cfg.max_answers,
+                self.cfg.max_intermediate,
+                self.cfg.allow_inverse,
+                allow_trivial=self.cfg.allow_trivial,
+                **kwargs,
+            )
         except ValueError:
             if split != "eval":
                 raise
-            raise ValueError(f"graph {self.graph.name}: no held-out entity can start a walk; "
-                             f"raise eval_split (now {self.cfg.eval_split})") from None
+            raise ValueError(
+                f"graph {self.graph.name}: no held-out entity can start a walk; "
+                f"raise eval_split (now {self.cfg.eval_split})"
+            ) from None
 
     def _same_answers(self, original: dict, candidate) -> bool:
         """Back-translation check: does the model's tree give the original's answer set?"""
@@ -155,8 +174,13 @@ class SampleFactory:
             if built is None:
                 return Outcome(seed, reason="no_query_irrelevance", info=info)
             messages, tools, extra = built
-            meta = {"query": None, "answer": [], "pattern": "irrelevance", "anchors": extra.pop("anchors"),
-                    **split_meta}
+            meta = {
+                "query": None,
+                "answer": [],
+                "pattern": "irrelevance",
+                "anchors": extra.pop("anchors"),
+                **split_meta,
+            }
             return Outcome(seed, self._record(seed, messages, tools, meta, extra), info=info)
         names, weights = self._choices[split]
         if not names:
@@ -174,10 +198,21 @@ class SampleFactory:
 
     def _record(self, seed: int, messages: list[dict], tools: list[str], meta: dict, extra: dict) -> dict:
         domain = extra.pop("domain")
-        meta = {**meta, "seed": seed, "graph": self.graph.name, "verbalizer": "template",
-                "prompt_versions": self._versions, **extra}
-        return {"kind": "tool_use", "domain": domain, "messages": messages,
-                "tools": self.registry.tools_json(tools), "meta": meta}
+        meta = {
+            **meta,
+            "seed": seed,
+            "graph": self.graph.name,
+            "verbalizer": "template",
+            "prompt_versions": self._versions,
+            **extra,
+        }
+        return {
+            "kind": "tool_use",
+            "domain": domain,
+            "messages": messages,
+            "tools": self.registry.tools_json(tools),
+            "meta": meta,
+        }
 
     def _finish(self, out: Outcome) -> Outcome:
         rec = out.record
@@ -187,8 +222,9 @@ class SampleFactory:
         rec["meta"] = json.dumps(rec["meta"], ensure_ascii=False, sort_keys=True)
         # The meta (query, answer, seed, variant), the wording and the offered tools fix
         # the whole conversation, so hashing them is hashing the content, more cheaply.
-        rec["id"] = content_id("kg_tool_use", rec["meta"], rec["messages"][0]["content"],
-                               rec["messages"][1]["content"], rec["tools"])
+        rec["id"] = content_id(
+            "kg_tool_use", rec["meta"], rec["messages"][0]["content"], rec["messages"][1]["content"], rec["tools"]
+        )
         return Outcome(out.seed, {"id": rec.pop("id"), **rec}, info=out.info)
 
     def make(self, seeds: Iterable[int]) -> list[Outcome]:
@@ -196,10 +232,16 @@ class SampleFactory:
         drafts = [self._draft(s) for s in seeds]
         if self.llm is not None:
             todo = [o for o in drafts if o.record is not None and o.record["meta"]["pattern"] != "irrelevance"]
-            pending = [Pending(key=f"{self.graph.name}:{o.seed}", tree=o.record["meta"]["query"] or {},
-                               relations=sorted({r for r, _ in relations_of(o.record["meta"]["query"] or {})}),
-                               anchors=o.record["meta"]["anchors"], draft=o.record["messages"][1]["content"])
-                       for o in todo]
+            pending = [
+                Pending(
+                    key=f"{self.graph.name}:{o.seed}",
+                    tree=o.record["meta"]["query"] or {},
+                    relations=sorted({r for r, _ in relations_of(o.record["meta"]["query"] or {})}),
+                    anchors=o.record["meta"]["anchors"],
+                    draft=o.record["messages"][1]["content"],
+                )
+                for o in todo
+            ]
             for o, (question, why) in zip(todo, self.llm.verbalize(pending)):
                 if question is None:
                     o.reason, o.info = why, {**o.info, "record": o.record}

@@ -52,13 +52,20 @@ class LoadReport:
 class KnowledgeGraph:
     """A directed multigraph over named entities, indexed for walks and tool execution."""
 
-    def __init__(self, name: str, entities: list[str], entity_ids: list[str | None], relations: list[str],
-                 triples: list[tuple[int, int, int]], report: LoadReport | None = None):
+    def __init__(
+        self,
+        name: str,
+        entities: list[str],
+        entity_ids: list[str | None],
+        relations: list[str],
+        triples: list[tuple[int, int, int]],
+        report: LoadReport | None = None,
+    ):
         self.name = name
-        self.entities = entities          # display names, unique
-        self.entity_ids = entity_ids      # source ids (Freebase mid, IRI) or None
-        self.relations = relations        # exactly as in the input file
-        self.triples = triples            # (head, rel, tail) ids, deduplicated
+        self.entities = entities  # display names, unique
+        self.entity_ids = entity_ids  # source ids (Freebase mid, IRI) or None
+        self.relations = relations  # exactly as in the input file
+        self.triples = triples  # (head, rel, tail) ids, deduplicated
         self.report = report or LoadReport()
         self.entity_index = {n: i for i, n in enumerate(entities)}
         self.relation_index = {r: i for i, r in enumerate(relations)}
@@ -158,6 +165,7 @@ class KnowledgeGraph:
 
 # -- parsing -------------------------------------------------------------------
 
+
 def _open_text(path: Path):
     raw = path.open("rb")
     if path.suffix == ".gz":
@@ -167,9 +175,13 @@ def _open_text(path: Path):
 
 def _input_files(path: Path) -> list[Path]:
     if path.is_dir():
-        files = [p for p in sorted(path.iterdir())
-                 if p.is_file() and re.search(r"\.(tsv|txt|nt|csv)(\.gz)?$", p.name)
-                 and not any(w in p.name.lower() for w in _SKIPPED_FILE_WORDS)]
+        files = [
+            p
+            for p in sorted(path.iterdir())
+            if p.is_file()
+            and re.search(r"\.(tsv|txt|nt|csv)(\.gz)?$", p.name)
+            and not any(w in p.name.lower() for w in _SKIPPED_FILE_WORDS)
+        ]
         if not files:
             raise FileNotFoundError(f"no triple files in {path}")
         return files
@@ -183,7 +195,7 @@ class _Builder:
 
     def __init__(self, report: LoadReport):
         self.report = report
-        self.keys: dict[str, int] = {}     # entity key (id if known else name) -> index
+        self.keys: dict[str, int] = {}  # entity key (id if known else name) -> index
         self.names: list[str] = []
         self.ids: list[str | None] = []
         self.rel_index: dict[str, int] = {}
@@ -271,7 +283,11 @@ def _parse_tsv(path: Path, b: _Builder, report: LoadReport) -> None:
                 if len(cells) != len(cols):
                     report.bad(label, lineno, f"expected {len(cols)} columns, got {len(cells)}")
                     continue
-                hn, rel, tn = cells[cols["head_name"]].strip(), cells[cols["relation"]].strip(), cells[cols["tail_name"]].strip()
+                hn, rel, tn = (
+                    cells[cols["head_name"]].strip(),
+                    cells[cols["relation"]].strip(),
+                    cells[cols["tail_name"]].strip(),
+                )
                 hid = cells[cols["head_mid"]].strip() if "head_mid" in cols else None
                 tid = cells[cols["tail_mid"]].strip() if "tail_mid" in cols else None
                 # A missing name falls back to the id: the triple is still true.
@@ -321,7 +337,7 @@ def _parse_nt(path: Path, b: _Builder, report: LoadReport) -> None:
                 continue
             if terms[1] == _RDFS_LABEL and terms[2].startswith('"'):
                 # Labels name entities; they are not edges to walk.
-                lang = terms[2][terms[2].rfind('"') + 1:]
+                lang = terms[2][terms[2].rfind('"') + 1 :]
                 if terms[0] not in labels or lang in ("", "@en"):
                     labels[terms[0]] = _nt_local_name(terms[2])
                 continue
@@ -353,8 +369,9 @@ def cache_dir() -> Path:
     return (Path(env).expanduser() if env else Path.home() / ".cache" / "synth") / "kg"
 
 
-def load_graph(path: str | os.PathLike, use_cache: bool = True, name: str | None = None,
-               cache: str | os.PathLike | None = None) -> KnowledgeGraph:
+def load_graph(
+    path: str | os.PathLike, use_cache: bool = True, name: str | None = None, cache: str | os.PathLike | None = None
+) -> KnowledgeGraph:
     """Load a graph file or a folder of triple files; caches the parsed form by content hash
     (in `cache`, default `cache_dir()`)."""
     import time

@@ -67,6 +67,7 @@ class QueryError(ValueError):
 
 # -- evaluation -------------------------------------------------------------------
 
+
 class TooLarge(Exception):
     pass
 
@@ -203,13 +204,14 @@ def all_branches_matter(sets: list[set[int]]) -> bool:
     """True when dropping any one set from the intersection would change it."""
     full = set.intersection(*sets)
     for k in range(len(sets)):
-        rest = sets[:k] + sets[k + 1:]
+        rest = sets[:k] + sets[k + 1 :]
         if set.intersection(*rest) == full:
             return False
     return True
 
 
 # -- sampling ---------------------------------------------------------------------
+
 
 @dataclass
 class SampledQuery:
@@ -230,10 +232,17 @@ class _Fail(Exception):
 class QuerySampler:
     """Grounds pattern shapes on a graph. All randomness comes from the rng passed in."""
 
-    def __init__(self, graph: KnowledgeGraph, max_answers: int = 10, max_intermediate: int = 30,
-                 allow_inverse: bool = True, allow_trivial: bool = False,
-                 anchor_ok: list[bool] | None = None, banned_relations: frozenset[int] = frozenset(),
-                 required_relations: frozenset[int] = frozenset()):
+    def __init__(
+        self,
+        graph: KnowledgeGraph,
+        max_answers: int = 10,
+        max_intermediate: int = 30,
+        allow_inverse: bool = True,
+        allow_trivial: bool = False,
+        anchor_ok: list[bool] | None = None,
+        banned_relations: frozenset[int] = frozenset(),
+        required_relations: frozenset[int] = frozenset(),
+    ):
         self.g = graph
         self.allow_trivial = allow_trivial
         self.returning = frozenset() if allow_trivial else returning_steps(graph)
@@ -251,13 +260,17 @@ class QuerySampler:
         # leaving them out up front saves most failed walks on hub-heavy graphs.
         limit = max(max_answers, max_intermediate)
         self.small_steps = [
-            tuple(d for d in drs if (allow_inverse or not d & 1) and len(graph.neighbours[x][d]) <= limit
-                  and d >> 1 not in self.banned)
+            tuple(
+                d
+                for d in drs
+                if (allow_inverse or not d & 1) and len(graph.neighbours[x][d]) <= limit and d >> 1 not in self.banned
+            )
             for x, drs in enumerate(graph.directed_relations_of)
         ]
         # Walks start only where they can go on (and, in a split, from the split's anchors).
-        self.walkable = [i for i in range(graph.num_entities)
-                         if self.small_steps[i] and (anchor_ok is None or anchor_ok[i])]
+        self.walkable = [
+            i for i in range(graph.num_entities) if self.small_steps[i] and (anchor_ok is None or anchor_ok[i])
+        ]
         if not self.walkable:
             raise ValueError("graph has no edges to walk")
 
@@ -267,8 +280,9 @@ class QuerySampler:
             node["inverse"] = True
         return node
 
-    def sample(self, pattern: str, rng: random.Random, attempts: int = 50,
-               failures: Counter | None = None) -> tuple[SampledQuery | None, str]:
+    def sample(
+        self, pattern: str, rng: random.Random, attempts: int = 50, failures: Counter | None = None
+    ) -> tuple[SampledQuery | None, str]:
         """A query of `pattern`, or (None, reason of the last failure). Every failed
         grounding is re-sampled and, when `failures` is given, counted there by reason."""
         shape = PATTERN_SHAPES[pattern]
@@ -301,7 +315,7 @@ class QuerySampler:
         depth = len(feeds_and)
         feeds_and.reverse()  # bottom-up, the order of the walk
         anchor = self.walkable[rng.randrange(len(self.walkable))]
-        walk = [anchor]          # entities along the spine, bottom-up
+        walk = [anchor]  # entities along the spine, bottom-up
         drs: list[int] = []
         x, prev = anchor, -1
         for j in range(depth):

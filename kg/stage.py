@@ -19,32 +19,38 @@ from kg.config import WalkConfig
 from kg.graph import graph_digest, load_graph
 from synth.core.stage import LLM_ENGINE, Shard, SourceStage, StageOptions
 
-TOOL_CALL = pa.struct([
-    ("id", pa.string()),
-    ("type", pa.string()),
-    ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())])),
-])
-MESSAGE = pa.struct([
-    ("role", pa.string()),
-    ("content", pa.string()),
-    ("tool_calls", pa.list_(TOOL_CALL)),
-    ("tool_call_id", pa.string()),
-    ("name", pa.string()),
-    ("weight", pa.int64()),
-])
+TOOL_CALL = pa.struct(
+    [
+        ("id", pa.string()),
+        ("type", pa.string()),
+        ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())])),
+    ]
+)
+MESSAGE = pa.struct(
+    [
+        ("role", pa.string()),
+        ("content", pa.string()),
+        ("tool_calls", pa.list_(TOOL_CALL)),
+        ("tool_call_id", pa.string()),
+        ("name", pa.string()),
+        ("weight", pa.int64()),
+    ]
+)
 EVAL_DIR = "eval"  # RUN/eval/part-*.parquet: the held-out evaluation split
 
 # `tools` and `meta` are JSON strings: tool schemas and query trees differ in shape from
 # row to row, and a struct column would merge them into one shape padded with nulls,
 # which chat templates would then render as bogus parameters.
-SAMPLE_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("kind", pa.string()),
-    ("domain", pa.string()),
-    ("messages", pa.list_(MESSAGE)),
-    ("tools", pa.string()),
-    ("meta", pa.string()),
-])
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("kind", pa.string()),
+        ("domain", pa.string()),
+        ("messages", pa.list_(MESSAGE)),
+        ("tools", pa.string()),
+        ("meta", pa.string()),
+    ]
+)
 
 
 class KGWalkOptions(WalkConfig, StageOptions):
@@ -89,8 +95,9 @@ class KGWalk(SourceStage):
         # The content hash is in every spec so editing the graph in place invalidates a
         # resumed run instead of mixing samples of two graphs.
         digest = graph_digest(graph)
-        return [{"graph": graph, "graph_sha": digest, "start": lo, "count": min(size, n - lo)}
-                for lo in range(0, n, size)]
+        return [
+            {"graph": graph, "graph_sha": digest, "start": lo, "count": min(size, n - lo)} for lo in range(0, n, size)
+        ]
 
     def _factory(self, graph_path: str):
         if self.factory is None or self.factory.graph_path != graph_path:
@@ -131,7 +138,7 @@ class KGWalk(SourceStage):
         rows, held_out = [], []
         seeds = sample_seeds(shard.run_seed, spec["start"], spec["count"])
         for lo in range(0, len(seeds), 512):
-            for out in factory.make(seeds[lo:lo + 512]):
+            for out in factory.make(seeds[lo : lo + 512]):
                 pattern = out.info.get("pattern", "unknown")
                 shard.count(f"pattern_requested.{pattern}")
                 for reason, n in (out.info.get("failures") or {}).items():
@@ -139,8 +146,11 @@ class KGWalk(SourceStage):
                     shard.count(f"pattern_failed.{pattern}.{reason}", n)
                     shard.count(f"query_rejected.{reason}", n)
                 if out.record is None:
-                    dropped = {"seed": out.seed, "pattern": pattern, **{k: v for k, v in out.info.items()
-                                                                        if k not in ("record", "pattern")}}
+                    dropped = {
+                        "seed": out.seed,
+                        "pattern": pattern,
+                        **{k: v for k, v in out.info.items() if k not in ("record", "pattern")},
+                    }
                     if "record" in out.info:
                         dropped["sample"] = out.info["record"]
                     shard.drop(json.loads(json.dumps(dropped, default=str)), out.reason or "unknown")

@@ -25,10 +25,10 @@ class RelationTool:
     name: str
     relation: str
     inverse: bool
-    dr: int                # directed relation id in the graph index
+    dr: int  # directed relation id in the graph index
     description: str
-    subject: str           # what the argument entities are ("film"), for prompts
-    phrase: str            # noun phrase for questions: "directed by"
+    subject: str  # what the argument entities are ("film"), for prompts
+    phrase: str  # noun phrase for questions: "directed by"
     schema: dict
 
 
@@ -106,47 +106,103 @@ class ToolRegistry:
             # forward: from heads to tails
             fname = _unique(f"get_{subj_ident}_{ident}" if subj_ident else f"get_{ident}", taken)
             about = f"{subject} entities" if subject else "entities"
-            fdesc = (f"Given one or more {about}, return their '{phrase}' (relation {relation}): "
-                     f"every entity X such that ({'the ' + subject if subject else 'the entity'}, {relation}, X) holds.")
-            self.by_dr[2 * r] = RelationTool(fname, relation, False, 2 * r, fdesc, subject or "entity", phrase,
-                                              self._schema(fname, fdesc, about))
+            fdesc = (
+                f"Given one or more {about}, return their '{phrase}' (relation {relation}): "
+                f"every entity X such that ({'the ' + subject if subject else 'the entity'}, {relation}, X) holds."
+            )
+            self.by_dr[2 * r] = RelationTool(
+                fname, relation, False, 2 * r, fdesc, subject or "entity", phrase, self._schema(fname, fdesc, about)
+            )
             # inverse: from tails to heads
             iname = _unique(f"find_{subj_ident}_by_{ident}" if subj_ident else f"find_by_{ident}", taken)
             what = subject or "entity"
-            idesc = (f"Inverse of {fname}: given one or more entities, return every {what} "
-                     f"whose '{phrase}' includes one of them: every X such that (X, {relation}, the entity) holds.")
-            self.by_dr[2 * r + 1] = RelationTool(iname, relation, True, 2 * r + 1, idesc, "entity", phrase,
-                                                  self._schema(iname, idesc, "entities"))
+            idesc = (
+                f"Inverse of {fname}: given one or more entities, return every {what} "
+                f"whose '{phrase}' includes one of them: every X such that (X, {relation}, the entity) holds."
+            )
+            self.by_dr[2 * r + 1] = RelationTool(
+                iname, relation, True, 2 * r + 1, idesc, "entity", phrase, self._schema(iname, idesc, "entities")
+            )
         self.by_name: dict[str, RelationTool] = {t.name: t for t in self.by_dr.values()}
         self.fixed: dict[str, dict] = {
-            INTERSECT: {"type": "function", "function": {
-                "name": INTERSECT,
-                "description": "Return the entities that appear in every one of the given lists (set intersection).",
-                "parameters": {"type": "object", "properties": {"sets": {
-                    "type": "array", "minItems": 2, "items": {"type": "array", "items": {"type": "string"}},
-                    "description": "Two or more lists of entity names."}},
-                    "required": ["sets"], "additionalProperties": False}}},
-            UNION: {"type": "function", "function": {
-                "name": UNION,
-                "description": "Return the entities that appear in at least one of the given lists (set union).",
-                "parameters": {"type": "object", "properties": {"sets": {
-                    "type": "array", "minItems": 2, "items": {"type": "array", "items": {"type": "string"}},
-                    "description": "Two or more lists of entity names."}},
-                    "required": ["sets"], "additionalProperties": False}}},
-            DIFFERENCE: {"type": "function", "function": {
-                "name": DIFFERENCE,
-                "description": "Return the entities of `base` that are not in `exclude` (set difference).",
-                "parameters": {"type": "object", "properties": {
-                    "base": {"type": "array", "items": {"type": "string"}, "description": "Entities to keep from."},
-                    "exclude": {"type": "array", "items": {"type": "string"}, "description": "Entities to remove."}},
-                    "required": ["base", "exclude"], "additionalProperties": False}}},
-            LOOKUP: {"type": "function", "function": {
-                "name": LOOKUP,
-                "description": "Check that an entity exists in the knowledge graph and return its exact name and id; "
-                               "suggests close matches when it does not.",
-                "parameters": {"type": "object", "properties": {
-                    "name": {"type": "string", "description": "The entity name to look up."}},
-                    "required": ["name"], "additionalProperties": False}}},
+            INTERSECT: {
+                "type": "function",
+                "function": {
+                    "name": INTERSECT,
+                    "description": "Return the entities that appear in every one of the given lists (set intersection).",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "sets": {
+                                "type": "array",
+                                "minItems": 2,
+                                "items": {"type": "array", "items": {"type": "string"}},
+                                "description": "Two or more lists of entity names.",
+                            }
+                        },
+                        "required": ["sets"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            UNION: {
+                "type": "function",
+                "function": {
+                    "name": UNION,
+                    "description": "Return the entities that appear in at least one of the given lists (set union).",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "sets": {
+                                "type": "array",
+                                "minItems": 2,
+                                "items": {"type": "array", "items": {"type": "string"}},
+                                "description": "Two or more lists of entity names.",
+                            }
+                        },
+                        "required": ["sets"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            DIFFERENCE: {
+                "type": "function",
+                "function": {
+                    "name": DIFFERENCE,
+                    "description": "Return the entities of `base` that are not in `exclude` (set difference).",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "base": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "description": "Entities to keep from.",
+                            },
+                            "exclude": {
+                                "type": "array",
+                                "items": {"type": "string"},
+                                "description": "Entities to remove.",
+                            },
+                        },
+                        "required": ["base", "exclude"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            LOOKUP: {
+                "type": "function",
+                "function": {
+                    "name": LOOKUP,
+                    "description": "Check that an entity exists in the knowledge graph and return its exact name and id; "
+                    "suggests close matches when it does not.",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"name": {"type": "string", "description": "The entity name to look up."}},
+                        "required": ["name"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
         }
         self.known_names = frozenset(self.all_names())
         self._schema_json: dict[str, str] = {}
@@ -154,8 +210,10 @@ class ToolRegistry:
 
     @staticmethod
     def _schema(name: str, description: str, about: str) -> dict:
-        return {"type": "function", "function": {"name": name, "description": description,
-                                                 "parameters": _entities_schema(about)}}
+        return {
+            "type": "function",
+            "function": {"name": name, "description": description, "parameters": _entities_schema(about)},
+        }
 
     def schema_json(self, name: str) -> str:
         """One tool's schema as JSON, encoded once: every sample lists several tools."""
@@ -211,7 +269,7 @@ class ToolRegistry:
 
 
 def _deletions(word: str) -> set[str]:
-    return {word[:i] + word[i + 1:] for i in range(len(word))} if len(word) > 1 else set()
+    return {word[:i] + word[i + 1 :] for i in range(len(word))} if len(word) > 1 else set()
 
 
 def error(kind: str, message: str, **extra) -> dict:
@@ -258,8 +316,11 @@ class Executor:
             return None, error("missing_argument", f"missing required argument '{key}'", argument=key)
         value = arguments[key]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            return None, error("wrong_type", f"argument '{key}' must be an array of entity names (strings), "
-                                             f"got {type(value).__name__}", argument=key)
+            return None, error(
+                "wrong_type",
+                f"argument '{key}' must be an array of entity names (strings), got {type(value).__name__}",
+                argument=key,
+            )
         return self._resolve(value, key)
 
     def _resolve(self, names: list[str], key: str) -> tuple[list[int] | None, dict | None]:
@@ -272,8 +333,13 @@ class Executor:
             else:
                 ids.append(i)
         if unknown:
-            return None, error("unknown_entity", f"unknown entity: {unknown[0]!r}", argument=key, entities=unknown,
-                               suggestions=self.registry.suggestions(unknown[0]))
+            return None, error(
+                "unknown_entity",
+                f"unknown entity: {unknown[0]!r}",
+                argument=key,
+                entities=unknown,
+                suggestions=self.registry.suggestions(unknown[0]),
+            )
         return ids, None
 
     def _relation(self, tool: RelationTool, arguments: dict) -> dict:
@@ -291,10 +357,14 @@ class Executor:
         if "sets" not in arguments:
             return None, error("missing_argument", "missing required argument 'sets'", argument="sets")
         sets = arguments["sets"]
-        if (not isinstance(sets, list) or len(sets) < 2 or
-                not all(isinstance(s, list) and all(isinstance(v, str) for v in s) for s in sets)):
-            return None, error("wrong_type", "argument 'sets' must be an array of at least two arrays of entity names",
-                               argument="sets")
+        if (
+            not isinstance(sets, list)
+            or len(sets) < 2
+            or not all(isinstance(s, list) and all(isinstance(v, str) for v in s) for s in sets)
+        ):
+            return None, error(
+                "wrong_type", "argument 'sets' must be an array of at least two arrays of entity names", argument="sets"
+            )
         out = []
         for s in sets:
             ids, err = self._resolve(s, "sets")
@@ -338,8 +408,13 @@ class Executor:
             return error("wrong_type", f"argument 'name' must be a string, got {type(name).__name__}", argument="name")
         i = self.graph.entity_index.get(name)
         if i is None:
-            return error("unknown_entity", f"unknown entity: {name!r}", argument="name", entities=[name],
-                         suggestions=self.registry.suggestions(name))
+            return error(
+                "unknown_entity",
+                f"unknown entity: {name!r}",
+                argument="name",
+                entities=[name],
+                suggestions=self.registry.suggestions(name),
+            )
         out = {"entity": name, "found": True}
         if self.graph.entity_ids[i]:
             out["id"] = self.graph.entity_ids[i]

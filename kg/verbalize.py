@@ -153,9 +153,11 @@ class TemplateVerbalizer:
         steps.append(self._phrase(tree, rng, steps))
         out = []
         for k, text in enumerate(steps, start=1):
+
             def ref(m, k=k):
                 n = int(m.group(1))
                 return rng.choice(self.grammar["ref"]) if n == k - 1 else self.grammar["ref_far"].format(n=n)
+
             out.append(re.sub("\x00(\\d+)\x00", ref, text))
         return out
 
@@ -204,9 +206,16 @@ class LLMVerbalizer:
 
     name = "llm"
 
-    def __init__(self, engine: Any, retries: int = 2, temperature: float = 0.8, max_tokens: int = 128,
-                 request_types: tuple | None = None,
-                 back_translate: Callable[[dict, Any], bool] | None = None, back_max_tokens: int = 256):
+    def __init__(
+        self,
+        engine: Any,
+        retries: int = 2,
+        temperature: float = 0.8,
+        max_tokens: int = 128,
+        request_types: tuple | None = None,
+        back_translate: Callable[[dict, Any], bool] | None = None,
+        back_max_tokens: int = 256,
+    ):
         self.engine = engine
         self.retries = retries
         self.prompt = load_prompt("kg/llm_question")
@@ -229,28 +238,33 @@ class LLMVerbalizer:
 
     def _request(self, item: Pending, attempt: int):
         text = self.prompt.template.format(
-            query=json.dumps(item.tree, ensure_ascii=False), draft=item.draft,
-            anchors=", ".join(f'"{a}"' for a in item.anchors))
+            query=json.dumps(item.tree, ensure_ascii=False),
+            draft=item.draft,
+            anchors=", ".join(f'"{a}"' for a in item.anchors),
+        )
         # The attempt must be part of the request's identity, which is what the cache
         # hashes (model, messages, sampling), not `key`: a per-attempt seed makes a retry
         # a new draw instead of the rejected text read back (engines that ignore seeds
         # still get a cache miss and sample anew).
         key = f"{item.key}:q{attempt}"
-        sampling = self.SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens,
-                                       seed=attempt_seed(key))
+        sampling = self.SamplingParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=attempt_seed(key))
         return self.ChatRequest(messages=[{"role": "user", "content": text}], sampling=sampling, key=key)
 
     def _back_request(self, item: Pending, question: str, attempt: int):
         text = self.back_prompt.template.format(
-            question=question, anchors=", ".join(f'"{a}"' for a in item.anchors),
-            relations=", ".join(f'"{r}"' for r in item.relations))
+            question=question,
+            anchors=", ".join(f'"{a}"' for a in item.anchors),
+            relations=", ".join(f'"{r}"' for r in item.relations),
+        )
         # Greedy: the check should not depend on luck; the paraphrase is what varies.
         sampling = self.SamplingParams(temperature=0.0, max_tokens=self.back_max_tokens)
-        return self.ChatRequest(messages=[{"role": "user", "content": text}], sampling=sampling,
-                                key=f"{item.key}:b{attempt}")
+        return self.ChatRequest(
+            messages=[{"role": "user", "content": text}], sampling=sampling, key=f"{item.key}:b{attempt}"
+        )
 
-    def _check_back(self, items: list[Pending], candidates: dict[int, str], attempt: int,
-                    out: list, again: list[int]) -> None:
+    def _check_back(
+        self, items: list[Pending], candidates: dict[int, str], attempt: int, out: list, again: list[int]
+    ) -> None:
         """Keep a paraphrase only when the model's own query tree for it has the same answers."""
         order = sorted(candidates)
         results = self.engine.generate([self._back_request(items[i], candidates[i], attempt) for i in order])

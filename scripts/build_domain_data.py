@@ -76,7 +76,13 @@ def mmlu_rows(data: Path, mapping: dict[str, list[str]], part: str):
                 # Training view with the answer: more of the subject's vocabulary.
                 answer = row[f"choice{int(row['answer'])}"] if str(row.get("answer", "")).isdigit() else ""
                 if answer and answer not in text:
-                    yield {"text": f"{q} {answer}", "domain": domain, "source": f"mmlu/{subject}", "item": q, "view": True}
+                    yield {
+                        "text": f"{q} {answer}",
+                        "domain": domain,
+                        "source": f"mmlu/{subject}",
+                        "item": q,
+                        "view": True,
+                    }
                 # And the choices alone: terms of the subject without the question's framing.
                 choices = " ".join(row[f"choice{i}"] for i in range(4))
                 if len(choices.split()) >= 6 and choices not in text:
@@ -215,7 +221,13 @@ def news_rows(data: Path, domain: str, per_article: int = 4):
     for key in sorted(truth):
         paras = [one_line(p) for p in truth[key].get("articleBody", "").split("\n") if len(p.split()) >= 12]
         for i, p in enumerate(paras):
-            yield {"text": p[:900], "domain": domain, "source": "news", "item": key, **({"view": True} if i >= per_article else {})}
+            yield {
+                "text": p[:900],
+                "domain": domain,
+                "source": "news",
+                "item": key,
+                **({"view": True} if i >= per_article else {}),
+            }
 
 
 def kg_rows(data: Path, mapping: dict[str, list[str]], per_domain: int):
@@ -230,7 +242,9 @@ def kg_rows(data: Path, mapping: dict[str, list[str]], per_domain: int):
             words = " ".join(dict.fromkeys(w for p in parts[1:] for w in p.split("_")))
             text = f"{row['head_name']} {words} {row['tail_name']}"
             # Facts are vocabulary, not requests: train on them, never judge by them.
-            by_domain.setdefault(domain, []).append({"text": text, "domain": domain, "source": "kg", "item": row["head_name"], "split": "train"})
+            by_domain.setdefault(domain, []).append(
+                {"text": text, "domain": domain, "source": "kg", "item": row["head_name"], "split": "train"}
+            )
     for domain in sorted(by_domain):
         rows = sorted(by_domain[domain], key=lambda r: hashlib.sha1(r["text"].encode()).hexdigest())
         yield from rows[:per_domain]
@@ -266,7 +280,14 @@ def chat_rows(mapping: dict[str, list[str]], train_only: dict[str, list[str]] | 
             yield {"text": turn, "domain": domain, "source": f"chat/{path.stem}", "item": turn.lower(), **where}
             for reply in convo[1:]:
                 if isinstance(reply, str) and len(reply.split()) >= 3:
-                    yield {"text": one_line(reply), "domain": domain, "source": f"chat/{path.stem}", "item": turn.lower(), "view": True, **where}
+                    yield {
+                        "text": one_line(reply),
+                        "domain": domain,
+                        "source": f"chat/{path.stem}",
+                        "item": turn.lower(),
+                        "view": True,
+                        **where,
+                    }
 
 
 def instruction_view(row: dict, openings: list[str]) -> dict:
@@ -283,7 +304,12 @@ def assemble(data: Path, sources: dict) -> dict[str, list[dict]]:
         stdlib_rows(sources.get("stdlib_modules", []), sources.get("stdlib_code", "code")),
         doc_rows(sources.get("stdlib_doc_modules", []), sources.get("stdlib_docs", "code"), "stdlib_docs", topics=True),
         *(doc_rows(modules, domain, "package_docs") for domain, modules in sources.get("package_docs", {}).items()),
-        book_rows(data, sources.get("books_files", []), sources.get("books", "humanities"), train_per_book=sources.get("books_train_per_book")),
+        book_rows(
+            data,
+            sources.get("books_files", []),
+            sources.get("books", "humanities"),
+            train_per_book=sources.get("books_train_per_book"),
+        ),
         news_rows(data, sources.get("news", "general")),
         chat_rows(sources.get("chat", {}), sources.get("chat_train_only")),
         kg_rows(data, sources.get("kg", {}), sources.get("kg_facts_per_domain", 3000)),
@@ -341,10 +367,21 @@ def main(argv: list[str] | None = None) -> int:
         # (`calibrate_weights`) moved recall between domains on the valid split but not on
         # the test split, so the packaged model has none.
         report = train_domain_classifier(
-            args.out / "train.jsonl", model, valid=args.out / "valid.jsonl", test=args.out / "test.jsonl",
-            quantize=True, dim=16, word_ngrams=1, epoch=10, cutoff=300_000,
+            args.out / "train.jsonl",
+            model,
+            valid=args.out / "valid.jsonl",
+            test=args.out / "test.jsonl",
+            quantize=True,
+            dim=16,
+            word_ngrams=1,
+            epoch=10,
+            cutoff=300_000,
         )
-        print(json.dumps({k: report[k] for k in ("model", "size_bytes", "threshold", "domain_weights", "held_out")}, indent=1))
+        print(
+            json.dumps(
+                {k: report[k] for k in ("model", "size_bytes", "threshold", "domain_weights", "held_out")}, indent=1
+            )
+        )
     return 0
 
 

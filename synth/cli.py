@@ -24,13 +24,19 @@ console = Console(stderr=True)
 def run(
     pipeline: Path = typer.Argument(..., help="Pipeline YAML file, e.g. pipelines/ingest.yaml."),
     output: Path = typer.Option(..., "--output", "-o", help="Run directory; re-running the same command resumes it."),
-    input: list[str] | None = typer.Option(None, "--input", "-i", help="Input path or glob (repeatable); default: the pipeline's inputs."),
+    input: list[str] | None = typer.Option(
+        None, "--input", "-i", help="Input path or glob (repeatable); default: the pipeline's inputs."
+    ),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per core)."),
     seed: int | None = typer.Option(None, help="Override the pipeline's seed."),
     executor: str = typer.Option("local", help="local (process pool) or ray."),
-    ray_address: str | None = typer.Option(None, help="Ray cluster address (with --executor ray); default starts a local Ray."),
+    ray_address: str | None = typer.Option(
+        None, help="Ray cluster address (with --executor ray); default starts a local Ray."
+    ),
     engine_actors: int = typer.Option(0, help="With --executor ray: LLM engine actors (0 = one per GPU, or 1 on CPU)."),
-    models: Path | None = typer.Option(None, help="Models file for LLM stages (overrides the pipeline's settings.models)."),
+    models: Path | None = typer.Option(
+        None, help="Models file for LLM stages (overrides the pipeline's settings.models)."
+    ),
     keep_intermediate: bool = typer.Option(
         False,
         "--keep-intermediate/--fuse",
@@ -78,7 +84,9 @@ def run(
     except KeyboardInterrupt:
         fail("interrupted: finished shards are kept; run the same command to resume", 130)
     rows = sum(_rows(p) for p in result.output)
-    console.print(f"[green]done:[/] {rows:,} records in {result.run_dir / 'output'} ({len(result.output)} shards); see `synth audit {result.run_dir}`")
+    console.print(
+        f"[green]done:[/] {rows:,} records in {result.run_dir / 'output'} ({len(result.output)} shards); see `synth audit {result.run_dir}`"
+    )
 
 
 def _print_replicas(out, stages: list[dict]) -> None:
@@ -109,11 +117,21 @@ def audit(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (versioned schema, see README)."),
     examples: int = typer.Option(3, help="Rejected examples shown per drop reason."),
-    what_if: list[str] | None = typer.Option(None, "--what-if", help="STAGE.OPTION=VALUE (repeatable): what that threshold would keep, from the stored scores."),
-    sweep: list[str] | None = typer.Option(None, "--sweep", help="STAGE.OPTION (repeatable): retention curve of a numeric threshold over its range."),
-    overlap: bool = typer.Option(False, "--overlap", help="Which filters drop the same records (a seeded sample through every CPU filter)."),
+    what_if: list[str] | None = typer.Option(
+        None,
+        "--what-if",
+        help="STAGE.OPTION=VALUE (repeatable): what that threshold would keep, from the stored scores.",
+    ),
+    sweep: list[str] | None = typer.Option(
+        None, "--sweep", help="STAGE.OPTION (repeatable): retention curve of a numeric threshold over its range."
+    ),
+    overlap: bool = typer.Option(
+        False, "--overlap", help="Which filters drop the same records (a seeded sample through every CPU filter)."
+    ),
     overlap_sample: int = typer.Option(2000, help="Records sampled for --overlap."),
-    compare: Path | None = typer.Option(None, "--compare", help="Another run directory to compare with, stage by stage and record by record."),
+    compare: Path | None = typer.Option(
+        None, "--compare", help="Another run directory to compare with, stage by stage and record by record."
+    ),
     html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML report to this file."),
 ) -> None:
     """What every stage kept and dropped, why, with score distributions; re-tune, compare."""
@@ -121,7 +139,18 @@ def audit(
     from synth.audit.report import AuditError
 
     try:
-        run_audit(run_dir, as_json=as_json, examples=examples, what_if=list(what_if or []), sweep=list(sweep or []), overlap=overlap, overlap_sample=overlap_sample, compare=compare, html=html, describe=_describe)
+        run_audit(
+            run_dir,
+            as_json=as_json,
+            examples=examples,
+            what_if=list(what_if or []),
+            sweep=list(sweep or []),
+            overlap=overlap,
+            overlap_sample=overlap_sample,
+            compare=compare,
+            html=html,
+            describe=_describe,
+        )
     except AuditError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -152,7 +181,9 @@ def _describe(record: dict) -> str:
         if record.get("response"):
             text += f" | A: {record['response'][:80]}"
     else:
-        text = str(record.get("text") or record.get("html") or record.get("messages") or record.get("rewrite") or record)[:180]
+        text = str(
+            record.get("text") or record.get("html") or record.get("messages") or record.get("rewrite") or record
+        )[:180]
     return text.replace("\n", " ")
 
 
@@ -176,12 +207,16 @@ def _register_subcommands() -> None:
     app.add_typer(models_app, name="models")
     app.command("serve")(serve)
     app.command("decontaminate")(decontaminate)
-    quality_app = typer.Typer(help="fastText quality classifiers: train one from labelled examples.", no_args_is_help=True)
+    quality_app = typer.Typer(
+        help="fastText quality classifiers: train one from labelled examples.", no_args_is_help=True
+    )
     quality_app.command("train")(quality_train)
     app.add_typer(quality_app, name="quality")
     from synth.llm.route_cli import route_label, route_train
 
-    route_app = typer.Typer(help="Domain classifiers for `route` and `self_instruct`: train one, label text.", no_args_is_help=True)
+    route_app = typer.Typer(
+        help="Domain classifiers for `route` and `self_instruct`: train one, label text.", no_args_is_help=True
+    )
     route_app.command("train")(route_train)
     route_app.command("label")(route_label)
     app.add_typer(route_app, name="route")

@@ -90,7 +90,10 @@ class Prompt:
         if missing:
             raise PromptError(f"prompt {self.ref} ({self.path}) needs {', '.join(missing)}")
         try:
-            return [{"role": role, "content": _env.from_string(content).render(**values).strip()} for role, content in self.messages]
+            return [
+                {"role": role, "content": _env.from_string(content).render(**values).strip()}
+                for role, content in self.messages
+            ]
         except jinja2.TemplateError as exc:
             raise PromptError(f"prompt {self.ref} ({self.path}): {exc}") from exc
 
@@ -122,4 +125,6 @@ def load_prompt(name: str, directory: str | None = None) -> Prompt:
         if set(turn) != {"role", "content"}:
             raise PromptError(f"{path}: each message needs exactly role and content")
     messages = tuple((m["role"], m["content"]) for m in spec.messages)
-    return Prompt(spec.name, spec.version, tuple(spec.variables), messages, spec.data, str(path), spec.template, spec.templates)
+    return Prompt(
+        spec.name, spec.version, tuple(spec.variables), messages, spec.data, str(path), spec.template, spec.templates
+    )

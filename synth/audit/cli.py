@@ -17,12 +17,25 @@ def gather_examples(run_dir: Path, report: dict, limit: int, describe) -> dict[s
         samples = reject_samples(run_dir, s["stage"], limit)
         if samples:
             out[s["stage"]] = {
-                reason: [{"id": row["id"], "text": describe(row["record"]), "scores": row["scores"]} for row in rows] for reason, rows in samples.items()
+                reason: [{"id": row["id"], "text": describe(row["record"]), "scores": row["scores"]} for row in rows]
+                for reason, rows in samples.items()
             }
     return out
 
 
-def run_audit(run_dir: Path, *, as_json: bool, examples: int, what_if: list[str], sweep: list[str], overlap: bool, overlap_sample: int, compare: Path | None, html: Path | None, describe) -> dict:
+def run_audit(
+    run_dir: Path,
+    *,
+    as_json: bool,
+    examples: int,
+    what_if: list[str],
+    sweep: list[str],
+    overlap: bool,
+    overlap_sample: int,
+    compare: Path | None,
+    html: Path | None,
+    describe,
+) -> dict:
     from synth.audit import terminal
     from synth.audit.report import build_report
 
@@ -70,7 +83,9 @@ def run_audit(run_dir: Path, *, as_json: bool, examples: int, what_if: list[str]
             for reason, rows in samples.get(s["stage"], {}).items():
                 count = s["dropped"].get(reason, s["counters"].get(reason, 0))
                 verb = "discarded" if reason.startswith("discarded.") else "dropped"
-                console.print(f"[bold]{s['stage']}[/] {verb} [yellow]{reason.removeprefix('discarded.')}[/] ({count:,}), e.g.:")
+                console.print(
+                    f"[bold]{s['stage']}[/] {verb} [yellow]{reason.removeprefix('discarded.')}[/] ({count:,}), e.g.:"
+                )
                 for row in rows:
                     scores = f" scores={terminal.short_scores(row['scores'])}" if row["scores"] else ""
                     console.print(f"  - {row['id'][:12]} {row['text']!r}{scores}", highlight=False)

@@ -59,7 +59,9 @@ def rejected_scores_table(shard: Shard) -> pa.Table:
     dropped = _columnar_drops(shard)
     if dropped is not None and shard.seen_scores is not None and all(d[2] is not None for d in shard.dropped_scores):
         arrays = {
-            "id": dropped.column("id").cast(pa.string()) if "id" in dropped.column_names else pa.nulls(dropped.num_rows, pa.string()),
+            "id": dropped.column("id").cast(pa.string())
+            if "id" in dropped.column_names
+            else pa.nulls(dropped.num_rows, pa.string()),
             "reason": pa.array([d[1] for d in shard.dropped_scores], pa.string()),
             "row": pa.array([d[2] for d in shard.dropped_scores], pa.int64()),
         }
@@ -81,7 +83,11 @@ def rejected_scores_table(shard: Shard) -> pa.Table:
         "reason": [d[1] for d in shard.dropped_scores],
         "row": [d[2] for d in shard.dropped_scores],
     }
-    arrays = {"id": pa.array(columns["id"], pa.string()), "reason": pa.array(columns["reason"], pa.string()), "row": pa.array(columns["row"], pa.int64())}
+    arrays = {
+        "id": pa.array(columns["id"], pa.string()),
+        "reason": pa.array(columns["reason"], pa.string()),
+        "row": pa.array(columns["row"], pa.int64()),
+    }
     for name in names:
         if name in arrays:
             continue
@@ -104,7 +110,11 @@ def _dropped_table(shard: Shard, columns: list[str]) -> pa.Table | None:
     if any(not isinstance(r, dict) or any(c not in r for c in columns) for r in records):
         return None
     try:
-        return pa.table({c: pa.array([r[c] for r in records]) for c in columns}) if records else pa.table({c: pa.array([], pa.string()) for c in columns})
+        return (
+            pa.table({c: pa.array([r[c] for r in records]) for c in columns})
+            if records
+            else pa.table({c: pa.array([], pa.string()) for c in columns})
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
 
@@ -128,7 +138,9 @@ def _seen_from_drops(shard: Shard, table: pa.Table, written: Sequence[str]) -> p
     return pa.table(columns) if columns else None
 
 
-def _derivable(table: pa.Table, written: Sequence[str], creates_records: bool, upstream: dict | None) -> list[str] | None:
+def _derivable(
+    table: pa.Table, written: Sequence[str], creates_records: bool, upstream: dict | None
+) -> list[str] | None:
     """The columns a stage's length and category statistics depend on, when they can be
     derived from its input's profile minus what it dropped (it rewrote none of them)."""
     if upstream is None or creates_records or upstream.get("version") != stats.PROFILE_VERSION:
@@ -168,7 +180,12 @@ def _short_column(col: pa.ChunkedArray | pa.Array) -> bool:
     """A column cheap to keep per row: numbers, flags, short strings (not text)."""
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return len(col) == 0 or (pc.max(pc.utf8_length(col)).as_py() or 0) <= MAX_SCORE_STRING
-    return pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type) or pa.types.is_null(col.type)
+    return (
+        pa.types.is_integer(col.type)
+        or pa.types.is_floating(col.type)
+        or pa.types.is_boolean(col.type)
+        or pa.types.is_null(col.type)
+    )
 
 
 def all_rows_table(shard: Shard, kept: pa.Table, decide_inputs: Sequence[str]) -> pa.Table | None:
@@ -194,15 +211,28 @@ def all_rows_table(shard: Shard, kept: pa.Table, decide_inputs: Sequence[str]) -
     ids, reasons = [None] * n, [None] * n
     for d in shard.dropped_scores:
         ids[d[2]], reasons[d[2]] = (None if d[0] is None else str(d[0])), d[1]
-    arrays: dict[str, pa.Array] = {"id": pa.array(ids, pa.string()), "reason": pa.array(reasons, pa.string()), "row": pa.array(range(n), pa.int64())}
+    arrays: dict[str, pa.Array] = {
+        "id": pa.array(ids, pa.string()),
+        "reason": pa.array(reasons, pa.string()),
+        "row": pa.array(range(n), pa.int64()),
+    }
     for name in seen.column_names:
         if _short_column(seen.column(name)):
             arrays[name] = seen.column(name)
     for name in dict.fromkeys(decide_inputs):
-        if name in arrays or name == "id" or name not in kept.column_names or (dropped is not None and name not in dropped.column_names):
+        if (
+            name in arrays
+            or name == "id"
+            or name not in kept.column_names
+            or (dropped is not None and name not in dropped.column_names)
+        ):
             continue
-        parts = [kept.column(name)] + ([dropped.column(name).cast(kept.column(name).type)] if dropped is not None else [])
-        col = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in parts]).take(inverse_arr)
+        parts = [kept.column(name)] + (
+            [dropped.column(name).cast(kept.column(name).type)] if dropped is not None else []
+        )
+        col = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in parts]).take(
+            inverse_arr
+        )
         if _short_column(col):
             arrays[name] = col
     return pa.table(arrays)
@@ -217,8 +247,15 @@ def _write_small_parquet(path: Path, table: pa.Table) -> None:
 
 
 def _write(
-    run: RunDir, label: str, shard: Shard, table: pa.Table, written: Sequence[str], upstream_label: str | None, creates_records: bool,
-    all_rows: bool = False, decide_inputs: Sequence[str] = (),
+    run: RunDir,
+    label: str,
+    shard: Shard,
+    table: pa.Table,
+    written: Sequence[str],
+    upstream_label: str | None,
+    creates_records: bool,
+    all_rows: bool = False,
+    decide_inputs: Sequence[str] = (),
 ) -> None:
     every = all_rows_table(shard, table, decide_inputs) if all_rows else None
     if every is not None:

@@ -85,7 +85,9 @@ def compare(a: dict, b: dict) -> dict:
     if not shared:
         from synth.audit.report import AuditError
 
-        raise AuditError(f"--compare: {b['run']} ({b['pipeline']}) shares no stage with {a['run']} ({a['pipeline']}); nothing to compare")
+        raise AuditError(
+            f"--compare: {b['run']} ({b['pipeline']}) shares no stage with {a['run']} ({a['pipeline']}); nothing to compare"
+        )
     by_a = {s["stage"]: s for s in a["stages"]}
     by_b = {s["stage"]: s for s in b["stages"]}
     stages = []

@@ -38,7 +38,9 @@ def _sample_input(run: RunDir, upstream_index: int, first_label: str, size: int,
     counts = []
     for n in names:
         part = run.part(upstream, n)
-        counts.append(pq.ParquetFile(part).metadata.num_rows if part.exists() else read_json(run.stats(first_label, n))["in"])
+        counts.append(
+            pq.ParquetFile(part).metadata.num_rows if part.exists() else read_json(run.stats(first_label, n))["in"]
+        )
     total = sum(counts)
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(total, min(size, total), replace=False)) if total else np.array([], dtype=np.int64)
@@ -57,7 +59,9 @@ def _sample_input(run: RunDir, upstream_index: int, first_label: str, size: int,
             try:
                 table = stage_table(pipeline, run, upstream_index, name)
             except (InputError, OSError) as exc:
-                raise AuditError(f"--overlap: {upstream} {name} was not kept and cannot be recomputed ({exc}); rerun with `--keep-intermediate`") from None
+                raise AuditError(
+                    f"--overlap: {upstream} {name} was not kept and cannot be recomputed ({exc}); rerun with `--keep-intermediate`"
+                ) from None
         tables.append(table.take(pa.array(local, pa.int64())))
     return pa.concat_tables(tables, promote_options="default")
 
@@ -90,7 +94,9 @@ def overlap(run_root: str | Path, sample: int = DEFAULT_SAMPLE) -> dict:
     for ref, stage in zip(refs, filters):
         missing = [c for c in stage.input_columns() if c not in table.column_names]
         if missing:
-            skipped.append({"stage": ref.label, "why": f"reads {', '.join(missing)}, which the sampled input does not have"})
+            skipped.append(
+                {"stage": ref.label, "why": f"reads {', '.join(missing)}, which the sampled input does not have"}
+            )
             continue
         try:
             stage.ensure_setup()
@@ -99,14 +105,22 @@ def overlap(run_root: str | Path, sample: int = DEFAULT_SAMPLE) -> dict:
             scores = stage.score(table, shard)
             looked.update({k: (v.to_pylist() if hasattr(v, "to_pylist") else list(v)) for k, v in scores.items()})
             keys = list(looked)
-            reasons = [stage.decide(dict(zip(keys, vals))) for vals in zip(*looked.values())] if keys else [None] * table.num_rows
+            reasons = (
+                [stage.decide(dict(zip(keys, vals))) for vals in zip(*looked.values())]
+                if keys
+                else [None] * table.num_rows
+            )
         except Exception as exc:  # noqa: BLE001 - one filter failing is reported, the others still count
             skipped.append({"stage": ref.label, "why": f"{type(exc).__name__}: {exc}"})
             continue
         names.append(ref.label)
         drops.append(np.array([r is not None for r in reasons], dtype=bool))
     if not names:
-        raise AuditError("--overlap: no filter could score the sample (" + "; ".join(f"{s['stage']}: {s['why']}" for s in skipped) + ")")
+        raise AuditError(
+            "--overlap: no filter could score the sample ("
+            + "; ".join(f"{s['stage']}: {s['why']}" for s in skipped)
+            + ")"
+        )
     m = np.stack(drops)
     matrix = (m[:, None, :] & m[None, :, :]).sum(axis=2).tolist()
     by_count = m.sum(axis=0)

@@ -58,11 +58,17 @@ def load_run(run_root: str | Path) -> dict:
         raise AuditError(f"{root}: not a synth run directory (no run.json)")
     try:
         manifest = read_json(root / "run.json")
-        if not isinstance(manifest, dict) or not all("label" in s and "type" in s for s in manifest.get("stages", [])) or "stages" not in manifest:
+        if (
+            not isinstance(manifest, dict)
+            or not all("label" in s and "type" in s for s in manifest.get("stages", []))
+            or "stages" not in manifest
+        ):
             raise KeyError("stages[].label/type")
         return ledger_audit(root)
     except KeyError as exc:
-        raise AuditError(f"{root}: written by an older or unknown ledger version (missing {exc}); rerun it with this synth to audit it") from None
+        raise AuditError(
+            f"{root}: written by an older or unknown ledger version (missing {exc}); rerun it with this synth to audit it"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AuditError(f"{root}: a ledger file is not valid JSON ({exc}); the run directory is damaged") from None
 
@@ -156,7 +162,9 @@ def stage_profile(run: RunDir, label: str) -> dict | None:
         try:
             by_shard[path.name[: -len(".profile.json")]] = read_json(path)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            by_shard.pop(path.name[: -len(".profile.json")], None)  # torn by a crash: that shard is reported as not profiled
+            by_shard.pop(
+                path.name[: -len(".profile.json")], None
+            )  # torn by a crash: that shard is reported as not profiled
     profiles = [p for name, p in sorted(by_shard.items()) if run.is_done(label, name)]
     if not profiles:
         return None
@@ -171,7 +179,10 @@ def stage_profile(run: RunDir, label: str) -> dict | None:
         "scores": {k: stats.summary(v) for k, v in merged["seen"].items()},
         "columns": {k: stats.summary(v) for k, v in merged["columns"].items()},
         "lengths": {k: {m: stats.summary(s) for m, s in v.items()} for k, v in merged["lengths"].items()},
-        "categorical": {k: {val: {"records": n, unit: size} for val, (n, size) in v.items()} for k, v in merged["categorical"].items()},
+        "categorical": {
+            k: {val: {"records": n, unit: size} for val, (n, size) in v.items()}
+            for k, v in merged["categorical"].items()
+        },
         "thresholds": _threshold_columns(meta.get("options", {}), numeric_cols),
         "shards_profiled": len(profiles),
     }
@@ -218,7 +229,9 @@ def build_report(run_root: str | Path) -> dict:
         failed_stats = s["counters"].get("audit.statistics_failed", 0)
         if failed_stats:
             kinds = ", ".join(k.rsplit(".", 1)[1] for k in s["counters"] if k.startswith("audit.statistics_failed."))
-            report["notes"].append(f"{s['stage']}: statistics failed on {failed_stats} shards ({kinds}); their records are in the ledger but not in the distributions")
+            report["notes"].append(
+                f"{s['stage']}: statistics failed on {failed_stats} shards ({kinds}); their records are in the ledger but not in the distributions"
+            )
         elif s["shards_done"] and (profile is None or profile["shards_profiled"] < s["shards_done"]):
             have = profile["shards_profiled"] if profile else 0
             report["notes"].append(

@@ -100,7 +100,12 @@ def subtract_sketch(a: dict, b: dict | None) -> dict:
         return a
     buckets = {k: c - b["buckets"].get(k, 0) for k, c in a["buckets"].items()}
     buckets = {k: c for k, c in buckets.items() if c > 0}
-    out = {"count": a["count"] - b["count"], "nulls": a["nulls"] - b.get("nulls", 0), "integer": a.get("integer", False), "buckets": buckets}
+    out = {
+        "count": a["count"] - b["count"],
+        "nulls": a["nulls"] - b.get("nulls", 0),
+        "integer": a.get("integer", False),
+        "buckets": buckets,
+    }
     if out["count"] <= 0 or not buckets:
         return {"count": 0, "nulls": out["nulls"], "integer": out["integer"], "buckets": {}}
     values = [v for v, _ in _sorted_buckets(out)]
@@ -242,12 +247,18 @@ def _word_counts(col) -> pa.Array:
     if isinstance(col, pa.ChunkedArray):
         if col.num_chunks == 0:
             return pa.array([], pa.int64())
-        return pa.concat_arrays([_word_counts(c) for c in col.chunks]) if col.num_chunks > 1 else _word_counts(col.chunk(0))
+        return (
+            pa.concat_arrays([_word_counts(c) for c in col.chunks])
+            if col.num_chunks > 1
+            else _word_counts(col.chunk(0))
+        )
     n = len(col)
     if n == 0:
         return pa.array([], pa.int64())
     wide = pa.types.is_large_string(col.type)
-    offsets = np.frombuffer(col.buffers()[1], dtype=np.int64 if wide else np.int32)[col.offset : col.offset + n + 1].astype(np.int64)
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int64 if wide else np.int32)[
+        col.offset : col.offset + n + 1
+    ].astype(np.int64)
     base, end = int(offsets[0]), int(offsets[-1])
     if end == base:
         return pa.array(np.zeros(n, dtype=np.int64))
@@ -269,10 +280,20 @@ def _word_counts(col) -> pa.Array:
 def categorical(table: pa.Table, column: str, measure: pa.Array | None) -> dict:
     """{value: [records, size]} for one column (nulls under "(null)")."""
     col = table.column(column)
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_boolean(col.type) or pa.types.is_integer(col.type)):
+    if not (
+        pa.types.is_string(col.type)
+        or pa.types.is_large_string(col.type)
+        or pa.types.is_boolean(col.type)
+        or pa.types.is_integer(col.type)
+    ):
         return {}
     col = pc.cast(col, pa.string())
-    t = pa.table({"v": pc.fill_null(col, "(null)"), "m": measure if measure is not None else pa.array(np.zeros(len(col)), pa.float64())})
+    t = pa.table(
+        {
+            "v": pc.fill_null(col, "(null)"),
+            "m": measure if measure is not None else pa.array(np.zeros(len(col)), pa.float64()),
+        }
+    )
     grouped = t.group_by("v").aggregate([("m", "sum"), ("m", "count")])
     values = grouped.column("v").to_pylist()
     sums = grouped.column("m_sum").to_pylist()
@@ -300,7 +321,13 @@ def merge_categorical(parts: Iterable[dict]) -> dict:
 # -- one shard ---------------------------------------------------------------------------
 
 
-def profile_table(table: pa.Table, written: Iterable[str], seen_scores: pa.Table | None = None, base: dict | None = None, removed: pa.Table | None = None) -> dict:
+def profile_table(
+    table: pa.Table,
+    written: Iterable[str],
+    seen_scores: pa.Table | None = None,
+    base: dict | None = None,
+    removed: pa.Table | None = None,
+) -> dict:
     """The statistics of one shard of one stage.
 
     `written`: the columns the stage writes (their numeric values are sketched over
@@ -308,7 +335,14 @@ def profile_table(table: pa.Table, written: Iterable[str], seen_scores: pa.Table
     kept and dropped. With `base` (the input's profile) and `removed` (the dropped
     records), lengths and categories are the base minus the removed records.
     """
-    profile: dict = {"version": PROFILE_VERSION, "rows": table.num_rows, "seen": {}, "columns": {}, "lengths": {}, "categorical": {}}
+    profile: dict = {
+        "version": PROFILE_VERSION,
+        "rows": table.num_rows,
+        "seen": {},
+        "columns": {},
+        "lengths": {},
+        "categorical": {},
+    }
     if seen_scores is not None:
         for name in seen_scores.column_names:
             s = sketch(seen_scores.column(name))
@@ -322,11 +356,15 @@ def profile_table(table: pa.Table, written: Iterable[str], seen_scores: pa.Table
     if base is not None and removed is not None:
         gone = profile_table(removed, [])
         profile["lengths"] = {
-            name: {m: subtract_sketch(parts[m], gone["lengths"].get(name, {}).get(m)) for m in parts} for name, parts in base["lengths"].items()
+            name: {m: subtract_sketch(parts[m], gone["lengths"].get(name, {}).get(m)) for m in parts}
+            for name, parts in base["lengths"].items()
         }
         profile["unit"] = base.get("unit")
         profile["size_total"] = base.get("size_total", 0) - gone.get("size_total", 0)
-        profile["categorical"] = {name: subtract_categorical(cats, gone["categorical"].get(name, {})) for name, cats in base["categorical"].items()}
+        profile["categorical"] = {
+            name: subtract_categorical(cats, gone["categorical"].get(name, {}))
+            for name, cats in base["categorical"].items()
+        }
         profile["derived"] = True
         return profile
     words_of = {}
@@ -349,7 +387,15 @@ def profile_table(table: pa.Table, written: Iterable[str], seen_scores: pa.Table
 
 def merge_profiles(profiles: list[dict]) -> dict:
     """Merge shard profiles of one stage into one (sketches stay mergeable)."""
-    merged: dict = {"rows": 0, "seen": {}, "columns": {}, "lengths": {}, "categorical": {}, "size_total": 0, "unit": None}
+    merged: dict = {
+        "rows": 0,
+        "seen": {},
+        "columns": {},
+        "lengths": {},
+        "categorical": {},
+        "size_total": 0,
+        "unit": None,
+    }
     for p in profiles:
         merged["rows"] += p.get("rows", 0)
         merged["size_total"] += p.get("size_total", 0)

@@ -33,11 +33,25 @@ def short_scores(scores: dict | None, limit: int = 4) -> str:
 def print_report(out: Console, report: dict, describe_examples) -> None:
     status = report["status"]
     title = f"{report['pipeline']}: {report['run']}" + ("" if status == "complete" else f" ({status})")
-    t = _table(title, ["stage", "in", "out", "kept %", "dropped", "top reasons", "shards", "seconds", "records/s"], {"in", "out", "kept %", "dropped", "shards", "seconds", "records/s"})
+    t = _table(
+        title,
+        ["stage", "in", "out", "kept %", "dropped", "top reasons", "shards", "seconds", "records/s"],
+        {"in", "out", "kept %", "dropped", "shards", "seconds", "records/s"},
+    )
     by_stage = {s["stage"]: s for s in report["stages"]}
     for f in report["funnel"]:
         reasons = ", ".join(f"{k} {v:,}" for k, v in list(by_stage[f["stage"]]["dropped"].items())[:3])
-        t.add_row(f["stage"], _n(f["in"]), _n(f["out"]), _n(f["kept_pct"]), _n(f["dropped"]), reasons, f"{f['shards_done']}/{f['shards']}", f"{f['seconds']:.1f}", _n(f["records_per_s"]))
+        t.add_row(
+            f["stage"],
+            _n(f["in"]),
+            _n(f["out"]),
+            _n(f["kept_pct"]),
+            _n(f["dropped"]),
+            reasons,
+            f"{f['shards_done']}/{f['shards']}",
+            f"{f['seconds']:.1f}",
+            _n(f["records_per_s"]),
+        )
     out.print(t)
     for note in report["notes"]:
         out.print(f"[yellow]partial:[/] {note}", highlight=False)
@@ -46,9 +60,22 @@ def print_report(out: Console, report: dict, describe_examples) -> None:
         for f in report["failed_shards"][:10]:
             out.print(f"  {f['stage']} {f['shard']} ({f['phase']}): {f['error']}", highlight=False)
     if report["llm"]:
-        t = _table("LLM use per model", ["model", "stages", "requests", "failures", "cache hits", "prompt tok", "completion tok", "tokens/s"], {"requests", "failures", "cache hits", "prompt tok", "completion tok", "tokens/s"})
+        t = _table(
+            "LLM use per model",
+            ["model", "stages", "requests", "failures", "cache hits", "prompt tok", "completion tok", "tokens/s"],
+            {"requests", "failures", "cache hits", "prompt tok", "completion tok", "tokens/s"},
+        )
         for m in report["llm"]:
-            t.add_row(m["model"], ", ".join(m["stages"]), _n(m["requests"]), _n(m["failures"]), _n(m["cache_hits"]), _n(m["prompt_tokens"]), _n(m["completion_tokens"]), _n(m["tokens_per_s"]))
+            t.add_row(
+                m["model"],
+                ", ".join(m["stages"]),
+                _n(m["requests"]),
+                _n(m["failures"]),
+                _n(m["cache_hits"]),
+                _n(m["prompt_tokens"]),
+                _n(m["completion_tokens"]),
+                _n(m["tokens_per_s"]),
+            )
         out.print(t)
     output = report["output"]
     for col, values in output["by"].items():
@@ -73,14 +100,27 @@ def print_report(out: Console, report: dict, describe_examples) -> None:
         out.print(t)
     scored = [(label, p) for label, p in report["profiles"].items() if p["scores"]]
     if scored:
-        t = _table("filter scores over every record seen (kept and dropped)", ["stage", "score", "n", "min", "p5", "p50", "p95", "max", "cutoff"])
+        t = _table(
+            "filter scores over every record seen (kept and dropped)",
+            ["stage", "score", "n", "min", "p5", "p50", "p95", "max", "cutoff"],
+        )
         for label, p in scored:
             for col, s in p["scores"].items():
                 if not s["count"]:
                     continue
                 q = s["quantiles"]
                 cut = p["thresholds"].get(col)
-                t.add_row(label, col, _n(s["count"]), _n(s["min"]), _n(q["p5"]), _n(q["p50"]), _n(q["p95"]), _n(s["max"]), f"{cut['option']}={cut['value']}" if cut else "")
+                t.add_row(
+                    label,
+                    col,
+                    _n(s["count"]),
+                    _n(s["min"]),
+                    _n(q["p5"]),
+                    _n(q["p50"]),
+                    _n(q["p95"]),
+                    _n(s["max"]),
+                    f"{cut['option']}={cut['value']}" if cut else "",
+                )
         out.print(t)
     describe_examples(out)
 
@@ -100,7 +140,10 @@ def print_what_if(out: Console, results: list[dict], describe) -> None:
         for kind, rows in r["examples"].items():
             for ex in rows:
                 why = ex.get("reason") or ex.get("was")
-                out.print(f"  {kind.replace('_', ' ')}: {str(ex['id'])[:12]} ({why}) {short_scores(ex['scores'])} {ex['text'][:100]!r}", highlight=False)
+                out.print(
+                    f"  {kind.replace('_', ' ')}: {str(ex['id'])[:12]} ({why}) {short_scores(ex['scores'])} {ex['text'][:100]!r}",
+                    highlight=False,
+                )
 
 
 def print_sweep(out: Console, s: dict) -> None:
@@ -114,18 +157,27 @@ def print_sweep(out: Console, s: dict) -> None:
     for kind, rows in s["examples"].items():
         for ex in rows:
             col = s["column"]
-            out.print(f"  {kind.replace('_', ' ')}: {str(ex['id'])[:12]} {col}={ex['scores'].get(col)} {ex['text'][:100]!r}", highlight=False)
+            out.print(
+                f"  {kind.replace('_', ' ')}: {str(ex['id'])[:12]} {col}={ex['scores'].get(col)} {ex['text'][:100]!r}",
+                highlight=False,
+            )
 
 
 def print_overlap(out: Console, o: dict) -> None:
     names = o["filters"]
-    t = _table(f"overlap: records both filters would drop (seeded sample of {o['sample']:,} from {o['sampled_from']})", ["filter", *names, "drops", "alone"])
+    t = _table(
+        f"overlap: records both filters would drop (seeded sample of {o['sample']:,} from {o['sampled_from']})",
+        ["filter", *names, "drops", "alone"],
+    )
     for name, row, drops, alone in zip(names, o["matrix"], o["drops"], o["alone"]):
         t.add_row(name, *(_n(v) for v in row), _n(drops), _n(alone))
     out.print(t)
     for name, drops, alone in zip(names, o["drops"], o["alone"]):
         if drops and alone == 0:
-            out.print(f"  {name}: every record it drops is also dropped by another filter (redundant on this sample)", highlight=False)
+            out.print(
+                f"  {name}: every record it drops is also dropped by another filter (redundant on this sample)",
+                highlight=False,
+            )
     for s in o["skipped"]:
         out.print(f"  [dim]skipped {s['stage']}: {s['why']}[/]", highlight=False)
 
@@ -135,7 +187,9 @@ def print_compare(out: Console, c: dict) -> None:
     if c["partial"]:
         head += f" [bold yellow](partial: {c['note']})[/]"
     out.print(head, highlight=False)
-    t = _table("per stage (a -> b)", ["stage", "in", "out", "reason", "dropped", "changed options"], {"in", "out", "dropped"})
+    t = _table(
+        "per stage (a -> b)", ["stage", "in", "out", "reason", "dropped", "changed options"], {"in", "out", "dropped"}
+    )
     for s in c["stages"]:
         opts = ", ".join(f"{k}: {v[0]!r}->{v[1]!r}" for k, v in s["options_changed"].items())
         t.add_row(s["stage"], f"{s['in'][0]:,} -> {s['in'][1]:,}", f"{s['out'][0]:,} -> {s['out'][1]:,}", "", "", opts)
@@ -152,7 +206,12 @@ def print_compare(out: Console, c: dict) -> None:
         flips = s.get("flips")
         if not flips:
             continue
-        out.print(f"{s['stage']}: {flips['kept_in_a_dropped_in_b']:,} kept in a but dropped in b, {flips['kept_in_b_dropped_in_a']:,} the other way", highlight=False)
+        out.print(
+            f"{s['stage']}: {flips['kept_in_a_dropped_in_b']:,} kept in a but dropped in b, {flips['kept_in_b_dropped_in_a']:,} the other way",
+            highlight=False,
+        )
         for ex in flips["examples"]:
             reason = ex.get("reason_in_b") or ex.get("reason_in_a")
-            out.print(f"  {str(ex['id'])[:16]} kept in {ex['kept_in']}, dropped in the other: {reason}", highlight=False)
+            out.print(
+                f"  {str(ex['id'])[:16]} kept in {ex['kept_in']}, dropped in the other: {reason}", highlight=False
+            )

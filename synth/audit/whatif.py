@@ -49,7 +49,9 @@ def resolve_stage(run: RunDir, name: str) -> StageRef:
     if not matches:
         raise AuditError(f"unknown stage '{name}'; stages of this run: {', '.join(s['label'] for s in stages)}")
     if len(matches) > 1:
-        raise AuditError(f"stage '{name}' is ambiguous ({', '.join(stages[i]['label'] for i in matches)}); use the full label")
+        raise AuditError(
+            f"stage '{name}' is ambiguous ({', '.join(stages[i]['label'] for i in matches)}); use the full label"
+        )
     i = matches[0]
     meta_path = run.stage_meta(stages[i]["label"])
     options = read_json(meta_path).get("options", {}) if meta_path.exists() else {}
@@ -62,7 +64,9 @@ def split_assignment(text: str, with_value: bool = True) -> tuple[str, str, str 
         raise AuditError(f"--what-if {text!r}: expected STAGE.OPTION=VALUE, e.g. gopher_quality.min_words=30")
     stage, dot, option = head.strip().rpartition(".")
     if not dot or not stage or not option:
-        raise AuditError(f"{text!r}: expected STAGE.OPTION{'=VALUE' if with_value else ''} (e.g. gopher_quality.min_words)")
+        raise AuditError(
+            f"{text!r}: expected STAGE.OPTION{'=VALUE' if with_value else ''} (e.g. gopher_quality.min_words)"
+        )
     return stage, option, (value.strip() if eq else None)
 
 
@@ -72,10 +76,14 @@ def build_filter(run: RunDir, ref: StageRef, changes: dict, any_stage: bool = Fa
     except (UnknownStageType, StageImportError) as exc:
         raise AuditError(f"stage {ref.label}: its type {ref.type} cannot be loaded here ({exc})") from None
     if not issubclass(cls, Filter) and not any_stage:
-        raise AuditError(f"stage {ref.label} ({ref.type}) is not a filter: only a filter's thresholds can be re-tuned from the run")
+        raise AuditError(
+            f"stage {ref.label} ({ref.type}) is not a filter: only a filter's thresholds can be re-tuned from the run"
+        )
     for option in changes:
         if option not in cls.Options.model_fields:
-            raise AuditError(f"stage {ref.label} ({ref.type}) has no option '{option}'; options: {', '.join(sorted(cls.Options.model_fields))}")
+            raise AuditError(
+                f"stage {ref.label} ({ref.type}) has no option '{option}'; options: {', '.join(sorted(cls.Options.model_fields))}"
+            )
     try:
         opts = cls.Options.model_validate({**ref.options, **changes})
     except ValidationError as exc:
@@ -85,10 +93,17 @@ def build_filter(run: RunDir, ref: StageRef, changes: dict, any_stage: bool = Fa
     manifest = read_json(run.manifest)
     config = manifest.get("config") or {}
     path = manifest.get("config_path")
-    ctx = PipelineContext(seed=manifest.get("seed", 0), run_dir=run.root, config_path=Path(path) if path else None, settings=dict(config.get("settings") or {}))
+    ctx = PipelineContext(
+        seed=manifest.get("seed", 0),
+        run_dir=run.root,
+        config_path=Path(path) if path else None,
+        settings=dict(config.get("settings") or {}),
+    )
     cls = cls.configured(opts)  # the class the run used (decontaminate with action: cut is a transform)
     if not issubclass(cls, Filter) and not any_stage:
-        raise AuditError(f"stage {ref.label} ({ref.type}) is not a filter with these options: only a filter's thresholds can be re-tuned from the run")
+        raise AuditError(
+            f"stage {ref.label} ({ref.type}) is not a filter with these options: only a filter's thresholds can be re-tuned from the run"
+        )
     return cls(opts, ctx)
 
 
@@ -139,7 +154,9 @@ class StageRows:
                         f"stage {ref.label}: {name} kept neither its input and output shards nor the scores of every row "
                         "(a run by an older synth, or with statistics off); rerun with `--keep-intermediate` to re-tune it"
                     )
-                block = {col: rej.column(col).to_pylist() for col in [*inputs, "id", *score_cols] if col in rej.column_names}
+                block = {
+                    col: rej.column(col).to_pylist() for col in [*inputs, "id", *score_cols] if col in rej.column_names
+                }
                 missing_inputs.update(c for c in inputs if c not in rej.column_names)
                 blocks.append((name, rej.num_rows, block, rej.column("reason").to_pylist()))
                 continue
@@ -149,15 +166,23 @@ class StageRows:
             inp = pq.read_table(up, columns=have_inputs)
             n = inp.num_rows
             if sum(stats.get("dropped", {}).values()) and rej is None:
-                raise AuditError(f"stage {ref.label}: {name} has no rejected scores (the run was made with statistics off or by an older synth); rerun that stage to re-tune it")
+                raise AuditError(
+                    f"stage {ref.label}: {name} has no rejected scores (the run was made with statistics off or by an older synth); rerun that stage to re-tune it"
+                )
             if rej is not None:
-                rej = rej.filter(pc.is_valid(rej.column("reason")))  # when every row is stored, the dropped ones have a reason
+                rej = rej.filter(
+                    pc.is_valid(rej.column("reason"))
+                )  # when every row is stored, the dropped ones have a reason
             dropped_rows = rej.column("row").to_pylist() if rej is not None else []
             if any(r is None for r in dropped_rows):
-                raise AuditError(f"stage {ref.label}: dropped records were not recorded with their input row; it cannot be re-decided")
+                raise AuditError(
+                    f"stage {ref.label}: dropped records were not recorded with their input row; it cannot be re-decided"
+                )
             kept_pos = np.setdiff1d(np.arange(n), np.array(dropped_rows, dtype=np.int64), assume_unique=False)
             if len(kept_pos) != out.num_rows:
-                raise AuditError(f"stage {ref.label} {name}: {n} input rows, {out.num_rows} kept and {len(dropped_rows)} dropped do not add up; was the run changed after it finished?")
+                raise AuditError(
+                    f"stage {ref.label} {name}: {n} input rows, {out.num_rows} kept and {len(dropped_rows)} dropped do not add up; was the run changed after it finished?"
+                )
             block = {}
             for col in [*have_inputs, *score_cols]:
                 values = [None] * n
@@ -325,7 +350,9 @@ def what_if(run_root: str | Path, report: dict, assignments: list[str]) -> list[
         data = StageRows(run, ref, current)
         before = data.decide_all(current)
         recorded = data.reasons
-        mismatch = sum(1 for a, b in zip(before, recorded) if a != b and not getattr(current.options, "annotate_only", False))
+        mismatch = sum(
+            1 for a, b in zip(before, recorded) if a != b and not getattr(current.options, "annotate_only", False)
+        )
         after = data.decide_all(changed)
         score_cols = list(current.output_columns())
         cache: dict = {}
@@ -339,7 +366,9 @@ def what_if(run_root: str | Path, report: dict, assignments: list[str]) -> list[
         kept_after = sum(1 for r in after if r is None)
         note, survive = _downstream_note(report, label)
         if mismatch:
-            note += f"; {mismatch:,} records decide differently now than when the run was made (the stage's code changed?)"
+            note += (
+                f"; {mismatch:,} records decide differently now than when the run was made (the stage's code changed?)"
+            )
         results.append(
             {
                 "stage": label,
@@ -350,12 +379,18 @@ def what_if(run_root: str | Path, report: dict, assignments: list[str]) -> list[
                 "dropped_after": dict(sorted(reasons_after.items(), key=lambda kv: -kv[1])),
                 "newly_dropped": len(newly_dropped),
                 "newly_kept": len(newly_kept),
-                "final_output_estimate": round(report["stages"][-1]["out"] + (kept_after - kept_before) * survive) if survive is not None else None,
+                "final_output_estimate": round(report["stages"][-1]["out"] + (kept_after - kept_before) * survive)
+                if survive is not None
+                else None,
                 "exact": mismatch == 0,
                 "note": note,
                 "examples": {
-                    "newly_dropped": [_example(run, data, i, score_cols, cache, reason=after[i]) for i in newly_dropped[:EXAMPLES]],
-                    "newly_kept": [_example(run, data, i, score_cols, cache, was=before[i]) for i in newly_kept[:EXAMPLES]],
+                    "newly_dropped": [
+                        _example(run, data, i, score_cols, cache, reason=after[i]) for i in newly_dropped[:EXAMPLES]
+                    ],
+                    "newly_kept": [
+                        _example(run, data, i, score_cols, cache, was=before[i]) for i in newly_kept[:EXAMPLES]
+                    ],
                 },
             }
         )
@@ -368,14 +403,22 @@ def sweep(run_root: str | Path, report: dict, target: str, points: int = SWEEP_P
     ref = resolve_stage(run, stage_name)
     current = build_filter(run, ref, {})
     if option not in type(current).Options.model_fields:
-        raise AuditError(f"stage {ref.label} ({ref.type}) has no option '{option}'; options: {', '.join(sorted(type(current).Options.model_fields))}")
+        raise AuditError(
+            f"stage {ref.label} ({ref.type}) has no option '{option}'; options: {', '.join(sorted(type(current).Options.model_fields))}"
+        )
     value = getattr(current.options, option)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise AuditError(f"{ref.label}.{option} is {type(value).__name__} {value!r}: only a numeric threshold can be swept; use --what-if for other values")
+        raise AuditError(
+            f"{ref.label}.{option} is {type(value).__name__} {value!r}: only a numeric threshold can be swept; use --what-if for other values"
+        )
     data = StageRows(run, ref, current, max_rows=SWEEP_MAX_ROWS, seed=int(read_json(run.manifest).get("seed", 0)))
     score_cols = list(current.output_columns())
     column = next(iter(_threshold_columns({option: value}, score_cols)), None)
-    values = [v for v in (data.columns.get(column) or []) if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))]
+    values = [
+        v
+        for v in (data.columns.get(column) or [])
+        if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
+    ]
     if values:
         lo, hi = float(min(values)), float(max(values))
     else:
@@ -428,7 +471,7 @@ def _threshold_what_if(run: RunDir, report: dict, ref: StageRef, changed, change
     dropped by the threshold exactly when its score is on the wrong side of it."""
     if len(changes) != 1:
         raise AuditError(f"stage {ref.label} is not a filter: change one threshold at a time")
-    (option, value), = changes.items()
+    ((option, value),) = changes.items()
     written = list(changed.output_columns())
     mapping = _threshold_columns({option: value}, written)
     if not mapping or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -470,11 +513,17 @@ def _threshold_what_if(run: RunDir, report: dict, ref: StageRef, changed, change
         "dropped_after": {},
         "newly_dropped": len(newly_dropped),
         "newly_kept": len(newly_kept),
-        "final_output_estimate": round(report["stages"][-1]["out"] + (kept_after - kept_before) * survive) if survive is not None else None,
+        "final_output_estimate": round(report["stages"][-1]["out"] + (kept_after - kept_before) * survive)
+        if survive is not None
+        else None,
         "exact": False,
-        "note": f"{ref.label} is not a filter: taken to drop exactly the records whose {column} is {'below' if low else 'above'} {option}; " + note,
+        "note": f"{ref.label} is not a filter: taken to drop exactly the records whose {column} is {'below' if low else 'above'} {option}; "
+        + note,
         "examples": {
-            "newly_dropped": [{"id": i, "scores": {column: v}, "text": "", "reason": f"{column} {'<' if low else '>'} {value}"} for i, v in newly_dropped[:EXAMPLES]],
+            "newly_dropped": [
+                {"id": i, "scores": {column: v}, "text": "", "reason": f"{column} {'<' if low else '>'} {value}"}
+                for i, v in newly_dropped[:EXAMPLES]
+            ],
             "newly_kept": [{"id": i, "scores": {column: v}, "text": "", "was": r} for i, r, v in newly_kept[:EXAMPLES]],
         },
     }

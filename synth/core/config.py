@@ -40,7 +40,9 @@ class PipelineHeader(BaseModel):
     seed: int = 0
     inputs: list[str] = Field(default_factory=list, description="Default input globs, relative to this file.")
     reject_sample_per_reason: int = Field(20, ge=0, le=10_000)
-    settings: PipelineSettings = Field(default_factory=PipelineSettings, description="Shared settings, e.g. models: FILE.")
+    settings: PipelineSettings = Field(
+        default_factory=PipelineSettings, description="Shared settings, e.g. models: FILE."
+    )
     stages: list[dict[str, Any]]
 
 
@@ -132,7 +134,9 @@ def default_data_dir() -> Path:
 _VAR = re.compile(r"\$\{(env:)?([A-Za-z_][A-Za-z0-9_]*)\}")
 # Keys whose values are paths or endpoints: `${VAR}` expands there. Anywhere else
 # only an explicit `${env:VAR}` does, so a `$` in a regex or a prompt stands.
-_PATH_KEY = re.compile(r"(^|_)(path|paths|file|files|dir|dirs|directory|url|urls|endpoint|host|address|input|inputs|benchmark|benchmarks|models|graph)$")
+_PATH_KEY = re.compile(
+    r"(^|_)(path|paths|file|files|dir|dirs|directory|url|urls|endpoint|host|address|input|inputs|benchmark|benchmarks|models|graph)$"
+)
 
 
 class _UnsetVariable(ValueError):
@@ -165,7 +169,9 @@ def _expand_tree(value: Any, any_var: bool, changed: list[bool]) -> Any:
     if isinstance(value, list):
         return [_expand_tree(v, any_var, changed) for v in value]
     if isinstance(value, dict):
-        return {k: _expand_tree(v, any_var or bool(_PATH_KEY.search(str(k).lower())), changed) for k, v in value.items()}
+        return {
+            k: _expand_tree(v, any_var or bool(_PATH_KEY.search(str(k).lower())), changed) for k, v in value.items()
+        }
     return value
 
 
@@ -231,7 +237,9 @@ def build_pipeline(
     try:
         header = PipelineHeader.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError("\n".join(str(fail(tuple(e["loc"]), _explain(PipelineHeader, e))) for e in exc.errors())) from None
+        raise ConfigError(
+            "\n".join(str(fail(tuple(e["loc"]), _explain(PipelineHeader, e))) for e in exc.errors())
+        ) from None
     if not header.stages:
         raise fail(("stages",), "a pipeline needs at least one stage")
 
@@ -263,11 +271,15 @@ def build_pipeline(
             allowed = ", ".join(sorted(known))
             close = difflib.get_close_matches(str(type_name), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise fail(loc + ("type",), f"unknown stage type {exc}{hint}; allowed: {allowed}, or package.module:Class") from None
+            raise fail(
+                loc + ("type",), f"unknown stage type {exc}{hint}; allowed: {allowed}, or package.module:Class"
+            ) from None
         try:
             opts = cls.Options.model_validate(options)
         except ValidationError as exc:
-            messages = [str(fail(loc + tuple(e["loc"]), f"({type_name}) " + _explain(cls.Options, e))) for e in exc.errors()]
+            messages = [
+                str(fail(loc + tuple(e["loc"]), f"({type_name}) " + _explain(cls.Options, e))) for e in exc.errors()
+            ]
             raise ConfigError("\n".join(messages)) from None
         # Plugin types ("pkg.mod:Class") name their folder after the stage's own type.
         name = str(spec.get("name") or (cls.type or cls.__name__ if ":" in str(type_name) else type_name))
@@ -277,8 +289,12 @@ def build_pipeline(
         used_labels.add(label)
         dumped = opts.model_dump(mode="json")
         written_spec = written["stages"][i] if isinstance(written.get("stages"), list) else {}
-        as_written = {k: (written_spec[k] if expanded_keys.get((i, k)) and k in written_spec else v) for k, v in dumped.items()}
-        entries.append(StageEntry(i, label, str(type_name), dumped, cls.configured(opts)(opts, ctx), as_written, materialize))
+        as_written = {
+            k: (written_spec[k] if expanded_keys.get((i, k)) and k in written_spec else v) for k, v in dumped.items()
+        }
+        entries.append(
+            StageEntry(i, label, str(type_name), dumped, cls.configured(opts)(opts, ctx), as_written, materialize)
+        )
 
     pipeline = Pipeline(
         name=header.name,
@@ -297,7 +313,10 @@ def build_pipeline(
 def _check_columns(pipeline: Pipeline, fail) -> None:
     first = pipeline.stages[0].stage
     if not isinstance(first, SourceStage):
-        raise fail(("stages", 0, "type"), f"the first stage must create records (a source such as read or kg_walk), not '{pipeline.stages[0].type}'")
+        raise fail(
+            ("stages", 0, "type"),
+            f"the first stage must create records (a source such as read or kg_walk), not '{pipeline.stages[0].type}'",
+        )
     available: set[str] = set()
     for entry in pipeline.stages:
         if entry.index > 0 and isinstance(entry.stage, SourceStage):

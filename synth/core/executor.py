@@ -52,7 +52,9 @@ class PipelineSource:
     fingerprint: str = ""
 
     def build(self) -> Pipeline:
-        return build_pipeline(self.raw, path=Path(self.path) if self.path else None, seed=self.seed, overrides=self.overrides or None)
+        return build_pipeline(
+            self.raw, path=Path(self.path) if self.path else None, seed=self.seed, overrides=self.overrides or None
+        )
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,13 @@ def run_shard(task: ShardTask) -> dict:
         upstream_label = pipeline.stages[index - 1].label if index else None
         stage = entry.stage
         write_shard_statistics(
-            run, entry.label, shard, table, stage.output_columns(), upstream_label, stage.creates_records,
+            run,
+            entry.label,
+            shard,
+            table,
+            stage.output_columns(),
+            upstream_label,
+            stage.creates_records,
             all_rows=needs_all_scores(pipeline, index, task.stage_index, last),
             decide_inputs=[*stage.input_columns(), *getattr(stage, "decide_columns", tuple)()],
         )
@@ -146,10 +154,19 @@ def _summarize_shard(pipeline: Pipeline, run: RunDir, task: ShardTask, name: str
     table = stage_table(pipeline, run, task.stage_index - 1, name)  # recomputed when a finished run released it
     n_in = table.num_rows
     for index in range(task.stage_index, last):
-        table = _process_one(pipeline, run, task, pipeline.stages[index], name, table)[0]  # its ledger is written by the process pass
+        table = _process_one(pipeline, run, task, pipeline.stages[index], name, table)[
+            0
+        ]  # its ledger is written by the process pass
     stage = entry.stage
     stage.ensure_setup()
-    shard = Shard(entry.label, task.shard_index, name, pipeline.seed, pipeline.reject_sample_per_reason, run.state_dir(entry.label))
+    shard = Shard(
+        entry.label,
+        task.shard_index,
+        name,
+        pipeline.seed,
+        pipeline.reject_sample_per_reason,
+        run.state_dir(entry.label),
+    )
     summary = stage.summarize(table, shard)
     if shard.counters:  # what summarize counted joins the stage's counters
         atomic_write_json(target.with_suffix(".counters.json"), dict(shard.counters))
@@ -157,7 +174,9 @@ def _summarize_shard(pipeline: Pipeline, run: RunDir, task: ShardTask, name: str
     return {"stage": entry.label, "shard": name, "in": n_in, "summarized": True}
 
 
-def _process_one(pipeline: Pipeline, run: RunDir, task: ShardTask, entry: StageEntry, name: str, table: pa.Table | None) -> tuple[pa.Table, Shard, int, float]:
+def _process_one(
+    pipeline: Pipeline, run: RunDir, task: ShardTask, entry: StageEntry, name: str, table: pa.Table | None
+) -> tuple[pa.Table, Shard, int, float]:
     """One stage over one shard; `table` is the previous stage's output when fused, else read from disk."""
     stage = entry.stage
     stage.ensure_setup()
@@ -200,7 +219,10 @@ def fusion_groups(pipeline: Pipeline, keep_intermediate: bool = False) -> list[l
             or nxt is None
             # global stages fuse with each other (dedup_exact then dedup_minhash): their
             # summarize pass recomputes the earlier ones' cheap process instead of reading it
-            or (isinstance(nxt.stage, GlobalStage) and not all(isinstance(stages[j].stage, GlobalStage) for j in current))
+            or (
+                isinstance(nxt.stage, GlobalStage)
+                and not all(isinstance(stages[j].stage, GlobalStage) for j in current)
+            )
             or not entry.stage.parallel
             or not nxt.stage.parallel
         ):
@@ -233,7 +255,9 @@ class LocalExecutor:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self._pool: cf.ProcessPoolExecutor | None = None
 
-    def map(self, tasks: list[ShardTask], parallel: bool = True) -> Iterator[tuple[ShardTask, dict | None, BaseException | None, str]]:
+    def map(
+        self, tasks: list[ShardTask], parallel: bool = True
+    ) -> Iterator[tuple[ShardTask, dict | None, BaseException | None, str]]:
         if not parallel or self.workers == 1 or len(tasks) <= 1:
             for task in tasks:
                 try:
@@ -279,9 +303,17 @@ class RayExecutor:
 
         self.ray = ray
         connect(ray, address, init_kwargs)
-        self.runner = RayRunner(ray, run_shard, num_cpus_per_task=num_cpus_per_task, engine_actors=engine_actors, max_in_flight=max_in_flight)
+        self.runner = RayRunner(
+            ray,
+            run_shard,
+            num_cpus_per_task=num_cpus_per_task,
+            engine_actors=engine_actors,
+            max_in_flight=max_in_flight,
+        )
 
-    def map(self, tasks: list[ShardTask], parallel: bool = True) -> Iterator[tuple[ShardTask, dict | None, BaseException | None, str]]:
+    def map(
+        self, tasks: list[ShardTask], parallel: bool = True
+    ) -> Iterator[tuple[ShardTask, dict | None, BaseException | None, str]]:
         yield from self.runner.map(tasks, parallel)
 
     def close(self) -> None:
@@ -367,7 +399,9 @@ def run_pipeline(
                 "seed": pipeline.seed,
                 "inputs": inputs,
                 "shards": len(specs),
-                "stages": [{"label": e.label, "type": e.type, "fingerprint": fp} for e, fp in zip(pipeline.stages, prints)],
+                "stages": [
+                    {"label": e.label, "type": e.type, "fingerprint": fp} for e, fp in zip(pipeline.stages, prints)
+                ],
             },
         )
         first = pipeline.stages[0].label
@@ -375,7 +409,15 @@ def run_pipeline(
             atomic_write_json(run.shards_file(first), specs)
 
         for entry, fingerprint in zip(pipeline.stages, prints):
-            atomic_write_json(run.stage_meta(entry.label), {"type": entry.type, "fingerprint": fingerprint, "options": entry.written_options or entry.options, "shards": len(names)})
+            atomic_write_json(
+                run.stage_meta(entry.label),
+                {
+                    "type": entry.type,
+                    "fingerprint": fingerprint,
+                    "options": entry.written_options or entry.options,
+                    "shards": len(names),
+                },
+            )
         for group in fusion_groups(pipeline, keep_intermediate):
             entries = [pipeline.stages[i] for i in group]
             entry, last = entries[0], entries[-1]
@@ -394,7 +436,17 @@ def run_pipeline(
                     for i, n in enumerate(names)
                     if not run.summary(g.label, n).exists()
                 ]
-                _run_phase(executor, todo, [g], len(names), progress, run, "summarize", all(e.stage.parallel for e in entries), rows)
+                _run_phase(
+                    executor,
+                    todo,
+                    [g],
+                    len(names),
+                    progress,
+                    run,
+                    "summarize",
+                    all(e.stage.parallel for e in entries),
+                    rows,
+                )
                 state = run.state_dir(g.label)
                 state.mkdir(parents=True, exist_ok=True)
                 g.stage.ensure_setup()
@@ -408,14 +460,30 @@ def run_pipeline(
                     continue
                 # A killed group reruns from its first stage, or from the last of its
                 # stages whose parquet is on disk (left by a --keep-intermediate run).
-                start = next((e.index + 1 for e in reversed(entries[:-1]) if run.is_materialized(e.label, n)), entry.index)
-                todo.append(ShardTask(source, str(run.root), start, i, "process", specs[i] if start == 0 else None, last.index))
-            _run_phase(executor, todo, entries, len(names), progress, run, "process", all(e.stage.parallel for e in entries), rows)
+                start = next(
+                    (e.index + 1 for e in reversed(entries[:-1]) if run.is_materialized(e.label, n)), entry.index
+                )
+                todo.append(
+                    ShardTask(source, str(run.root), start, i, "process", specs[i] if start == 0 else None, last.index)
+                )
+            _run_phase(
+                executor,
+                todo,
+                entries,
+                len(names),
+                progress,
+                run,
+                "process",
+                all(e.stage.parallel for e in entries),
+                rows,
+            )
             for e in entries:
                 totals = stage_totals(run, e.label, e.type)
                 dropped = sum(totals["dropped"].values())
                 _fail_if_nothing_readable(e.stage, totals, run)
-                say(f"{e.label}: {totals['in']:,} in, {totals['out']:,} out, {dropped:,} dropped ({totals['seconds']:.1f}s of work)")
+                say(
+                    f"{e.label}: {totals['in']:,} in, {totals['out']:,} out, {dropped:,} dropped ({totals['seconds']:.1f}s of work)"
+                )
 
         output = run.publish_output(pipeline.stages[-1].label, names)
         if not keep_intermediate:
@@ -434,7 +502,12 @@ def _release_global_inputs(run: RunDir, pipeline: Pipeline, names: list[str]) ->
     Kept: `materialize: true`, and LLM output (recomputing it would need the engine)."""
     stages = pipeline.stages
     for entry, nxt in itertools.pairwise(stages):
-        if isinstance(nxt.stage, GlobalStage) and not isinstance(entry.stage, GlobalStage) and not entry.materialize and entry.stage.parallel:
+        if (
+            isinstance(nxt.stage, GlobalStage)
+            and not isinstance(entry.stage, GlobalStage)
+            and not entry.materialize
+            and entry.stage.parallel
+        ):
             for n in names:
                 run.release(entry.label, n)
 
@@ -444,7 +517,15 @@ def needs_all_scores(pipeline: Pipeline, index: int, first: int, last: int) -> b
     or a global stage's input) stores the decisions of every row it saw, kept ones too,
     so `synth audit --what-if` re-decides it without them."""
     stages = pipeline.stages
-    return first < index or index < last or (index + 1 < len(stages) and isinstance(stages[index + 1].stage, GlobalStage) and not isinstance(stages[index].stage, GlobalStage))
+    return (
+        first < index
+        or index < last
+        or (
+            index + 1 < len(stages)
+            and isinstance(stages[index + 1].stage, GlobalStage)
+            and not isinstance(stages[index].stage, GlobalStage)
+        )
+    )
 
 
 def _drop_summaries(run: RunDir, label: str, names: list[str]) -> None:
@@ -459,7 +540,9 @@ def _fail_if_nothing_readable(stage, totals: dict, run: RunDir) -> None:
     if not reasons or totals["out"] or not totals["dropped"] or set(totals["dropped"]) - reasons:
         return
     counts = ", ".join(f"{n} {reason}" for reason, n in totals["dropped"].items())
-    raise InputError(f"no input could be read ({counts}); the reasons are in {run.root / 'rejected'} and `synth audit {run.root}`")
+    raise InputError(
+        f"no input could be read ({counts}); the reasons are in {run.root / 'rejected'} and `synth audit {run.root}`"
+    )
 
 
 def _input_rows(run: RunDir, pipeline: Pipeline, entry: StageEntry, names: list[str]) -> dict[str, int] | None:
@@ -472,7 +555,17 @@ def _input_rows(run: RunDir, pipeline: Pipeline, entry: StageEntry, names: list[
     return {n: pq.ParquetFile(run.part(upstream, n)).metadata.num_rows for n in names}
 
 
-def _run_phase(executor, todo: list[ShardTask], entries: list[StageEntry], total: int, progress: ProgressFactory | None, run: RunDir, phase: str, parallel: bool, rows: dict[str, int] | None = None) -> None:
+def _run_phase(
+    executor,
+    todo: list[ShardTask],
+    entries: list[StageEntry],
+    total: int,
+    progress: ProgressFactory | None,
+    run: RunDir,
+    phase: str,
+    parallel: bool,
+    rows: dict[str, int] | None = None,
+) -> None:
     if not todo:
         return
     entry = entries[0]
@@ -482,7 +575,15 @@ def _run_phase(executor, todo: list[ShardTask], entries: list[StageEntry], total
             bars.append(progress(entry, total, total - len(todo)))
         else:
             pending = {shard_name(t.shard_index) for t in todo}
-            bars.append(progress(entry, total, total - len(todo), sum(rows.values()), sum(v for n, v in rows.items() if n not in pending)))
+            bars.append(
+                progress(
+                    entry,
+                    total,
+                    total - len(todo),
+                    sum(rows.values()),
+                    sum(v for n, v in rows.items() if n not in pending),
+                )
+            )
         # A fused group shows one line per stage (in shards: the records each will see are not known ahead).
         add = getattr(bars[0], "add_stage", None)
         if add is not None:
@@ -493,9 +594,15 @@ def _run_phase(executor, todo: list[ShardTask], entries: list[StageEntry], total
             if exc is not None:
                 failures.append((task, exc))
                 run.logs_dir.mkdir(parents=True, exist_ok=True)
-                failed = getattr(exc, "synth_stage", None) or getattr(getattr(exc, "cause", None), "synth_stage", None) or entry.label
+                failed = (
+                    getattr(exc, "synth_stage", None)
+                    or getattr(getattr(exc, "cause", None), "synth_stage", None)
+                    or entry.label
+                )
                 with open(run.logs_dir / "errors.log", "a", encoding="utf-8") as log:
-                    log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {failed} {shard_name(task.shard_index)} ({phase})\n{tb}\n")
+                    log.write(
+                        f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {failed} {shard_name(task.shard_index)} ({phase})\n{tb}\n"
+                    )
             per_stage = (stats or {}).get("stages") or [stats or {}]
             by_label = {s.get("stage"): s for s in per_stage}
             for bar, e in zip(bars, entries):
@@ -505,7 +612,11 @@ def _run_phase(executor, todo: list[ShardTask], entries: list[StageEntry], total
             bars[0].close()
     if failures:
         first_task, first_exc = failures[0]
-        label = getattr(first_exc, "synth_stage", None) or getattr(getattr(first_exc, "cause", None), "synth_stage", None) or entry.label
+        label = (
+            getattr(first_exc, "synth_stage", None)
+            or getattr(getattr(first_exc, "cause", None), "synth_stage", None)
+            or entry.label
+        )
         raise StageFailed(
             f"stage {label}: {len(failures)} of {len(todo)} shards failed "
             f"(first: {shard_name(first_task.shard_index)}: {type(first_exc).__name__}: {first_exc}); "

@@ -48,7 +48,9 @@ def _shorten(value: Any) -> Any:
     return value
 
 
-def write_shard_ledger(run: RunDir, label: str, shard: Shard, n_in: int, n_out: int, seconds: float, creates_records: bool) -> dict:
+def write_shard_ledger(
+    run: RunDir, label: str, shard: Shard, n_in: int, n_out: int, seconds: float, creates_records: bool
+) -> dict:
     """Write rejects then statistics; the caller commits the shard's parquet last."""
     if shard.rejects:
         rows, size, first = [], 0, set()
@@ -56,7 +58,11 @@ def write_shard_ledger(run: RunDir, label: str, shard: Shard, n_in: int, n_out: 
             scores = _shorten(r.scores) if r.scores else None
             # a score is shown once, under scores, not again inside the record
             # numbers of earlier stages' scores and empty fields are left out: text and identity stay
-            record = {k: v for k, v in r.record.items() if (not scores or k not in scores) and v is not None and not isinstance(v, (float, bool))}
+            record = {
+                k: v
+                for k, v in r.record.items()
+                if (not scores or k not in scores) and v is not None and not isinstance(v, (float, bool))
+            }
             row = {
                 "reason": r.reason,
                 "id": str(r.record.get("id", "")),

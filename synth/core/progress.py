@@ -29,7 +29,15 @@ _active: StageProgress | None = None
 
 
 class StageProgress:
-    def __init__(self, console: Console, entry: StageEntry, total_shards: int, done_shards: int, total_records: int | None = None, done_records: int = 0):
+    def __init__(
+        self,
+        console: Console,
+        entry: StageEntry,
+        total_shards: int,
+        done_shards: int,
+        total_records: int | None = None,
+        done_records: int = 0,
+    ):
         self.records_in = 0
         self.records_out = 0
         self.by_records = total_records is not None
@@ -97,7 +105,9 @@ class FusedStageLine:
     def __init__(self, owner: StageProgress, entry: StageEntry, total_shards: int, done_shards: int):
         self.owner = owner
         self.records_out = 0
-        self.task = owner.progress.add_task(f"{entry.label} (fused)", total=total_shards, completed=done_shards, unit="shards", detail="")
+        self.task = owner.progress.add_task(
+            f"{entry.label} (fused)", total=total_shards, completed=done_shards, unit="shards", detail=""
+        )
 
     def advance(self, stats: dict, phase: str) -> None:
         self.records_out += stats.get("out", 0)
@@ -114,7 +124,9 @@ def request_progress(total: int, label: str) -> Callable | None:
 
 
 def rich_progress(console: Console):
-    def factory(entry: StageEntry, total_shards: int, done_shards: int, total_records: int | None = None, done_records: int = 0) -> StageProgress:
+    def factory(
+        entry: StageEntry, total_shards: int, done_shards: int, total_records: int | None = None, done_records: int = 0
+    ) -> StageProgress:
         return StageProgress(console, entry, total_shards, done_shards, total_records, done_records)
 
     return factory

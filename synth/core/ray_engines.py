@@ -83,7 +83,9 @@ def unseen_by_nodes(ray, marker: Path, timeout_s: float = 120.0) -> list[str]:
     probe = ray.remote(num_cpus=0)(_sees)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     refs = {
-        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker)): n
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            str(marker)
+        ): n
         for n in nodes
     }
     ready, not_ready = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
@@ -242,7 +244,9 @@ class RayRunner:
             count = self.engine_actors or max(1, int(gpus // gpus_per_actor))
             resources = {"num_gpus": gpus_per_actor, "num_cpus": min(1.0, self.actor_num_cpus)}
             if count * gpus_per_actor > gpus:
-                raise RayUnavailable(f"{count} engine actors need {gpus_per_actor:g} GPU(s) each; the Ray cluster has {gpus}")
+                raise RayUnavailable(
+                    f"{count} engine actors need {gpus_per_actor:g} GPU(s) each; the Ray cluster has {gpus}"
+                )
         else:
             count = self.engine_actors or 1
             cpus = total.get("CPU", 0)
@@ -254,9 +258,13 @@ class RayRunner:
             resources = {"num_cpus": share}
         cls = ray.remote(max_restarts=1, max_task_retries=1)(EngineActor)
         self.actors = [cls.options(**resources).remote() for _ in range(count)]
-        ready, not_ready = ray.wait([a.info.remote() for a in self.actors], num_returns=count, timeout=self.start_timeout_s)
+        ready, not_ready = ray.wait(
+            [a.info.remote() for a in self.actors], num_returns=count, timeout=self.start_timeout_s
+        )
         if not_ready:
-            raise RayUnavailable(f"{len(not_ready)} of {count} engine actors did not start within {self.start_timeout_s:.0f}s")
+            raise RayUnavailable(
+                f"{len(not_ready)} of {count} engine actors did not start within {self.start_timeout_s:.0f}s"
+            )
         log.info("engine actors: %d (%s each)", count, resources)
 
     def _on_actors(self, tasks: list, gpus_per_actor: float = 1.0) -> Iterator[Outcome]:

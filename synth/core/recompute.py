@@ -40,7 +40,9 @@ def stage_table(pipeline: Pipeline, run: RunDir, index: int, name: str, columns:
         return pq.read_table(run.part(pipeline.stages[index].label, name), columns=columns)
     for entry in pipeline.stages[start + 1 : index + 1]:
         if not entry.stage.parallel:
-            raise InputError(f"{entry.label} {name}: its input is not on disk and {entry.label} needs an LLM engine to recompute it")
+            raise InputError(
+                f"{entry.label} {name}: its input is not on disk and {entry.label} needs an LLM engine to recompute it"
+            )
     table = pq.read_table(run.part(pipeline.stages[start].label, name)) if start >= 0 else None
     shard_index = int(name.rsplit("-", 1)[1])
     for entry in pipeline.stages[start + 1 : index + 1]:

@@ -87,7 +87,9 @@ def stage_class(type_name: str) -> type[Stage]:
         cls = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         if ":" not in type_name:  # a built-in or a plugin's entry point: the name is known
-            raise StageImportError(f"stage type '{type_name}' could not be loaded from {target}: {type(exc).__name__}: {exc}") from exc
+            raise StageImportError(
+                f"stage type '{type_name}' could not be loaded from {target}: {type(exc).__name__}: {exc}"
+            ) from exc
         raise UnknownStageType(f"{type_name} ({target}: {exc})") from exc
     if not (isinstance(cls, type) and issubclass(cls, Stage)):
         raise UnknownStageType(f"{type_name} ({target} is not a Stage)")

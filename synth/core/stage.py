@@ -276,7 +276,11 @@ class Filter(Stage):
         shard.seen_scores = table.select(list(scores))
         if table.num_rows == 0:
             return table
-        looked_at = [c for c in dict.fromkeys([*self.input_columns(), *self.decide_columns(), *scores]) if c in table.column_names]
+        looked_at = [
+            c
+            for c in dict.fromkeys([*self.input_columns(), *self.decide_columns(), *scores])
+            if c in table.column_names
+        ]
         rows = table.select(looked_at).to_pylist()
         keep = [True] * table.num_rows
         annotate_only = getattr(self.options, "annotate_only", False)
@@ -373,7 +377,9 @@ def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table
     return pa.Table.from_pylist(rows)
 
 
-def add_columns(table: pa.Table, columns: dict[str, Sequence | pa.Array], types: dict[str, pa.DataType] | None = None) -> pa.Table:
+def add_columns(
+    table: pa.Table, columns: dict[str, Sequence | pa.Array], types: dict[str, pa.DataType] | None = None
+) -> pa.Table:
     """Append or replace columns, typed by `types` where given."""
     types = types or {}
     for name, values in columns.items():

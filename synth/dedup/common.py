@@ -23,7 +23,9 @@ from synth.core.stage import GlobalStage, Shard, StageOptions
 from synth.dedup.clusters import Offsets
 from synth.dedup.text import FieldPathError, extract_texts, parse_field
 
-DROP_SCHEMA = pa.schema([("row", pa.int64()), ("id", pa.string()), ("kept_id", pa.string()), ("similarity", pa.float32())])
+DROP_SCHEMA = pa.schema(
+    [("row", pa.int64()), ("id", pa.string()), ("kept_id", pa.string()), ("similarity", pa.float32())]
+)
 
 
 class DedupOptions(StageOptions):
@@ -119,7 +121,9 @@ class DedupStage(GlobalStage):
             out = [""] * len(rows)
             for s in np.unique(shards):
                 if int(s) not in ids:
-                    ids[int(s)] = pq.read_table(summaries[s], columns=["id"]).column("id").to_numpy(zero_copy_only=False)
+                    ids[int(s)] = (
+                        pq.read_table(summaries[s], columns=["id"]).column("id").to_numpy(zero_copy_only=False)
+                    )
                 sel = np.flatnonzero(shards == s)
                 got = ids[int(s)][rows[sel]]
                 for i, v in zip(sel.tolist(), got.tolist()):
@@ -163,7 +167,9 @@ class DedupStage(GlobalStage):
         keep = np.ones(table.num_rows, dtype=bool)
         keep[rows] = False
         records = table.take(pa.array(rows)).to_pylist()
-        for record, kept_id, sim in zip(records, plan.column("kept_id").to_pylist(), plan.column("similarity").to_pylist()):
+        for record, kept_id, sim in zip(
+            records, plan.column("kept_id").to_pylist(), plan.column("similarity").to_pylist()
+        ):
             shard.drop(record, self.reason, {self.score_name: kept_id, "similarity": round(float(sim), 4)})
         return table.filter(pa.array(keep))
 

@@ -69,7 +69,11 @@ class ExactDedup(DedupStage):
         n = offsets.total
         h1 = np.concatenate([t.column("h1").to_numpy() for t in parts]) if n else np.zeros(0, np.uint64)
         h2 = np.concatenate([t.column("h2").to_numpy() for t in parts]) if n else np.zeros(0, np.uint64)
-        has = np.concatenate([t.column("has_text").to_numpy(zero_copy_only=False) for t in parts]) if n else np.zeros(0, bool)
+        has = (
+            np.concatenate([t.column("has_text").to_numpy(zero_copy_only=False) for t in parts])
+            if n
+            else np.zeros(0, bool)
+        )
         del parts
         idx = np.flatnonzero(has)
         # lexsort is stable: within equal hashes, lower global index (shard, row) first

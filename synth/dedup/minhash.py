@@ -64,10 +64,14 @@ class MinHashOptions(DedupOptions):
         description="Verify candidates on bottom-k sketches of this size (exact Jaccard for unions up to k shingles); 0 verifies on the MinHash signatures.",
     )
     seed: int = Field(1, description="Seed of the hash functions (fixed so signatures are comparable across runs).")
-    engine: Literal["numpy", "datasketch", "rensa"] = Field("numpy", description="Signature engine; numpy is the fast default.")
+    engine: Literal["numpy", "datasketch", "rensa"] = Field(
+        "numpy", description="Signature engine; numpy is the fast default."
+    )
     lowercase: bool = True
     batch_size: int = Field(4096, ge=1, description="Documents per signature batch (bounds memory in summarize).")
-    max_bucket_all_pairs: int = Field(16, ge=2, description="Buckets up to this size compare all pairs; larger ones only to their first member.")
+    max_bucket_all_pairs: int = Field(
+        16, ge=2, description="Buckets up to this size compare all pairs; larger ones only to their first member."
+    )
 
 
 class MinHashDedup(DedupStage):
@@ -148,7 +152,9 @@ class MinHashDedup(DedupStage):
                     start = int(offsets.starts[s])
                     # Batches, not whole files: decoding a list column at once
                     # costs several times its size in transient buffers.
-                    for batch in pq.ParquetFile(path).iter_batches(batch_size=o.batch_size, columns=["words", "sig", "sketch"]):
+                    for batch in pq.ParquetFile(path).iter_batches(
+                        batch_size=o.batch_size, columns=["words", "sig", "sketch"]
+                    ):
                         sig = binary_as_rows(batch.column(1), P)
                         has_words[start : start + len(sig)] = batch.column(0).to_numpy() > 0
                         start += len(sig)
@@ -184,7 +190,9 @@ class MinHashDedup(DedupStage):
         labels = components(n, verified)
         dropped = np.flatnonzero(labels != np.arange(n))
         kept = labels[dropped]
-        to_kept = np.searchsorted(involved, np.stack([dropped, kept], axis=1)) if len(dropped) else np.zeros((0, 2), np.int64)
+        to_kept = (
+            np.searchsorted(involved, np.stack([dropped, kept], axis=1)) if len(dropped) else np.zeros((0, 2), np.int64)
+        )
         sim_to_kept = similarity_of(compact, to_kept) if len(dropped) else np.zeros(0, np.float32)
         del compact
         os.remove(sig_path)

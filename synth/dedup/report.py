@@ -52,7 +52,9 @@ def format_report(report: dict) -> str:
         if s.get("cluster_sizes"):
             lines.append("  cluster sizes: " + ", ".join(f"{k}: {v:,}" for k, v in s["cluster_sizes"].items()))
         if s.get("similarity_to_kept"):
-            lines.append("  similarity to kept: " + ", ".join(f"{k}: {v:,}" for k, v in s["similarity_to_kept"].items()))
+            lines.append(
+                "  similarity to kept: " + ", ".join(f"{k}: {v:,}" for k, v in s["similarity_to_kept"].items())
+            )
         for m in s.get("most_copied", []):
             lines.append(f"  kept {m['kept_id']}: {m['copies']:,} removed as its copies")
     return "\n".join(lines) if lines else "no dedup stages in this run"

@@ -56,7 +56,11 @@ class Shingles:
 
     @property
     def starts(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64) if len(self.counts) else np.zeros(0, np.int64)
+        return (
+            np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+            if len(self.counts)
+            else np.zeros(0, np.int64)
+        )
 
 
 class Shingler:
@@ -181,7 +185,6 @@ class Permutations:
                 i = j
         return sig
 
-
     def _block(self, h: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
             values = h[:, None] * self.a[None, :]
@@ -193,7 +196,9 @@ class Permutations:
 class MinHasher:
     """texts -> (signatures uint32 [docs x perms], words per doc)."""
 
-    def __init__(self, num_perm: int = 112, ngram: int = 5, seed: int = 1, engine: str = "numpy", lowercase: bool = True):
+    def __init__(
+        self, num_perm: int = 112, ngram: int = 5, seed: int = 1, engine: str = "numpy", lowercase: bool = True
+    ):
         self.engine = engine
         self.num_perm = num_perm
         self.seed = seed

@@ -92,7 +92,12 @@ def install_archive(archive: Path, categories: list[str], dest: Path, source: st
                 for member in tar.getmembers():
                     parts = Path(member.name).parts
                     # blacklists/<category>/<domains|urls>; symlinked categories are skipped
-                    if len(parts) < 3 or parts[-2] not in categories or parts[-1] not in ("domains", "urls") or not member.isfile():
+                    if (
+                        len(parts) < 3
+                        or parts[-2] not in categories
+                        or parts[-1] not in ("domains", "urls")
+                        or not member.isfile()
+                    ):
                         continue
                     src = tar.extractfile(member)
                     if src is None:
@@ -105,7 +110,9 @@ def install_archive(archive: Path, categories: list[str], dest: Path, source: st
             raise BlocklistError(f"{archive}: not a readable blocklist archive ({e})") from None
         found = [c for c in categories if (tmp / c / "domains").is_file()]
         if not found:
-            raise BlocklistError(f"{archive}: none of the categories {categories} in it (expected blacklists/<category>/domains)")
+            raise BlocklistError(
+                f"{archive}: none of the categories {categories} in it (expected blacklists/<category>/domains)"
+            )
         for c in found:
             counts[c] = len(_entries(tmp / c / "domains")) + len(_entries(tmp / c / "urls"))
         meta = {
@@ -126,7 +133,13 @@ def install_archive(archive: Path, categories: list[str], dest: Path, source: st
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def update(categories: list[str], dest: Path | None = None, url: str = UT1_URL, archive: Path | None = None, timeout: float = 120.0) -> dict:
+def update(
+    categories: list[str],
+    dest: Path | None = None,
+    url: str = UT1_URL,
+    archive: Path | None = None,
+    timeout: float = 120.0,
+) -> dict:
     """Download (or take `archive`) and install the lists; the previous copy stays
     in place until the new one is complete."""
     dest = Path(dest).expanduser() if dest else default_dir()
@@ -155,4 +168,8 @@ def describe(folder: Path | None = None) -> dict:
     meta_path = folder / "SOURCE.json"
     if meta_path.is_file():
         return {"folder": str(folder), **json.loads(meta_path.read_text())}
-    return {"folder": None, "source": "built-in fallback", "categories": {c: len(_entries(BUILTIN_DIR / f"{c}.txt")) for c in CATEGORIES}}
+    return {
+        "folder": None,
+        "source": "built-in fallback",
+        "categories": {c: len(_entries(BUILTIN_DIR / f"{c}.txt")) for c in CATEGORIES},
+    }

@@ -9,14 +9,20 @@ import typer
 
 from synth.ingest import blocklists
 
-blocklists_app = typer.Typer(help="URL blocklists by category (UT1, as FineWeb uses) for the url_filter stage.", no_args_is_help=True)
+blocklists_app = typer.Typer(
+    help="URL blocklists by category (UT1, as FineWeb uses) for the url_filter stage.", no_args_is_help=True
+)
 
 
 @blocklists_app.command("update")
 def update(
-    categories: list[str] | None = typer.Option(None, "--category", "-c", help=f"Category to keep (repeatable); default: {', '.join(blocklists.CATEGORIES)}."),
+    categories: list[str] | None = typer.Option(
+        None, "--category", "-c", help=f"Category to keep (repeatable); default: {', '.join(blocklists.CATEGORIES)}."
+    ),
     url: str = typer.Option(blocklists.UT1_URL, help="Where to download the UT1 tarball from."),
-    archive: Path | None = typer.Option(None, help="Install from this tarball instead of downloading (offline machines)."),
+    archive: Path | None = typer.Option(
+        None, help="Install from this tarball instead of downloading (offline machines)."
+    ),
     dest: Path | None = typer.Option(None, help="Folder to install into; default: <cache>/blocklists/ut1."),
 ) -> None:
     """Download the UT1 blacklists and cache the chosen categories with their licence and date."""
@@ -36,6 +42,8 @@ def update(
 
 
 @blocklists_app.command("show")
-def show(folder: Path | None = typer.Option(None, help="An installed blocklist folder; default: the cached one.")) -> None:
+def show(
+    folder: Path | None = typer.Option(None, help="An installed blocklist folder; default: the cached one."),
+) -> None:
     """Which lists url_filter will use: source, licence, date, entries per category."""
     typer.echo(json.dumps(blocklists.describe(folder), indent=2, ensure_ascii=False))

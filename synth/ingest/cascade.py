@@ -61,7 +61,11 @@ class CheapVerdict:
     alpha_words_ratio: float | None = None  # share of main-text words with a letter (pages with much markup only)
 
     def scores(self) -> dict:
-        scores = {"cheap_language": self.language, "cheap_language_score": round(self.language_score, 4), "cheap_words": self.words}
+        scores = {
+            "cheap_language": self.language,
+            "cheap_language_score": round(self.language_score, 4),
+            "cheap_words": self.words,
+        }
         if self.alpha_words_ratio is not None:
             scores["cheap_alpha_words_ratio"] = round(self.alpha_words_ratio, 4)
         return scores

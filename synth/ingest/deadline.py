@@ -149,4 +149,6 @@ class _Watchdog:
                     self._cond.wait(left)
                     continue
                 self._fired = True
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target), ctypes.py_object(DeadlineExceeded))
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self._target), ctypes.py_object(DeadlineExceeded)
+                )

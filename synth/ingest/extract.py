@@ -40,7 +40,22 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-.:
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.I | re.S)
 # Aliases browsers apply: pages labelled Latin-1 are decoded as Windows-1252, and
 # Shift-JIS pages often use the Windows extensions (cp932).
-_BROWSER_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252", "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "euc-jp": "euc_jis_2004", "gb2312": "gb18030", "gbk": "gb18030", "ks_c_5601-1987": "cp949", "euc-kr": "cp949"}
+_BROWSER_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "latin-1": "cp1252",
+    "latin1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "euc-jp": "euc_jis_2004",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+}
 
 
 class ExtractOptions(StageOptions):
@@ -110,7 +125,11 @@ class ExtractHtml(Stage):
         # 3% of the shared crawl pages for a 20% cost, so then only large pages
         # (the alpha rule) take it.
         opts = self.options
-        if opts.cascade and opts.extractor == "trafilatura" and (opts.cascade_languages or opts.cascade_min_alpha_words_ratio is not None):
+        if (
+            opts.cascade
+            and opts.extractor == "trafilatura"
+            and (opts.cascade_languages or opts.cascade_min_alpha_words_ratio is not None)
+        ):
             self._cheap = CheapPass(
                 opts.cascade_languages,
                 opts.cascade_min_language_score,
@@ -202,7 +221,9 @@ class ExtractHtml(Stage):
             return out
         return out.filter(pa.array(keep, type=pa.bool_()))
 
-    def _cheap_texts(self, table: pa.Table, shard: Shard, i: int, page: str, size: int, tags: int, keep: list[bool]) -> CheapText | None:
+    def _cheap_texts(
+        self, table: pa.Table, shard: Shard, i: int, page: str, size: int, tags: int, keep: list[bool]
+    ) -> CheapText | None:
         """The cheap pass's reading of one page; None leaves the page to the full extractor."""
         try:
             cheap = self._deadline.call(self._cheap.texts, page, tags)
@@ -210,11 +231,17 @@ class ExtractHtml(Stage):
             return None
         if self._deadline.expired:
             keep[i] = False
-            shard.drop(_sample_row(table, i), "extract_timeout", {"seconds": self.options.page_timeout, "bytes": size, "step": "cascade"})
+            shard.drop(
+                _sample_row(table, i),
+                "extract_timeout",
+                {"seconds": self.options.page_timeout, "bytes": size, "step": "cascade"},
+            )
             return None
         return cheap
 
-    def _extract_row(self, table: pa.Table, shard: Shard, i: int, page: str, url: str | None, size: int, keep: list[bool]) -> str | None:
+    def _extract_row(
+        self, table: pa.Table, shard: Shard, i: int, page: str, url: str | None, size: int, keep: list[bool]
+    ) -> str | None:
         """Full extraction of one page under the time limit; a failure is a counted drop."""
         try:
             text = self._deadline.call(self._extract, page, url, size)

@@ -38,7 +38,9 @@ def jsonl_objects(path: Path, counts: Counter) -> Iterator:
                 counts["skipped_malformed_jsonl"] += 1
 
 
-def read_labelled_jsonl(path: Path, counts: Counter, text_field: str = "text", label_field: str = "label") -> list[tuple[str, str]]:
+def read_labelled_jsonl(
+    path: Path, counts: Counter, text_field: str = "text", label_field: str = "label"
+) -> list[tuple[str, str]]:
     """(text, label) pairs of a JSONL of objects; a line without a text string or a
     label is counted (`skipped_no_<text>_or_<label>`), not fatal."""
     pairs = []
@@ -55,7 +57,9 @@ def read_labelled_jsonl(path: Path, counts: Counter, text_field: str = "text", l
 # -- splitting and scoring ------------------------------------------------------------
 
 
-def stratified_split(pairs: Sequence[tuple[str, str]], fraction: float, seed: int, *, distinct_texts: bool = False) -> tuple[list, list]:
+def stratified_split(
+    pairs: Sequence[tuple[str, str]], fraction: float, seed: int, *, distinct_texts: bool = False
+) -> tuple[list, list]:
     """(train, held out), each label keeping its share in the held-out part; a label
     with a single text stays in training. With `distinct_texts` a text and all its
     copies land on one side only (copies in training keep their weight)."""
@@ -79,7 +83,9 @@ def stratified_split(pairs: Sequence[tuple[str, str]], fraction: float, seed: in
     return train, held
 
 
-def label_metrics(gold: Sequence[str], predicted: Sequence[str], labels: Iterable[str] | None = None, digits: int | None = None) -> dict[str, dict]:
+def label_metrics(
+    gold: Sequence[str], predicted: Sequence[str], labels: Iterable[str] | None = None, digits: int | None = None
+) -> dict[str, dict]:
     """Precision, recall, F1 and support per label (default: every gold or predicted one)."""
     tp, fp, fn = Counter(), Counter(), Counter()
     for g, p in zip(gold, predicted):
@@ -143,11 +149,30 @@ def train_fasttext(
             for label, tokens in examples:
                 fh.write(f"{LABEL_PREFIX}{label} {tokens}\n")
         model = train_supervised(
-            input=str(train_file), epoch=epoch, lr=lr, dim=dim, wordNgrams=word_ngrams, minCount=min_count,
-            bucket=bucket, minn=minn, maxn=maxn, thread=threads, seed=seed, verbose=0,
+            input=str(train_file),
+            epoch=epoch,
+            lr=lr,
+            dim=dim,
+            wordNgrams=word_ngrams,
+            minCount=min_count,
+            bucket=bucket,
+            minn=minn,
+            maxn=maxn,
+            thread=threads,
+            seed=seed,
+            verbose=0,
         )
         if quantize and retrain_quantized:
-            model.quantize(input=str(train_file), qnorm=True, retrain=True, cutoff=cutoff, epoch=max(5, epoch // 2), lr=lr, thread=threads, verbose=0)
+            model.quantize(
+                input=str(train_file),
+                qnorm=True,
+                retrain=True,
+                cutoff=cutoff,
+                epoch=max(5, epoch // 2),
+                lr=lr,
+                thread=threads,
+                verbose=0,
+            )
         elif quantize:
             model.quantize(input=None, retrain=False)
     return model
@@ -181,9 +206,18 @@ def with_fasttext_flags(trainer: Callable) -> Callable:
     def wrap(command: Callable) -> Callable:
         signature = inspect.signature(command)
         hints = typing.get_type_hints(command)
-        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values() if p.name != "fasttext"]
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+            if p.name != "fasttext"
+        ]
         added = [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option_from(trainer, name, help=text), annotation=type(declared_default(trainer, name)))
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=option_from(trainer, name, help=text),
+                annotation=type(declared_default(trainer, name)),
+            )
             for name, text in FASTTEXT_FLAGS.items()
         ]
 

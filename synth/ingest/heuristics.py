@@ -73,7 +73,9 @@ class _TextFilter(Filter):
 
     def _build_language_options(self, language: str):
         o = self.options
-        table = o.languages if o.languages is not None else {k: v.get(self.type, {}) for k, v in language_rules().items()}
+        table = (
+            o.languages if o.languages is not None else {k: v.get(self.type, {}) for k, v in language_rules().items()}
+        )
         overrides = dict(table.get(language) or {})
         if not overrides:
             return o
@@ -285,7 +287,10 @@ class GopherRepetitionFilter(_TextFilter):
 
         spaced = [self.has_words(lang) for lang in languages]
         words = ts.ShardWords(
-            [(segment.words(t, lang) if self.segmented(lang) else t.split()) if ok else () for t, lang, ok in zip(texts, languages, spaced)]
+            [
+                (segment.words(t, lang) if self.segmented(lang) else t.split()) if ok else ()
+                for t, lang, ok in zip(texts, languages, spaced)
+            ]
         )
         stats = words.ngram_stats(self.options.max_top_ngram_frac, self.options.max_dup_ngram_frac)
         for n in sorted(self.options.max_top_ngram_frac):

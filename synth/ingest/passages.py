@@ -36,8 +36,13 @@ class PassageOptions(StageOptions):
     max_chars: int = Field(default=2000, gt=0)
     min_chars: int = Field(default=200, ge=0)
     detect_chapters: bool = True
-    max_tokens: int | None = Field(default=None, ge=16, description="Also cap passages at this many tokens of `tokenizer`.")
-    tokenizer: str = Field(default="default", description='"default" (the embedded model), a tokenizer.json, a model folder, or a cached hub id.')
+    max_tokens: int | None = Field(
+        default=None, ge=16, description="Also cap passages at this many tokens of `tokenizer`."
+    )
+    tokenizer: str = Field(
+        default="default",
+        description='"default" (the embedded model), a tokenizer.json, a model folder, or a cached hub id.',
+    )
 
     @model_validator(mode="after")
     def _min_below_max(self):
@@ -55,7 +60,14 @@ class SplitPassages(Stage):
     options: PassageOptions
 
     def column_types(self) -> dict[str, pa.DataType]:
-        return {"id": pa.string(), "text": pa.string(), "doc_id": pa.string(), "passage_index": pa.int32(), "char_offset": pa.int64(), "chapter": pa.string()}
+        return {
+            "id": pa.string(),
+            "text": pa.string(),
+            "doc_id": pa.string(),
+            "passage_index": pa.int32(),
+            "char_offset": pa.int64(),
+            "chapter": pa.string(),
+        }
 
     def setup(self) -> None:
         self.tokenizer = None
@@ -78,7 +90,9 @@ class SplitPassages(Stage):
                 continue
             pieces = split_text(text, self.options.max_chars, self.options.min_chars, self.options.detect_chapters)
             if self.tokenizer is not None:
-                pieces, resplit = fit_tokens(text, pieces, self.tokenizer, self.options.max_tokens, self.options.min_chars)
+                pieces, resplit = fit_tokens(
+                    text, pieces, self.tokenizer, self.options.max_tokens, self.options.min_chars
+                )
                 if resplit:
                     shard.count("passages_resplit_for_tokens", resplit)
             if len(pieces) > 1:
@@ -96,7 +110,9 @@ class SplitPassages(Stage):
                         "chapter": chapter,
                     }
                 )
-        schema = pa.schema([*(table.schema.field(c) for c in carried), *(pa.field(k, v) for k, v in self.column_types().items())])
+        schema = pa.schema(
+            [*(table.schema.field(c) for c in carried), *(pa.field(k, v) for k, v in self.column_types().items())]
+        )
         return pa.Table.from_pylist(out, schema=schema)
 
 
@@ -155,7 +171,9 @@ def _cut_long(text: str, start: int, end: int, max_chars: int) -> list[tuple[int
     return out
 
 
-def split_text(text: str, max_chars: int, min_chars: int, detect_chapters: bool = True) -> list[tuple[int, int, str | None]]:
+def split_text(
+    text: str, max_chars: int, min_chars: int, detect_chapters: bool = True
+) -> list[tuple[int, int, str | None]]:
     """(start, end, chapter) of each passage of `text`, in order."""
     paras = paragraphs(text)
     headings = [detect_chapters and is_heading(text[s:e]) for s, e in paras]
@@ -185,14 +203,21 @@ def split_text(text: str, max_chars: int, min_chars: int, detect_chapters: bool 
     # A short passage joins its predecessor when both belong to the same chapter.
     merged: list[list] = []
     for p in passages:
-        if merged and p[1] - p[0] < min_chars and merged[-1][2] == p[2] and p[1] - merged[-1][0] <= max_chars + min_chars:
+        if (
+            merged
+            and p[1] - p[0] < min_chars
+            and merged[-1][2] == p[2]
+            and p[1] - merged[-1][0] <= max_chars + min_chars
+        ):
             merged[-1][1] = p[1]
         else:
             merged.append(p)
     return [(s, e, c) for s, e, c in merged]
 
 
-def fit_tokens(text: str, pieces: list[tuple[int, int, str | None]], tokenizer, max_tokens: int, min_chars: int) -> tuple[list, int]:
+def fit_tokens(
+    text: str, pieces: list[tuple[int, int, str | None]], tokenizer, max_tokens: int, min_chars: int
+) -> tuple[list, int]:
     """Split again every piece over `max_tokens` tokens: at the same boundaries with
     a character budget scaled to its token density, down to a hard cut at a token
     boundary. Returns the pieces and how many were split again."""
@@ -206,7 +231,9 @@ def fit_tokens(text: str, pieces: list[tuple[int, int, str | None]], tokenizer, 
             out.append((s, e, chapter))
             continue
         resplit += 1
-        out.extend(_fit_piece(text, s, e, chapter, n, tokenizer, max_tokens, min_chars, char_end_of_tokens, count_tokens))
+        out.extend(
+            _fit_piece(text, s, e, chapter, n, tokenizer, max_tokens, min_chars, char_end_of_tokens, count_tokens)
+        )
     return out, resplit
 
 
@@ -220,7 +247,21 @@ def _fit_piece(text, s, e, chapter, n, tokenizer, max_tokens, min_chars, char_en
             out = []
             sizes = count_tokens(tokenizer, [text[s + a : s + b] for a, b, _ in sub])
             for (a, b, _), m in zip(sub, sizes):
-                out.extend(_fit_piece(text, s + a, s + b, chapter, m, tokenizer, max_tokens, min_chars, char_end_of_tokens, count_tokens, depth + 1))
+                out.extend(
+                    _fit_piece(
+                        text,
+                        s + a,
+                        s + b,
+                        chapter,
+                        m,
+                        tokenizer,
+                        max_tokens,
+                        min_chars,
+                        char_end_of_tokens,
+                        count_tokens,
+                        depth + 1,
+                    )
+                )
             return out
     # no boundary left: cut at the token budget
     out = []

@@ -96,7 +96,9 @@ def load_examples(examples: Path, negatives: Path | None = None) -> tuple[list[t
     elif examples.is_dir():
         subdirs = sorted(p for p in examples.iterdir() if p.is_dir())
         if len(subdirs) < 2:
-            raise QualityDataError(f"{examples}: expected one subfolder per label (e.g. high/ and low/), or pass --negatives")
+            raise QualityDataError(
+                f"{examples}: expected one subfolder per label (e.g. high/ and low/), or pass --negatives"
+            )
         pairs = [pair for sub in subdirs for pair in _folder_examples(sub, sub.name, counts)]
     else:
         pairs = read_labelled_jsonl(examples, counts)
@@ -154,7 +156,15 @@ def train_quality_classifier(
     output_model.parent.mkdir(parents=True, exist_ok=True)
     model = train_fasttext(
         ((label, fasttext_tokens(text, max_chars)) for text, label in train),
-        epoch=epoch, lr=lr, dim=dim, word_ngrams=word_ngrams, min_count=min_count, bucket=bucket, threads=threads, seed=seed, quantize=quantize,
+        epoch=epoch,
+        lr=lr,
+        dim=dim,
+        word_ngrams=word_ngrams,
+        min_count=min_count,
+        bucket=bucket,
+        threads=threads,
+        seed=seed,
+        quantize=quantize,
     )
     model.save_model(str(output_model))
 

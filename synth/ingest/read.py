@@ -105,7 +105,9 @@ class ReadDocuments(SourceStage):
         for path in expand_inputs(inputs, self.options.exclude, skipped=skipped):
             size = os.path.getsize(path)
             if split and size > split and _is_splittable(Path(path)):
-                specs.extend({"path": path, "size": size, "begin": b, "end": min(size, b + split)} for b in range(0, size, split))
+                specs.extend(
+                    {"path": path, "size": size, "begin": b, "end": min(size, b + split)} for b in range(0, size, split)
+                )
             else:
                 specs.append({"path": path, "size": size})
         if skipped and specs:
@@ -135,7 +137,13 @@ class ReadDocuments(SourceStage):
                 shard.count("files.gz_name_not_gzip")
         if "begin" in spec:
             if fmt not in ("warc", "wet", "arc") or gz == "zstd":
-                shard.drop({"source": str(path)}, "unreadable_file", {"error": f"planned as a byte range of an archive but is now {fmt}; the file changed since planning"})
+                shard.drop(
+                    {"source": str(path)},
+                    "unreadable_file",
+                    {
+                        "error": f"planned as a byte range of an archive but is now {fmt}; the file changed since planning"
+                    },
+                )
                 return pa.Table.from_pylist([], schema=SCHEMA)
             reader = partial(self._read_archive, begin=spec["begin"], end=spec["end"])
         else:
@@ -158,7 +166,11 @@ class ReadDocuments(SourceStage):
         except (ImportError, NameError):
             raise  # a broken install or a bug: not a fault of this file
         except Exception as exc:  # noqa: BLE001 - the records read so far are kept
-            shard.drop({"source": str(path), "offset": rows[-1]["offset"] if rows else 0}, "unreadable_file", {"error": _one_line(exc)})
+            shard.drop(
+                {"source": str(path), "offset": rows[-1]["offset"] if rows else 0},
+                "unreadable_file",
+                {"error": _one_line(exc)},
+            )
         return pa.Table.from_pylist(rows, schema=SCHEMA)
 
     def _too_large(self, shard: Shard, size: int, record: dict) -> bool:
@@ -167,7 +179,9 @@ class ReadDocuments(SourceStage):
         shard.drop(_sample(record), "too_large", {"bytes": size})
         return True
 
-    def _read_archive(self, path: Path, fmt: str, gz: bool, shard: Shard, begin: int = 0, end: int | None = None) -> Iterator[dict]:
+    def _read_archive(
+        self, path: Path, fmt: str, gz: bool, shard: Shard, begin: int = 0, end: int | None = None
+    ) -> Iterator[dict]:
         source = str(path)
         cap = self.options.max_document_bytes
         for rec in iter_archive(path, gz, fmt, begin, end, max_bytes=cap + _HTTP_HEAD_ROOM):
@@ -175,18 +189,39 @@ class ReadDocuments(SourceStage):
                 shard.drop({"source": source, "offset": rec.offset}, "corrupt_record", {"error": _one_line(rec.error)})
                 continue
             if rec.malformed:
-                shard.drop({"source": source, "offset": rec.offset, "url": rec.url}, "corrupt_record", {"error": "unreadable record header"})
+                shard.drop(
+                    {"source": source, "offset": rec.offset, "url": rec.url},
+                    "corrupt_record",
+                    {"error": "unreadable record header"},
+                )
                 continue
             if fmt == "wet" or rec.record_type == "conversion":
                 if rec.record_type != "conversion":
                     shard.count(f"skipped.{rec.record_type}_records")
                     continue
                 if rec.oversize or len(rec.body) > cap:
-                    self._too_large(shard, max(len(rec.body), rec.declared_length or 0), {"source": source, "offset": rec.offset, "url": rec.url})
+                    self._too_large(
+                        shard,
+                        max(len(rec.body), rec.declared_length or 0),
+                        {"source": source, "offset": rec.offset, "url": rec.url},
+                    )
                     continue
-                row = self._row(source, "wet", rec.offset, text=rec.body.decode("utf-8", "replace"), url=rec.url, date=rec.date, content_type=rec.content_type or "text/plain", charset="utf-8")
+                row = self._row(
+                    source,
+                    "wet",
+                    rec.offset,
+                    text=rec.body.decode("utf-8", "replace"),
+                    url=rec.url,
+                    date=rec.date,
+                    content_type=rec.content_type or "text/plain",
+                    charset="utf-8",
+                )
                 if rec.truncated and not self.options.keep_truncated:
-                    shard.drop(_sample(row), "truncated_record", {"declared_bytes": rec.declared_length, "read_bytes": len(rec.body)})
+                    shard.drop(
+                        _sample(row),
+                        "truncated_record",
+                        {"declared_bytes": rec.declared_length, "read_bytes": len(rec.body)},
+                    )
                     continue
                 if not self._too_large(shard, len(rec.body), row):
                     yield row
@@ -195,17 +230,38 @@ class ReadDocuments(SourceStage):
                 shard.count(f"skipped.{rec.record_type}_records")
                 continue
             if rec.oversize:
-                self._too_large(shard, max(len(rec.body), rec.declared_length or 0), {"source": source, "offset": rec.offset, "url": rec.url, "html": rec.body[:_SAMPLE_CHARS]})
+                self._too_large(
+                    shard,
+                    max(len(rec.body), rec.declared_length or 0),
+                    {"source": source, "offset": rec.offset, "url": rec.url, "html": rec.body[:_SAMPLE_CHARS]},
+                )
                 continue
             body = _decode_content_encoding(rec.body, cap)
             if body is None:
-                shard.drop({"source": source, "offset": rec.offset, "url": rec.url, "html": rec.body[:_SAMPLE_CHARS]}, "too_large", {"bytes": f">{cap} decompressed"})
+                shard.drop(
+                    {"source": source, "offset": rec.offset, "url": rec.url, "html": rec.body[:_SAMPLE_CHARS]},
+                    "too_large",
+                    {"bytes": f">{cap} decompressed"},
+                )
                 continue
-            row = self._row(source, fmt, rec.offset, html=body, url=rec.url, date=rec.date, content_type=rec.content_type, charset=rec.charset)
+            row = self._row(
+                source,
+                fmt,
+                rec.offset,
+                html=body,
+                url=rec.url,
+                date=rec.date,
+                content_type=rec.content_type,
+                charset=rec.charset,
+            )
             if rec.truncated:
                 # judged before the content checks: a cut record has lost its headers too
                 if not self.options.keep_truncated or not body:
-                    shard.drop(_sample(row), "truncated_record", {"declared_bytes": rec.declared_length, "read_bytes": len(rec.body)})
+                    shard.drop(
+                        _sample(row),
+                        "truncated_record",
+                        {"declared_bytes": rec.declared_length, "read_bytes": len(rec.body)},
+                    )
                     continue
                 shard.count("kept_truncated_records")
             if self.options.only_ok_status and rec.status is not None and not 200 <= rec.status < 300:
@@ -230,7 +286,15 @@ class ReadDocuments(SourceStage):
                     if len(raw) > opts.max_document_bytes and not raw.endswith(b"\n"):
                         raw_size = len(raw) + _skip_rest_of_line(fh)
                         lineno += 1
-                        shard.drop({"source": source, "offset": lineno, "text": raw[:_SAMPLE_CHARS].decode("utf-8", "replace")}, "too_large", {"bytes": raw_size})
+                        shard.drop(
+                            {
+                                "source": source,
+                                "offset": lineno,
+                                "text": raw[:_SAMPLE_CHARS].decode("utf-8", "replace"),
+                            },
+                            "too_large",
+                            {"bytes": raw_size},
+                        )
                         continue
                 except (EOFError, OSError, zlib.error) as exc:
                     # a cut or corrupt gzip stream: what was read before is kept
@@ -243,7 +307,11 @@ class ReadDocuments(SourceStage):
                     shard.count("skipped.blank_lines")
                     continue
                 if len(raw) > opts.max_document_bytes:
-                    shard.drop({"source": source, "offset": lineno, "text": raw[:_SAMPLE_CHARS].decode("utf-8", "replace")}, "too_large", {"bytes": len(raw)})
+                    shard.drop(
+                        {"source": source, "offset": lineno, "text": raw[:_SAMPLE_CHARS].decode("utf-8", "replace")},
+                        "too_large",
+                        {"bytes": len(raw)},
+                    )
                     continue
                 try:
                     line = raw.decode("utf-8")
@@ -253,14 +321,26 @@ class ReadDocuments(SourceStage):
                 try:
                     obj = json.loads(line)
                 except ValueError as exc:
-                    shard.drop({"source": source, "offset": lineno, "text": line[:_SAMPLE_CHARS]}, "malformed_json", {"line": lineno, "error": _one_line(exc)})
+                    shard.drop(
+                        {"source": source, "offset": lineno, "text": line[:_SAMPLE_CHARS]},
+                        "malformed_json",
+                        {"line": lineno, "error": _one_line(exc)},
+                    )
                     continue
                 if not isinstance(obj, dict):
-                    shard.drop({"source": source, "offset": lineno, "text": line[:_SAMPLE_CHARS]}, "malformed_json", {"line": lineno, "error": "not a JSON object"})
+                    shard.drop(
+                        {"source": source, "offset": lineno, "text": line[:_SAMPLE_CHARS]},
+                        "malformed_json",
+                        {"line": lineno, "error": "not a JSON object"},
+                    )
                     continue
                 text = obj.get(opts.text_field)
                 if not isinstance(text, str):
-                    shard.drop({"source": source, "offset": lineno, "text": line[:_SAMPLE_CHARS]}, "missing_text", {"line": lineno, "field": opts.text_field})
+                    shard.drop(
+                        {"source": source, "offset": lineno, "text": line[:_SAMPLE_CHARS]},
+                        "missing_text",
+                        {"line": lineno, "field": opts.text_field},
+                    )
                     continue
                 if not text.strip():
                     shard.drop({"source": source, "offset": lineno}, "empty_text", {"line": lineno})
@@ -283,18 +363,40 @@ class ReadDocuments(SourceStage):
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
         if opts.text_field not in names:
-            shard.drop({"source": source}, "unreadable_file", {"error": f"no column {opts.text_field!r} to read text from (columns: {', '.join(names)}); set the read stage's text_field"})
+            shard.drop(
+                {"source": source},
+                "unreadable_file",
+                {
+                    "error": f"no column {opts.text_field!r} to read text from (columns: {', '.join(names)}); set the read stage's text_field"
+                },
+            )
             return
-        wanted = [c for c in dict.fromkeys([opts.text_field, opts.url_field, opts.title_field, "author", "date"]) if c in names]
+        wanted = [
+            c
+            for c in dict.fromkeys([opts.text_field, opts.url_field, opts.title_field, "author", "date"])
+            if c in names
+        ]
         row_index = 0
         for batch in pf.iter_batches(columns=wanted, batch_size=4096):
             for obj in batch.to_pylist():
                 row_index += 1
                 text = obj.get(opts.text_field)
                 if not isinstance(text, str) or not text.strip():
-                    shard.drop({"source": source, "offset": row_index}, "missing_text" if not isinstance(text, str) else "empty_text")
+                    shard.drop(
+                        {"source": source, "offset": row_index},
+                        "missing_text" if not isinstance(text, str) else "empty_text",
+                    )
                     continue
-                row = self._row(source, "parquet", row_index, text=text, url=_str_or_none(obj.get(opts.url_field)), title=_str_or_none(obj.get(opts.title_field)), author=_str_or_none(obj.get("author")), date=_str_or_none(obj.get("date")))
+                row = self._row(
+                    source,
+                    "parquet",
+                    row_index,
+                    text=text,
+                    url=_str_or_none(obj.get(opts.url_field)),
+                    title=_str_or_none(obj.get(opts.title_field)),
+                    author=_str_or_none(obj.get("author")),
+                    date=_str_or_none(obj.get("date")),
+                )
                 if not self._too_large(shard, len(text.encode("utf-8", "surrogatepass")), row):
                     yield row
 
@@ -349,11 +451,21 @@ def describe_inputs(inputs: Sequence[str], exclude: Sequence[str] = ReadOptions(
     out = []
     for path in expand_inputs(inputs, exclude):
         fmt, gz = sniff_format(Path(path))
-        out.append({"path": path, "format": fmt, "gzip": gz is True, "compression": "gzip" if gz is True else (gz or None), "bytes": os.path.getsize(path)})
+        out.append(
+            {
+                "path": path,
+                "format": fmt,
+                "gzip": gz is True,
+                "compression": "gzip" if gz is True else (gz or None),
+                "bytes": os.path.getsize(path),
+            }
+        )
     return out
 
 
-def expand_inputs(inputs: Sequence[str], exclude: Sequence[str] = (), skipped: dict[str, int] | None = None) -> list[str]:
+def expand_inputs(
+    inputs: Sequence[str], exclude: Sequence[str] = (), skipped: dict[str, int] | None = None
+) -> list[str]:
     """Paths, directories and globs -> sorted files, each real file once; nothing found is an error.
 
     Directory links are followed, but never into a directory the walk is already
@@ -393,7 +505,10 @@ def expand_inputs(inputs: Sequence[str], exclude: Sequence[str] = (), skipped: d
                 skips["same_file"] = skips.get("same_file", 0) + 1
                 by_real[real] = min(known, path)
     if skips:
-        _log.warning("inputs: skipped %s", ", ".join(f"{n} path(s) ({reason.replace('_', ' ')})" for reason, n in sorted(skips.items())))
+        _log.warning(
+            "inputs: skipped %s",
+            ", ".join(f"{n} path(s) ({reason.replace('_', ' ')})" for reason, n in sorted(skips.items())),
+        )
         if skipped is not None:
             for reason, n in skips.items():
                 skipped[reason] = skipped.get(reason, 0) + n

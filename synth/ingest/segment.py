@@ -62,7 +62,9 @@ def _fugashi() -> Callable[[str], list[str]]:
     try:
         import fugashi
     except ImportError:
-        raise SegmenterMissing("Japanese word segmentation needs `fugashi` and `unidic-lite`: pip install fugashi unidic-lite") from None
+        raise SegmenterMissing(
+            "Japanese word segmentation needs `fugashi` and `unidic-lite`: pip install fugashi unidic-lite"
+        ) from None
     tagger = fugashi.Tagger()
     return lambda text: [w.surface for w in tagger(text)]
 

@@ -229,4 +229,3 @@ def safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.zeros(len(num), dtype=np.float64)
     np.divide(num, den, out=out, where=den > 0)
     return out
-

@@ -171,7 +171,9 @@ class URLFilter(Filter):
             cols["url_team"].append(self._team(hosts, host, path))
             category = None
             for c in self.options.categories:
-                if any(h in self.domains[c] for h in hosts) or (len(self.prefixes[c]) and _prefix_match(host, path, self.prefixes[c])):
+                if any(h in self.domains[c] for h in hosts) or (
+                    len(self.prefixes[c]) and _prefix_match(host, path, self.prefixes[c])
+                ):
                     category = c
                     break
             cols["url_blocklist"].append(category)
@@ -210,7 +212,11 @@ def _team_file(file: str, pipeline) -> Path:
 
 
 def _team_entries(entries: list[str], file: str | None, pipeline) -> list[str]:
-    out = [e.strip().lower().removeprefix("http://").removeprefix("https://").removeprefix("www.") for e in entries if e.strip()]
+    out = [
+        e.strip().lower().removeprefix("http://").removeprefix("https://").removeprefix("www.")
+        for e in entries
+        if e.strip()
+    ]
     if file:
         path = _team_file(file, pipeline)
         if not path.is_file():

@@ -69,8 +69,7 @@ class RequestCache:
     def put_many(self, items: Iterable[tuple[str, str, CachedSample]]) -> None:
         """Store (key, model_id, sample) rows; an existing key keeps its first value."""
         rows = [
-            (key, model, json.dumps(sample.__dict__, ensure_ascii=False), time.time())
-            for key, model, sample in items
+            (key, model, json.dumps(sample.__dict__, ensure_ascii=False), time.time()) for key, model, sample in items
         ]
         if not rows:
             return
@@ -106,9 +105,7 @@ class CachedEngine:
         self._flush_every = flush_every
 
     def generate(self, requests: list[ChatRequest], progress: Progress | None = None) -> list[ChatResult]:
-        keys = [
-            [request_hash(self.model_id, r.messages, r.sampling, i) for i in range(r.sampling.n)] for r in requests
-        ]
+        keys = [[request_hash(self.model_id, r.messages, r.sampling, i) for i in range(r.sampling.n)] for r in requests]
         found = self.cache.get_many(k for ks in keys for k in ks)
         results: list[ChatResult | None] = [None] * len(requests)
         todo: list[ChatRequest] = []

@@ -20,7 +20,9 @@ models_app = typer.Typer(help="The models LLM stages use: the embedded default, 
 
 @models_app.command("prepare-default")
 def prepare_default(
-    cache_dir: Path | None = typer.Option(None, help="Folder for models; default $SYNTH_CACHE/models or ~/.cache/synth/models."),
+    cache_dir: Path | None = typer.Option(
+        None, help="Folder for models; default $SYNTH_CACHE/models or ~/.cache/synth/models."
+    ),
 ) -> None:
     """Convert the embedded SmolLM2-135M-Instruct GGUF into an HF folder vLLM loads (once, offline)."""
     from synth.llm.default_model import DefaultModelError, default_model_dir, is_prepared, prepare_default_model
@@ -76,7 +78,13 @@ def check(
     except EngineError as e:
         _fail(str(e))
     try:
-        (res,) = engine.generate([ChatRequest([{"role": "user", "content": content}], SamplingParams(temperature=0.0, max_tokens=max_tokens))])
+        (res,) = engine.generate(
+            [
+                ChatRequest(
+                    [{"role": "user", "content": content}], SamplingParams(temperature=0.0, max_tokens=max_tokens)
+                )
+            ]
+        )
     finally:
         engine.close()
     if res.error:
@@ -87,7 +95,9 @@ def check(
 
 def serve(
     models_yaml: Path = typer.Argument(..., help="MODELS file; every entry with mode: serve gets a vLLM server."),
-    log_dir: Path | None = typer.Option(None, help="Folder for server logs; default: the file's log_dir or ./vllm-logs."),
+    log_dir: Path | None = typer.Option(
+        None, help="Folder for server logs; default: the file's log_dir or ./vllm-logs."
+    ),
     model: list[str] | None = typer.Option(None, "--model", "-m", help="Start only these models (repeatable)."),
     timeout: float | None = typer.Option(None, help="Seconds to wait for each server; default: its startup_timeout_s."),
 ) -> None:

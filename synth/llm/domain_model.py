@@ -37,7 +37,9 @@ DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "domains.ftz"
 # multi-byte UTF-8 character is never touched.
 _SEP = "\x1f"  # joins texts for the passes; the only control character kept
 _CONTROL = ("".join(chr(c) for c in range(32) if c != 0x1F) + "\x7f").encode()
-_LOWER_BLANK = bytes.maketrans(string.ascii_uppercase.encode() + _CONTROL, string.ascii_lowercase.encode() + b" " * len(_CONTROL))
+_LOWER_BLANK = bytes.maketrans(
+    string.ascii_uppercase.encode() + _CONTROL, string.ascii_lowercase.encode() + b" " * len(_CONTROL)
+)
 _SPACED_PUNCT = [(bytes([c]), b" " + bytes([c]) + b" ") for c in string.punctuation.encode()]
 
 
@@ -80,7 +82,9 @@ def read_metadata(model_path: Path | str) -> dict:
 # -- data ---------------------------------------------------------------------------
 
 
-def load_labelled(path: Path | str, text_field: str = "text", label_field: str = "domain") -> tuple[list[tuple[str, str]], Counter]:
+def load_labelled(
+    path: Path | str, text_field: str = "text", label_field: str = "domain"
+) -> tuple[list[tuple[str, str]], Counter]:
     """(text, domain) pairs from JSONL; malformed, unlabelled, blank or oddly labelled
     lines are counted, not fatal."""
     path = Path(path)
@@ -118,7 +122,9 @@ def apply_threshold(labels: Sequence[str], confidences: Sequence[float], thresho
     return [lab if conf >= threshold else GENERAL for lab, conf in zip(labels, confidences)]
 
 
-def calibrate_threshold(gold: Sequence[str], labels: Sequence[str], confidences: Sequence[float]) -> tuple[float, float]:
+def calibrate_threshold(
+    gold: Sequence[str], labels: Sequence[str], confidences: Sequence[float]
+) -> tuple[float, float]:
     """The confidence threshold (below it: `general`) that maximises macro F1 over the
     gold domains on held-out data; ties go to the lower threshold. Returns (threshold, macro F1)."""
     domains = sorted(set(gold))
@@ -185,7 +191,9 @@ class FastTextDomainModel:
         return out_l, out_c
 
 
-def weighted_labels(probabilities: Sequence[dict[str, float]], weights: dict[str, float]) -> tuple[list[str], list[float]]:
+def weighted_labels(
+    probabilities: Sequence[dict[str, float]], weights: dict[str, float]
+) -> tuple[list[str], list[float]]:
     labels, confs = [], []
     for probs in probabilities:
         best = max(probs, key=lambda d: probs[d] * weights.get(d, 1.0))  # ties: the likelier, as in predict()
@@ -194,7 +202,9 @@ def weighted_labels(probabilities: Sequence[dict[str, float]], weights: dict[str
     return labels, confs
 
 
-def calibrate_domain_weights(gold: Sequence[str], probabilities: Sequence[dict[str, float]], rounds: int = 3) -> tuple[dict[str, float], float]:
+def calibrate_domain_weights(
+    gold: Sequence[str], probabilities: Sequence[dict[str, float]], rounds: int = 3
+) -> tuple[dict[str, float], float]:
     """Per-domain weights on the predicted probabilities, chosen on held-out data to
     maximise the lowest per-domain recall plus macro F1: balanced training still leaves
     some domains (those whose questions share words with a large neighbour) under-called,
@@ -205,7 +215,9 @@ def calibrate_domain_weights(gold: Sequence[str], probabilities: Sequence[dict[s
 
     def objective(weights: dict[str, float]) -> float:
         m = per_domain_metrics(gold, weighted_labels(probabilities, weights)[0])
-        return min(m.get(d, {}).get("recall", 0.0) for d in domains) + sum(m.get(d, {}).get("f1", 0.0) for d in domains) / len(domains)
+        return min(m.get(d, {}).get("recall", 0.0) for d in domains) + sum(
+            m.get(d, {}).get("f1", 0.0) for d in domains
+        ) / len(domains)
 
     weights = dict.fromkeys(domains, 1.0)
     best = objective(weights)
@@ -264,7 +276,9 @@ def train_domain_classifier(
     stratified share of `train` split off before training."""
     pairs, skipped = load_labelled(train, text_field, label_field)
     if len({lab for _, lab in pairs}) < 2:
-        raise DomainDataError(f"{train}: need examples of at least two domains, found {sorted({lab for _, lab in pairs})}")
+        raise DomainDataError(
+            f"{train}: need examples of at least two domains, found {sorted({lab for _, lab in pairs})}"
+        )
     overlap = 0
 
     def without(held: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -294,8 +308,17 @@ def train_domain_classifier(
     rows = _balanced(pairs, seed) if balance else random.Random(seed).sample(pairs, len(pairs))
     model = train_fasttext(
         zip((label for _, label in rows), domain_tokens_many([t for t, _ in rows])),
-        epoch=epoch, lr=lr, dim=dim, word_ngrams=word_ngrams, bucket=bucket, minn=minn, maxn=maxn, seed=seed,
-        quantize=quantize, retrain_quantized=True, cutoff=cutoff,
+        epoch=epoch,
+        lr=lr,
+        dim=dim,
+        word_ngrams=word_ngrams,
+        bucket=bucket,
+        minn=minn,
+        maxn=maxn,
+        seed=seed,
+        quantize=quantize,
+        retrain_quantized=True,
+        cutoff=cutoff,
     )
     model.save_model(str(output))
 
@@ -305,7 +328,9 @@ def train_domain_classifier(
     if valid_pairs:
         gold = [g for _, g in valid_pairs]
         if calibrate_weights:
-            weights, weights_objective = calibrate_domain_weights(gold, scorer.probabilities([t for t, _ in valid_pairs]))
+            weights, weights_objective = calibrate_domain_weights(
+                gold, scorer.probabilities([t for t, _ in valid_pairs])
+            )
             scorer.metadata = {"domain_weights": weights}
         labels, confs = scorer.predict([t for t, _ in valid_pairs])
         threshold, macro_f1 = calibrate_threshold(gold, labels, confs)
@@ -315,15 +340,36 @@ def train_domain_classifier(
         "size_bytes": output.stat().st_size,
         "labels": scorer.labels,
         "threshold": threshold,
-        "calibration": {"examples": len(valid_pairs), "macro_f1": macro_f1, "rule": "max macro F1; below threshold -> general"},
+        "calibration": {
+            "examples": len(valid_pairs),
+            "macro_f1": macro_f1,
+            "rule": "max macro F1; below threshold -> general",
+        },
         "domain_weights": weights,
-        "domain_weights_calibration": {"objective": weights_objective, "rule": "max (lowest recall + macro F1); label = argmax probability x weight"} if weights else None,
+        "domain_weights_calibration": {
+            "objective": weights_objective,
+            "rule": "max (lowest recall + macro F1); label = argmax probability x weight",
+        }
+        if weights
+        else None,
         "n_train": len(pairs),
         "train_sha1": hashlib.sha1(Path(train).read_bytes()).hexdigest(),
         "n_train_by_domain": dict(sorted(Counter(lab for _, lab in pairs).items())),
         "skipped": dict(skipped),
         "dropped_overlapping_held_out": overlap,
-        "params": {"epoch": epoch, "lr": lr, "dim": dim, "word_ngrams": word_ngrams, "bucket": bucket, "minn": minn, "maxn": maxn, "quantize": quantize, "cutoff": cutoff, "balance": balance, "seed": seed},
+        "params": {
+            "epoch": epoch,
+            "lr": lr,
+            "dim": dim,
+            "word_ngrams": word_ngrams,
+            "bucket": bucket,
+            "minn": minn,
+            "maxn": maxn,
+            "quantize": quantize,
+            "cutoff": cutoff,
+            "balance": balance,
+            "seed": seed,
+        },
     }
     if test_pairs:
         labels, confs = scorer.predict([t for t, _ in test_pairs])
@@ -352,7 +398,9 @@ class TransformerDomainModel:
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
+        self.model = (
+            AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
+        )
         self.id2label = {int(i): str(lab) for i, lab in self.model.config.id2label.items()}
         self.batch_size, self.max_length = batch_size, max_length
         # Optional `domains.json` in the folder: {"threshold": ...} calibrated like fastText's.
@@ -368,7 +416,9 @@ class TransformerDomainModel:
         confs: list[float] = []
         for i in range(0, len(texts), self.batch_size):
             batch = [t or "" for t in texts[i : i + self.batch_size]]
-            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            enc = self.tokenizer(
+                batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
             with self.torch.no_grad():
                 probs = self.model(**enc).logits.float().softmax(-1)
             top = probs.max(-1)

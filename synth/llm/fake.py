@@ -64,7 +64,9 @@ class FakeEngine:
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in req.messages)
         completion = sum(len(t.split()) for t in texts)
         reasons = ["length" if len(t.split()) >= req.sampling.max_tokens else "stop" for t in texts]
-        return ChatResult(texts=texts, finish_reasons=reasons, prompt_tokens=prompt_tokens, completion_tokens=completion)
+        return ChatResult(
+            texts=texts, finish_reasons=reasons, prompt_tokens=prompt_tokens, completion_tokens=completion
+        )
 
     def close(self) -> None:
         pass

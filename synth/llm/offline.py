@@ -141,7 +141,9 @@ class OfflineEngine:
                 pass
         for i, res in enumerate(results):
             if res is None:
-                results[i] = ChatResult.failure(f"engine {self.name}: request did not finish", time.perf_counter() - started)
+                results[i] = ChatResult.failure(
+                    f"engine {self.name}: request did not finish", time.perf_counter() - started
+                )
                 if progress is not None:
                     progress(i, results[i])
         return results  # type: ignore[return-value]

@@ -1,6 +1,6 @@
 """`synth route ...`: train a domain classifier, label text with one.
 
-    route_app = typer.Typer(); route_app.command("train")(route_train)
+route_app = typer.Typer(); route_app.command("train")(route_train)
 """
 
 from __future__ import annotations
@@ -29,14 +29,34 @@ def _metrics_table(title: str, metrics: dict) -> Table:
 @with_fasttext_flags(train_domain_classifier)
 def route_train(
     examples: Path = typer.Argument(..., help="JSONL of {text, domain}: the labelled training examples."),
-    output: Path = typer.Option(..., "--output", "-o", help="Model file to write (.bin, or .ftz with --quantize); its metadata (threshold, metrics) goes beside it as .json."),
-    valid: Path | None = typer.Option(None, help="JSONL to calibrate the confidence threshold on (default: a held-out share of EXAMPLES)."),
-    test: Path | None = typer.Option(None, help="JSONL to report precision/recall on (default: a held-out share of EXAMPLES)."),
-    held_out: float = option_from(train_domain_classifier, "held_out_fraction", "--held-out", help="Share per domain held out for each of calibration and test when --valid/--test are not given."),
+    output: Path = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        help="Model file to write (.bin, or .ftz with --quantize); its metadata (threshold, metrics) goes beside it as .json.",
+    ),
+    valid: Path | None = typer.Option(
+        None, help="JSONL to calibrate the confidence threshold on (default: a held-out share of EXAMPLES)."
+    ),
+    test: Path | None = typer.Option(
+        None, help="JSONL to report precision/recall on (default: a held-out share of EXAMPLES)."
+    ),
+    held_out: float = option_from(
+        train_domain_classifier,
+        "held_out_fraction",
+        "--held-out",
+        help="Share per domain held out for each of calibration and test when --valid/--test are not given.",
+    ),
     text_field: str = option_from(train_domain_classifier, "text_field", help="JSON field with the text."),
     label_field: str = option_from(train_domain_classifier, "label_field", help="JSON field with the domain."),
-    balance: bool = option_from(train_domain_classifier, "balance", help="Repeat examples of small domains up to the largest one's count."),
-    calibrate_weights: bool = option_from(train_domain_classifier, "calibrate_weights", help="Also calibrate per-domain weights on the probabilities (max of lowest recall + macro F1 on the calibration split)."),
+    balance: bool = option_from(
+        train_domain_classifier, "balance", help="Repeat examples of small domains up to the largest one's count."
+    ),
+    calibrate_weights: bool = option_from(
+        train_domain_classifier,
+        "calibrate_weights",
+        help="Also calibrate per-domain weights on the probabilities (max of lowest recall + macro F1 on the calibration split).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     fasttext: dict | None = None,
 ) -> None:
@@ -46,7 +66,16 @@ def route_train(
     from synth.llm.domain_model import metadata_path
 
     report = train_or_exit(
-        train_domain_classifier, examples, output, valid=valid, test=test, held_out_fraction=held_out, balance=balance, calibrate_weights=calibrate_weights, text_field=text_field, label_field=label_field,
+        train_domain_classifier,
+        examples,
+        output,
+        valid=valid,
+        test=test,
+        held_out_fraction=held_out,
+        balance=balance,
+        calibrate_weights=calibrate_weights,
+        text_field=text_field,
+        label_field=label_field,
         **fasttext,
     )
     if as_json:
@@ -54,9 +83,14 @@ def route_train(
         return
     console = Console()
     console.print(f"model {output} ({report['size_bytes']:,} bytes), metadata {metadata_path(output)}")
-    console.print(f"trained on {report['n_train']:,} examples: " + ", ".join(f"{d} {n:,}" for d, n in report["n_train_by_domain"].items()))
+    console.print(
+        f"trained on {report['n_train']:,} examples: "
+        + ", ".join(f"{d} {n:,}" for d, n in report["n_train_by_domain"].items())
+    )
     calibration = report["calibration"]
-    console.print(f"confidence threshold {report['threshold']:.2f} (calibrated on {calibration['examples']:,} held-out examples, macro F1 {calibration['macro_f1']})")
+    console.print(
+        f"confidence threshold {report['threshold']:.2f} (calibrated on {calibration['examples']:,} held-out examples, macro F1 {calibration['macro_f1']})"
+    )
     if report.get("domain_weights"):
         console.print("domain weights " + ", ".join(f"{d} {w:g}" for d, w in report["domain_weights"].items()))
     if report.get("held_out"):
@@ -80,8 +114,15 @@ def route_label(
     try:
         classifier = make_classifier(ClassifierConfig(kind=kind, model_path=model))
     except (ValidationError, OSError, ValueError) as exc:
-        typer.echo(f"error: {str(exc).splitlines()[0] if not isinstance(exc, ValidationError) else exc.errors()[0]['msg']}", err=True)
+        typer.echo(
+            f"error: {str(exc).splitlines()[0] if not isinstance(exc, ValidationError) else exc.errors()[0]['msg']}",
+            err=True,
+        )
         raise typer.Exit(2) from None
     lines = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     for text, decision in zip(lines, classifier.classify_many(lines)):
-        typer.echo(json.dumps({"domain": decision.domain, "confidence": decision.confidence, "text": text[:80]}, ensure_ascii=False))
+        typer.echo(
+            json.dumps(
+                {"domain": decision.domain, "confidence": decision.confidence, "text": text[:80]}, ensure_ascii=False
+            )
+        )

@@ -146,7 +146,12 @@ class ServerProcess:
             env["CUDA_VISIBLE_DEVICES"] = devices
         # Own process group: stop() can signal the server and all its workers.
         self.proc = subprocess.Popen(
-            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            cmd,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
         log.info("model %s: server pid %d on %s, log %s", self.label, self.proc.pid, self.url, self.log_path)
         return self
@@ -188,7 +193,9 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def start_servers(models: ModelsConfig, log_dir: Path | str, names: list[str] | None = None, timeout_s: float | None = None) -> list[ServerProcess]:
+def start_servers(
+    models: ModelsConfig, log_dir: Path | str, names: list[str] | None = None, timeout_s: float | None = None
+) -> list[ServerProcess]:
     """Start every `serve` entry (or the named ones), then wait for all to answer.
     Servers start together so their ~1 minute warm-ups overlap; on any failure all
     started servers are stopped before the error is raised."""

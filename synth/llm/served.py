@@ -30,7 +30,13 @@ from synth.llm.types import ChatRequest, ChatResult, EngineError, Progress, repl
 log = logging.getLogger(__name__)
 
 # Errors that mean "the server is not there (now)": the replica is taken out.
-_CONNECTION_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_CONNECTION_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
 
 
 class _Retryable(Exception):
@@ -98,18 +104,28 @@ class ServedEngine:
                         r.up = r in answered
                         if not r.up:
                             r.last_error = last[r.index]
-                            log.warning("model %s: replica %d at %s does not answer (%s); taken out until it does", self.name, r.index, r.url, last[r.index])
+                            log.warning(
+                                "model %s: replica %d at %s does not answer (%s); taken out until it does",
+                                self.name,
+                                r.index,
+                                r.url,
+                                last[r.index],
+                            )
                     self._down_since = None
                     return
                 if proc_alive is not None and not proc_alive():
-                    raise EngineError(f"model {self.name!r}: server process exited before {self.base_url} answered ({last[0]})")
+                    raise EngineError(
+                        f"model {self.name!r}: server process exited before {self.base_url} answered ({last[0]})"
+                    )
                 if time.monotonic() >= deadline:
                     if not self.replicated:
                         raise EngineError(
                             f"model {self.name!r}: endpoint {self.base_url} did not answer within {timeout_s:.0f}s (last: {last[0]})"
                         )
                     where = "; ".join(f"{r.url} ({last[r.index]})" for r in self.replicas)
-                    raise EngineError(f"model {self.name!r}: none of its {len(self.replicas)} replicas answered within {timeout_s:.0f}s: {where}")
+                    raise EngineError(
+                        f"model {self.name!r}: none of its {len(self.replicas)} replicas answered within {timeout_s:.0f}s: {where}"
+                    )
                 time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
     # -- generation --------------------------------------------------------------
@@ -219,7 +235,9 @@ class ServedEngine:
                 continue
             r.next_probe = now + e.probe_interval_s
             try:
-                resp = await client.get(f"{r.url}/models", timeout=httpx.Timeout(5.0, connect=min(5.0, e.connect_timeout_s)))
+                resp = await client.get(
+                    f"{r.url}/models", timeout=httpx.Timeout(5.0, connect=min(5.0, e.connect_timeout_s))
+                )
                 ok = resp.status_code == 200
             except httpx.HTTPError:
                 ok = False
@@ -272,21 +290,31 @@ class ServedEngine:
             if replica is None:
                 down_for = time.monotonic() - (self._down_since or time.monotonic())
                 where = "; ".join(f"{r.url}: {r.last_error}" for r in self.replicas)
-                what = f"endpoint {self.base_url}" if not self.replicated else f"all {len(self.replicas)} replicas of model {self.name!r}"
-                return done(ChatResult.failure(
-                    f"{what} unreachable for {down_for:.0f}s (down_timeout_s={e.down_timeout_s:g}): {where}",
-                    time.perf_counter() - started,
-                ), None)
+                what = (
+                    f"endpoint {self.base_url}"
+                    if not self.replicated
+                    else f"all {len(self.replicas)} replicas of model {self.name!r}"
+                )
+                return done(
+                    ChatResult.failure(
+                        f"{what} unreachable for {down_for:.0f}s (down_timeout_s={e.down_timeout_s:g}): {where}",
+                        time.perf_counter() - started,
+                    ),
+                    None,
+                )
             try:
                 response = await client.post(f"{replica.url}/chat/completions", json=body)
                 if response.status_code == 429 or response.status_code >= 500:
                     raise _Retryable(f"HTTP {response.status_code}: {response.text[:200]}", _retry_after(response))
                 if response.status_code != 200:
                     # A request the server rejects will be rejected again: fail it now.
-                    return done(ChatResult.failure(
-                        f"HTTP {response.status_code} from {replica.url}: {response.text[:500]}",
-                        time.perf_counter() - started,
-                    ), replica)
+                    return done(
+                        ChatResult.failure(
+                            f"HTTP {response.status_code} from {replica.url}: {response.text[:500]}",
+                            time.perf_counter() - started,
+                        ),
+                        replica,
+                    )
                 result = replicate_greedy(_parse(response.json(), time.perf_counter() - started), req.sampling)
                 return done(result, replica)
             except _CONNECTION_ERRORS as ex:
@@ -313,9 +341,12 @@ class ServedEngine:
                 await self._take_out(replica, str(err))
             attempt += 1
             if attempt > e.max_retries:
-                return done(ChatResult.failure(
-                    f"gave up after {attempt} attempts at {replica.url}: {err}", time.perf_counter() - started
-                ), None)
+                return done(
+                    ChatResult.failure(
+                        f"gave up after {attempt} attempts at {replica.url}: {err}", time.perf_counter() - started
+                    ),
+                    None,
+                )
             delay = err.retry_after if err.retry_after is not None else self._backoff(backoff_step)
             backoff_step += 1
             log.debug("model %s: retry in %.2fs after %s", self.name, delay, err)

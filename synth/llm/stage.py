@@ -64,9 +64,17 @@ class LLMStageOptions(StageOptions):
     model: str | None = Field(None, description="Model name in MODELS.yaml; default: its default model.")
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
     cache: bool = Field(True, description="Use the persistent request cache (reproducible reruns).")
-    check_prompt_length: bool = Field(True, description="Measure prompts before sending; shorten or drop those that cannot fit.")
-    context_tokens: int | None = Field(None, ge=16, description="The model's context; default: the MODELS entry's max_model_len, else the model's config.")
-    tokenizer: str | None = Field(None, description="tokenizer.json or model folder to measure with; default: the model's own.")
+    check_prompt_length: bool = Field(
+        True, description="Measure prompts before sending; shorten or drop those that cannot fit."
+    )
+    context_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="The model's context; default: the MODELS entry's max_model_len, else the model's config.",
+    )
+    tokenizer: str | None = Field(
+        None, description="tokenizer.json or model folder to measure with; default: the model's own."
+    )
 
 
 # -- engines shared by all LLM stages of a process ---------------------------------
@@ -117,7 +125,10 @@ def shared_engine(model: str | None, models: ModelsConfig, models_key: str, cach
             # Entries that describe the same engine (e.g. several domains routed to
             # the embedded model offline) share one: each offline engine costs a
             # minute to start and its own KV cache.
-            base_key = (models_key, entry.model_dump_json(exclude={"served_model_name"} if entry.mode == "offline" else set()))
+            base_key = (
+                models_key,
+                entry.model_dump_json(exclude={"served_model_name"} if entry.mode == "offline" else set()),
+            )
             base = _bases.get(base_key)
             if base is None:
                 base = _bases[base_key] = _LazyEngine(name, entry, lambda: open_engine(name, models))
@@ -262,7 +273,11 @@ class LLMStage(Stage):
         prompt = getattr(self, "prompt", None)
         step = {"prompt": getattr(prompt, "ref", None), **step}
         return add_step(
-            (row or {}).get("provenance"), stage=self.type, model=result.model, sampling=sampling_record(result.request.sampling), **step
+            (row or {}).get("provenance"),
+            stage=self.type,
+            model=result.model,
+            sampling=sampling_record(result.request.sampling),
+            **step,
         )
 
     def teardown(self) -> None:
@@ -318,7 +333,11 @@ class LLMStage(Stage):
             for j in mine:
                 res = results[j]
                 if res.error is not None:
-                    shard.drop(self.failed_record(row, requests[j]), error_reason(res), {"error": res.error, "model": res.model})
+                    shard.drop(
+                        self.failed_record(row, requests[j]),
+                        error_reason(res),
+                        {"error": res.error, "model": res.model},
+                    )
                     continue
                 produced = self.apply_result(row, res, shard)
                 if isinstance(produced, str):
@@ -363,7 +382,9 @@ class LLMStage(Stage):
             if fitted is None:
                 limit = budget.limit(req.sampling.max_tokens)
                 shard.count(f"llm.{engine.name}.{PROMPT_TOO_LONG}")
-                results[i] = ChatResult.failure(f"{PROMPT_TOO_LONG}: ~{size} prompt tokens, {limit} fit ({budget.context} context - {req.sampling.max_tokens} max_tokens)")
+                results[i] = ChatResult.failure(
+                    f"{PROMPT_TOO_LONG}: ~{size} prompt tokens, {limit} fit ({budget.context} context - {req.sampling.max_tokens} max_tokens)"
+                )
                 continue
             if shortened:
                 shard.count(f"llm.{engine.name}.prompt_shortened")
@@ -371,13 +392,17 @@ class LLMStage(Stage):
             to_send.append(i)
         batch = [requests[i] for i in to_send]
         if batch:
-            sent = engine.generate(batch, progress=request_progress(len(batch), f"{shard.stage_label} {shard.name} {engine.name}"))
+            sent = engine.generate(
+                batch, progress=request_progress(len(batch), f"{shard.stage_label} {shard.name} {engine.name}")
+            )
             for key, value in usage_counters(sent, engine.name).items():
                 shard.count(key, value)
             for i, res in zip(to_send, sent):
                 results[i] = res
                 if res.error is not None:
-                    log.warning("stage %s, record %s, model %s: %s", shard.stage_label, requests[i].key, engine.name, res.error)
+                    log.warning(
+                        "stage %s, record %s, model %s: %s", shard.stage_label, requests[i].key, engine.name, res.error
+                    )
         return results  # type: ignore[return-value]
 
     def prompt_budget(self, model: str | None, shard: Shard | None = None) -> PromptBudget | None:
@@ -416,7 +441,9 @@ class LLMStage(Stage):
 
             context = model_context(tokenizer_file(ref).parent)
         if context is None:
-            log.warning("stage %s, model %s: prompts not measured: context length unknown (set context_tokens)", self.type, name)
+            log.warning(
+                "stage %s, model %s: prompts not measured: context length unknown (set context_tokens)", self.type, name
+            )
             return None
         return PromptBudget(tokenizer, context)
 
@@ -440,7 +467,6 @@ class LLMStage(Stage):
             if name not in schema.names:
                 fields.append(pa.field(name, typ))
         return pa.Table.from_pylist([], schema=pa.schema(fields))
-
 
 
 class LLMFilter(LLMStage, Filter):

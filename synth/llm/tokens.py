@@ -45,7 +45,9 @@ def tokenizer_file(ref: str) -> Path:
             return Path(cached)
     except Exception:  # noqa: BLE001 - not a hub id, or no huggingface_hub
         pass
-    raise TokenizerNotFound(f"no tokenizer.json for {ref!r}: give a tokenizer.json, a model folder, or a hub id in the local cache")
+    raise TokenizerNotFound(
+        f"no tokenizer.json for {ref!r}: give a tokenizer.json, a model folder, or a hub id in the local cache"
+    )
 
 
 @lru_cache(maxsize=8)
@@ -123,7 +125,10 @@ class PromptBudget:
             return None, size, False
         cut = _nice_cut(part, char_end_of_tokens(self.tokenizer, part, keep))
         short = part[:cut].rstrip()
-        messages = [dict(m, content=m["content"].replace(part, short, 1)) if part in str(m.get("content") or "") else m for m in request.messages]
+        messages = [
+            dict(m, content=m["content"].replace(part, short, 1)) if part in str(m.get("content") or "") else m
+            for m in request.messages
+        ]
         shortened = replace(request, messages=messages, shortenable=short)
         new_size = self.prompt_tokens(messages)
         if new_size > limit:

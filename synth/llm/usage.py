@@ -70,7 +70,13 @@ def replica_table(stages: list[dict]) -> list[tuple[str, str, int, int, int, int
         for key, value in stage.get("counters", {}).items():
             parts = key.split(".")
             # llm.<model>.replica.<i>.<what>; a model name may itself contain dots
-            if len(parts) >= 5 and parts[0] == "llm" and parts[-3] == "replica" and parts[-1] in what and parts[-2].isdigit():
+            if (
+                len(parts) >= 5
+                and parts[0] == "llm"
+                and parts[-3] == "replica"
+                and parts[-1] in what
+                and parts[-2].isdigit()
+            ):
                 model = ".".join(parts[1:-3])
                 rows.setdefault((stage["stage"], model, int(parts[-2])), [0, 0, 0])[what[parts[-1]]] += int(value)
     return [(s, m, i, *v) for (s, m, i), v in sorted(rows.items())]

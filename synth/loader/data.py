@@ -38,10 +38,21 @@ class PackedData:
         self.vocab = self.manifest["vocab"]
         dtype = np.dtype(self.manifest["dtype"])
         shape = (self.n_seq, self.seq_len)
-        self.tokens = np.memmap(self.path / "tokens.bin", dtype=dtype, mode="r", shape=shape) if self.n_seq else np.zeros(shape, dtype)
-        self.mask = np.memmap(self.path / "loss_mask.bin", dtype=np.uint8, mode="r", shape=shape) if self.n_seq else np.zeros(shape, np.uint8)
-        self.documents = (np.memmap(self.path / "documents.bin", dtype=np.int64, mode="r", shape=(self.n_docs, 6))
-                          if self.n_docs else np.zeros((0, 6), np.int64))
+        self.tokens = (
+            np.memmap(self.path / "tokens.bin", dtype=dtype, mode="r", shape=shape)
+            if self.n_seq
+            else np.zeros(shape, dtype)
+        )
+        self.mask = (
+            np.memmap(self.path / "loss_mask.bin", dtype=np.uint8, mode="r", shape=shape)
+            if self.n_seq
+            else np.zeros(shape, np.uint8)
+        )
+        self.documents = (
+            np.memmap(self.path / "documents.bin", dtype=np.int64, mode="r", shape=(self.n_docs, 6))
+            if self.n_docs
+            else np.zeros((0, 6), np.int64)
+        )
         self.sequence_index = np.fromfile(self.path / "sequence_index.bin", dtype=np.int64)
 
     def __len__(self) -> int:
@@ -57,7 +68,7 @@ class PackedData:
 
     def docs_of(self, seq: int) -> np.ndarray:
         """Rows (sequence, offset, length, source, domain, kind) of the documents in `seq`."""
-        return np.asarray(self.documents[self.sequence_index[seq]:self.sequence_index[seq + 1]])
+        return np.asarray(self.documents[self.sequence_index[seq] : self.sequence_index[seq + 1]])
 
 
 def build_batch(data: PackedData, seqs: np.ndarray | list[int]) -> dict:
@@ -78,11 +89,11 @@ def build_batch(data: PackedData, seqs: np.ndarray | list[int]) -> dict:
         docs = data.docs_of(int(s))
         end = 0
         for _, off, n, src, dom, kind in docs:
-            position_ids[row, off:off + n] = np.arange(n)
+            position_ids[row, off : off + n] = np.arange(n)
             labels[row, off] = -100
-            segment_ids[row, off:off + n] = seg
-            token_domain[row, off:off + n] = dom
-            token_kind[row, off:off + n] = kind
+            segment_ids[row, off : off + n] = seg
+            token_domain[row, off : off + n] = dom
+            token_kind[row, off : off + n] = kind
             seg_domain.append(data.vocab["domain"][dom])
             seg_kind.append(data.vocab["kind"][kind])
             seg_source.append(data.vocab["source"][src])

@@ -26,7 +26,16 @@ class LoaderStateError(ValueError):
 
 
 class _Order:
-    def __init__(self, data: PackedData, batch_size: int, rank: int, world_size: int, seed: int, shuffle: bool, drop_remainder: bool):
+    def __init__(
+        self,
+        data: PackedData,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        shuffle: bool,
+        drop_remainder: bool,
+    ):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if not 0 <= rank < world_size:
@@ -42,7 +51,7 @@ class _Order:
             # sequences are left out changes with the epoch's shuffle.
             keep = n - n % (self.world_size * self.batch_size)
             perm = perm[:keep]
-        return perm[self.rank::self.world_size]
+        return perm[self.rank :: self.world_size]
 
     def batches(self, epoch: int) -> int:
         n = len(self.sequences(epoch))
@@ -50,29 +59,48 @@ class _Order:
 
     def batch(self, epoch: int, index: int, seqs: np.ndarray | None = None) -> dict:
         seqs = self.sequences(epoch) if seqs is None else seqs
-        chosen = seqs[index * self.batch_size:(index + 1) * self.batch_size]
+        chosen = seqs[index * self.batch_size : (index + 1) * self.batch_size]
         out = build_batch(self.data, chosen)
         out["epoch"], out["batch_index"] = epoch, index
         return out
 
     def state(self, epoch: int, batch: int) -> dict:
-        return {"epoch": epoch, "batch": batch, "seed": self.seed, "rank": self.rank, "world_size": self.world_size,
-                "batch_size": self.batch_size, "shuffle": self.shuffle, "drop_remainder": self.drop_remainder,
-                "pack": self.data.fingerprint}
+        return {
+            "epoch": epoch,
+            "batch": batch,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_remainder": self.drop_remainder,
+            "pack": self.data.fingerprint,
+        }
 
     def check(self, state: dict) -> None:
         mine = self.state(0, 0)
         for key in ("seed", "rank", "world_size", "batch_size", "shuffle", "drop_remainder", "pack"):
             if state.get(key) != mine[key]:
-                raise LoaderStateError(f"loader state was saved with {key}={state.get(key)!r}, this loader has {mine[key]!r}: "
-                                       "an exact resume needs the same pack and settings")
+                raise LoaderStateError(
+                    f"loader state was saved with {key}={state.get(key)!r}, this loader has {mine[key]!r}: "
+                    "an exact resume needs the same pack and settings"
+                )
 
 
 class PackedBatches:
     """Plain iterator (numpy batches, no torch), epoch after epoch, with exact resume."""
 
-    def __init__(self, path: str | Path | PackedData, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 shuffle: bool = True, drop_remainder: bool = False, epochs: int | None = None):
+    def __init__(
+        self,
+        path: str | Path | PackedData,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_remainder: bool = False,
+        epochs: int | None = None,
+    ):
         data = path if isinstance(path, PackedData) else PackedData(path)
         self.order = _Order(data, batch_size, rank, world_size, seed, shuffle, drop_remainder)
         self.epochs = epochs
@@ -117,8 +145,16 @@ class PackedDataset(IterableDataset):
     """torch IterableDataset yielding whole batches (use DataLoader(batch_size=None)
     or PackedLoader). One epoch per iteration, from the current position."""
 
-    def __init__(self, path: str | Path | PackedData, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 shuffle: bool = True, drop_remainder: bool = False):
+    def __init__(
+        self,
+        path: str | Path | PackedData,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_remainder: bool = False,
+    ):
         if torch is None:
             raise ImportError("PackedDataset needs torch; PackedBatches works without it")
         data = path if isinstance(path, PackedData) else PackedData(path)

@@ -22,9 +22,18 @@ def _progress_factory(con: Console):
     )
 
     def start(label: str, total: int, done: int, unit: str = "files"):
-        prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                        console=con, disable=not con.is_terminal)
+        prog = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=con,
+            disable=not con.is_terminal,
+        )
         prog.start()
         task = prog.add_task(label, total=total, completed=done, rate="")
         began = time.perf_counter()
@@ -45,7 +54,9 @@ def _progress_factory(con: Console):
 
 
 def pack_command(
-    inputs: list[str] = typer.Argument(..., help="Run directories (their output/), folders, .parquet or .jsonl files; NAME=PATH names the source."),
+    inputs: list[str] = typer.Argument(
+        ..., help="Run directories (their output/), folders, .parquet or .jsonl files; NAME=PATH names the source."
+    ),
     tokenizer: Path = typer.Option(..., "--tokenizer", help="Tokenizer folder (tokenizer.json, chat template)."),
     seq_len: int = typer.Option(..., "--seq-len", help="Tokens per packed sequence."),
     output: Path = typer.Option(..., "--output", "-o", help="Output folder; the same command again resumes."),
@@ -53,10 +64,16 @@ def pack_command(
     mix: Path | None = typer.Option(None, "--mix", help="mix.yaml: token weights per source, domain or kind, budget."),
     seed: int = typer.Option(0, "--seed", help="Seed of the mix sampling."),
     workers: int = typer.Option(1, "--workers", "-w", help="Tokeniser processes (one input file each)."),
-    chat_loss: str = typer.Option("assistant", "--chat-loss", help="Roles whose turns are trained on (comma-separated), or all."),
+    chat_loss: str = typer.Option(
+        "assistant", "--chat-loss", help="Roles whose turns are trained on (comma-separated), or all."
+    ),
     text_loss: str = typer.Option("all", "--text-loss", help="Plain text records: all or none."),
-    eod_token: str | None = typer.Option(None, "--eod-token", help="End-of-document token (default: the tokenizer's eos)."),
-    long_docs: str = typer.Option("split", "--long-docs", help="Records longer than --seq-len: split or drop (native)."),
+    eod_token: str | None = typer.Option(
+        None, "--eod-token", help="End-of-document token (default: the tokenizer's eos)."
+    ),
+    long_docs: str = typer.Option(
+        "split", "--long-docs", help="Records longer than --seq-len: split or drop (native)."
+    ),
     window: int = typer.Option(4096, "--window", help="Documents per best-fit-decreasing window (bounds memory)."),
 ) -> None:
     """Tokenise, mix and pack records into training shards (native or Megatron)."""
@@ -66,9 +83,21 @@ def pack_command(
     from synth.pack.render import TokenizerError
     from synth.pack.run import PackError, PackOptions, pack
 
-    opts = PackOptions(inputs=list(inputs), tokenizer=str(tokenizer), seq_len=seq_len, output=str(output), format=format,
-                       mix=str(mix) if mix else None, seed=seed, workers=max(1, workers), chat_loss=chat_loss,
-                       text_loss=text_loss, eod_token=eod_token, long_docs=long_docs, window=window)
+    opts = PackOptions(
+        inputs=list(inputs),
+        tokenizer=str(tokenizer),
+        seq_len=seq_len,
+        output=str(output),
+        format=format,
+        mix=str(mix) if mix else None,
+        seed=seed,
+        workers=max(1, workers),
+        chat_loss=chat_loss,
+        text_loss=text_loss,
+        eod_token=eod_token,
+        long_docs=long_docs,
+        window=window,
+    )
     started = time.perf_counter()
     try:
         result = pack(opts, progress=_progress_factory(console), say=lambda m: console.print(m, highlight=False))
@@ -89,17 +118,25 @@ def report(m: dict, seconds: float, con: Console) -> None:
     for col in ("group", "target share", "actual share", "tokens", "trained", "ratio"):
         table.add_column(col, justify="left" if col == "group" else "right")
     for g in mix["target_share"]:
-        table.add_row(g, f"{mix['target_share'][g]:.3f}", f"{mix['actual_share'][g]:.3f}", f"{mix['actual_tokens'][g]:,}",
-                      f"{mix['trained_tokens'][g]:,}", f"{mix['ratio'][g]:.3f}")
+        table.add_row(
+            g,
+            f"{mix['target_share'][g]:.3f}",
+            f"{mix['actual_share'][g]:.3f}",
+            f"{mix['actual_tokens'][g]:,}",
+            f"{mix['trained_tokens'][g]:,}",
+            f"{mix['ratio'][g]:.3f}",
+        )
     con.print(table)
     for key, per in m["tokens_written"].items():
         if key != mix["by"]:
             con.print(f"tokens by {key}: " + ", ".join(f"{k} {v:,}" for k, v in per.items()), highlight=False)
     c = m["counts"]
     skipped = sum(c["skipped"].values())
-    line = (f"[green]done:[/] {m['tokens']['documents']:,} tokens, {m['documents']:,} documents from {c['input_records']:,} records "
-            f"(skipped {skipped:,}, not sampled {c['not_sampled']:,}, repeats {c['repeats']:,}, split {c['split']:,}, dropped {c['dropped']:,}); "
-            f"mix distance {mix['distance']:.4f}")
+    line = (
+        f"[green]done:[/] {m['tokens']['documents']:,} tokens, {m['documents']:,} documents from {c['input_records']:,} records "
+        f"(skipped {skipped:,}, not sampled {c['not_sampled']:,}, repeats {c['repeats']:,}, split {c['split']:,}, dropped {c['dropped']:,}); "
+        f"mix distance {mix['distance']:.4f}"
+    )
     if "sequences" in m:
         line += f"; {m['sequences']:,} sequences of {m['seq_len']:,}, fill {m['fill_efficiency']:.1%}"
     con.print(line, highlight=False)

@@ -27,7 +27,16 @@ import numpy as np
 MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
 MEGATRON_VERSION = 1
 # Megatron-Core's DType codes (indexed_dataset.py).
-MEGATRON_DTYPE_CODES = {np.uint8: 1, np.int8: 2, np.int16: 3, np.int32: 4, np.int64: 5, np.float64: 6, np.float32: 7, np.uint16: 8}
+MEGATRON_DTYPE_CODES = {
+    np.uint8: 1,
+    np.int8: 2,
+    np.int16: 3,
+    np.int32: 4,
+    np.int64: 5,
+    np.float64: 6,
+    np.float32: 7,
+    np.uint16: 8,
+}
 UINT16_VOCAB_LIMIT = 65500  # Megatron's DType.optimal_dtype cut-off
 
 
@@ -73,7 +82,9 @@ class NativeWriter:
         offsets = [0] * len(docs)
         for i in range(1, len(docs)):
             offsets[i] = offsets[i - 1] + lengths[i - 1]
-        rows = np.array([(self.n_seq, o, n, *doc[2:5]) for o, n, doc in zip(offsets, lengths, docs)], dtype=np.int64).reshape(-1, 6)
+        rows = np.array(
+            [(self.n_seq, o, n, *doc[2:5]) for o, n, doc in zip(offsets, lengths, docs)], dtype=np.int64
+        ).reshape(-1, 6)
         placed = [(self.n_seq, o) for o in offsets]
         self.trained_tokens += sum(doc[5] if len(doc) > 5 else int(doc[1].sum()) for doc in docs)
         self.tokens_written += off
@@ -138,8 +149,8 @@ def read_megatron_index(path: Path) -> dict:
     raw = Path(path).read_bytes()
     if raw[:9] != MEGATRON_MAGIC:
         raise ValueError(f"{path}: not a Megatron index (bad magic)")
-    version, = struct.unpack_from("<Q", raw, 9)
-    code, = struct.unpack_from("<B", raw, 17)
+    (version,) = struct.unpack_from("<Q", raw, 9)
+    (code,) = struct.unpack_from("<B", raw, 17)
     n_seq, n_doc = struct.unpack_from("<QQ", raw, 18)
     off = 34
     lens = np.frombuffer(raw, np.int32, n_seq, off)

@@ -28,7 +28,9 @@ class InputFile:
 
 
 def _data_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES) and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES) and not p.name.startswith(".")
+    )
 
 
 def resolve_inputs(inputs: list[str]) -> list[InputFile]:

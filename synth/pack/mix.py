@@ -32,8 +32,12 @@ class MixConfig(BaseModel):
 
     by: Literal["source", "domain", "kind"] = Field("source", description="What the weights name.")
     weights: dict[str, float] = Field(..., min_length=1, description="Relative token share per group.")
-    budget_tokens: int | None = Field(None, gt=0, description="Total tokens to write (default: all the data the weights allow).")
-    max_repeats: float = Field(1.0, ge=1.0, description="Most times one group's data may be repeated to reach its share.")
+    budget_tokens: int | None = Field(
+        None, gt=0, description="Total tokens to write (default: all the data the weights allow)."
+    )
+    max_repeats: float = Field(
+        1.0, ge=1.0, description="Most times one group's data may be repeated to reach its share."
+    )
 
 
 def load_mix(path: str | Path) -> MixConfig:
@@ -49,7 +53,9 @@ def load_mix(path: str | Path) -> MixConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise MixError(f"{path}: field {field}: {err['msg']} (allowed keys: by, weights, budget_tokens, max_repeats)") from None
+        raise MixError(
+            f"{path}: field {field}: {err['msg']} (allowed keys: by, weights, budget_tokens, max_repeats)"
+        ) from None
     bad = {k: v for k, v in cfg.weights.items() if not (v >= 0 and math.isfinite(v))}
     if bad or sum(cfg.weights.values()) <= 0:
         raise MixError(f"{path}: field weights: weights must be non-negative and not all zero")
@@ -60,7 +66,9 @@ def group_of(by: str, source: str, domain: str, kind: str) -> str:
     return {"source": source, "domain": domain, "kind": kind}[by]
 
 
-def plan_ratios(cfg: MixConfig | None, available: dict[str, int], label: str = "--mix") -> tuple[dict[str, float], dict[str, int]]:
+def plan_ratios(
+    cfg: MixConfig | None, available: dict[str, int], label: str = "--mix"
+) -> tuple[dict[str, float], dict[str, int]]:
     """Ratio per group and target tokens per group. Groups the weights leave out get 0."""
     if cfg is None:
         return {g: 1.0 for g in available}, dict(available)
@@ -82,7 +90,8 @@ def plan_ratios(cfg: MixConfig | None, available: dict[str, int], label: str = "
         if q > cfg.max_repeats + 1e-9:
             raise MixError(
                 f"{label}: budget_tokens {int(budget):,} needs {int(want):,} tokens of {cfg.by} {g!r}, "
-                f"which has {available[g]:,} (max_repeats {cfg.max_repeats:g}): lower the budget or raise max_repeats")
+                f"which has {available[g]:,} (max_repeats {cfg.max_repeats:g}): lower the budget or raise max_repeats"
+            )
         ratios[g] = q
         targets[g] = round(want)
     return ratios, targets

@@ -54,7 +54,9 @@ def read_ranks(path: Path, limit: int | None = None) -> tuple[list[bytes], str |
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (what ByteLevel uses)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = keep[:]
     extra = 0
     for b in range(256):
@@ -67,7 +69,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def _merge_of(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes] | None:
     rank = ranks[token]
-    parts = [token[i:i + 1] for i in range(len(token))]
+    parts = [token[i : i + 1] for i in range(len(token))]
     while len(parts) > 2:
         best, at = None, -1
         for i in range(len(parts) - 1):
@@ -76,7 +78,7 @@ def _merge_of(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes] | No
                 best, at = r, i
         if best is None:
             return None
-        parts[at:at + 2] = [parts[at] + parts[at + 1]]
+        parts[at : at + 2] = [parts[at] + parts[at + 1]]
     return (parts[0], parts[1]) if len(parts) == 2 else None
 
 
@@ -104,7 +106,9 @@ def build_tokenizer(out_dir: str | Path, rank_file: str | Path | None = None, li
         pre.insert(0, pre_tokenizers.Split(Regex(pattern), behavior="isolated"))
     tk.pre_tokenizer = pre_tokenizers.Sequence(pre)
     tk.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out))
@@ -112,7 +116,9 @@ def build_tokenizer(out_dir: str | Path, rank_file: str | Path | None = None, li
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Build a tokenizer folder from a BPE rank file (default: mistral_common's tekken, 131K).")
+    ap = argparse.ArgumentParser(
+        description="Build a tokenizer folder from a BPE rank file (default: mistral_common's tekken, 131K)."
+    )
     ap.add_argument("out_dir")
     ap.add_argument("--rank-file", default=None)
     ap.add_argument("--limit", type=int, default=None, help="keep only the first N ranks")

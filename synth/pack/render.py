@@ -46,7 +46,10 @@ def load_tokenizer(path: str | Path):
     in-process workers and repeated packs share it; a changed file loads it again)."""
     p = Path(path)
     if p.is_dir():
-        key = (str(p.resolve()), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(p.iterdir()) if f.is_file()))
+        key = (
+            str(p.resolve()),
+            tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(p.iterdir()) if f.is_file()),
+        )
         if key not in _LOADED:
             _LOADED.clear()  # one tokenizer kept: it is large
             _LOADED[key] = _load_tokenizer(p, path)
@@ -57,7 +60,9 @@ def load_tokenizer(path: str | Path):
 def _load_tokenizer(p: Path, path: str | Path):
     if not p.exists():
         raise TokenizerError(f"--tokenizer {path}: no such folder")
-    if not p.is_dir() or not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")):
+    if not p.is_dir() or not any(
+        (p / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+    ):
         raise TokenizerError(f"--tokenizer {path}: not a tokenizer folder (no tokenizer.json or tokenizer_config.json)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -67,9 +72,13 @@ def _load_tokenizer(p: Path, path: str | Path):
     try:
         tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a broken folder
-        raise TokenizerError(f"--tokenizer {path}: cannot load a tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise TokenizerError(
+            f"--tokenizer {path}: cannot load a tokenizer ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
     if not getattr(tok, "is_fast", False):
-        raise TokenizerError(f"--tokenizer {path}: only fast (tokenizer.json) tokenizers give the offsets loss masks need")
+        raise TokenizerError(
+            f"--tokenizer {path}: only fast (tokenizer.json) tokenizers give the offsets loss masks need"
+        )
     return tok
 
 
@@ -79,7 +88,11 @@ def tokenizer_fingerprint(path: str | Path) -> str:
     p = Path(path)
     for name in sorted(os.listdir(p)):
         f = p / name
-        if f.is_file() and (name.startswith("tokenizer") or name in ("vocab.json", "merges.txt", "special_tokens_map.json", "chat_template.jinja", "chat_template.json")):
+        if f.is_file() and (
+            name.startswith("tokenizer")
+            or name
+            in ("vocab.json", "merges.txt", "special_tokens_map.json", "chat_template.jinja", "chat_template.json")
+        ):
             h.update(name.encode())
             h.update(f.read_bytes())
     return h.hexdigest()
@@ -99,7 +112,9 @@ class LossPolicy:
         roles = tuple(r.strip() for r in chat.split(",") if r.strip())
         bad = [r for r in roles if r not in (*ROLES, "all")]
         if bad or not roles:
-            raise ValueError(f"--chat-loss: unknown role {bad[0] if bad else chat!r}; allowed: {', '.join(ROLES)}, all (comma-separated)")
+            raise ValueError(
+                f"--chat-loss: unknown role {bad[0] if bad else chat!r}; allowed: {', '.join(ROLES)}, all (comma-separated)"
+            )
         if text not in ("all", "none"):
             raise ValueError(f"--text-loss must be all or none, not {text!r}")
         return cls(chat_roles=roles, text=text == "all")
@@ -174,7 +189,9 @@ class Renderer:
         if eod is None:
             raise TokenizerError("the tokenizer has no end-of-sequence token: give --eod-token")
         eod_id = tokenizer.convert_tokens_to_ids(eod)
-        if eod_id is None or (tokenizer.unk_token_id is not None and eod_id == tokenizer.unk_token_id and eod != tokenizer.unk_token):
+        if eod_id is None or (
+            tokenizer.unk_token_id is not None and eod_id == tokenizer.unk_token_id and eod != tokenizer.unk_token
+        ):
             raise TokenizerError(f"--eod-token {eod!r} is not a token of this tokenizer")
         self.eod_id = int(eod_id)
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
@@ -182,9 +199,13 @@ class Renderer:
     # -- chat ------------------------------------------------------------------
     def _template(self, messages, tools, generation_prompt=False) -> str:
         try:
-            return self.tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt)
+            return self.tok.apply_chat_template(
+                messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt
+            )
         except Exception as exc:  # noqa: BLE001 - jinja raise_exception, TemplateError, TypeError on odd data
-            raise Skip("chat_template_error", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__) from None
+            raise Skip(
+                "chat_template_error", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            ) from None
 
     def chat_text_and_spans(self, messages, tools) -> tuple[str, list[tuple[int, int]]]:
         if not self.has_template:
@@ -211,8 +232,10 @@ class Renderer:
             before = prefix(i, m["role"] == "assistant")
             upto = prefix(i + 1)
             if not (upto.startswith(before) and full.startswith(upto)):
-                raise Skip("chat_template_not_incremental", "renderings of the conversation's prefixes are not prefixes of it")
-            start, end = len(before), len(before) + len(upto[len(before):].rstrip())
+                raise Skip(
+                    "chat_template_not_incremental", "renderings of the conversation's prefixes are not prefixes of it"
+                )
+            start, end = len(before), len(before) + len(upto[len(before) :].rstrip())
             if end > start:
                 spans.append((start, end))
         return full, spans

@@ -37,21 +37,23 @@ from synth.pack.tokenize import RENDERERS, TokenizeTask, tokenize_file
 FORMAT_NAME = "synth-pack"
 FORMAT_VERSION = 1
 
-PACKING_SCHEMA = pa.schema([
-    ("record_id", pa.string()),
-    ("source", pa.string()),
-    ("domain", pa.string()),
-    ("kind", pa.string()),
-    ("status", pa.string()),  # packed | split | dropped | skipped | not_sampled
-    ("reason", pa.string()),
-    ("record_tokens", pa.int64()),  # the whole record's tokens (end-of-document token included)
-    ("copy", pa.int32()),  # 0 for the first copy; repeats from up-sampling count up
-    ("piece", pa.int32()),  # which slice of a split record
-    ("output", pa.string()),  # Megatron: the prefix written to
-    ("sequence", pa.int64()),  # native: packed sequence; Megatron: document index in its prefix
-    ("offset", pa.int64()),
-    ("tokens", pa.int64()),  # tokens of this placement
-])
+PACKING_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("source", pa.string()),
+        ("domain", pa.string()),
+        ("kind", pa.string()),
+        ("status", pa.string()),  # packed | split | dropped | skipped | not_sampled
+        ("reason", pa.string()),
+        ("record_tokens", pa.int64()),  # the whole record's tokens (end-of-document token included)
+        ("copy", pa.int32()),  # 0 for the first copy; repeats from up-sampling count up
+        ("piece", pa.int32()),  # which slice of a split record
+        ("output", pa.string()),  # Megatron: the prefix written to
+        ("sequence", pa.int64()),  # native: packed sequence; Megatron: document index in its prefix
+        ("offset", pa.int64()),
+        ("tokens", pa.int64()),  # tokens of this placement
+    ]
+)
 
 
 class PackError(ValueError):
@@ -98,7 +100,7 @@ def _binary_values(column: pa.ChunkedArray, dtype: np.dtype) -> tuple[np.ndarray
     _, off_buf, data_buf = arr.buffers()
     offsets = np.frombuffer(off_buf, dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, dtype=np.uint8)
-    data = data[offsets[0]:offsets[-1]]
+    data = data[offsets[0] : offsets[-1]]
     return data.view(dtype), (offsets - offsets[0]) // dtype.itemsize
 
 
@@ -126,10 +128,15 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
     work = out / ".work"
     tok_dir = work / "tokens"
     tok_fp = {
-        "tokenizer": tokenizer_fingerprint(opts.tokenizer), "chat_loss": opts.chat_loss, "text_loss": opts.text_loss,
-        "eod": renderer.eod_id, "version": FORMAT_VERSION,
+        "tokenizer": tokenizer_fingerprint(opts.tokenizer),
+        "chat_loss": opts.chat_loss,
+        "text_loss": opts.text_loss,
+        "eod": renderer.eod_id,
+        "version": FORMAT_VERSION,
         # a rewritten input file (same path, new size or time) is tokenised again
-        "files": [(f.source, str(Path(f.path).resolve()), os.stat(f.path).st_size, os.stat(f.path).st_mtime_ns) for f in files],
+        "files": [
+            (f.source, str(Path(f.path).resolve()), os.stat(f.path).st_size, os.stat(f.path).st_mtime_ns) for f in files
+        ],
     }
     fp_file = work / "tokenize.json"
     if fp_file.exists() and json.loads(fp_file.read_text()) != json.loads(json.dumps(tok_fp)):
@@ -139,8 +146,18 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
     atomic_write_json(fp_file, tok_fp)
 
     mix_raw = mix.model_dump() if mix else None
-    final_fp = _fingerprint({"tok": tok_fp, "seq_len": opts.seq_len, "format": opts.format, "mix": mix_raw, "seed": opts.seed,
-                             "long_docs": opts.long_docs, "window": opts.window, "pad": pad_id})
+    final_fp = _fingerprint(
+        {
+            "tok": tok_fp,
+            "seq_len": opts.seq_len,
+            "format": opts.format,
+            "mix": mix_raw,
+            "seed": opts.seed,
+            "long_docs": opts.long_docs,
+            "window": opts.window,
+            "pad": pad_id,
+        }
+    )
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
@@ -148,8 +165,19 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
             return PackResult(out, old, resumed=True, messages=["already packed with these options: nothing to do"])
 
     # -- phase 1: tokenise, one committed shard per input file ----------------------
-    tasks = [TokenizeTask(i, f.source, f.path, str(opts.tokenizer), opts.chat_loss, opts.text_loss, opts.eod_token,
-                          str(tok_dir / f"part-{i:05d}.parquet")) for i, f in enumerate(files)]
+    tasks = [
+        TokenizeTask(
+            i,
+            f.source,
+            f.path,
+            str(opts.tokenizer),
+            opts.chat_loss,
+            opts.text_loss,
+            opts.eod_token,
+            str(tok_dir / f"part-{i:05d}.parquet"),
+        )
+        for i, f in enumerate(files)
+    ]
     todo = [t for t in tasks if not Path(t.target).exists()]
     if len(todo) < len(tasks):
         say(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} input files already tokenised")
@@ -235,7 +263,9 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
 
         def emit(bins):
             for b in bins:
-                placed = native.write_sequence([(p[6], p[7], s_code[p[1]], d_code[p[2]], k_code[p[3]], p[10]) for p in b.docs])
+                placed = native.write_sequence(
+                    [(p[6], p[7], s_code[p[1]], d_code[p[2]], k_code[p[3]], p[10]) for p in b.docs]
+                )
                 done = 0
                 # row() and account() inlined: this loop runs once per document
                 for (rid, s, d, k, copy, piece, t, _, rtok, status, n_trained, g), (seq, off) in zip(b.docs, placed):
@@ -263,7 +293,10 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
     for copy in range(passes):
         for t in tasks:
             table = pq.read_table(t.target)
-            cols = [table.column(c).to_pylist() for c in ("record_id", "source", "domain", "kind", "status", "reason", "n_tokens", by)]
+            cols = [
+                table.column(c).to_pylist()
+                for c in ("record_id", "source", "domain", "kind", "status", "reason", "n_tokens", by)
+            ]
             # Every record's tokens and mask as views into the shard's two buffers, and
             # its trained-token count from one cumulative sum (no per-record copies).
             all_toks, offsets = _binary_values(table.column("tokens"), np.dtype("<i4"))
@@ -291,7 +324,7 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
                 if reps <= copy:
                     continue
                 a = offs[i]
-                toks, mask = all_toks[a:a + n], all_mask[a:a + n]
+                toks, mask = all_toks[a : a + n], all_mask[a : a + n]
                 if megatron is not None:
                     w = megatron[g]
                     idx = w.add(toks)
@@ -311,7 +344,20 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
                     for j, start in enumerate(range(0, n, opts.seq_len)):
                         stop = min(start + opts.seq_len, n)
                         piece_trained = int(trained_before[a + stop] - trained_before[a + start])
-                        piece = (rid, s, d, k, copy, j, toks[start:stop], mask[start:stop], n, "split", piece_trained, g)
+                        piece = (
+                            rid,
+                            s,
+                            d,
+                            k,
+                            copy,
+                            j,
+                            toks[start:stop],
+                            mask[start:stop],
+                            n,
+                            "split",
+                            piece_trained,
+                            g,
+                        )
                         done_bins = packer.add(stop - start, piece)
                         if done_bins:
                             emit(done_bins)
@@ -352,13 +398,20 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
         "trained_tokens": {g: trained.get(g, 0) for g in sorted(targets)},
     }
     # Total variation distance between the target and the actual shares.
-    mix_report["distance"] = round(0.5 * sum(abs(mix_report["target_share"][g] - mix_report["actual_share"][g]) for g in targets), 6)
+    mix_report["distance"] = round(
+        0.5 * sum(abs(mix_report["target_share"][g] - mix_report["actual_share"][g]) for g in targets), 6
+    )
     manifest = {
         "format": FORMAT_NAME if opts.format == "native" else "megatron",
         "version": FORMAT_VERSION,
         "fingerprint": final_fp,
-        "tokenizer": {"name": Path(opts.tokenizer).resolve().name, "vocab_size": vocab_size, "sha256": tok_fp["tokenizer"],
-                      "eod_id": renderer.eod_id, "pad_id": int(pad_id)},
+        "tokenizer": {
+            "name": Path(opts.tokenizer).resolve().name,
+            "vocab_size": vocab_size,
+            "sha256": tok_fp["tokenizer"],
+            "eod_id": renderer.eod_id,
+            "pad_id": int(pad_id),
+        },
         "dtype": np.dtype(dtype).name,
         "seq_len": opts.seq_len,
         "seed": opts.seed,
@@ -381,14 +434,20 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
     if native is not None:
         manifest["sequences"] = native.n_seq
         manifest["documents"] = native.n_docs
-        manifest["tokens"] = {"documents": native.tokens_written, "trained": native.trained_tokens,
-                              "padding": native.n_seq * opts.seq_len - native.tokens_written}
+        manifest["tokens"] = {
+            "documents": native.tokens_written,
+            "trained": native.trained_tokens,
+            "padding": native.n_seq * opts.seq_len - native.tokens_written,
+        }
         manifest["fill_efficiency"] = round(native.tokens_written / max(native.n_seq * opts.seq_len, 1), 6)
     else:
         manifest["documents"] = int(counts["documents"])
         manifest["tokens"] = {"documents": total_written}
-        manifest["megatron"] = {"prefixes": {g: f"megatron/{w.prefix.name}" for g, w in megatron.items()},
-                                "blend": "megatron/blend.txt", "loss_mask": "not stored: Megatron pre-training trains on every token"}
+        manifest["megatron"] = {
+            "prefixes": {g: f"megatron/{w.prefix.name}" for g, w in megatron.items()},
+            "blend": "megatron/blend.txt",
+            "loss_mask": "not stored: Megatron pre-training trains on every token",
+        }
     manifest["files"] = {name: sha256_file(staging / name) for name in files_written}
     # Move into place, manifest last: it is the commit point of the whole pack.
     for name in files_written:

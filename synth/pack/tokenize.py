@@ -17,17 +17,19 @@ from synth.core.rundir import atomic_write_parquet
 from synth.pack.inputs import iter_record_batches
 from synth.pack.render import LossPolicy, Renderer, Skip, load_tokenizer
 
-TOKENS_SCHEMA = pa.schema([
-    ("record_id", pa.string()),
-    ("source", pa.string()),
-    ("domain", pa.string()),
-    ("kind", pa.string()),
-    ("status", pa.string()),  # ok | skipped
-    ("reason", pa.string()),  # why skipped (null when ok)
-    ("n_tokens", pa.int64()),
-    ("tokens", pa.large_binary()),  # int32 little-endian
-    ("mask", pa.large_binary()),  # uint8 per token
-])
+TOKENS_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("source", pa.string()),
+        ("domain", pa.string()),
+        ("kind", pa.string()),
+        ("status", pa.string()),  # ok | skipped
+        ("reason", pa.string()),  # why skipped (null when ok)
+        ("n_tokens", pa.int64()),
+        ("tokens", pa.large_binary()),  # int32 little-endian
+        ("mask", pa.large_binary()),  # uint8 per token
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,9 @@ RENDERERS: dict[tuple, Renderer] = {}
 def renderer_for(task: TokenizeTask) -> Renderer:
     key = (task.tokenizer, task.chat_loss, task.text_loss, task.eod_token)
     if key not in RENDERERS:
-        RENDERERS[key] = Renderer(load_tokenizer(task.tokenizer), LossPolicy.parse(task.chat_loss, task.text_loss), task.eod_token)
+        RENDERERS[key] = Renderer(
+            load_tokenizer(task.tokenizer), LossPolicy.parse(task.chat_loss, task.text_loss), task.eod_token
+        )
     return RENDERERS[key]
 
 
@@ -65,7 +69,9 @@ def _binary_column(chunks: list[np.ndarray], lengths: np.ndarray) -> pa.Array:
     data = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint8)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
 def tokenize_file(task: TokenizeTask) -> dict:
@@ -137,7 +143,9 @@ def _prepare_batch(r: Renderer, task: TokenizeTask, batch: list[dict], rows_befo
     return meta, rendered, texts, chats
 
 
-def _batch_table(r: Renderer, task: TokenizeTask, meta: dict, rendered: list, encoding: cf.Future, stats: dict) -> pa.Table:
+def _batch_table(
+    r: Renderer, task: TokenizeTask, meta: dict, rendered: list, encoding: cf.Future, stats: dict
+) -> pa.Table:
     text_mask = np.uint8(1 if r.policy.text else 0)
     n = len(rendered)
     stats["records"] += n
@@ -156,7 +164,7 @@ def _batch_table(r: Renderer, task: TokenizeTask, meta: dict, rendered: list, en
                 continue
             if out == "text":  # its slice of the batch encode
                 start = ends[j - 1] if j else 0
-                t = flat[start:ends[j]]
+                t = flat[start : ends[j]]
                 m = np.full(len(t), text_mask, dtype=np.uint8)
                 j += 1
             else:
@@ -168,8 +176,13 @@ def _batch_table(r: Renderer, task: TokenizeTask, meta: dict, rendered: list, en
     stats["skipped"] += sum(out is None for out in rendered)
     stats["tokens"] += int(lengths.sum())
     cols = {
-        "record_id": meta["record_id"], "source": [task.source] * n, "domain": meta["domain"], "kind": meta["kind"],
-        "status": meta["status"], "reason": meta["reason"], "n_tokens": lengths.astype(np.int64),
+        "record_id": meta["record_id"],
+        "source": [task.source] * n,
+        "domain": meta["domain"],
+        "kind": meta["kind"],
+        "status": meta["status"],
+        "reason": meta["reason"],
+        "n_tokens": lengths.astype(np.int64),
         "tokens": _binary_column([c.astype("<i4", copy=False).view(np.uint8) for c in tok_chunks], lengths * 4),
         "mask": _binary_column(mask_chunks, lengths),
     }

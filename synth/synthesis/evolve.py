@@ -28,7 +28,49 @@ from synth.llm.types import ChatRequest, SamplingParams
 from synth.prompts import load_prompt
 
 STOP_WORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "i", "if", "in", "is", "it", "its", "of", "on", "or", "so", "that", "the", "this", "to", "was", "were", "will", "with", "you", "your", "we", "they", "he", "she", "not", "no", "yes", "ok"]
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "i",
+        "if",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "so",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "will",
+        "with",
+        "you",
+        "your",
+        "we",
+        "they",
+        "he",
+        "she",
+        "not",
+        "no",
+        "yes",
+        "ok",
+    ]
 )
 
 
@@ -50,10 +92,23 @@ class EvolveOptions(LLMStageOptions):
         description="Operators (defined in the prompt file's data.operators) and their weights.",
     )
     rounds: int = Field(1, ge=1, le=10)
-    max_added_words: int = Field(20, ge=1, description="A depth rewrite may add at most this many words (the paper: 10-20).")
-    added_words_slack: int = Field(10, ge=0, description="Tolerance over max_added_words before a rewrite is eliminated.")
+    max_added_words: int = Field(
+        20, ge=1, description="A depth rewrite may add at most this many words (the paper: 10-20)."
+    )
+    added_words_slack: int = Field(
+        10, ge=0, description="Tolerance over max_added_words before a rewrite is eliminated."
+    )
     scaffolding_phrases: list[str] = Field(
-        default_factory=lambda: ["given prompt", "rewritten prompt", "#rewritten prompt#", "#given prompt#", "given task", "rewritten task", "original task", "how to rewrite"]
+        default_factory=lambda: [
+            "given prompt",
+            "rewritten prompt",
+            "#rewritten prompt#",
+            "#given prompt#",
+            "given task",
+            "rewritten task",
+            "original task",
+            "how to rewrite",
+        ]
     )
     judge_equality: bool = True
     check_response: bool = Field(True, description="Eliminate by a trial response (rules b and c).")
@@ -87,7 +142,12 @@ class EvolveInstructions(LLMStage):
     type = "evolve"
     Options = EvolveOptions
     reads = ("id", "instruction")
-    outputs = {"evolution": pa.list_(pa.string()), "evolution_parent": pa.string(), "provenance": pa.string(), "instruction": pa.string()}
+    outputs = {
+        "evolution": pa.list_(pa.string()),
+        "evolution_parent": pa.string(),
+        "provenance": pa.string(),
+        "instruction": pa.string(),
+    }
 
     def setup(self) -> None:
         self.prompt = load_prompt(self.options.prompt)
@@ -96,7 +156,9 @@ class EvolveInstructions(LLMStage):
         defined = self.prompt.data.get("operators", {})
         unknown = [op for op in self.options.operators if op not in defined]
         if unknown:
-            raise ValueError(f"evolve: operators {unknown} are not defined in {self.prompt.path}; defined: {sorted(defined)}")
+            raise ValueError(
+                f"evolve: operators {unknown} are not defined in {self.prompt.path}; defined: {sorted(defined)}"
+            )
         self.operator_specs = defined
         self.scaffolding = re.compile("|".join(re.escape(p) for p in self.options.scaffolding_phrases), re.IGNORECASE)
 
@@ -114,7 +176,11 @@ class EvolveInstructions(LLMStage):
             ops = [self._operator(shard, r["id"], round_no) for r in rows]
             rewrite_reqs = [
                 ChatRequest(
-                    self.prompt.render(instruction=r["instruction"], guidance=self.operator_specs[op]["guidance"], max_added_words=self.options.max_added_words),
+                    self.prompt.render(
+                        instruction=r["instruction"],
+                        guidance=self.operator_specs[op]["guidance"],
+                        max_added_words=self.options.max_added_words,
+                    ),
                     self.sampling(shard, {"id": f"{r['id']}:{round_no}:{op}"}),
                     key=f"{r['id']}:r{round_no}",
                 )
@@ -159,11 +225,17 @@ class EvolveInstructions(LLMStage):
             return "unchanged"
         return None
 
-    def _check_trial_responses(self, rows, ops, candidates: dict[int, str], shard: Shard, round_no: int) -> dict[int, str]:
+    def _check_trial_responses(
+        self, rows, ops, candidates: dict[int, str], shard: Shard, round_no: int
+    ) -> dict[int, str]:
         idx = list(candidates)
         trial = SamplingParams(temperature=0.0, max_tokens=self.options.trial_max_tokens)
         reqs = [
-            ChatRequest(self.trial.render(instruction=candidates[i], domain=rows[i].get("domain") or "general"), trial, key=f"{rows[i]['id']}:trial{round_no}")
+            ChatRequest(
+                self.trial.render(instruction=candidates[i], domain=rows[i].get("domain") or "general"),
+                trial,
+                key=f"{rows[i]['id']}:trial{round_no}",
+            )
             for i in idx
         ]
         kept = {}
@@ -176,7 +248,10 @@ class EvolveInstructions(LLMStage):
             elif only_punctuation_and_stop_words(res.text):
                 reason = "response_only_stop_words"
             if reason:
-                shard.note({"id": rows[i]["id"], "operator": ops[i], "rewrite": candidates[i], "trial_response": res.text}, reason)
+                shard.note(
+                    {"id": rows[i]["id"], "operator": ops[i], "rewrite": candidates[i], "trial_response": res.text},
+                    reason,
+                )
             else:
                 kept[i] = candidates[i]
         return kept
@@ -184,14 +259,29 @@ class EvolveInstructions(LLMStage):
     def _judge(self, rows, ops, candidates: dict[int, str], shard: Shard, round_no: int) -> dict[int, str]:
         idx = list(candidates)
         greedy = SamplingParams(temperature=0.0, max_tokens=4)
-        reqs = [ChatRequest(self.equality.render(first=rows[i]["instruction"], second=candidates[i]), greedy, key=f"{rows[i]['id']}:eq{round_no}") for i in idx]
+        reqs = [
+            ChatRequest(
+                self.equality.render(first=rows[i]["instruction"], second=candidates[i]),
+                greedy,
+                key=f"{rows[i]['id']}:eq{round_no}",
+            )
+            for i in idx
+        ]
         kept = {}
         for i, res in zip(idx, self.call(reqs, shard)):
             verdict = (res.text or "").strip().lower()
             if res.error is not None:
                 shard.note({"id": rows[i]["id"], "rewrite": candidates[i]}, error_reason(res))
             elif verdict.startswith("equal"):
-                shard.note({"id": rows[i]["id"], "operator": ops[i], "parent": rows[i]["instruction"], "rewrite": candidates[i]}, "no_information_gain")
+                shard.note(
+                    {
+                        "id": rows[i]["id"],
+                        "operator": ops[i],
+                        "parent": rows[i]["instruction"],
+                        "rewrite": candidates[i],
+                    },
+                    "no_information_gain",
+                )
             else:
                 kept[i] = candidates[i]
         return kept

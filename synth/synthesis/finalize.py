@@ -19,7 +19,9 @@ class FormatChatOptions(StageOptions):
     kind: str = Field("instruction", description="Value of the `kind` column (instruction or tool_use).")
     instruction_column: str = "instruction"
     response_column: str = "response"
-    drop_columns: list[str] = Field(default_factory=lambda: ["responses", "route_model"], description="Working columns not kept in the output.")
+    drop_columns: list[str] = Field(
+        default_factory=lambda: ["responses", "route_model"], description="Working columns not kept in the output."
+    )
 
 
 class FormatChat(Stage):
@@ -39,5 +41,10 @@ class FormatChat(Stage):
     def process(self, table: pa.Table, shard: Shard) -> pa.Table:
         instructions = table.column(self.options.instruction_column).to_pylist()
         responses = table.column(self.options.response_column).to_pylist()
-        messages = [[{"role": "user", "content": i}, {"role": "assistant", "content": r}] for i, r in zip(instructions, responses)]
-        return add_columns(table, {"kind": [self.options.kind] * table.num_rows, "messages": messages}, self.column_types())
+        messages = [
+            [{"role": "user", "content": i}, {"role": "assistant", "content": r}]
+            for i, r in zip(instructions, responses)
+        ]
+        return add_columns(
+            table, {"kind": [self.options.kind] * table.num_rows, "messages": messages}, self.column_types()
+        )

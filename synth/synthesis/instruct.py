@@ -53,7 +53,15 @@ class InstructOptions(LLMStageOptions):
     prompt: str = "instruct/generate"
     passage_prompt: str = "instruct/with_passage"
     kinds: dict[str, float] = Field(
-        default_factory=lambda: {"open_question": 3, "reasoning": 2, "math": 2, "coding": 1, "writing": 1, "extraction": 1, "summarisation": 1},
+        default_factory=lambda: {
+            "open_question": 3,
+            "reasoning": 2,
+            "math": 2,
+            "coding": 1,
+            "writing": 1,
+            "extraction": 1,
+            "summarisation": 1,
+        },
         description="Kinds of instruction and their shares; kinds are defined in the prompt file's data.kinds.",
     )
     kinds_per_passage: int = Field(2, ge=1)
@@ -61,7 +69,9 @@ class InstructOptions(LLMStageOptions):
     text_column: str = "text"
     max_passage_chars: int = Field(3000, ge=200, description="Longer passages are cut before prompting.")
     min_words: int = Field(4, ge=1)
-    max_copy_overlap: float = Field(0.5, ge=0, le=1, description="Drop tasks whose word 8-grams come from the passage above this share.")
+    max_copy_overlap: float = Field(
+        0.5, ge=0, le=1, description="Drop tasks whose word 8-grams come from the passage above this share."
+    )
     sampling: SamplingOptions = Field(default_factory=lambda: SamplingOptions(temperature=0.7, max_tokens=384))
 
     @field_validator("kinds")
@@ -87,7 +97,9 @@ class GenerateInstructions(LLMStage):
         known = self.prompt.data.get("kinds", {})
         unknown = [k for k in self.options.kinds if k not in known]
         if unknown:
-            raise ValueError(f"instruct: kinds {unknown} are not defined in {self.prompt.path}; defined: {sorted(known)}")
+            raise ValueError(
+                f"instruct: kinds {unknown} are not defined in {self.prompt.path}; defined: {sorted(known)}"
+            )
         self.kind_specs = known
 
     def _pick_kinds(self, shard: Shard, passage_id: str) -> list[str]:
@@ -107,7 +119,14 @@ class GenerateInstructions(LLMStage):
     def build_request(self, row: dict, shard: Shard) -> list[ChatRequest]:
         schema = {
             "type": "object",
-            "properties": {"instructions": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": self.options.per_kind}},
+            "properties": {
+                "instructions": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 1,
+                    "maxItems": self.options.per_kind,
+                }
+            },
             "required": ["instructions"],
         }
         passage = (row.get(self.options.text_column) or "")[: self.options.max_passage_chars]
@@ -116,11 +135,17 @@ class GenerateInstructions(LLMStage):
         for kind in self._pick_kinds(shard, row["id"]):
             spec = self.kind_specs[kind]
             messages = self.prompt.render(
-                passage=passage, kind=kind.replace("_", " "), kind_description=spec["description"], count=self.options.per_kind, source=source
+                passage=passage,
+                kind=kind.replace("_", " "),
+                kind_description=spec["description"],
+                count=self.options.per_kind,
+                source=source,
             )
             # the passage may be cut to fit the model's context (LLMStage.send)
             sampling = self.sampling(shard, {"id": f"{row['id']}:{kind}"}, json_schema=schema)
-            requests.append(ChatRequest(messages, sampling, key=f"{row['id']}:{kind}", shortenable=passage, context=kind))
+            requests.append(
+                ChatRequest(messages, sampling, key=f"{row['id']}:{kind}", shortenable=passage, context=kind)
+            )
         return requests
 
     def failed_record(self, row: dict, request: ChatRequest) -> dict:
@@ -149,7 +174,11 @@ class GenerateInstructions(LLMStage):
         seen: set[str] = set()
         accepted = []
         for cand in candidates:
-            text = cand.strip() if isinstance(cand, str) else (str(cand.get("instruction", "")).strip() if isinstance(cand, dict) else "")
+            text = (
+                cand.strip()
+                if isinstance(cand, str)
+                else (str(cand.get("instruction", "")).strip() if isinstance(cand, dict) else "")
+            )
             record = {"source_id": row["id"], "kind": kind, "instruction": text}
             reason = None
             if len(words(text)) < self.options.min_words:
@@ -164,7 +193,11 @@ class GenerateInstructions(LLMStage):
                 shard.drop(record, reason)
                 continue
             seen.add(text.lower())
-            shown = self.passage_prompt.render(task=text, passage=passage[: self.options.max_passage_chars])[0]["content"] if spec.get("include_passage") else text
+            shown = (
+                self.passage_prompt.render(task=text, passage=passage[: self.options.max_passage_chars])[0]["content"]
+                if spec.get("include_passage")
+                else text
+            )
             accepted.append(
                 {
                     "id": content_id("instruction", row["id"], kind, text),
@@ -177,7 +210,9 @@ class GenerateInstructions(LLMStage):
                     "source_path": row.get("source"),
                     "language": row.get("language"),
                     "evolution": [],
-                    "provenance": self.provenance(None, result, extra_prompt=self.passage_prompt.ref if spec.get("include_passage") else None),
+                    "provenance": self.provenance(
+                        None, result, extra_prompt=self.passage_prompt.ref if spec.get("include_passage") else None
+                    ),
                 }
             )
         return accepted

@@ -44,7 +44,10 @@ class GenerateResponses(LLMStage):
         self.prompt = load_prompt(self.options.prompt)
 
     def is_objective(self, row: dict) -> bool:
-        return row.get("domain") in self.options.objective_domains or row.get("task_type") in self.options.objective_task_types
+        return (
+            row.get("domain") in self.options.objective_domains
+            or row.get("task_type") in self.options.objective_task_types
+        )
 
     def build_request(self, row: dict, shard: Shard) -> ChatRequest:
         base = self.sampling(shard, row)

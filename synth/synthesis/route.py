@@ -32,7 +32,10 @@ GENERAL = "general"
 # equation or a code fence is stronger evidence than a loose word such as "history".
 BUILTIN_RULES: dict[str, list[tuple[str, float]]] = {
     "math": [
-        (r"\b(solve|equation|integral|derivative|theorem|prove|probability|polynomial|algebra|geometry|calculus|arithmetic|fraction|percent(age)?|sum of|product of|how many|how much)\b", 1.0),
+        (
+            r"\b(solve|equation|integral|derivative|theorem|prove|probability|polynomial|algebra|geometry|calculus|arithmetic|fraction|percent(age)?|sum of|product of|how many|how much)\b",
+            1.0,
+        ),
         (r"\b(triangle|circle|radius|angle|matrix|vector|prime|divisible|factorial|logarithm|sqrt|modulo)\b", 1.0),
         (r"\d+\s*[-+*/^=]\s*\d+", 1.5),
         (r"\\(frac|sqrt|int|sum|boxed)\b|\$[^$]+\$", 2.0),
@@ -40,14 +43,23 @@ BUILTIN_RULES: dict[str, list[tuple[str, float]]] = {
     "code": [
         (r"```|\bdef \w+\(|\bclass \w+[:(]|#include|\bfunction\s*\w*\(|=>|\bconsole\.log|\bprint\(", 2.0),
         (r"\b(python|javascript|typescript|java|c\+\+|rust|golang|sql|bash|html|css|regex|api|json)\b", 1.5),
-        (r"\b(code|program|function|script|algorithm|compile|debug|bug|implement|refactor|unit test|recursion|array|string|loop|variable)\b", 1.0),
+        (
+            r"\b(code|program|function|script|algorithm|compile|debug|bug|implement|refactor|unit test|recursion|array|string|loop|variable)\b",
+            1.0,
+        ),
     ],
     "science": [
-        (r"\b(physics|chemistry|biology|molecule|atom|electron|cell|dna|protein|enzyme|evolution|species|gravity|energy|force|velocity|acceleration|photosynthesis|ecosystem|climate|quantum|reaction|compound|element|organism|genetic)\b", 1.0),
+        (
+            r"\b(physics|chemistry|biology|molecule|atom|electron|cell|dna|protein|enzyme|evolution|species|gravity|energy|force|velocity|acceleration|photosynthesis|ecosystem|climate|quantum|reaction|compound|element|organism|genetic)\b",
+            1.0,
+        ),
         (r"\b(experiment|hypothesis|scientific|laboratory)\b", 0.7),
     ],
     "humanities": [
-        (r"\b(history|historical|war|empire|revolution|philosophy|philosopher|ethics|moral|religion|literature|novel|poem|poetry|author|art|painting|music|culture|language|linguistics|century|king|queen|democracy|politics|society)\b", 1.0),
+        (
+            r"\b(history|historical|war|empire|revolution|philosophy|philosopher|ethics|moral|religion|literature|novel|poem|poetry|author|art|painting|music|culture|language|linguistics|century|king|queen|democracy|politics|society)\b",
+            1.0,
+        ),
         (r"\b(essay|story|write a (letter|speech|story|poem))\b", 0.7),
     ],
 }
@@ -82,7 +94,8 @@ class ClassifierConfig(BaseModel):
     # Matched weight needed for full confidence; less matched evidence damps it.
     saturation: float = Field(2.0, gt=0)
     model_path: str | None = Field(
-        None, description="fastText .bin/.ftz (default: the packaged model) or, for kind 'transformers', a Hugging Face model folder."
+        None,
+        description="fastText .bin/.ftz (default: the packaged model) or, for kind 'transformers', a Hugging Face model folder.",
     )
     # Model label -> domain, e.g. {python: code, rust: code} or {law: humanities}.
     rename: dict[str, str] = Field(default_factory=dict)
@@ -134,9 +147,9 @@ class DomainDecision:
 class RuleClassifier:
     def __init__(self, config: ClassifierConfig | None = None):
         self.config = config or ClassifierConfig()
-        table: dict[str, list[tuple[str, float]]] = {} if self.config.replace_builtin else {
-            d: list(r) for d, r in BUILTIN_RULES.items()
-        }
+        table: dict[str, list[tuple[str, float]]] = (
+            {} if self.config.replace_builtin else {d: list(r) for d, r in BUILTIN_RULES.items()}
+        )
         for domain, rules in self.config.rules.items():
             table.setdefault(domain, []).extend((r.pattern, r.weight) for r in rules)
         self._compiled = {d: [(re.compile(p, re.IGNORECASE), w) for p, w in rs] for d, rs in table.items()}
@@ -221,7 +234,9 @@ def make_classifier(config: ClassifierConfig | None = None):
     return RuleClassifier(config)
 
 
-def train_fasttext(jsonl: Path | str, out: Path | str, text_field: str = "text", label_field: str = "domain", epoch: int = 25) -> Path:
+def train_fasttext(
+    jsonl: Path | str, out: Path | str, text_field: str = "text", label_field: str = "domain", epoch: int = 25
+) -> Path:
     """Train a domain classifier from labelled JSONL; returns the saved model path
     (its metadata, with the calibrated threshold, beside it as .json)."""
     from synth.llm.domain_model import train_domain_classifier
@@ -294,7 +309,11 @@ class RouteByDomain(Stage):
     def process(self, table: pa.Table, shard) -> pa.Table:
         texts = [t or "" for t in table.column(self.options.text_column).to_pylist()]
         decisions = self.router.classifier.classify_many(texts)
-        existing = table.column("domain").to_pylist() if self.options.keep_existing and "domain" in table.column_names else None
+        existing = (
+            table.column("domain").to_pylist()
+            if self.options.keep_existing and "domain" in table.column_names
+            else None
+        )
         domains, confs, models = [], [], []
         for i, d in enumerate(decisions):
             if existing is not None and existing[i]:
@@ -305,4 +324,6 @@ class RouteByDomain(Stage):
                 confs.append(d.confidence)
             models.append(self.router.model_for(domains[-1]))
             shard.count(f"route.{domains[-1]}")
-        return add_columns(table, {"domain": domains, "domain_confidence": confs, "route_model": models}, self.column_types())
+        return add_columns(
+            table, {"domain": domains, "domain_confidence": confs, "route_model": models}, self.column_types()
+        )

@@ -89,7 +89,12 @@ class SelfInstruct(LLMStage):
     Options = SelfInstructOptions
     creates_records: ClassVar[bool] = True
     reads = ("id", "instruction")  # and `domain` when there is one; else labelled here
-    outputs = {"domain": pa.string(), "task_type": pa.string(), "evolution": pa.list_(pa.string()), "provenance": pa.string()}
+    outputs = {
+        "domain": pa.string(),
+        "task_type": pa.string(),
+        "evolution": pa.list_(pa.string()),
+        "provenance": pa.string(),
+    }
 
     def external_state(self) -> str | None:
         return classifier_state(self.options.classifier)
@@ -138,7 +143,9 @@ class SelfInstruct(LLMStage):
 
     def build_request(self, job: dict, shard: Shard) -> ChatRequest:
         domain = job["domain"]
-        messages = self.prompt.render(domain=domain, domain_description=self.descriptions.get(domain, domain), examples=job["examples"])
+        messages = self.prompt.render(
+            domain=domain, domain_description=self.descriptions.get(domain, domain), examples=job["examples"]
+        )
         return ChatRequest(messages, self.sampling(shard, job), key=job["id"])
 
     def failed_record(self, job: dict, request: ChatRequest) -> dict:

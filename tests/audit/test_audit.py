@@ -28,15 +28,33 @@ def test_scores_cover_every_record_and_dropped_scores_are_kept(toy_run):
     assert report["version"] == 2 and report["status"] == "complete"
     stage = report["stages"][1]
     # today's entries are unchanged
-    assert set(stage) >= {"stage", "type", "in", "out", "dropped", "counters", "shards", "shards_done", "seconds", "balanced"}
+    assert set(stage) >= {
+        "stage",
+        "type",
+        "in",
+        "out",
+        "dropped",
+        "counters",
+        "shards",
+        "shards_done",
+        "seconds",
+        "balanced",
+    }
     words = report["profiles"]["01-toy_min_words"]["scores"]["toy_words"]
     assert words["count"] == stage["in"] == 600  # kept and dropped
-    assert words["min"] == 1 and report["profiles"]["01-toy_min_words"]["thresholds"]["toy_words"] == {"option": "min_words", "value": 10}
+    assert words["min"] == 1 and report["profiles"]["01-toy_min_words"]["thresholds"]["toy_words"] == {
+        "option": "min_words",
+        "value": 10,
+    }
     assert sum(words["histogram"]["counts"]) == 600
     run = RunDir(toy_run)
     folder = run.root / "rejected" / "01-toy_min_words"
     # per shard while a run goes; merged into one file (with a shard column) once a fused run completes
-    scores = pq.read_table(folder / "scores") if (folder / "scores").is_dir() else pq.read_table(folder / "scores.parquet").drop_columns(["shard"])
+    scores = (
+        pq.read_table(folder / "scores")
+        if (folder / "scores").is_dir()
+        else pq.read_table(folder / "scores.parquet").drop_columns(["shard"])
+    )
     scores = scores.filter(pc.is_valid(scores.column("reason")))  # a fused filter stores its kept rows too
     assert scores.num_rows == stage["dropped"]["too_few_words"]
     assert set(scores.column_names) >= {"id", "reason", "row", "toy_words"}
@@ -74,7 +92,9 @@ def test_what_if_is_exact_against_a_rerun(toy_run, tmp_path):
 
 
 def test_sweep_is_monotone_and_shows_records_near_the_cutoff(toy_run):
-    both = audit_json(toy_run, "--sweep", "toy_min_words.min_words", "--sweep", "toy_max_digits.max_digit_frac")["sweep"]
+    both = audit_json(toy_run, "--sweep", "toy_min_words.min_words", "--sweep", "toy_max_digits.max_digit_frac")[
+        "sweep"
+    ]
     assert [x["option"] for x in both] == ["min_words", "max_digit_frac"]
     s = both[0]
     kept = [p["kept"] for p in s["curve"]]
@@ -103,7 +123,10 @@ def test_compare_two_runs(toy_run, tmp_path):
     stage = next(s for s in c["stages"] if s["stage"] == "01-toy_min_words")
     assert stage["options_changed"] == {"min_words": [10, 20]}
     assert stage["dropped"]["too_few_words"][1] > stage["dropped"]["too_few_words"][0]
-    assert stage["flips"]["kept_in_a_dropped_in_b"] == stage["dropped"]["too_few_words"][1] - stage["dropped"]["too_few_words"][0]
+    assert (
+        stage["flips"]["kept_in_a_dropped_in_b"]
+        == stage["dropped"]["too_few_words"][1] - stage["dropped"]["too_few_words"][0]
+    )
     assert stage["flips"]["examples"][0]["reason_in_b"] == "too_few_words"
     assert set(c["shares"]["domain"]) == {"math", "code", "history"}
     text = runner.invoke(app, ["audit", str(toy_run), "--compare", str(other)]).output
@@ -119,18 +142,61 @@ def test_domain_mix_from_a_synthetic_ledger(tmp_path):
     label = "00-self_instruct"
     atomic_write_json(run.manifest, {"pipeline": "mix", "stages": [{"label": label, "type": "self_instruct"}]})
     atomic_write_json(run.stage_meta(label), {"type": "self_instruct", "options": {}, "shards": 1})
-    llm = {"llm.org/model-1.5b.requests": 10, "llm.org/model-1.5b.failures": 1, "llm.org/model-1.5b.cache_hits": 4, "llm.org/model-1.5b.completion_tokens": 300, "llm.org/model-1.5b.latency_s": 2.0}
-    counters = {**llm, "domain_mix.before.math": 80, "domain_mix.before.code": 20, "domain_mix.after.math": 50, "domain_mix.after.code": 50, "domain_mix.target.math": 500, "domain_mix.target.code": 500}
-    atomic_write_json(run.stats(label, "part-00000"), {"stage": label, "shard": "part-00000", "in": 0, "out": 100, "dropped": {}, "counters": counters, "creates_records": True, "seconds": 1.0})
+    llm = {
+        "llm.org/model-1.5b.requests": 10,
+        "llm.org/model-1.5b.failures": 1,
+        "llm.org/model-1.5b.cache_hits": 4,
+        "llm.org/model-1.5b.completion_tokens": 300,
+        "llm.org/model-1.5b.latency_s": 2.0,
+    }
+    counters = {
+        **llm,
+        "domain_mix.before.math": 80,
+        "domain_mix.before.code": 20,
+        "domain_mix.after.math": 50,
+        "domain_mix.after.code": 50,
+        "domain_mix.target.math": 500,
+        "domain_mix.target.code": 500,
+    }
+    atomic_write_json(
+        run.stats(label, "part-00000"),
+        {
+            "stage": label,
+            "shard": "part-00000",
+            "in": 0,
+            "out": 100,
+            "dropped": {},
+            "counters": counters,
+            "creates_records": True,
+            "seconds": 1.0,
+        },
+    )
     import pyarrow as pa
 
     pq.write_table(pa.table({"id": [str(i) for i in range(3)]}), run.part(label, "part-00000"))
     report = audit_json(run.root)
     assert report["domain_mix"] == [
-        {"stage": label, "domains": [{"domain": "code", "before": 20, "after": 50, "target_share": 0.5}, {"domain": "math", "before": 80, "after": 50, "target_share": 0.5}]}
+        {
+            "stage": label,
+            "domains": [
+                {"domain": "code", "before": 20, "after": 50, "target_share": 0.5},
+                {"domain": "math", "before": 80, "after": 50, "target_share": 0.5},
+            ],
+        }
     ]
     assert report["llm"] == [
-        {"model": "org/model-1.5b", "stages": [label], "requests": 10, "samples": 0, "failures": 1, "cache_hits": 4, "prompt_tokens": 0, "completion_tokens": 300, "latency_s": 2.0, "tokens_per_s": 150.0}
+        {
+            "model": "org/model-1.5b",
+            "stages": [label],
+            "requests": 10,
+            "samples": 0,
+            "failures": 1,
+            "cache_hits": 4,
+            "prompt_tokens": 0,
+            "completion_tokens": 300,
+            "latency_s": 2.0,
+            "tokens_per_s": 150.0,
+        }
     ]
     out = runner.invoke(app, ["audit", str(run.root)]).output
     assert "domain mix (00-self_instruct)" in out and "50.0%" in out and "org/model-1.5b" in out
@@ -144,7 +210,17 @@ def test_in_progress_and_failed_shards(tmp_path):
     import yaml
 
     pipe = tmp_path / "crash.yaml"
-    pipe.write_text(yaml.safe_dump({"name": "crash", "stages": [{"type": "tests.core.toy_stages:CountSource", "per_shard": 5, "shards": 3}, {"type": "tests.core.toy_stages:Slow", "crash_on": 7}]}))
+    pipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "crash",
+                "stages": [
+                    {"type": "tests.core.toy_stages:CountSource", "per_shard": 5, "shards": 3},
+                    {"type": "tests.core.toy_stages:Slow", "crash_on": 7},
+                ],
+            }
+        )
+    )
     run = tmp_path / "run"
     res = runner.invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1"])
     assert res.exit_code == 1
@@ -210,28 +286,41 @@ def test_filter_profiles_derived_from_their_input_equal_a_fresh_pass(toy_run):
         merged = read_profiles(run, label)  # a completed fused run merged them
         for part in sorted(run.stage_dir(label).glob("part-*.parquet")):
             name = part.name[: -len(".parquet")]
-            stored = read_json(profile_path(run, label, name)) if profile_path(run, label, name).exists() else merged[name]
+            stored = (
+                read_json(profile_path(run, label, name)) if profile_path(run, label, name).exists() else merged[name]
+            )
             assert stored.get("derived")
             fresh = stats.profile_table(pq.read_table(part), [])
             assert stored["categorical"] == fresh["categorical"] and stored["size_total"] == fresh["size_total"]
             for col, parts in fresh["lengths"].items():
                 for m, s in parts.items():
-                    assert stored["lengths"][col][m]["buckets"] == s["buckets"] and stored["lengths"][col][m]["count"] == s["count"]
+                    assert (
+                        stored["lengths"][col][m]["buckets"] == s["buckets"]
+                        and stored["lengths"][col][m]["count"] == s["count"]
+                    )
                     assert abs(stored["lengths"][col][m]["sum"] - s["sum"]) < 1e-6
 
 
 def test_a_run_without_statistics_is_a_marked_partial_report(toy_run, tmp_path):
     old = tmp_path / "nostats"
     shutil.copytree(toy_run, old)
-    for path in [*old.glob("stages/*/part-*.profile.json"), *old.glob("stages/*/profiles.json.gz"), old / "rejected" / "01-toy_min_words" / "scores.parquet"]:
+    for path in [
+        *old.glob("stages/*/part-*.profile.json"),
+        *old.glob("stages/*/profiles.json.gz"),
+        old / "rejected" / "01-toy_min_words" / "scores.parquet",
+    ]:
         path.unlink(missing_ok=True)
     shutil.rmtree(old / "rejected" / "01-toy_min_words" / "scores", ignore_errors=True)
     report = audit_json(old)
     assert report["profiles"] == {} and len(report["notes"]) == 3 and "statistics for 0 of 3" in report["notes"][1]
-    assert [s["out"] for s in report["stages"]] == [s["out"] for s in audit_json(toy_run)["stages"]]  # the ledger is intact
+    assert [s["out"] for s in report["stages"]] == [
+        s["out"] for s in audit_json(toy_run)["stages"]
+    ]  # the ledger is intact
     assert "partial:" in runner.invoke(app, ["audit", str(old)]).output
     res = runner.invoke(app, ["audit", str(old), "--what-if", "toy_min_words.min_words=3"])
-    assert res.exit_code == 1 and ("has no rejected scores" in res.output or "nor the scores of every row" in res.output)
+    assert res.exit_code == 1 and (
+        "has no rejected scores" in res.output or "nor the scores of every row" in res.output
+    )
 
 
 def test_what_if_on_a_stage_that_is_not_a_filter_matches_a_rerun(tmp_path):
@@ -239,9 +328,14 @@ def test_what_if_on_a_stage_that_is_not_a_filter_matches_a_rerun(tmp_path):
 
     def run_with(min_grade, name):
         pipe = tmp_path / f"{name}.yaml"
-        stages = [{"type": "tests.audit.toy:SyntheticText", "per_shard": 100, "shards": 2}, {"type": "tests.audit.toy:GradeLikeCritique", "min_grade": min_grade}]
+        stages = [
+            {"type": "tests.audit.toy:SyntheticText", "per_shard": 100, "shards": 2},
+            {"type": "tests.audit.toy:GradeLikeCritique", "min_grade": min_grade},
+        ]
         pipe.write_text(yaml.safe_dump({"name": "grades", "stages": stages}))
-        res = runner.invoke(app, ["run", str(pipe), "--output", str(tmp_path / name), "--workers", "1", "--keep-intermediate"])
+        res = runner.invoke(
+            app, ["run", str(pipe), "--output", str(tmp_path / name), "--workers", "1", "--keep-intermediate"]
+        )
         assert res.exit_code == 0, res.output
         return tmp_path / name
 

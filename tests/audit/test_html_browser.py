@@ -44,7 +44,9 @@ def open_in_browser(page: Path, *, screenshot: Path | None = None, height: int =
         f"--user-data-dir={page.parent / '.chromium-profile'}",
     ]
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    res = subprocess.run([*args, page.resolve().as_uri()], capture_output=True, text=True, timeout=600)  # a loaded CI box is slow
+    res = subprocess.run(
+        [*args, page.resolve().as_uri()], capture_output=True, text=True, timeout=600
+    )  # a loaded CI box is slow
     console = [m.group(1) for m in map(CONSOLE.search, res.stderr.splitlines()) if m]
     return res.stdout, console
 
@@ -64,7 +66,21 @@ def test_html_report_renders_offline_with_every_chart(tmp_path):
     page = tmp_path / "audit.html"
     res = CliRunner().invoke(
         app,
-        ["audit", str(run), "--html", str(page), "--what-if", "toy_min_words.min_words=20", "--sweep", "toy_max_digits.max_digit_frac", "--sweep", "toy_min_words.min_words", "--overlap", "--compare", str(other)],
+        [
+            "audit",
+            str(run),
+            "--html",
+            str(page),
+            "--what-if",
+            "toy_min_words.min_words=20",
+            "--sweep",
+            "toy_max_digits.max_digit_frac",
+            "--sweep",
+            "toy_min_words.min_words",
+            "--overlap",
+            "--compare",
+            str(other),
+        ],
     )
     assert res.exit_code == 0, res.output
     source = page.read_text()

@@ -31,14 +31,29 @@ def _ingest(tmp_path, shared_data, name, min_words, keep=True):
     )
     run = tmp_path / name
     flags = ["--keep-intermediate"] if keep else []
-    res = runner.invoke(app, ["run", str(pipe), "--output", str(run), "--workers", "1", *flags, "--input", str(shared_data / "warc" / "aut-2008-crawl.warc.gz")])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            str(pipe),
+            "--output",
+            str(run),
+            "--workers",
+            "1",
+            *flags,
+            "--input",
+            str(shared_data / "warc" / "aut-2008-crawl.warc.gz"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     return run
 
 
 @pytest.mark.slow
 def test_what_if_and_overlap_on_real_ingest_filters(tmp_path, shared_data):
-    run = _ingest(tmp_path, shared_data, "a", 50, keep=False)  # fused: re-decided from stored scores, overlap input recomputed
+    run = _ingest(
+        tmp_path, shared_data, "a", 50, keep=False
+    )  # fused: re-decided from stored scores, overlap input recomputed
     res = runner.invoke(app, ["audit", str(run), "--json", "--what-if", "gopher_quality.min_words=120", "--overlap"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
@@ -50,5 +65,7 @@ def test_what_if_and_overlap_on_real_ingest_filters(tmp_path, shared_data):
     assert report["profiles"]["04-gopher_quality"]["thresholds"]["gopher_words"] == {"option": "min_words", "value": 50}
     assert "en" in report["profiles"]["05-c4_quality"]["categorical"]["language"]
     o = report["overlap"]
-    assert o["filters"] == ["03-langid", "04-gopher_quality", "05-c4_quality"] and o["sampled_from"] == "02-split_passages"
+    assert (
+        o["filters"] == ["03-langid", "04-gopher_quality", "05-c4_quality"] and o["sampled_from"] == "02-split_passages"
+    )
     assert all(o["matrix"][i][i] == o["drops"][i] for i in range(3))

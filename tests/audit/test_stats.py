@@ -64,7 +64,11 @@ def test_a_stage_that_drops_on_its_own_score_has_it_summarised_over_every_record
     run = RunDir(tmp_path)
     shard = Shard("01-critique", 0, "part-00000", 0)
     for i, grade in enumerate([1, 2, 2]):
-        shard.drop({"id": str(i), "text": "t"}, "critique_below_min_grade", {"critique_grade": grade, "critique_rationale": "meh"})
+        shard.drop(
+            {"id": str(i), "text": "t"},
+            "critique_below_min_grade",
+            {"critique_grade": grade, "critique_rationale": "meh"},
+        )
     kept = pa.table({"id": ["3", "4"], "text": ["a", "b"], "critique_grade": pa.array([4, 5], pa.int64())})
     write_shard_statistics(run, "01-critique", shard, kept, ["critique_grade", "critique_rationale"])
     profile = read_json(profile_path(run, "01-critique", "part-00000"))

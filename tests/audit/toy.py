@@ -96,7 +96,9 @@ class MaxDigits(Filter):
         text = table.column("text")
         digits = pc.count_substring_regex(text, r"\d")
         length = pc.max_element_wise(pc.utf8_length(text), 1)
-        return {"toy_digit_frac": pc.divide(pc.cast(digits, pa.float64()), pc.cast(length, pa.float64())).cast(pa.float32())}
+        return {
+            "toy_digit_frac": pc.divide(pc.cast(digits, pa.float64()), pc.cast(length, pa.float64())).cast(pa.float32())
+        }
 
     def decide(self, row):
         return "too_many_digits" if row["toy_digit_frac"] > self.options.max_digit_frac else None

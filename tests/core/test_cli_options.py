@@ -17,7 +17,18 @@ def test_kg_walk_flags_default_to_the_walk_options():
     from kg.stage import KGWalkOptions
 
     flags = _defaults(kg_app, "walk")
-    for name in ("samples", "verbalizer", "max_answers", "error_share", "irrelevance_share", "allow_trivial", "eval_split", "eval_relations", "back_translate", "samples_per_shard"):
+    for name in (
+        "samples",
+        "verbalizer",
+        "max_answers",
+        "error_share",
+        "irrelevance_share",
+        "allow_trivial",
+        "eval_split",
+        "eval_relations",
+        "back_translate",
+        "samples_per_shard",
+    ):
         assert flags[name] == KGWalkOptions.model_fields[name].default, name
 
 

@@ -38,7 +38,10 @@ def test_changed_benchmark_file_rechecks_a_resumed_run(tmp_path):
     src = tmp_path / "records.jsonl"
     src.write_text("".join(json.dumps({"text": q}) + "\n" for q in QUESTIONS))
     bench = tmp_path / "bench.jsonl"
-    bench.write_text(json.dumps({"question": "An unrelated question about the boiling point of water at altitude in the mountains?"}) + "\n")
+    bench.write_text(
+        json.dumps({"question": "An unrelated question about the boiling point of water at altitude in the mountains?"})
+        + "\n"
+    )
     pipeline, run = _write_pipeline(tmp_path, bench), tmp_path / "run"
     assert _run(pipeline, src, run) == sorted(QUESTIONS)
     before = json.loads((run / "run.json").read_text())["stages"]
@@ -94,7 +97,10 @@ def test_domain_model_file_joins_the_route_fingerprint(tmp_path):
     model = tmp_path / "domains.ftz"
     model.write_bytes(DEFAULT_MODEL_PATH.read_bytes())
     path = tmp_path / "p.yaml"
-    stages = [{"type": "read_records", "columns": ["instruction"]}, {"type": "route", "classifier": {"model_path": str(model)}}]
+    stages = [
+        {"type": "read_records", "columns": ["instruction"]},
+        {"type": "route", "classifier": {"model_path": str(model)}},
+    ]
     path.write_text(yaml.safe_dump({"name": "r", "stages": stages}))
     first = load_pipeline(path).fingerprints(["in"])
     model.write_bytes(model.read_bytes() + b"\0")

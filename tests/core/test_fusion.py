@@ -77,7 +77,9 @@ def test_fused_run_equals_keep_intermediate_in_rows_ledger_and_audit(tmp_path):
     # rejected samples and per-stage profiles exist for fused stages too, merged per stage once the run completed
     assert (tmp_path / "fused" / "rejected" / "02-toy_drop_odd" / "samples.parquet").exists()
     assert (tmp_path / "fused" / "stages" / "01-toy_slow" / "profiles.json.gz").exists()
-    assert not list((tmp_path / "fused").rglob("part-*.profile.json")) and list((tmp_path / "kept").rglob("part-*.profile.json"))
+    assert not list((tmp_path / "fused").rglob("part-*.profile.json")) and list(
+        (tmp_path / "kept").rglob("part-*.profile.json")
+    )
     report_a, report_b = build_report(tmp_path / "fused"), build_report(tmp_path / "kept")
     assert report_a["profiles"] == report_b["profiles"]
     assert {k: len(v) for k, v in reject_samples(tmp_path / "fused", "02-toy_drop_odd").items()} == {"odd": 5}
@@ -101,16 +103,34 @@ def test_audit_what_if_and_overlap_on_a_fused_run_equal_a_keep_intermediate_run(
     assert not list((tmp_path / "fused" / "stages" / "02-toy_drop_odd").glob("part-*.parquet"))  # the default fuses
     assert list((tmp_path / "kept" / "stages" / "02-toy_drop_odd").glob("part-*.parquet"))
     report = _audit_json(runner, tmp_path / "fused")
-    assert [s["stage"] for s in report["stages"]] == ["00-toy_count", "01-toy_slow", "02-toy_drop_odd", "03-toy_dedup_text", "04-odd_again"]
+    assert [s["stage"] for s in report["stages"]] == [
+        "00-toy_count",
+        "01-toy_slow",
+        "02-toy_drop_odd",
+        "03-toy_dedup_text",
+        "04-odd_again",
+    ]
     assert report["stages"][2]["out"] == 40
     # re-decided from stored scores (02 is fused; 04's input is dedup's, fused too)
-    asks = ["--what-if", "02-toy_drop_odd.annotate_only=true", "--what-if", "04-odd_again.annotate_only=true", "--overlap"]
+    asks = [
+        "--what-if",
+        "02-toy_drop_odd.annotate_only=true",
+        "--what-if",
+        "04-odd_again.annotate_only=true",
+        "--overlap",
+    ]
     fused, kept = _audit_json(runner, tmp_path / "fused", *asks), _audit_json(runner, tmp_path / "kept", *asks)
     for a, b in zip(fused["what_if"], kept["what_if"]):
         assert a["exact"] and a == {**b, "note": a["note"]}
-    assert (fused["what_if"][0]["records"], fused["what_if"][0]["kept_before"], fused["what_if"][0]["kept_after"]) == (80, 40, 80)
+    assert (fused["what_if"][0]["records"], fused["what_if"][0]["kept_before"], fused["what_if"][0]["kept_after"]) == (
+        80,
+        40,
+        80,
+    )
     assert fused["what_if"][1]["newly_kept"] == kept["what_if"][1]["newly_kept"] > 0
-    assert all(e["id"] and e["text"] for e in fused["what_if"][0]["examples"]["newly_kept"])  # text from the recomputed input
+    assert all(
+        e["id"] and e["text"] for e in fused["what_if"][0]["examples"]["newly_kept"]
+    )  # text from the recomputed input
     for key in ("sample", "filters", "drops", "matrix", "alone", "dropped_by_any"):
         assert fused["overlap"][key] == kept["overlap"][key]
     assert fused["overlap"]["drops"] and fused["overlap"]["sample"] == 80
@@ -205,7 +225,14 @@ def test_progress_shows_every_fused_stage(tmp_path):
             pass
 
     pipe = build_pipeline(_raw())
-    run_pipeline(pipe, PipelineSource(raw=_raw(), path=None, seed=pipe.seed), tmp_path / "run", executor=LocalExecutor(1), keep_intermediate=False, progress=lambda entry, *a: Line(entry.label))
+    run_pipeline(
+        pipe,
+        PipelineSource(raw=_raw(), path=None, seed=pipe.seed),
+        tmp_path / "run",
+        executor=LocalExecutor(1),
+        keep_intermediate=False,
+        progress=lambda entry, *a: Line(entry.label),
+    )
     assert list(lines) == ["00-toy_count", "01-toy_slow", "02-toy_drop_odd", "03-toy_dedup_text", "04-odd_again"]
     assert lines["01-toy_slow"] == [("process", "01-toy_slow", 20)] * 4
     assert [out for _, _, out in lines["02-toy_drop_odd"]] == [10] * 4
@@ -272,7 +299,9 @@ def test_a_kill_while_merging_audit_files_then_a_rerun_gives_the_same_files(tmp_
     with pytest.raises(RuntimeError, match="killed"):
         _run(tmp_path / "killed", _raw())
     monkeypatch.undo()
-    assert list((tmp_path / "killed").rglob("part-*.profile.json")) and list((tmp_path / "killed").rglob("profiles.json.gz"))
+    assert list((tmp_path / "killed").rglob("part-*.profile.json")) and list(
+        (tmp_path / "killed").rglob("profiles.json.gz")
+    )
     again = _run(tmp_path / "killed", _raw())
     clean = _run(tmp_path / "clean", _raw())
     assert not again.invalidated and _rows(again) == _rows(clean)
@@ -284,4 +313,6 @@ def test_a_kill_while_merging_audit_files_then_a_rerun_gives_the_same_files(tmp_
         for name in ("part-00000", "part-00003"):
             sa, sb = compact.read_scores(a, label, name), compact.read_scores(b, label, name)
             assert (sa is None and sb is None) or sa.equals(sb)
-    assert reject_samples(tmp_path / "killed", "02-toy_drop_odd") == reject_samples(tmp_path / "clean", "02-toy_drop_odd")
+    assert reject_samples(tmp_path / "killed", "02-toy_drop_odd") == reject_samples(
+        tmp_path / "clean", "02-toy_drop_odd"
+    )

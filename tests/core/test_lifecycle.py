@@ -18,7 +18,9 @@ T = "tests.core.toy_stages"
 def _run(tmp_path, stages, workers):
     raw = {"name": "life", "seed": 1, "stages": stages}
     pipe = build_pipeline(raw)
-    return run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=1), tmp_path / "run", executor=LocalExecutor(workers))
+    return run_pipeline(
+        pipe, PipelineSource(raw=raw, path=None, seed=1), tmp_path / "run", executor=LocalExecutor(workers)
+    )
 
 
 def _events(folder):
@@ -29,7 +31,11 @@ def _events(folder):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_every_process_that_set_a_stage_up_tears_it_down(tmp_path, workers):
     marks = tmp_path / "marks"
-    _run(tmp_path, [{"type": f"{T}:CountSource", "per_shard": 3, "shards": 4}, {"type": f"{T}:Lifecycle", "marks": str(marks)}], workers)
+    _run(
+        tmp_path,
+        [{"type": f"{T}:CountSource", "per_shard": 3, "shards": 4}, {"type": f"{T}:Lifecycle", "marks": str(marks)}],
+        workers,
+    )
     events = _events(marks)
     assert events["setup"], "the stage was never set up"
     assert events["teardown"] == events["setup"]
@@ -73,7 +79,10 @@ def test_llm_stages_declare_an_engine_and_the_run_closes_it(tmp_path, monkeypatc
     monkeypatch.setattr(llm_stage, "_kept_open", 0)
     monkeypatch.setattr(llm_stage, "_bases", {})
     monkeypatch.setattr(llm_stage, "_engines", {})
-    stages = [{"type": f"{T}:CountSource", "per_shard": 2, "shards": 2}, {"type": "tests.core.toy_llm_stages:Echo", "check_prompt_length": False}]
+    stages = [
+        {"type": f"{T}:CountSource", "per_shard": 2, "shards": 2},
+        {"type": "tests.core.toy_llm_stages:Echo", "check_prompt_length": False},
+    ]
     _run(tmp_path, stages, 1)
     assert len(opened) == 1 and opened[0].closed  # closed by the stage's teardown, not at interpreter exit
     assert not llm_stage._bases and not llm_stage._engines

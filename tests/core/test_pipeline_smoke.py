@@ -1,4 +1,3 @@
-
 import pyarrow.parquet as pq
 import pytest
 
@@ -68,7 +67,10 @@ def test_sample_stage_is_deterministic_and_bounded(tmp_path):
     raw = {
         "name": "s",
         "seed": 5,
-        "stages": [{"type": f"{T}:CountSource", "per_shard": 40, "shards": 2}, {"type": "sample", "fraction": 0.5, "max_per_shard": 7}],
+        "stages": [
+            {"type": f"{T}:CountSource", "per_shard": 40, "shards": 2},
+            {"type": "sample", "fraction": 0.5, "max_per_shard": 7},
+        ],
     }
     first = [r["id"] for p in _run(tmp_path / "a", raw).output for r in pq.read_table(p).to_pylist()]
     again = [r["id"] for p in _run(tmp_path / "b", raw).output for r in pq.read_table(p).to_pylist()]
@@ -81,7 +83,10 @@ def test_output_loads_in_datasets_and_skips_empty_shards(tmp_path):
 
     raw = {
         "name": "e",
-        "stages": [{"type": f"{T}:CountSource", "per_shard": 4, "shards": 3}, {"type": "sample", "fraction": 0.999, "max_per_shard": 1}],
+        "stages": [
+            {"type": f"{T}:CountSource", "per_shard": 4, "shards": 3},
+            {"type": "sample", "fraction": 0.999, "max_per_shard": 1},
+        ],
     }
     # shard 1 empties completely: every record there is dropped
     raw["stages"].insert(1, {"type": f"{T}:DropOdd", "modulus": 100})

@@ -28,7 +28,9 @@ def test_chat_prompt_and_kg_wording_share_one_loader():
 
 
 def test_a_file_needs_exactly_one_body(tmp_path):
-    (tmp_path / "both.yaml").write_text("name: both\nversion: 1\ntemplate: hi\nmessages:\n  - {role: user, content: hi}\n")
+    (tmp_path / "both.yaml").write_text(
+        "name: both\nversion: 1\ntemplate: hi\nmessages:\n  - {role: user, content: hi}\n"
+    )
     (tmp_path / "none.yaml").write_text("name: none\nversion: 1\n")
     for name in ("both", "none"):
         with pytest.raises(PromptError, match="exactly one of messages, template, templates"):
@@ -45,7 +47,18 @@ def test_built_wheel_ships_the_prompts_and_reads_them_installed(tmp_path):
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md"):
         shutil.copy(REPO / name, src / name)
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src), "-w", str(tmp_path / "w")],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            str(src),
+            "-w",
+            str(tmp_path / "w"),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -148,8 +148,22 @@ def test_unreachable_ray_address_fails_in_seconds_with_one_line(tmp_path):
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text("name: t\nstages:\n  - type: tests.core.toy_stages:CountSource\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "synth", "run", str(pipeline), "-o", str(tmp_path / "run"), "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "synth",
+            "run",
+            str(pipeline),
+            "-o",
+            str(tmp_path / "run"),
+            "--executor",
+            "ray",
+            "--ray-address",
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert "cannot reach the Ray cluster" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
@@ -166,16 +180,22 @@ def test_run_dir_workers_cannot_see_is_one_clear_error(tmp_path, ray_local, monk
     raw = _raw()
     pipe = build_pipeline(raw)
     src = PipelineSource(raw=raw, path=None, seed=pipe.seed)
-    with pytest.raises(ray_engines.RunDirNotShared, match=r"not visible on Ray node\(s\) 10.0.0.7.*storage every node mounts"):
+    with pytest.raises(
+        ray_engines.RunDirNotShared, match=r"not visible on Ray node\(s\) 10.0.0.7.*storage every node mounts"
+    ):
         run_pipeline(pipe, src, tmp_path / "run", executor=RayExecutor())
 
 
 def test_plain_tasks_reserve_the_cpus_their_stage_declares(tmp_path, ray_local):
-    raw = {"name": "cores", "seed": 1, "stages": [
-        {"type": "tests.core.toy_stages:CountSource", "per_shard": 2, "shards": 2},
-        {"type": "tests.core.toy_stages:TwoCores"},
-        {"type": "tests.core.toy_stages:Slow"},
-    ]}
+    raw = {
+        "name": "cores",
+        "seed": 1,
+        "stages": [
+            {"type": "tests.core.toy_stages:CountSource", "per_shard": 2, "shards": 2},
+            {"type": "tests.core.toy_stages:TwoCores"},
+            {"type": "tests.core.toy_stages:Slow"},
+        ],
+    }
     src = PipelineSource(raw=raw, path=None, seed=1)
     result = run_pipeline(build_pipeline(raw), src, tmp_path / "run", executor=RayExecutor())
     rows = [r for p in result.output for r in pq.read_table(p).to_pylist()]

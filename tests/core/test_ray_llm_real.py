@@ -59,7 +59,9 @@ def test_engine_actor_holds_a_real_engine_across_shards(default_model_path, tmp_
         close()
 
     ex.close = close_after_reading
-    result = run_pipeline(build_pipeline(raw), PipelineSource(raw=raw, path=None, seed=1), tmp_path / "run", executor=ex)
+    result = run_pipeline(
+        build_pipeline(raw), PipelineSource(raw=raw, path=None, seed=1), tmp_path / "run", executor=ex
+    )
     rows = [r for p in result.output for r in pq.read_table(p).to_pylist()]
     assert len(rows) == 9 and all(r["answer"] for r in rows)
     (info,) = seen["info"]
@@ -73,8 +75,13 @@ def test_demo_pipeline_on_ray_gives_the_local_executor_s_records(shared_data, tm
     starts from the local run's request cache: same requests, same answers, same ids."""
     monkeypatch.chdir(REPO)
     local = tmp_path / "local"
-    res = subprocess.run([sys.executable, "-m", "synth", "run", "pipelines/demo.yaml", "--output", str(local)],
-                         cwd=REPO, capture_output=True, text=True, timeout=3600)
+    res = subprocess.run(
+        [sys.executable, "-m", "synth", "run", "pipelines/demo.yaml", "--output", str(local)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     on_ray = tmp_path / "ray"
     on_ray.mkdir()

@@ -49,7 +49,14 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, fuse):
     subprocess.run(_cmd(pipeline, clean, fuse), cwd=REPO, env=env, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(pipeline, killed, fuse), cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(pipeline, killed, fuse),
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # source, slow and drop_odd run fused: the group commits in drop_odd's folder
     slow_dir = killed / "stages" / ("02-toy_drop_odd" if fuse else "01-toy_slow")
     deadline = time.time() + 60
@@ -80,7 +87,16 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, fuse):
         # the completed run released dedup's input and merged its audit files, as the uninterrupted one did
         assert not list((killed / "stages" / "02-toy_drop_odd").glob("part-*.parquet"))
         for run in (clean, killed):
-            assert not list(run.rglob("part-*.profile.json")) and (run / "rejected" / "02-toy_drop_odd" / "scores.parquet").exists()
-        assert pq.read_table(killed / "rejected" / "02-toy_drop_odd" / "scores.parquet").sort_by([("shard", "ascending"), ("row", "ascending")]).equals(
-            pq.read_table(clean / "rejected" / "02-toy_drop_odd" / "scores.parquet").sort_by([("shard", "ascending"), ("row", "ascending")])
+            assert (
+                not list(run.rglob("part-*.profile.json"))
+                and (run / "rejected" / "02-toy_drop_odd" / "scores.parquet").exists()
+            )
+        assert (
+            pq.read_table(killed / "rejected" / "02-toy_drop_odd" / "scores.parquet")
+            .sort_by([("shard", "ascending"), ("row", "ascending")])
+            .equals(
+                pq.read_table(clean / "rejected" / "02-toy_drop_odd" / "scores.parquet").sort_by(
+                    [("shard", "ascending"), ("row", "ascending")]
+                )
+            )
         )

@@ -13,7 +13,9 @@ class Echo(LLMStage):
     type: ClassVar[str] = "toy_echo"
 
     def build_request(self, row, shard):
-        return ChatRequest([{"role": "user", "content": f"{row['n']}: {row['text']}"}], SamplingParams(temperature=0.0, max_tokens=8))
+        return ChatRequest(
+            [{"role": "user", "content": f"{row['n']}: {row['text']}"}], SamplingParams(temperature=0.0, max_tokens=8)
+        )
 
     def apply_result(self, row, result, shard):
         return {**row, "answer": result.text}

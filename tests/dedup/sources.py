@@ -22,7 +22,11 @@ class InlineRows(SourceStage):
 
     def read(self, spec, shard):
         for n, row in enumerate(self.options.shards[spec["shard"]]):
-            yield {"id": content_id("inline", spec["shard"], n), "text": row.get("text"), "messages": row.get("messages")}
+            yield {
+                "id": content_id("inline", spec["shard"], n),
+                "text": row.get("text"),
+                "messages": row.get("messages"),
+            }
 
     def schema(self):
         return pa.schema([("id", pa.string()), ("text", pa.string()), ("messages", pa.string())])

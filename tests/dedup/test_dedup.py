@@ -20,7 +20,9 @@ SRC = "tests.dedup.sources:InlineRows"
 def _run(tmp_path, shards, dedup, workers=1, name="run"):
     raw = {"name": "dedup", "seed": 3, "stages": [{"type": SRC, "shards": shards}, *dedup]}
     pipe = build_pipeline(raw)
-    result = run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), tmp_path / name, executor=LocalExecutor(workers))
+    result = run_pipeline(
+        pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), tmp_path / name, executor=LocalExecutor(workers)
+    )
     rows = [r for p in result.output for r in pq.read_table(p).to_pylist()]
     return rows, audit(tmp_path / name)
 
@@ -67,17 +69,27 @@ def test_exact_without_normalisation_keeps_variants(tmp_path):
 
 def test_exact_on_a_field_inside_json_messages(tmp_path):
     def conv(user, assistant):
-        return {"messages": json.dumps([{"role": "user", "content": user}, {"role": "assistant", "content": assistant}])}
+        return {
+            "messages": json.dumps([{"role": "user", "content": user}, {"role": "assistant", "content": assistant}])
+        }
 
-    shards = [[conv("What is 2+2?", "4"), conv("Name a colour", "red")], [conv("WHAT is   2+2", "Four."), conv("Another", "red")]]
+    shards = [
+        [conv("What is 2+2?", "4"), conv("Name a colour", "red")],
+        [conv("WHAT is   2+2", "Four."), conv("Another", "red")],
+    ]
     rows, _ = _run(tmp_path, shards, [{"type": "dedup_exact", "column": "messages", "field": "[role=user].content"}])
     assert {r["id"] for r in rows} == {_id(0, 0), _id(0, 1), _id(1, 1)}
-    rows, _ = _run(tmp_path, shards, [{"type": "dedup_exact", "column": "messages", "field": "-1.content"}], name="run2")
+    rows, _ = _run(
+        tmp_path, shards, [{"type": "dedup_exact", "column": "messages", "field": "-1.content"}], name="run2"
+    )
     assert {r["id"] for r in rows} == {_id(0, 0), _id(0, 1), _id(1, 0)}
 
 
 def test_exact_on_several_columns_together(tmp_path):
-    shards = [[{"text": "q1", "messages": "a1"}, {"text": "q1", "messages": "a2"}], [{"text": "Q1!", "messages": "a1"}, {"text": None, "messages": None}]]
+    shards = [
+        [{"text": "q1", "messages": "a1"}, {"text": "q1", "messages": "a2"}],
+        [{"text": "Q1!", "messages": "a1"}, {"text": None, "messages": None}],
+    ]
     rows, report = _run(tmp_path, shards, [{"type": "dedup_exact", "column": ["text", "messages"]}])
     assert [r["id"] for r in rows] == [_id(0, 0), _id(0, 1), _id(1, 1)]
     assert report["stages"][1]["dropped"] == {"exact_duplicate": 1}
@@ -128,7 +140,10 @@ def test_minhash_same_result_for_reruns_and_worker_counts(tmp_path, passages):
     counts = [[(s["stage"], s["in"], s["out"], s["dropped"]) for s in r["stages"]] for r in (rep1, rep2, rep3)]
     assert counts[0] == counts[1] == counts[2]
     plans = [
-        [pq.read_table(p).to_pylist() for p in sorted((tmp_path / run / "stages" / "02-dedup_minhash" / "_state" / "drops").glob("*.parquet"))]
+        [
+            pq.read_table(p).to_pylist()
+            for p in sorted((tmp_path / run / "stages" / "02-dedup_minhash" / "_state" / "drops").glob("*.parquet"))
+        ]
         for run in ("w1", "w2")
     ]
     assert plans[0] == plans[1] and len(plans[0]) == 3  # the copy of passage 16 precedes its original
@@ -140,7 +155,11 @@ def test_minhash_same_result_for_reruns_and_worker_counts(tmp_path, passages):
 
 
 def test_clearly_different_passages_are_all_kept(tmp_path, passages):
-    rows, report = _run(tmp_path, [[{"text": t} for t in passages[:20]], [{"text": t} for t in passages[20:]]], [{"type": "dedup_minhash"}])
+    rows, report = _run(
+        tmp_path,
+        [[{"text": t} for t in passages[:20]], [{"text": t} for t in passages[20:]]],
+        [{"type": "dedup_minhash"}],
+    )
     assert len(rows) == 40 and report["stages"][1]["dropped"] == {}
 
 

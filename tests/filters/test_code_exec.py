@@ -36,9 +36,25 @@ def test_humaneval_check_pass_and_fail(humaneval):
     rows = []
     for p in humaneval:
         good = p["prompt"] + p["canonical_solution"]
-        rows.append({"id": p["task_id"] + "-good", "instruction": p["prompt"], "response": "Here:\n" + fence(good), "tests": p["test"], "entry_point": p["entry_point"]})
+        rows.append(
+            {
+                "id": p["task_id"] + "-good",
+                "instruction": p["prompt"],
+                "response": "Here:\n" + fence(good),
+                "tests": p["test"],
+                "entry_point": p["entry_point"],
+            }
+        )
         bad = p["prompt"] + "    return None\n"
-        rows.append({"id": p["task_id"] + "-bad", "instruction": p["prompt"], "response": fence(bad), "tests": p["test"], "entry_point": p["entry_point"]})
+        rows.append(
+            {
+                "id": p["task_id"] + "-bad",
+                "instruction": p["prompt"],
+                "response": fence(bad),
+                "tests": p["test"],
+                "entry_point": p["entry_point"],
+            }
+        )
     out, shard = run(rows)
     assert sorted(out.column("id").to_pylist()) == sorted(p["task_id"] + "-good" for p in humaneval)
     assert set(out.column("tests_passed").to_pylist()) == {True}
@@ -49,9 +65,17 @@ def test_asserts_from_instruction_and_response():
     code = "def add(a, b):\n    return a + b"
     rows = [
         {"id": "i", "instruction": "Write add(a, b).\nassert add(1, 2) == 3", "response": fence(code)},
-        {"id": "r", "instruction": "Write add.", "response": fence(code) + "\nTests:\n" + fence("assert add(2, 2) == 4")},
+        {
+            "id": "r",
+            "instruction": "Write add.",
+            "response": fence(code) + "\nTests:\n" + fence("assert add(2, 2) == 4"),
+        },
         {"id": "wrong", "instruction": "Write add.\nassert add(1, 1) == 3", "response": fence(code)},
-        {"id": "crash", "instruction": "Write add.", "response": fence("def add(a, b):\n    return a + b\nraise ValueError('boom')")},
+        {
+            "id": "crash",
+            "instruction": "Write add.",
+            "response": fence("def add(a, b):\n    return a + b\nraise ValueError('boom')"),
+        },
     ]
     out, shard = run(rows)
     assert out.column("id").to_pylist() == ["i", "r"]
@@ -74,9 +98,24 @@ def test_hostile_response_contained():
 
 def test_no_code_domains_and_messages():
     rows = [
-        {"id": "prose", "domain": "code", "response": None, "messages": [{"role": "assistant", "content": "Just use a loop."}]},
-        {"id": "math", "domain": "math", "response": None, "messages": [{"role": "assistant", "content": fence("raise SystemExit(3)")}]},
-        {"id": "msg", "domain": "code", "response": None, "messages": [{"role": "user", "content": "add?"}, {"role": "assistant", "content": fence("print(1)")}]},
+        {
+            "id": "prose",
+            "domain": "code",
+            "response": None,
+            "messages": [{"role": "assistant", "content": "Just use a loop."}],
+        },
+        {
+            "id": "math",
+            "domain": "math",
+            "response": None,
+            "messages": [{"role": "assistant", "content": fence("raise SystemExit(3)")}],
+        },
+        {
+            "id": "msg",
+            "domain": "code",
+            "response": None,
+            "messages": [{"role": "user", "content": "add?"}, {"role": "assistant", "content": fence("print(1)")}],
+        },
     ]
     out, shard = run(rows, domains=["code"], response_column="messages", instruction_column=None)
     assert out.column("exec_status").to_pylist() == ["no_code", "skipped", "ok"]
@@ -85,7 +124,13 @@ def test_no_code_domains_and_messages():
 
 
 def test_split_code_and_tests():
-    text = fence("def f():\n    return 1") + "\n" + fence("assert f() == 1") + "\n```bash\nls\n```\n" + fence("def check(candidate):\n    assert candidate() == 1")
+    text = (
+        fence("def f():\n    return 1")
+        + "\n"
+        + fence("assert f() == 1")
+        + "\n```bash\nls\n```\n"
+        + fence("def check(candidate):\n    assert candidate() == 1")
+    )
     code, tests = split_code_and_tests(text)
     assert "def f" in code and "ls" not in code
     assert len(tests) == 2

@@ -13,7 +13,10 @@ def run(rows, **opts):
 
 def test_majority_kept_and_minority_dropped():
     rows = [
-        {"id": "a", "responses": ["2+2 makes 4. The answer is 4.", "It is four: #### 4", r"\boxed{5}", "The answer is 4.0"]},
+        {
+            "id": "a",
+            "responses": ["2+2 makes 4. The answer is 4.", "It is four: #### 4", r"\boxed{5}", "The answer is 4.0"],
+        },
         {"id": "b", "responses": [r"\boxed{1}", r"\boxed{2}", r"\boxed{3}", r"\boxed{4}"]},
         {"id": "c", "responses": ["I do not know.", "No idea.", "Hmm.", "Unsure."]},
         {"id": "d", "responses": ["The answer is 1,000", "The answer is 1000", "The answer is 7", "The answer is 7"]},
@@ -30,7 +33,13 @@ def test_truncated_samples_do_not_vote_and_messages_updated():
     rows = [
         {
             "id": "a",
-            "responses": ["The answer is 3", "The answer is 3", "The answer is 9", "The answer is 9", "The answer is 9"],
+            "responses": [
+                "The answer is 3",
+                "The answer is 3",
+                "The answer is 9",
+                "The answer is 9",
+                "The answer is 9",
+            ],
             "finish_reasons": ["stop", "stop", "length", "length", "stop"],
             "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "old"}],
         }

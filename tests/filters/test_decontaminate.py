@@ -49,8 +49,13 @@ def items(shared_data):
         mmlu = list(csv.DictReader(fh))
     long_q = next(r["question"] for r in mmlu if len(tokenize(r["question"])) >= 20)
     short_q = next(r["question"] for r in mmlu if 9 <= len(tokenize(r["question"])) <= 12)
-    return {"gsm": (gsm[42]["question"], "gsm8k/test", "42"), "he": (he[10]["prompt"], "humaneval/HumanEval", "HumanEval/10"),
-            "mmlu": (long_q, "mmlu/test", None), "mmlu_short": (short_q, "mmlu/test", None), "gsm_answer": gsm[42]["answer"]}
+    return {
+        "gsm": (gsm[42]["question"], "gsm8k/test", "42"),
+        "he": (he[10]["prompt"], "humaneval/HumanEval", "HumanEval/10"),
+        "mmlu": (long_q, "mmlu/test", None),
+        "mmlu_short": (short_q, "mmlu/test", None),
+        "gsm_answer": gsm[42]["answer"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +152,13 @@ def test_action_cut_in_yaml_runs_the_cut_transform_and_scoring_never_rewrites(be
     dirty = passages[10][:500] + " " + text + " " + passages[11][:500]
     table = pa.table({"id": ["clean", "dirty", "only"], "text": [passages[12], dirty, text]})
     spec = {"benchmarks": bench, "cache_dir": cache, "removed_rows_dir": str(tmp_path / "removed")}
-    raw = {"name": "t", "stages": [{"type": "tests.core.toy_stages:CountSource"}, {"type": "decontaminate", "action": "cut", "min_chars_after_cut": 50, **spec}]}
+    raw = {
+        "name": "t",
+        "stages": [
+            {"type": "tests.core.toy_stages:CountSource"},
+            {"type": "decontaminate", "action": "cut", "min_chars_after_cut": 50, **spec},
+        ],
+    }
     cut = build_pipeline(raw).stages[1].stage
     assert isinstance(cut, DecontaminateCut)
     shard = Shard("01-decontaminate", 0, "part-00000", 0)
@@ -210,7 +221,9 @@ def test_cli_drop_on_jsonl_and_parquet_messages(bench, cache, items, passages, t
 
     msgs = [[{"role": "user", "content": r["text"][:200]}, {"role": "assistant", "content": r["text"]}] for r in rows]
     pq.write_table(pa.table({"id": [str(i) for i in range(40)], "messages": msgs}), tmp_path / "m.parquet")
-    summary = run_decontaminate([tmp_path / "m.parquet"], bench, tmp_path / "run2", columns=["messages"], cache_dir=cache)
+    summary = run_decontaminate(
+        [tmp_path / "m.parquet"], bench, tmp_path / "run2", columns=["messages"], cache_dir=cache
+    )
     assert summary["removed"] == 3
 
 
@@ -250,10 +263,14 @@ def test_typer_command(bench, cache, items, passages, tmp_path, monkeypatch):
     src.write_text(json.dumps({"text": passages[1]}) + "\n" + json.dumps({"text": items["gsm"][0]}) + "\n")
     app = typer.Typer()
     app.command()(decontaminate)
-    res = CliRunner().invoke(app, [str(src), "--benchmark", bench[0], "--output", str(tmp_path / "run"), "--workers", "1"])
+    res = CliRunner().invoke(
+        app, [str(src), "--benchmark", bench[0], "--output", str(tmp_path / "run"), "--workers", "1"]
+    )
     assert res.exit_code == 0, res.output
     assert "gsm8k/test: 1 rows matched" in res.output and "2 rows checked, 1 kept, 1 removed" in res.output
-    res = CliRunner().invoke(app, [str(tmp_path / "nope.jsonl"), "--benchmark", bench[0], "--output", str(tmp_path / "run3")])
+    res = CliRunner().invoke(
+        app, [str(tmp_path / "nope.jsonl"), "--benchmark", bench[0], "--output", str(tmp_path / "run3")]
+    )
     assert res.exit_code == 1 and "does not exist" in res.output and "Traceback" not in res.output
 
 
@@ -262,7 +279,16 @@ def test_vectorised_token_hashes_equal_regex_path(passages):
 
     from synth.filters.heuristic.decontaminate import TokenHasher
 
-    texts = passages[:300] + ["", " ", "naïve café — “quoted” ’tis", "\ufeffBOM\xa0nbsp", "İstanbul DİL", "日本語 です", "emoji 😀 𝔘𝔫𝔦", "snake_case x2"]
+    texts = passages[:300] + [
+        "",
+        " ",
+        "naïve café — “quoted” ’tis",
+        "\ufeffBOM\xa0nbsp",
+        "İstanbul DİL",
+        "日本語 です",
+        "emoji 😀 𝔘𝔫𝔦",
+        "snake_case x2",
+    ]
     many = TokenHasher().many(texts)
     assert len(many) == len(texts)
     for text, hashes in zip(texts, many):

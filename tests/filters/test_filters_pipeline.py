@@ -50,7 +50,11 @@ def test_pipeline_of_filters(tmp_path, shared_data):
         row("code", "Write add(a, b).\nassert add(2, 3) == 5", [add, add, add]),
         row("code", "Write add(a, b).\nassert add(2, 3) == 6", [add, add, add]),
         row("math", gsm, ["The answer is 18", "The answer is 18", "The answer is 18"]),
-        row("math", "What is 1+1?", ["I'm sorry, but I can't help. The answer is 2", "I'm sorry, but I can't. The answer is 2", "x"]),
+        row(
+            "math",
+            "What is 1+1?",
+            ["I'm sorry, but I can't help. The answer is 2", "I'm sorry, but I can't. The answer is 2", "x"],
+        ),
     ]
     raw = {
         "name": "filters",
@@ -59,7 +63,12 @@ def test_pipeline_of_filters(tmp_path, shared_data):
             {"type": "consistency", "min_agree": 2, "last_number_fallback": False, "domains": ["math"]},
             {"type": "rules", "response_column": "response"},
             {"type": "code_exec", "domains": ["code"], "cpu_seconds": 2},
-            {"type": "decontaminate", "benchmarks": [str(shared_data / "benchmarks" / "gsm8k" / "test.jsonl")], "columns": ["messages"], "cache_dir": str(tmp_path / "cache")},
+            {
+                "type": "decontaminate",
+                "benchmarks": [str(shared_data / "benchmarks" / "gsm8k" / "test.jsonl")],
+                "columns": ["messages"],
+                "cache_dir": str(tmp_path / "cache"),
+            },
         ],
     }
     pipe = build_pipeline(raw)
@@ -74,4 +83,7 @@ def test_pipeline_of_filters(tmp_path, shared_data):
     out = pq.read_table(next((tmp_path / "run" / "output").glob("*.parquet"))).to_pylist()
     assert len(out) == 2
     math = next(r for r in out if r["domain"] == "math")
-    assert math["answer"] == "42" and math["messages"][-1] == {"role": "assistant", "content": "6*7 = 42. The answer is 42."}
+    assert math["answer"] == "42" and math["messages"][-1] == {
+        "role": "assistant",
+        "content": "6*7 = 42. The answer is 42.",
+    }

@@ -38,7 +38,10 @@ def reason_of(text, **kw):
         ("The caf\ufffd served cr\ufffdpes.", "garbled_replacement_chars"),
         ("The cafÃ© served crÃªpes and itâ€™s great.", "garbled_mojibake"),
         ("#$%^ @@@ 1234 &*() ~~~ ### !!! ??? ;;; ::: word", "garbled_non_letter"),
-        ("\n".join(["This is the same line repeated again."] * 6 + ["A different closing line here."]), "repeated_lines"),
+        (
+            "\n".join(["This is the same line repeated again."] * 6 + ["A different closing line here."]),
+            "repeated_lines",
+        ),
         ("the answer is that the answer is that " * 20, "repeated_ngrams"),
     ],
 )
@@ -63,7 +66,9 @@ def test_scores_are_columns_and_annotate_only_keeps():
     assert out.num_rows == 2 and not shard.dropped
     assert shard.counters["would_drop.refusal"] == 1
     assert out.column("rule_refusal").to_pylist()[0] is None and out.column("rule_refusal").to_pylist()[1]
-    assert {"rule_repeated_lines", "rule_repeated_ngrams", "rule_non_letter", "rule_mojibake", "rule_truncated"} <= set(out.column_names)
+    assert {"rule_repeated_lines", "rule_repeated_ngrams", "rule_non_letter", "rule_mojibake", "rule_truncated"} <= set(
+        out.column_names
+    )
 
 
 def test_messages_column_and_extra_patterns(tmp_path):

@@ -200,8 +200,15 @@ def test_raw_syscall_socket_blocked(limits):
 
 
 def test_writes_outside_sandbox(limits, tmp_path):
-    targets = [tmp_path / f"escape-{uuid.uuid4().hex}", Path("/tmp") / f"synth-escape-{uuid.uuid4().hex}", REPO / f".escape-{uuid.uuid4().hex}"]
-    program = "import os\nfor p in %r:\n    try:\n        fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)\n        os.write(fd, b'x')\n        print('wrote', p)\n    except OSError as exc:\n        print('denied', type(exc).__name__)\n" % [str(t) for t in targets]
+    targets = [
+        tmp_path / f"escape-{uuid.uuid4().hex}",
+        Path("/tmp") / f"synth-escape-{uuid.uuid4().hex}",
+        REPO / f".escape-{uuid.uuid4().hex}",
+    ]
+    program = (
+        "import os\nfor p in %r:\n    try:\n        fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)\n        os.write(fd, b'x')\n        print('wrote', p)\n    except OSError as exc:\n        print('denied', type(exc).__name__)\n"
+        % [str(t) for t in targets]
+    )
     res = run(program, limits)
     try:
         assert res.stdout.count("denied") == 3, res.stdout + res.stderr
@@ -220,7 +227,10 @@ def test_reading_user_files(limits, tmp_path):
     for p in places:
         p.write_text(secret)
     try:
-        program = "for p in %r:\n    try:\n        print(open(p).read())\n    except OSError as exc:\n        print('denied', type(exc).__name__)\n" % [str(p) for p in places]
+        program = (
+            "for p in %r:\n    try:\n        print(open(p).read())\n    except OSError as exc:\n        print('denied', type(exc).__name__)\n"
+            % [str(p) for p in places]
+        )
         res = run(program, limits)
         assert secret not in res.stdout
         assert res.stdout.count("denied") == len(places), res.stdout + res.stderr
@@ -245,5 +255,8 @@ def test_required_layer_missing_refuses_to_run():
 
 def test_environment_is_clean_and_home_is_sandbox(monkeypatch):
     monkeypatch.setenv("SYNTH_SECRET_TOKEN", "hunter2")
-    res = run("import os, tempfile\nprint(sorted(os.environ))\nprint(os.environ['HOME'] == os.getcwd(), tempfile.gettempdir().startswith(os.getcwd()))", SandboxLimits(**FAST))
+    res = run(
+        "import os, tempfile\nprint(sorted(os.environ))\nprint(os.environ['HOME'] == os.getcwd(), tempfile.gettempdir().startswith(os.getcwd()))",
+        SandboxLimits(**FAST),
+    )
     assert "SYNTH_SECRET_TOKEN" not in res.stdout and "True True" in res.stdout

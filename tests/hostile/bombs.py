@@ -50,7 +50,9 @@ def warc_head(url: str, block_length: int, n: int = 0) -> bytes:
 
 
 def http_head(length: int, extra: str = "") -> bytes:
-    return f"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n{extra}Content-Length: {length}\r\n\r\n".encode()
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n{extra}Content-Length: {length}\r\n\r\n".encode()
+    )
 
 
 def small_page(n: int) -> bytes:

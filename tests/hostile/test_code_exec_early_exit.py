@@ -26,7 +26,12 @@ def run(rows, **opts):
 
 @pytest.mark.parametrize(
     "exit_call",
-    ["import sys\nsys.exit(0)", "import os\nos._exit(0)", "raise SystemExit", "import sys\nsys.stdout.flush(); sys.exit()"],
+    [
+        "import sys\nsys.exit(0)",
+        "import os\nos._exit(0)",
+        "raise SystemExit",
+        "import sys\nsys.stdout.flush(); sys.exit()",
+    ],
 )
 def test_an_early_exit_is_tests_not_run_not_a_pass(exit_call):
     rows = [{"id": "cheat", "response": fence(WRONG_ADD + exit_call), "tests": TESTS}]

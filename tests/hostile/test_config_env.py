@@ -59,7 +59,12 @@ def test_paths_and_endpoints_expand_and_env_prefix_expands_anywhere(monkeypatch)
     monkeypatch.setenv("CORPUS", "/data/corpus")
     monkeypatch.setenv("JUDGE_HOST", "judge.internal")
     monkeypatch.setenv("API_TOKEN", SECRET)
-    raw = pipeline(data_path="${CORPUS}/x.jsonl", endpoint_url="http://${JUDGE_HOST}:8000/v1", token="${env:API_TOKEN}", prompt="${API_TOKEN}")
+    raw = pipeline(
+        data_path="${CORPUS}/x.jsonl",
+        endpoint_url="http://${JUDGE_HOST}:8000/v1",
+        token="${env:API_TOKEN}",
+        prompt="${API_TOKEN}",
+    )
     opts = build_pipeline(raw).stages[0].stage.options
     assert opts.data_path == "/data/corpus/x.jsonl"
     assert opts.endpoint_url == "http://judge.internal:8000/v1"
@@ -77,7 +82,13 @@ def test_expanded_secrets_never_reach_the_run_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("API_TOKEN", SECRET)
     raw = pipeline(token="${env:API_TOKEN}")
     pipe = build_pipeline(raw)
-    result = run_pipeline(pipe, PipelineSource(raw=pipe.raw, path=None, seed=0), tmp_path / "run", inputs=["unused"], executor=LocalExecutor(1))
+    result = run_pipeline(
+        pipe,
+        PipelineSource(raw=pipe.raw, path=None, seed=0),
+        tmp_path / "run",
+        inputs=["unused"],
+        executor=LocalExecutor(1),
+    )
     assert result.output  # the stage ran with the secret...
     for path in (tmp_path / "run").rglob("*.json"):
         assert SECRET not in path.read_text(), path  # ...and no json file on disk holds it

@@ -44,7 +44,9 @@ _CHILD = textwrap.dedent(
 
 def read_in_child(path) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH", "")] if p))
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=300, env=env
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -118,7 +120,9 @@ def test_zstd_warc_record_that_inflates_to_a_gibibyte(tmp_path):
 @pytest.mark.timeout(300)
 def test_warc_header_line_that_inflates_to_a_gibibyte(tmp_path):
     # held before the fix too (FastWARC bounds header lines); kept so it stays that way
-    bomb = gzip_bomb(b"WARC/1.0\r\nWARC-Type: response\r\nX-Junk: ", b"e", GIB_IN_MIB, b"\r\nContent-Length: 0\r\n\r\n\r\n\r\n")
+    bomb = gzip_bomb(
+        b"WARC/1.0\r\nWARC-Type: response\r\nX-Junk: ", b"e", GIB_IN_MIB, b"\r\nContent-Length: 0\r\n\r\n\r\n\r\n"
+    )
     path = tmp_path / "header.warc.gz"
     path.write_bytes(bomb + gzip.compress(good_record(1), mtime=0))
     result = read_in_child(path)

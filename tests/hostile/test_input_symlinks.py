@@ -45,7 +45,12 @@ def test_link_to_a_directory_outside_is_followed_and_duplicates_read_once(tmp_pa
     skipped: dict[str, int] = {}
     files = expand_inputs([f"{root}/**/*.jsonl", str(root / "top.jsonl")], skipped=skipped)
     real = sorted(os.path.realpath(f) for f in files)
-    assert real == sorted({os.path.realpath(p) for p in (outside / "far.jsonl", root / "top.jsonl", root / "a/one.jsonl", root / "a/b/two.jsonl")})
+    assert real == sorted(
+        {
+            os.path.realpath(p)
+            for p in (outside / "far.jsonl", root / "top.jsonl", root / "a/one.jsonl", root / "a/b/two.jsonl")
+        }
+    )
     assert len(files) == 4
     assert skipped == {"directory_seen_twice": 1, "same_file": 1, "broken_link": 1}
 

@@ -35,8 +35,9 @@ def test_retry_behind_the_cache_reaches_the_engine(nations, tmp_path):
     seen: dict = {}
     fake = llm.FakeEngine(lambda req, i: _draws_anew(req, i, seen))
     engine = llm.CachedEngine(fake, llm.RequestCache(tmp_path / "cache.sqlite"))
-    cfg = WalkConfig(verbalizer="llm", llm_retries=2, irrelevance_share=0.0, patterns={"1p": 1, "2i": 1},
-                     back_translate=False)
+    cfg = WalkConfig(
+        verbalizer="llm", llm_retries=2, irrelevance_share=0.0, patterns={"1p": 1, "2i": 1}, back_translate=False
+    )
     out = SampleFactory(nations, cfg, engine=engine).make(sample_seeds(5, 0, 8))
     # the first attempt is rejected for every sample; the retry must be generated, not read back
     assert fake.calls == 2
@@ -45,8 +46,7 @@ def test_retry_behind_the_cache_reaches_the_engine(nations, tmp_path):
 
 def test_rerun_reads_every_attempt_from_the_cache(nations, tmp_path):
     seen: dict = {}
-    cfg = WalkConfig(verbalizer="llm", llm_retries=2, irrelevance_share=0.0, patterns={"1p": 1},
-                     back_translate=False)
+    cfg = WalkConfig(verbalizer="llm", llm_retries=2, irrelevance_share=0.0, patterns={"1p": 1}, back_translate=False)
     cache = tmp_path / "cache.sqlite"
     first_fake = llm.FakeEngine(lambda req, i: _draws_anew(req, i, seen))
     first = SampleFactory(nations, cfg, engine=llm.CachedEngine(first_fake, llm.RequestCache(cache)))

@@ -52,7 +52,11 @@ def wait_for(predicate, timeout: float) -> bool:
 
 
 def start(script: str, tmp_path) -> subprocess.Popen:
-    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH", "")] if p))
+    env = dict(
+        os.environ,
+        TMPDIR=str(tmp_path),
+        PYTHONPATH=os.pathsep.join(p for p in [REPO, os.environ.get("PYTHONPATH", "")] if p),
+    )
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -119,5 +123,11 @@ def test_a_rerun_cleans_stale_scratch(tmp_path, monkeypatch):
     data = tmp_path / "in.jsonl"
     data.write_text('{"text": "x"}\n')
     raw = {"name": "r", "seed": 0, "stages": [{"type": "read"}]}
-    run_pipeline(build_pipeline(raw), PipelineSource(raw=raw, path=None, seed=0), tmp_path / "run", inputs=[str(data)], executor=LocalExecutor(1))
+    run_pipeline(
+        build_pipeline(raw),
+        PipelineSource(raw=raw, path=None, seed=0),
+        tmp_path / "run",
+        inputs=[str(data)],
+        executor=LocalExecutor(1),
+    )
     assert not stale.exists() and live.exists() and unrelated.exists()

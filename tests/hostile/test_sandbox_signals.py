@@ -78,7 +78,9 @@ def test_layers_are_counted_once_per_run_in_the_ledger():
 
 
 def test_required_layers_present_run():
-    stage = CodeExecutionFilter(CodeExecOptions(cpu_seconds=2, wall_seconds=5, require_layers=["netns", "landlock", "seccomp", "disk-quota"]))
+    stage = CodeExecutionFilter(
+        CodeExecOptions(cpu_seconds=2, wall_seconds=5, require_layers=["netns", "landlock", "seccomp", "disk-quota"])
+    )
     table = pa.Table.from_pylist([{"id": "a", "response": "```python\nprint(1)\n```"}])
     out = stage.process(table, Shard("03-code_exec", 0, "part-00000", 0))
     assert out.column("exec_status").to_pylist() == ["ok"]

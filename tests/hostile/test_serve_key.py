@@ -50,7 +50,9 @@ def test_beyond_loopback_without_a_key_does_not_start(tmp_path, captured, host):
 
 def test_key_named_but_unset_does_not_start(tmp_path, captured, monkeypatch):
     monkeypatch.delenv("SYNTH_TEST_UNSET_KEY", raising=False)
-    entry = ModelEntry(mode="serve", model="/nonexistent", host="0.0.0.0", port=8001, api_key_env="SYNTH_TEST_UNSET_KEY")
+    entry = ModelEntry(
+        mode="serve", model="/nonexistent", host="0.0.0.0", port=8001, api_key_env="SYNTH_TEST_UNSET_KEY"
+    )
     with pytest.raises(EngineError, match=r"SYNTH_TEST_UNSET_KEY.*not set"):
         ServerProcess("general", entry, tmp_path).start()
     assert not captured
@@ -84,7 +86,16 @@ def test_real_server_beyond_loopback_refuses_requests_without_the_key(tmp_path, 
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("SYNTH_TEST_KEY", KEY)
-    entry = ModelEntry(mode="serve", host="0.0.0.0", port=port, api_key_env="SYNTH_TEST_KEY", max_model_len=512, kv_cache_gib=0.5, enforce_eager=True, startup_timeout_s=600)
+    entry = ModelEntry(
+        mode="serve",
+        host="0.0.0.0",
+        port=port,
+        api_key_env="SYNTH_TEST_KEY",
+        max_model_len=512,
+        kv_cache_gib=0.5,
+        enforce_eager=True,
+        startup_timeout_s=600,
+    )
     server = ServerProcess("smol", entry, tmp_path).start()
     try:
         server.wait_ready()

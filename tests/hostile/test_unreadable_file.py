@@ -18,7 +18,13 @@ from synth.core.ledger import audit, reject_samples
 def run(tmp_path, inputs):
     raw = {"name": "read-only", "seed": 0, "stages": [{"type": "read"}]}
     pipe = build_pipeline(raw)
-    return run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=0), tmp_path / "run", inputs=[str(p) for p in inputs], executor=LocalExecutor(1))
+    return run_pipeline(
+        pipe,
+        PipelineSource(raw=raw, path=None, seed=0),
+        tmp_path / "run",
+        inputs=[str(p) for p in inputs],
+        executor=LocalExecutor(1),
+    )
 
 
 def bad_parquet(path):

@@ -61,7 +61,12 @@ def extract(table, **options):
     return stage.process(table, shard), shard, stage
 
 
-ENGLISH = "<html><body><article>" + "<p>" + "The river winds between the green hills and feeds the valley farms below. " * 12 + "</p></article></body></html>"
+ENGLISH = (
+    "<html><body><article>"
+    + "<p>"
+    + "The river winds between the green hills and feeds the valley farms below. " * 12
+    + "</p></article></body></html>"
+)
 
 
 def test_pages_in_unwanted_languages_never_reach_trafilatura(shared_data):
@@ -78,12 +83,19 @@ def test_pages_in_unwanted_languages_never_reach_trafilatura(shared_data):
     # the survivor's text is exactly what extraction without the cascade gives
     plain, plain_shard, plain_stage = extract(table, cascade=False, cascade_languages=["en"])
     assert plain_stage.full_extractions == table.num_rows and not plain_shard.dropped
-    assert out.column("text")[0].as_py() == plain.filter(pa.compute.equal(plain.column("id"), "id0")).column("text")[0].as_py()
+    assert (
+        out.column("text")[0].as_py()
+        == plain.filter(pa.compute.equal(plain.column("id"), "id0")).column("text")[0].as_py()
+    )
 
 
 def test_pages_with_next_to_no_text_are_dropped_early_but_not_unspaced_languages():
     tiny = "<html><body><p>Only a handful of words here, nothing more.</p></body></html>"
-    japanese = "<html><body><p>" + "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。" * 6 + "</p></body></html>"
+    japanese = (
+        "<html><body><p>"
+        + "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。" * 6
+        + "</p></body></html>"
+    )
     out, shard, stage = extract(html_rows([tiny, japanese, ENGLISH]), cascade_languages=["en", "ja"])
     assert shard.dropped == {"cascade_too_little_text": 1}
     assert out.column("id").to_pylist() == ["id1", "id2"]
@@ -95,12 +107,20 @@ def test_pages_with_next_to_no_text_are_dropped_early_but_not_unspaced_languages
 
 def listing_page(rows: int) -> str:
     """A forum-style listing: ids, dates and counts in table cells, few words."""
-    cells = "".join(f"<tr><td><a href='/p/{i}'>#{i}</a></td><td>2008-03-{i % 28 + 1:02d}</td><td>{i * 7}</td><td>{i * 13 % 997}</td><td>Re: set {i}</td></tr>" for i in range(rows))
+    cells = "".join(
+        f"<tr><td><a href='/p/{i}'>#{i}</a></td><td>2008-03-{i % 28 + 1:02d}</td><td>{i * 7}</td><td>{i * 13 % 997}</td><td>Re: set {i}</td></tr>"
+        for i in range(rows)
+    )
     return f"<html><body><table>{cells}</table></body></html>"
 
 
 # prose with as much markup as a listing (every sentence in its own span)
-LONG_ENGLISH = "<html><body><article>" + ("<p>" + "<span>The river winds between the green hills and feeds the valley farms below.</span> " * 12 + "</p>") * 220 + "</article></body></html>"
+LONG_ENGLISH = (
+    "<html><body><article>"
+    + ("<p>" + "<span>The river winds between the green hills and feeds the valley farms below.</span> " * 12 + "</p>")
+    * 220
+    + "</article></body></html>"
+)
 
 
 def test_pages_of_much_markup_mostly_not_words_are_dropped_early_with_or_without_a_language_list():
@@ -112,7 +132,10 @@ def test_pages_of_much_markup_mostly_not_words_are_dropped_early_with_or_without
         assert out.column("id").to_pylist() == ["id1", "id2"]
         assert stage.full_extractions == 2
         # without a language list only the pages with much markup take the cheap pass
-        assert shard.counters["cascade.pages"] == cheap_pages and shard.counters["cascade.spared.cascade_low_alpha_words"] == 1
+        assert (
+            shard.counters["cascade.pages"] == cheap_pages
+            and shard.counters["cascade.spared.cascade_low_alpha_words"] == 1
+        )
         sample = next(r for r in shard.rejects if r.reason == "cascade_low_alpha_words")
         assert sample.scores["cheap_alpha_words_ratio"] < 0.75
     # a small listing is not looked at (it costs trafilatura little); the rule can be switched off
@@ -141,7 +164,11 @@ def test_the_large_page_rule_drops_only_pages_gopher_drops_on_a_real_crawl(share
     assert len(spared) == shard.dropped["cascade_low_alpha_words"] >= 5
     assert shard.dropped - plain_shard.dropped == {"cascade_low_alpha_words": len(spared)}
     judged = plain.filter(pa.compute.is_in(plain.column("id"), pa.array(sorted(spared))))
-    for stage in (LanguageFilter(LanguageOptions()), GopherRepetitionFilter(GopherRepetitionOptions()), GopherQualityFilter(GopherQualityOptions())):
+    for stage in (
+        LanguageFilter(LanguageOptions()),
+        GopherRepetitionFilter(GopherRepetitionOptions()),
+        GopherQualityFilter(GopherQualityOptions()),
+    ):
         stage.ensure_setup()
         judged = stage.process(judged, Shard("02-judge", 0, "part-00000", 0))
     assert judged.num_rows == 0
@@ -186,7 +213,9 @@ def test_cascade_false_or_no_language_list_runs_no_cheap_pass(shared_data):
 
 def test_cascade_options_are_validated():
     with pytest.raises(ConfigError, match="cascade_min_language_score"):
-        build_pipeline({"name": "x", "stages": [{"type": "read"}, {"type": "extract_html", "cascade_min_language_score": 2}]})
+        build_pipeline(
+            {"name": "x", "stages": [{"type": "read"}, {"type": "extract_html", "cascade_min_language_score": 2}]}
+        )
     with pytest.raises(ConfigError, match="page_timeout"):
         build_pipeline({"name": "x", "stages": [{"type": "read"}, {"type": "extract_html", "page_timeout": 0}]})
 
@@ -319,12 +348,17 @@ def _run(run_dir: Path, inputs: list[str], cascade: bool) -> set[str]:
     raw = {**RAW, "stages": [dict(s) for s in RAW["stages"]]}
     raw["stages"][1].update(cascade=cascade, cascade_languages=["en"])
     pipe = build_pipeline(raw)
-    result = run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), run_dir, inputs=inputs, executor=LocalExecutor(1))
+    result = run_pipeline(
+        pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), run_dir, inputs=inputs, executor=LocalExecutor(1)
+    )
     return {r["id"] for p in result.output for r in pq.read_table(p, columns=["id"]).to_pylist()}
 
 
 def test_cascade_keeps_everything_the_pipeline_keeps_and_the_ledger_says_what_it_spared(shared_data, tmp_path):
-    inputs = [str(shared_data / "warc" / n) for n in ("cc-style-multilingual.warc.gz", "clueweb-quirk-ja.warc.gz", "bad-length.warc")]
+    inputs = [
+        str(shared_data / "warc" / n)
+        for n in ("cc-style-multilingual.warc.gz", "clueweb-quirk-ja.warc.gz", "bad-length.warc")
+    ]
     with_cascade = _run(tmp_path / "cascade", inputs, True)
     without = _run(tmp_path / "plain", inputs, False)
     assert without and with_cascade == without
@@ -332,7 +366,9 @@ def test_cascade_keeps_everything_the_pipeline_keeps_and_the_ledger_says_what_it
     spared = stage["counters"]["cascade.spared.cascade_language_not_wanted"]
     assert spared >= 29  # at least every Japanese page
     assert stage["dropped"]["cascade_language_not_wanted"] == spared
-    assert stage["counters"]["cascade.pages"] - stage["counters"]["cascade.passed"] == sum(v for k, v in stage["dropped"].items() if k.startswith("cascade_"))
+    assert stage["counters"]["cascade.pages"] - stage["counters"]["cascade.passed"] == sum(
+        v for k, v in stage["dropped"].items() if k.startswith("cascade_")
+    )
 
 
 def test_shipped_pipelines_give_the_cascade_their_language_list():

@@ -31,7 +31,9 @@ def html_rows(pages: list[bytes], charset=None) -> pa.Table:
     rows = []
     for i, page in enumerate(pages):
         row = dict.fromkeys(SCHEMA.names)
-        row.update(id=f"id{i}", html=page, url=f"http://example.com/{i}", source="t", format="warc", offset=i, charset=charset)
+        row.update(
+            id=f"id{i}", html=page, url=f"http://example.com/{i}", source="t", format="warc", offset=i, charset=charset
+        )
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
@@ -62,7 +64,11 @@ def test_shift_jis_and_euc_jp_pages_decode(shared_data):
     for text in out.column("text").to_pylist():
         assert len(JAPANESE.findall(text)) > 20
         assert "\ufffd" not in text
-    page = "<html><head><meta charset='Shift_JIS'><title>日本語</title></head><body><p>" + "吾輩は猫である。名前はまだ無い。" * 20 + "</p></body></html>"
+    page = (
+        "<html><head><meta charset='Shift_JIS'><title>日本語</title></head><body><p>"
+        + "吾輩は猫である。名前はまだ無い。" * 20
+        + "</p></body></html>"
+    )
     decoded, encoding = decode_html(page.encode("shift_jis"), None)
     assert "吾輩は猫である" in decoded and encoding == "cp932"
 
@@ -74,7 +80,11 @@ def test_wrong_declared_charset_falls_back():
 
 
 def test_empty_extraction_and_oversized_pages_are_drops():
-    pages = [b"<html><head><script>var x = 1;</script></head><body></body></html>", ARTICLE.encode(), b"<html>" + b"<p>x</p>" * 200_000 + b"</html>"]
+    pages = [
+        b"<html><head><script>var x = 1;</script></head><body></body></html>",
+        ARTICLE.encode(),
+        b"<html>" + b"<p>x</p>" * 200_000 + b"</html>",
+    ]
     out, shard = extract(html_rows(pages), max_html_bytes=1_000_000)
     assert out.column("id").to_pylist() == ["id1"]
     assert dict(shard.dropped) == {"empty_extraction": 1, "html_too_large": 1}

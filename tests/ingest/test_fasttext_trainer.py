@@ -29,7 +29,9 @@ def test_split_keeps_every_copy_of_a_text_on_one_side():
 
 
 def test_a_label_with_one_text_stays_in_training():
-    train, held = stratified_split([("x", "rare")] + [(f"y{i}", "common") for i in range(10)], 0.5, seed=0, distinct_texts=True)
+    train, held = stratified_split(
+        [("x", "rare")] + [(f"y{i}", "common") for i in range(10)], 0.5, seed=0, distinct_texts=True
+    )
     assert ("x", "rare") in train and all(lab == "common" for _, lab in held)
 
 
@@ -42,14 +44,27 @@ def test_label_metrics_counts_precision_recall_and_support():
 
 def test_reader_counts_what_it_skips(tmp_path):
     path = tmp_path / "x.jsonl"
-    path.write_text("\n".join([json.dumps({"text": "t", "domain": "d"}), "{broken", json.dumps({"text": 3, "domain": "d"}), json.dumps(["t"]), ""]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps({"text": "t", "domain": "d"}),
+                "{broken",
+                json.dumps({"text": 3, "domain": "d"}),
+                json.dumps(["t"]),
+                "",
+            ]
+        )
+        + "\n"
+    )
     counts: Counter = Counter()
     assert read_labelled_jsonl(path, counts, label_field="domain") == [("t", "d")]
     assert counts == {"skipped_malformed_jsonl": 1, "skipped_no_text_or_domain": 2}
 
 
 def test_training_is_deterministic_and_quantizes_both_ways(tmp_path):
-    rows = [("math", f"solve x + {i} = {2 * i}") for i in range(50)] + [("chat", f"hello there friend number {i}") for i in range(50)]
+    rows = [("math", f"solve x + {i} = {2 * i}") for i in range(50)] + [
+        ("chat", f"hello there friend number {i}") for i in range(50)
+    ]
     kw = dict(epoch=5, lr=0.5, dim=8, word_ngrams=2, bucket=1000, seed=3)
     a, b = train_fasttext(rows, **kw), train_fasttext(rows, **kw)
     for model, name in ((a, "a.bin"), (b, "b.bin")):

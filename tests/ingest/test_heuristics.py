@@ -90,16 +90,43 @@ def test_japanese_is_judged_by_segmented_words():
 
 
 def test_gopher_quality_reasons():
-    menu = "\n".join(f"• {w} {w}s and more" for w in ["home", "about", "contact", "products", "services", "blog", "shop", "cart", "account", "login", "help", "faq", "careers", "press"])
+    menu = "\n".join(
+        f"• {w} {w}s and more"
+        for w in [
+            "home",
+            "about",
+            "contact",
+            "products",
+            "services",
+            "blog",
+            "shop",
+            "cart",
+            "account",
+            "login",
+            "help",
+            "faq",
+            "careers",
+            "press",
+        ]
+    )
     assert reason(GopherQualityFilter, menu) == "gopher_bullet_lines"
     assert reason(GopherQualityFilter, "Click here.") == "gopher_too_few_words"
     tags = PROSE + " " + " ".join(f"#tag{i}" for i in range(40))
     assert reason(GopherQualityFilter, tags) == "gopher_hash_ratio"
     trailing = PROSE + " " + " ".join(["and so… well..."] * 20) + " The end."
     assert reason(GopherQualityFilter, trailing) == "gopher_ellipsis_ratio"
-    teaser = "\n".join(f"Read the story of the man who went to the market with the {i} carts and the dogs, who were tired of waiting for the rain..." for i in range(6)) + "\n" + PROSE
+    teaser = (
+        "\n".join(
+            f"Read the story of the man who went to the market with the {i} carts and the dogs, who were tired of waiting for the rain..."
+            for i in range(6)
+        )
+        + "\n"
+        + PROSE
+    )
     assert reason(GopherQualityFilter, teaser) == "gopher_ellipsis_lines"
-    numbers = "Table of values for the year:\n" + "\n".join(f"{i * 104729} {i * 3.14159:.4f} {i * 7919} {i + 1000}" for i in range(30))
+    numbers = "Table of values for the year:\n" + "\n".join(
+        f"{i * 104729} {i * 3.14159:.4f} {i * 7919} {i + 1000}" for i in range(30)
+    )
     assert reason(GopherQualityFilter, numbers) == "gopher_alpha_words"
     shouting = " ".join(["cheap sneakers discount shoes online store free shipping"] * 10)
     assert reason(GopherQualityFilter, shouting) == "gopher_stop_words"
@@ -115,9 +142,18 @@ def test_thresholds_are_options():
 
 def test_gopher_repetition_reasons():
     lines = [f"Line number {i} tells a different part of the story than the others." for i in range(10)]
-    assert reason(GopherRepetitionFilter, "\n".join(lines + ["Subscribe to our newsletter today."] * 6)) == "gopher_dup_line_frac"
-    paras = "\n\n".join([PROSE, "Share this page with your friends.\nFollow us."] + ["Share this page with your friends.\nFollow us."] * 3)
-    assert reason(GopherRepetitionFilter, paras, max_dup_line_frac=None, max_dup_line_char_frac=None) == "gopher_dup_para_frac"
+    assert (
+        reason(GopherRepetitionFilter, "\n".join(lines + ["Subscribe to our newsletter today."] * 6))
+        == "gopher_dup_line_frac"
+    )
+    paras = "\n\n".join(
+        [PROSE, "Share this page with your friends.\nFollow us."]
+        + ["Share this page with your friends.\nFollow us."] * 3
+    )
+    assert (
+        reason(GopherRepetitionFilter, paras, max_dup_line_frac=None, max_dup_line_char_frac=None)
+        == "gopher_dup_para_frac"
+    )
     words = PROSE.split()
     spam = " ".join(w for pair in zip(words, ["buy now"] * len(words)) for w in pair)
     assert reason(GopherRepetitionFilter, spam) == "gopher_top_2gram"
@@ -158,7 +194,10 @@ def test_vectorised_ngram_stats_equal_the_definition(english_passages):
 def test_c4_reasons_and_line_removal():
     web_prose = "\n".join(s.strip() + "." for s in PROSE.split(".") if s.strip())
     assert reason(C4QualityFilter, web_prose) is None
-    assert reason(C4QualityFilter, web_prose + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.") == "c4_lorem_ipsum"
+    assert (
+        reason(C4QualityFilter, web_prose + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.")
+        == "c4_lorem_ipsum"
+    )
     assert reason(C4QualityFilter, web_prose + "\nfunction f() { return 1; }") == "c4_curly_bracket"
     banner = "Home\nProducts\nThis site uses cookies to improve your experience.\nAccept all\nPlease enable JavaScript to view this page.\nCopyright 2024 Example Inc."
     assert reason(C4QualityFilter, banner) == "c4_too_few_sentences"
@@ -202,7 +241,13 @@ def test_config_validation_and_declared_columns():
     base = [{"type": "tests.core.toy_stages:CountSource"}]
     with pytest.raises(ConfigError, match="min_word"):
         build_pipeline({"name": "t", "stages": base + [{"type": "gopher_quality", "min_word": 3}]})
-    pipe = build_pipeline({"name": "t", "stages": base + [{"type": "gopher_repetition", "max_top_ngram_frac": {"2": 0.3}, "max_dup_ngram_frac": {"6": 0.2}}]})
+    pipe = build_pipeline(
+        {
+            "name": "t",
+            "stages": base
+            + [{"type": "gopher_repetition", "max_top_ngram_frac": {"2": 0.3}, "max_dup_ngram_frac": {"6": 0.2}}],
+        }
+    )
     assert pipe.stages[1].stage.output_columns()[-2:] == ("gopher_top_2gram_frac", "gopher_dup_6gram_frac")
     pipe = build_pipeline({"name": "t", "stages": base + [{"type": "c4_quality", "remove_lines": True}]})
     assert "text" in pipe.stages[1].stage.output_columns()

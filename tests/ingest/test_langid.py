@@ -90,7 +90,10 @@ def test_keep_languages_and_min_score_reasons():
 
 
 def test_annotate_only_keeps_everything():
-    rows = [{"text": "Bonjour tout le monde, comment allez-vous aujourd'hui ?"}, {"text": "Good morning to all of you."}]
+    rows = [
+        {"text": "Bonjour tout le monde, comment allez-vous aujourd'hui ?"},
+        {"text": "Good morning to all of you."},
+    ]
     table, shard = run_filter(LanguageFilter(LanguageOptions(languages=["de"], annotate_only=True)), rows)
     assert table.num_rows == 2 and not shard.dropped
     assert shard.counters["would_drop.language_not_wanted"] == 2

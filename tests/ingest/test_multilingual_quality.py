@@ -136,7 +136,12 @@ def test_c4_badwords_rule():
     table, shard = run(C4BadWordsFilter, rows[3:])
     assert table.column("c4_badwords").to_pylist() == [None, 0] and not shard.dropped
     # team words and annotate_only
-    table, shard = run(C4BadWordsFilter, [{"text": "A page about widgets.", "language": "en"}], words={"en": ["widgets"]}, annotate_only=True)
+    table, shard = run(
+        C4BadWordsFilter,
+        [{"text": "A page about widgets.", "language": "en"}],
+        words={"en": ["widgets"]},
+        annotate_only=True,
+    )
     assert table.num_rows == 1 and shard.counters["would_drop.c4_badwords"] == 1
 
 
@@ -177,10 +182,14 @@ def test_blocklists_update_installs_categories_with_licence_and_date(tmp_path):
     res = CliRunner().invoke(app, ["blocklists", "show", "--folder", str(dest)])
     assert res.exit_code == 0 and '"adult": 3' in res.output
     # offline: one clear line, no traceback, the installed copy untouched
-    res = CliRunner().invoke(app, ["blocklists", "update", "--url", "http://127.0.0.1:9/blacklists.tar.gz", "--dest", str(dest)])
+    res = CliRunner().invoke(
+        app, ["blocklists", "update", "--url", "http://127.0.0.1:9/blacklists.tar.gz", "--dest", str(dest)]
+    )
     assert res.exit_code == 1 and "cannot download" in res.output and "Traceback" not in res.output
     assert (dest / "SOURCE.json").is_file()
-    res = CliRunner().invoke(app, ["blocklists", "update", "--archive", str(tmp_path / "missing.tar.gz"), "--dest", str(dest)])
+    res = CliRunner().invoke(
+        app, ["blocklists", "update", "--archive", str(tmp_path / "missing.tar.gz"), "--dest", str(dest)]
+    )
     assert res.exit_code == 1 and "no such file" in res.output
 
 
@@ -234,7 +243,10 @@ def test_url_filter_rules(tmp_path):
 
 def test_url_filter_falls_back_to_builtin_lists(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTH_CACHE", str(tmp_path / "empty-cache"))
-    table, shard = run(URLFilter, [{"url": "https://de.pornhub.com/view"}, {"url": "https://www.bet365.com/"}, {"url": "https://example.com/"}])
+    table, shard = run(
+        URLFilter,
+        [{"url": "https://de.pornhub.com/view"}, {"url": "https://www.bet365.com/"}, {"url": "https://example.com/"}],
+    )
     assert dict(shard.dropped) == {"url_blocklist_adult": 1, "url_blocklist_gambling": 1}
     assert shard.counters["url_filter.builtin_blocklists"] == 1
 
@@ -247,7 +259,9 @@ def test_missing_blocklist_dir_is_a_clear_error(tmp_path):
 def test_team_lists_from_files(tmp_path):
     (tmp_path / "block.txt").write_text("# ours\nblocked.example\n")
     pipeline = PipelineContext(config_path=tmp_path / "p.yaml")
-    table, shard = run(URLFilter, [{"url": "https://a.blocked.example/"}], pipeline, block_file="block.txt", categories=[])
+    table, shard = run(
+        URLFilter, [{"url": "https://a.blocked.example/"}], pipeline, block_file="block.txt", categories=[]
+    )
     assert dict(shard.dropped) == {"url_team_block": 1}
 
 
@@ -295,7 +309,9 @@ def run_pipeline(tmp: Path, inputs: list[str], stages: list[dict]) -> Path:
     from synth.cli import app
 
     path = tmp / "p.yaml"
-    path.write_text(yaml.safe_dump({"name": "multilingual", "seed": 0, "inputs": inputs, "stages": stages}, allow_unicode=True))
+    path.write_text(
+        yaml.safe_dump({"name": "multilingual", "seed": 0, "inputs": inputs, "stages": stages}, allow_unicode=True)
+    )
     res = CliRunner().invoke(app, ["run", str(path), "--output", str(tmp / "run"), "--workers", "1"])
     assert res.exit_code == 0, res.output
     return tmp / "run"
@@ -307,7 +323,9 @@ def test_spam_pages_are_dropped_by_url_or_content_rules(crawl_run):
     for part in sorted((crawl_run / "rejected").glob("*/*.parquet")):
         stage = part.parent.name
         for row in pq.read_table(part).to_pylist():
-            url = row.get("url") or (json.loads(row["record"]).get("url") if isinstance(row.get("record"), str) else None)
+            url = row.get("url") or (
+                json.loads(row["record"]).get("url") if isinstance(row.get("record"), str) else None
+            )
             if url:
                 dropped_by[url] = stage
     output = {r["url"] for r in pq.read_table(sorted((crawl_run / "output").glob("*.parquet"))[0]).to_pylist()}
@@ -315,7 +333,13 @@ def test_spam_pages_are_dropped_by_url_or_content_rules(crawl_run):
     missing = SPAM - set(dropped_by)
     assert not missing, f"spam pages neither kept nor in a reject sample: {missing}"
     assert not any("langid" in dropped_by[u] for u in SPAM)
-    assert {dropped_by[u].split("-", 1)[1] for u in SPAM} <= {"url_filter", "gopher_repetition", "gopher_quality", "c4_quality", "c4_badwords"}
+    assert {dropped_by[u].split("-", 1)[1] for u in SPAM} <= {
+        "url_filter",
+        "gopher_repetition",
+        "gopher_quality",
+        "c4_quality",
+        "c4_badwords",
+    }
     # the lottery and adult-video pages named in the issue fall to the bad-words rule
     assert dropped_by["http://0513mt.com/index.php/art/detail/id/8884.html"].endswith("c4_badwords")
 

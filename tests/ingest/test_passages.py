@@ -73,7 +73,14 @@ def test_sentence_longer_than_max_is_cut_at_whitespace():
 
 
 def test_short_documents_stay_whole_and_empty_ones_drop():
-    table = pa.table({"id": ["a", "b", "c"], "text": ["Just one short paragraph.", None, "  "], "url": ["u1", "u2", "u3"], "html": [None, None, None]})
+    table = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "text": ["Just one short paragraph.", None, "  "],
+            "url": ["u1", "u2", "u3"],
+            "html": [None, None, None],
+        }
+    )
     out, shard = split_table(table)
     rows = out.to_pylist()
     assert len(rows) == 1 and rows[0]["text"] == "Just one short paragraph." and rows[0]["url"] == "u1"

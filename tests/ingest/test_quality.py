@@ -13,9 +13,35 @@ from synth.ingest.quality import QualityClassifierFilter, QualityDataError, load
 SMALL = dict(dim=16, bucket=20_000, epoch=10)
 
 
-
-
-WORDS = ["home", "news", "sport", "weather", "shop", "deals", "account", "login", "register", "cart", "help", "contact", "about", "careers", "press", "blog", "events", "music", "video", "travel", "food", "health", "money", "tech", "science", "cars", "jobs"]
+WORDS = [
+    "home",
+    "news",
+    "sport",
+    "weather",
+    "shop",
+    "deals",
+    "account",
+    "login",
+    "register",
+    "cart",
+    "help",
+    "contact",
+    "about",
+    "careers",
+    "press",
+    "blog",
+    "events",
+    "music",
+    "video",
+    "travel",
+    "food",
+    "health",
+    "money",
+    "tech",
+    "science",
+    "cars",
+    "jobs",
+]
 
 
 def boilerplate(rng: random.Random) -> str:
@@ -25,13 +51,16 @@ def boilerplate(rng: random.Random) -> str:
     if kind == 0:  # navigation menu
         return "\n".join(w.capitalize() for w in pick(rng.randint(5, 12)))
     if kind == 1:  # cookie banner
-        return rng.choice(
-            [
-                "We use cookies to improve your experience. By continuing to browse you agree to our use of cookies. Accept all | Manage settings",
-                "This website uses cookies. Learn more in our cookie policy. OK",
-                "Cookies help us deliver our services. Accept | Reject | Preferences",
-            ]
-        ) + f" {rng.choice(WORDS)}"
+        return (
+            rng.choice(
+                [
+                    "We use cookies to improve your experience. By continuing to browse you agree to our use of cookies. Accept all | Manage settings",
+                    "This website uses cookies. Learn more in our cookie policy. OK",
+                    "Cookies help us deliver our services. Accept | Reject | Preferences",
+                ]
+            )
+            + f" {rng.choice(WORDS)}"
+        )
     if kind == 2:  # link list
         return "\n".join(f"» {a.capitalize()} {b} ({rng.randint(1, 99)})" for a, b in zip(pick(6), pick(6)))
     if kind == 3:  # footer
@@ -43,7 +72,12 @@ def boilerplate(rng: random.Random) -> str:
 
 @pytest.fixture(scope="module")
 def labelled(shared_data, tmp_path_factory):
-    books = ["pg1342_pride_and_prejudice.txt", "pg2701_moby_dick.txt", "pg16215_jack_sheppard.txt", "pg3261_news_from_nowhere.txt"]
+    books = [
+        "pg1342_pride_and_prejudice.txt",
+        "pg2701_moby_dick.txt",
+        "pg16215_jack_sheppard.txt",
+        "pg3261_news_from_nowhere.txt",
+    ]
     good = [p for b in books for p in book_passages(shared_data / "books" / b)[20:120]]
     rng = random.Random(3)
     bad = [boilerplate(rng) for _ in range(len(good))]
@@ -109,7 +143,9 @@ def test_min_score_keep_labels_and_annotate_only(trained):
     table = QualityClassifierFilter(opts(model=model, keep_labels=["low"])).process(pa.Table.from_pylist(rows), shard)
     assert table.column("quality_label").to_pylist() == ["low"] and shard.dropped["quality_label_not_kept"] == 1
     shard = Shard("03-q", 0, "p", 0)
-    table = QualityClassifierFilter(opts(model=model, min_score=0.9, annotate_only=True)).process(pa.Table.from_pylist(rows), shard)
+    table = QualityClassifierFilter(opts(model=model, min_score=0.9, annotate_only=True)).process(
+        pa.Table.from_pylist(rows), shard
+    )
     assert table.num_rows == 2 and shard.counters["would_drop.quality_low_score"] == 2
 
 
@@ -167,7 +203,9 @@ def test_cli_function(labelled, tmp_path):
     app = typer.Typer()
     app.command()(quality_train)
     path, _, _ = labelled
-    result = CliRunner().invoke(app, [str(path), "--output", str(tmp_path / "q.bin"), "--dim", "16", "--bucket", "20000"])
+    result = CliRunner().invoke(
+        app, [str(path), "--output", str(tmp_path / "q.bin"), "--dim", "16", "--bucket", "20000"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["held_out"]["labels"]["high"]["precision"] >= 0.97
     result = CliRunner().invoke(app, [str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "q.bin")])
@@ -177,9 +215,13 @@ def test_cli_function(labelled, tmp_path):
 def test_pipeline_requires_existing_model(tmp_path, trained):
     base = [{"type": "tests.core.toy_stages:CountSource"}]
     with pytest.raises(ConfigError, match="synth quality train"):
-        build_pipeline({"name": "t", "stages": base + [{"type": "quality_classifier", "model": str(tmp_path / "none.bin")}]})
+        build_pipeline(
+            {"name": "t", "stages": base + [{"type": "quality_classifier", "model": str(tmp_path / "none.bin")}]}
+        )
     model, _ = trained
-    pipe = build_pipeline({"name": "t", "stages": base + [{"type": "quality_classifier", "model": str(model), "min_score": 0.7}]})
+    pipe = build_pipeline(
+        {"name": "t", "stages": base + [{"type": "quality_classifier", "model": str(model), "min_score": 0.7}]}
+    )
     assert pipe.stages[1].stage.output_columns() == ("quality_label", "quality_score")
 
 
@@ -197,7 +239,11 @@ def warc_boilerplate(path: Path) -> list[str]:
             body = record.reader.read()
             html = bytes_to_str(body, detect_encoding(body))
             main = {line.strip() for line in extract_plain_text(html, main_content=True).split("\n")}
-            rest = [s for s in (line.strip() for line in extract_plain_text(html, main_content=False).split("\n")) if s and s not in main]
+            rest = [
+                s
+                for s in (line.strip() for line in extract_plain_text(html, main_content=False).split("\n"))
+                if s and s not in main
+            ]
             if len(rest) >= 3:
                 chunks.append("\n".join(rest[:15]))
     return chunks

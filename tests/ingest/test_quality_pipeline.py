@@ -34,7 +34,13 @@ def test_filters_in_a_pipeline(shared_data, tmp_path):
         str(shared_data / "warc" / "cc-style-multilingual.warc.gz"),
     ]
     pipe = build_pipeline(RAW)
-    result = run_pipeline(pipe, PipelineSource(raw=RAW, path=None, seed=pipe.seed), tmp_path / "run", inputs=inputs, executor=LocalExecutor(1))
+    result = run_pipeline(
+        pipe,
+        PipelineSource(raw=RAW, path=None, seed=pipe.seed),
+        tmp_path / "run",
+        inputs=inputs,
+        executor=LocalExecutor(1),
+    )
     report = audit(tmp_path / "run")
     assert report["complete"]
     by = {s["stage"]: s for s in report["stages"]}
@@ -44,7 +50,14 @@ def test_filters_in_a_pipeline(shared_data, tmp_path):
         assert all(reason.startswith(("language_", "gopher_", "c4_")) for reason in stage["dropped"])
 
     rows = [r for p in result.output for r in pq.read_table(p).to_pylist()]
-    for column in ("language", "language_score", "gopher_words", "gopher_stop_words", "gopher_dup_10gram_frac", "c4_sentences"):
+    for column in (
+        "language",
+        "language_score",
+        "gopher_words",
+        "gopher_stop_words",
+        "gopher_dup_10gram_frac",
+        "c4_sentences",
+    ):
         assert column in rows[0]
     languages = Counter(r["language"] for r in rows)
     # Dutch and French prose survive the stop-word rule because langid ran first

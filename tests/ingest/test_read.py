@@ -103,7 +103,9 @@ def test_latin1_book_decodes_to_the_same_text(shared_data):
 
 def test_jsonl_fields_and_parquet_column(tmp_path):
     path = tmp_path / "docs.jsonl"
-    path.write_text("\n".join(json.dumps({"body": f"doc {i}", "url": f"http://x/{i}", "title": "T"}) for i in range(3)) + "\n")
+    path.write_text(
+        "\n".join(json.dumps({"body": f"doc {i}", "url": f"http://x/{i}", "title": "T"}) for i in range(3)) + "\n"
+    )
     table, _ = read_path(path, text_field="body")
     assert table.column("text").to_pylist() == ["doc 0", "doc 1", "doc 2"]
     assert table.column("url").to_pylist()[1] == "http://x/1" and table.column("format")[0].as_py() == "jsonl"

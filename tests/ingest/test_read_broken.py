@@ -202,7 +202,9 @@ def test_malformed_jsonl_lines_are_counted_with_line_numbers(tmp_path):
 
 
 def test_truncated_gzip_jsonl_keeps_what_came_before(tmp_path):
-    data = gzip.compress(b"".join(json.dumps({"text": f"document number {i} " * 20}).encode() + b"\n" for i in range(2000)), mtime=0)
+    data = gzip.compress(
+        b"".join(json.dumps({"text": f"document number {i} " * 20}).encode() + b"\n" for i in range(2000)), mtime=0
+    )
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(data[: len(data) // 2])
     table, shard = read(path)
@@ -227,7 +229,9 @@ def test_parquet_without_text_column_is_a_counted_unreadable_file(tmp_path):
     pq.write_table(pa.table({"body": ["a", "b"]}), path)
     table, shard = read(path)
     assert table.num_rows == 0 and dict(shard.dropped) == {"unreadable_file": 1}
-    assert "no column 'text'" in shard.rejects[0].scores["error"] and "columns: body" in shard.rejects[0].scores["error"]
+    assert (
+        "no column 'text'" in shard.rejects[0].scores["error"] and "columns: body" in shard.rejects[0].scores["error"]
+    )
     table, shard = read(path, text_field="body")
     assert table.column("text").to_pylist() == ["a", "b"]
     assert table.column("offset").to_pylist() == [1, 2]

@@ -23,7 +23,13 @@ RAW = {
 
 def _run(run_dir, inputs, workers=1):
     pipe = build_pipeline(RAW)
-    return run_pipeline(pipe, PipelineSource(raw=RAW, path=None, seed=pipe.seed), run_dir, inputs=inputs, executor=LocalExecutor(workers))
+    return run_pipeline(
+        pipe,
+        PipelineSource(raw=RAW, path=None, seed=pipe.seed),
+        run_dir,
+        inputs=inputs,
+        executor=LocalExecutor(workers),
+    )
 
 
 def test_ingest_with_broken_inputs_accounts_for_everything(shared_data, tmp_path):

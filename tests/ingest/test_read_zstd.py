@@ -15,7 +15,10 @@ zstandard = pytest.importorskip("zstandard")
 
 
 def http_response(html: bytes) -> bytes:
-    return f"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {len(html)}\r\n\r\n".encode() + html
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {len(html)}\r\n\r\n".encode()
+        + html
+    )
 
 
 def warc_record(n: int) -> bytes:

@@ -44,9 +44,15 @@ def tiny(tmp_path):
     from kg.graph import load_graph
 
     rows = [
-        ("alice", "knows", "bob"), ("alice", "knows", "carol"), ("bob", "knows", "dave"),
-        ("carol", "knows", "dave"), ("carol", "knows", "erin"), ("dave", "likes", "tea"),
-        ("erin", "likes", "coffee"), ("bob", "likes", "tea"), ("carol", "likes", "coffee"),
+        ("alice", "knows", "bob"),
+        ("alice", "knows", "carol"),
+        ("bob", "knows", "dave"),
+        ("carol", "knows", "dave"),
+        ("carol", "knows", "erin"),
+        ("dave", "likes", "tea"),
+        ("erin", "likes", "coffee"),
+        ("bob", "likes", "tea"),
+        ("carol", "likes", "coffee"),
     ]
     path = tmp_path / "tiny.tsv"
     path.write_text("head\trelation\ttail\n" + "\n".join("\t".join(r) for r in rows) + "\n")

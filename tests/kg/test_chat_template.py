@@ -36,15 +36,17 @@ def rows(nations, tmp_path_factory):
     records = [o.record for o in factory.make(sample_seeds(4, 0, 60)) if o.record]
     path = tmp_path_factory.mktemp("shards") / "part-00000.parquet"
     pq.write_table(pa.Table.from_pylist(records, schema=SAMPLE_SCHEMA), path)
-    ds = datasets.load_dataset("parquet", data_files=[str(path)], split="train",
-                               cache_dir=str(tmp_path_factory.mktemp("hf")))
+    ds = datasets.load_dataset(
+        "parquet", data_files=[str(path)], split="train", cache_dir=str(tmp_path_factory.mktemp("hf"))
+    )
     assert len(ds) == len(records)
     return list(ds)
 
 
 def _calls(messages):
-    return [(c["function"]["name"], json.loads(c["function"]["arguments"]))
-            for m in messages for c in m["tool_calls"] or []]
+    return [
+        (c["function"]["name"], json.loads(c["function"]["arguments"])) for m in messages for c in m["tool_calls"] or []
+    ]
 
 
 @pytest.mark.parametrize("template", ["qwen2_5.jinja", "qwen3.jinja"])

@@ -62,8 +62,9 @@ def test_record_format(fb_samples):
 
 
 def test_independent_branches_are_parallel_calls(nations):
-    factory = SampleFactory(nations, WalkConfig(patterns={"3i": 1}, irrelevance_share=0, error_share=0,
-                                                lookup_share=0, query_attempts=300))
+    factory = SampleFactory(
+        nations, WalkConfig(patterns={"3i": 1}, irrelevance_share=0, error_share=0, lookup_share=0, query_attempts=300)
+    )
     rec = next(o.record for o in factory.make(sample_seeds(0, 0, 5)) if o.record)
     calls = [m["tool_calls"] for m in rec["messages"] if m["tool_calls"]]
     assert len(calls[0]) == 3  # the three branches at once
@@ -78,7 +79,9 @@ def test_self_correction_and_irrelevance_variants(fb_samples, fb15k):
     for rec in variants["self_correction"]:
         tool_results = [json.loads(m["content"]) for m in rec["messages"] if m["role"] == "tool"]
         assert any("error" in t for t in tool_results)
-        i = next(k for k, m in enumerate(rec["messages"]) if m["role"] == "tool" and "error" in json.loads(m["content"]))
+        i = next(
+            k for k, m in enumerate(rec["messages"]) if m["role"] == "tool" and "error" in json.loads(m["content"])
+        )
         fix = next(m for m in rec["messages"][i:] if m["role"] == "assistant")
         assert fix["content"] and fix["tool_calls"]  # says what went wrong, then calls again
     for rec in variants["irrelevance"]:
@@ -110,7 +113,9 @@ def _mutations():
         rec["messages"][-1]["content"] = rec["messages"][-1]["content"].replace(answer[0], "somebody else")
 
     def argument(rec):
-        call = next(c for m in rec["messages"] for c in m["tool_calls"] or [] if "entities" in c["function"]["arguments"])
+        call = next(
+            c for m in rec["messages"] for c in m["tool_calls"] or [] if "entities" in c["function"]["arguments"]
+        )
         args = json.loads(call["function"]["arguments"])
         args["entities"] = ["United States of America"]
         call["function"]["arguments"] = json.dumps(args)

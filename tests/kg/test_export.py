@@ -13,8 +13,9 @@ from kg.stage import SAMPLE_SCHEMA
 
 @pytest.fixture(scope="module")
 def records(nations):
-    factory = SampleFactory(nations, WalkConfig(patterns={"2i": 1, "2u": 1, "1p": 1}, lookup_share=0.5,
-                                                error_share=0.3))
+    factory = SampleFactory(
+        nations, WalkConfig(patterns={"2i": 1, "2u": 1, "1p": 1}, lookup_share=0.5, error_share=0.3)
+    )
     return [o.record for o in factory.make(sample_seeds(3, 0, 40)) if o.record]
 
 
@@ -45,10 +46,18 @@ def test_hermes_turns(records):
         assert conv[0]["from"] == "system" and "<tools>" in conv[0]["value"]
         for tool in json.loads(rec["tools"]):
             assert json.dumps(tool, ensure_ascii=False) in conv[0]["value"]
-        calls = [json.loads(block) for t in conv if t["from"] == "gpt"
-                 for block in t["value"].split("<tool_call>\n")[1:] for block in [block.split("\n</tool_call>")[0]]]
-        expected = [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
-                    for m in rec["messages"] for c in m["tool_calls"] or []]
+        calls = [
+            json.loads(block)
+            for t in conv
+            if t["from"] == "gpt"
+            for block in t["value"].split("<tool_call>\n")[1:]
+            for block in [block.split("\n</tool_call>")[0]]
+        ]
+        expected = [
+            {"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+            for m in rec["messages"]
+            for c in m["tool_calls"] or []
+        ]
         assert calls == expected
         assert sum(t["value"].count("<tool_response>") for t in conv if t["from"] == "tool") == len(expected)
 
@@ -72,6 +81,7 @@ def test_export_files_and_datasets(records, tmp_path):
         assert export(tmp_path / "run", fmt, target) == len(records)
         lines = target.read_text().splitlines()
         assert len(lines) == len(records) and all(json.loads(line)["id"] for line in lines)
-    ds = datasets.load_dataset("json", data_files=str(tmp_path / "sharegpt.jsonl"), split="train",
-                               cache_dir=str(tmp_path / "hf"))
+    ds = datasets.load_dataset(
+        "json", data_files=str(tmp_path / "sharegpt.jsonl"), split="train", cache_dir=str(tmp_path / "hf")
+    )
     assert len(ds) == len(records)

@@ -78,8 +78,6 @@ def _lines(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     transformers = pytest.importorskip("transformers")
@@ -106,8 +104,7 @@ def test_mistral_export_passes_mistral_common(weighted_run, tmp_path, sequential
     root, records = weighted_run
     target = tmp_path / "mistral.jsonl"
     assert export(root, "mistral", target, sequential=sequential) == len(records)
-    kinds = {"system": SystemMessage, "user": UserMessage, "assistant": FinetuningAssistantMessage,
-             "tool": ToolMessage}
+    kinds = {"system": SystemMessage, "user": UserMessage, "assistant": FinetuningAssistantMessage, "tool": ToolMessage}
     path = MistralTokenizer._data_path() / "mistral_instruct_tokenizer_240323.model.v3"
     tok = MistralTokenizer.from_file(str(path), mode=ValidationMode.finetuning)
     weights = 0
@@ -131,12 +128,21 @@ def test_mistral_validator_rejects_what_the_export_avoids(run):
 
     _, records = run
     call = next(c for r in records for m in r["messages"] for c in m["tool_calls"] or [])
-    bad = ChatCompletionRequest(messages=[
-        UserMessage(content="q"),
-        AssistantMessage(tool_calls=[ToolCall(id=call["id"], function=FunctionCall(
-            name=call["function"]["name"], arguments=call["function"]["arguments"]))]),
-        ToolMessage(content="{}", tool_call_id=call["id"]),
-        AssistantMessage(content="a")])
+    bad = ChatCompletionRequest(
+        messages=[
+            UserMessage(content="q"),
+            AssistantMessage(
+                tool_calls=[
+                    ToolCall(
+                        id=call["id"],
+                        function=FunctionCall(name=call["function"]["name"], arguments=call["function"]["arguments"]),
+                    )
+                ]
+            ),
+            ToolMessage(content="{}", tool_call_id=call["id"]),
+            AssistantMessage(content="a"),
+        ]
+    )
     with pytest.raises((MistralCommonException, InvalidMessageStructureException, ValueError)):
         MistralTokenizer.v3().encode_chat_completion(bad)
 
@@ -225,7 +231,8 @@ def llamafactory():
     return types.SimpleNamespace(
         template=template,
         converter=importlib.import_module("llamafactory.data.converter"),
-        parser=importlib.import_module("llamafactory.data.parser"))
+        parser=importlib.import_module("llamafactory.data.parser"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -249,23 +256,28 @@ def _lf_attr(llamafactory, **columns_and_tags):
 
 def _lf_read(llamafactory, line, **tags):
     """One exported line through LLaMA-Factory's ShareGPT converter; [] means it skipped the example."""
-    converter = llamafactory.converter.SharegptDatasetConverter(_lf_attr(llamafactory, **tags),
-                                                                types.SimpleNamespace(media_dir=None))
+    converter = llamafactory.converter.SharegptDatasetConverter(
+        _lf_attr(llamafactory, **tags), types.SimpleNamespace(media_dir=None)
+    )
     example = converter(line)
     return example["_prompt"] + example["_response"], example["_system"], example["_tools"]
 
 
 def _calls(message):
-    return [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
-            for c in message["tool_calls"] or []]
+    return [
+        {"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+        for c in message["tool_calls"] or []
+    ]
 
 
 @pytest.mark.slow  # loading LLaMA-Factory's data modules takes ~15 s
 @pytest.mark.parametrize("sequential", [False, True])
-@pytest.mark.parametrize("template_name,stop", [("qwen", "<|im_end|>\n"), ("llama3", "<|eot_id|>")],
-                         ids=["qwen", "llama3"])
-def test_sharegpt_export_trains_in_llamafactory(run, tmp_path, llamafactory, byte_tokenizer, template_name, stop,
-                                                sequential):
+@pytest.mark.parametrize(
+    "template_name,stop", [("qwen", "<|im_end|>\n"), ("llama3", "<|eot_id|>")], ids=["qwen", "llama3"]
+)
+def test_sharegpt_export_trains_in_llamafactory(
+    run, tmp_path, llamafactory, byte_tokenizer, template_name, stop, sequential
+):
     """Every sample becomes a LLaMA-Factory supervised example whose trained tokens are exactly
     its calls (parsed back by the template's own tool extractor) and its answer."""
     from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
@@ -274,15 +286,21 @@ def test_sharegpt_export_trains_in_llamafactory(run, tmp_path, llamafactory, byt
     target = tmp_path / "sharegpt.jsonl"
     assert export(root, "sharegpt", target, sequential=sequential) == len(records)
     template = llamafactory.template.TEMPLATES[template_name]
-    examples = [llamafactory.converter.SharegptDatasetConverter(_lf_attr(llamafactory, system="system", tools="tools"),
-                                                                types.SimpleNamespace(media_dir=None))(line)
-                for line in _lines(target)]
+    examples = [
+        llamafactory.converter.SharegptDatasetConverter(
+            _lf_attr(llamafactory, system="system", tools="tools"), types.SimpleNamespace(media_dir=None)
+        )(line)
+        for line in _lines(target)
+    ]
     for ex, rec in zip(examples, records):
         assert ex["_prompt"], f"LLaMA-Factory skipped sample {rec['id']}"
     batch = {k: [ex[k] for ex in examples] for k in examples[0]}
-    processor = SupervisedDatasetProcessor(template=template, tokenizer=byte_tokenizer, processor=None,
-                                           data_args=types.SimpleNamespace(cutoff_len=10**6, train_on_prompt=False,
-                                                                           mask_history=False))
+    processor = SupervisedDatasetProcessor(
+        template=template,
+        tokenizer=byte_tokenizer,
+        processor=None,
+        data_args=types.SimpleNamespace(cutoff_len=10**6, train_on_prompt=False, mask_history=False),
+    )
     encoded = processor.preprocess_dataset(batch)
     assert len(encoded["input_ids"]) == len(records)  # none dropped
     for input_ids, labels, ex, rec in zip(encoded["input_ids"], encoded["labels"], examples, records):
@@ -315,8 +333,9 @@ def test_llamafactory_skips_what_the_sharegpt_export_avoids(run, llamafactory):
     # The reader is strict: a reflection kept as a gpt turn before its corrected call breaks
     # the alternation, and LLaMA-Factory silently drops the whole example.
     _, records = run
-    rec = next(r for r in records if any(m["role"] == "assistant" and m["content"] and m["tool_calls"]
-                                         for m in r["messages"]))
+    rec = next(
+        r for r in records if any(m["role"] == "assistant" and m["content"] and m["tool_calls"] for m in r["messages"])
+    )
     line = to_sharegpt(rec)
     k = next(i for i, t in enumerate(line["conversations"]) if t["from"] == "function_call" and i > 2)
     line["conversations"].insert(k, {"from": "gpt", "value": "Let me correct that."})

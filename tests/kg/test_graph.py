@@ -25,10 +25,10 @@ def test_plain_tsv_without_header_gz(tmp_path):
 def test_ntriples_uses_labels_and_keeps_iris(tmp_path):
     path = tmp_path / "g.nt"
     path.write_text(
-        '<http://ex.org/a> <http://ex.org/p#knows> <http://ex.org/b> .\n'
+        "<http://ex.org/a> <http://ex.org/p#knows> <http://ex.org/b> .\n"
         '<http://ex.org/a> <http://www.w3.org/2000/01/rdf-schema#label> "Alice"@en .\n'
         '<http://ex.org/b> <http://ex.org/p#age> "42" .\n'
-        'this is not a triple\n'
+        "this is not a triple\n"
     )
     g = load_graph(path, use_cache=False)
     assert g.report.bad_rows == 1

@@ -26,8 +26,9 @@ def engine():
 
 
 def test_llm_verbaliser_on_real_engine(nations, engine):
-    cfg = WalkConfig(verbalizer="llm", llm_retries=2, irrelevance_share=0.0, patterns={"1p": 1, "2i": 1},
-                     back_translate=False)
+    cfg = WalkConfig(
+        verbalizer="llm", llm_retries=2, irrelevance_share=0.0, patterns={"1p": 1, "2i": 1}, back_translate=False
+    )
     factory = SampleFactory(nations, cfg, engine=engine)
     outcomes = factory.make(sample_seeds(0, 0, 12))
     kept = [o.record for o in outcomes if o.record]
@@ -40,8 +41,7 @@ def test_llm_verbaliser_on_real_engine(nations, engine):
         question = rec["messages"][1]["content"].lower()
         assert all(a.lower() in question for a in meta["anchors"])
         assert verify(rec, factory.executor) is None
-    print(f"llm verbaliser kept {len(kept)}/{len(outcomes)}:",
-          [rec["messages"][1]["content"] for rec in kept[:3]])
+    print(f"llm verbaliser kept {len(kept)}/{len(outcomes)}:", [rec["messages"][1]["content"] for rec in kept[:3]])
 
 
 def test_back_translation_check_on_real_engine(nations, engine):
@@ -59,8 +59,15 @@ def test_back_translation_check_on_real_engine(nations, engine):
     checked = sum(v for k, v in stats.items() if k.startswith("back_translation."))
     accepted = stats["back_translation.accepted"]
     assert checked > 0  # paraphrases reached the check
-    allowed = {"llm_missing_anchor", "llm_empty", "llm_error", "llm_echoed_prompt", "llm_too_long",
-               "llm_back_translation_mismatch", "llm_back_translation_unparsable"}
+    allowed = {
+        "llm_missing_anchor",
+        "llm_empty",
+        "llm_error",
+        "llm_echoed_prompt",
+        "llm_too_long",
+        "llm_back_translation_mismatch",
+        "llm_back_translation_unparsable",
+    }
     for o in outcomes:
         assert o.record is not None or o.reason in allowed
     kept = [o.record for o in outcomes if o.record]
@@ -68,10 +75,15 @@ def test_back_translation_check_on_real_engine(nations, engine):
     for rec in kept:
         assert verify(rec, factory.executor) is None
     # the check itself: a tree parsed from a real answer is judged by the answer set on the graph
-    tree = json.loads(kept[0]["meta"])["query"] if kept else {"relation": nations.relations[0],
-                                                              "of": {"entity": nations.entities[0]}}
+    tree = (
+        json.loads(kept[0]["meta"])["query"]
+        if kept
+        else {"relation": nations.relations[0], "of": {"entity": nations.entities[0]}}
+    )
     assert factory._same_answers(tree, parse_tree(json.dumps(tree)))
     assert not factory._same_answers(tree, {"entity": nations.entities[0]}) or evaluate_ids(tree, nations) == {0}
-    print(f"back-translation: {accepted}/{checked} paraphrases accepted "
-          f"({stats['back_translation.mismatch']} mismatch, {stats['back_translation.unparsable']} unparsable); "
-          f"{len(kept)}/{len(outcomes)} samples kept")
+    print(
+        f"back-translation: {accepted}/{checked} paraphrases accepted "
+        f"({stats['back_translation.mismatch']} mismatch, {stats['back_translation.unparsable']} unparsable); "
+        f"{len(kept)}/{len(outcomes)} samples kept"
+    )

@@ -97,6 +97,7 @@ def test_echo_is_retried_then_dropped(nations):
 
 # -- back-translation ---------------------------------------------------------------
 
+
 def _drafts(graph, seeds):
     """Template question -> query tree, for a fake model that can 'parse' exactly those."""
     out = SampleFactory(graph, WalkConfig(irrelevance_share=0.0)).make(seeds)
@@ -105,6 +106,7 @@ def _drafts(graph, seeds):
 
 def _parrot(trees, wrong=False):
     """Paraphrases by repeating the draft; back-translates to the right tree (or a wrong one)."""
+
     def script(request, index):
         prompt = request.messages[-1]["content"]
         if request.key.split(":")[-1].startswith("b"):
@@ -115,6 +117,7 @@ def _parrot(trees, wrong=False):
                 tree = {"entity": re.findall(r'"([^"]+)"', anchor)[0]}
             return "Sure:\n```json\n" + json.dumps(tree) + "\n```"
         return prompt.split("Question: ", 1)[1].split("\n", 1)[0]
+
     return script
 
 
@@ -147,6 +150,7 @@ def test_unparsable_back_translation_is_its_own_reason(nations):
         if request.key.endswith(":b0"):
             return "I think the answer is a country."
         return prompt.split("Question: ", 1)[1].split("\n", 1)[0]
+
     f = _factory(nations, llm.FakeEngine(script), retries=0, back_translate=True)
     out = f.make(sample_seeds(13, 0, 4))
     assert [o.reason for o in out] == ["llm_back_translation_unparsable"] * 4
@@ -156,5 +160,5 @@ def test_parse_tree_takes_the_first_object():
     from kg.verbalize import parse_tree
 
     assert parse_tree('x {"entity": "a"} {"entity": "b"}') == {"entity": "a"}
-    assert parse_tree("{broken {\"or\": []}") == {"or": []}
+    assert parse_tree('{broken {"or": []}') == {"or": []}
     assert parse_tree("no json") is None and parse_tree("[1, 2]") is None

@@ -59,9 +59,16 @@ def test_star_graph_only_walks_back_to_its_anchor(tmp_path):
 
 def test_out_and_back_through_an_inverse_relation_pair(tmp_path):
     # `parent_of` and `child_of` are each other's inverse: parent_of then child_of comes home.
-    rows = [("ann", "parent_of", "bo"), ("bo", "child_of", "ann"), ("cy", "parent_of", "bo"),
-            ("bo", "child_of", "cy"), ("cy", "parent_of", "di"), ("di", "child_of", "cy"),
-            ("bo", "likes", "tea"), ("di", "likes", "tea")]
+    rows = [
+        ("ann", "parent_of", "bo"),
+        ("bo", "child_of", "ann"),
+        ("cy", "parent_of", "bo"),
+        ("bo", "child_of", "cy"),
+        ("cy", "parent_of", "di"),
+        ("di", "child_of", "cy"),
+        ("bo", "likes", "tea"),
+        ("di", "likes", "tea"),
+    ]
     g = _graph(tmp_path, rows)
     pairs = returning_steps(g)
     p, c = g.relation_index["parent_of"], g.relation_index["child_of"]
@@ -89,11 +96,22 @@ def test_sampler_rejects_out_and_back_branches(tmp_path):
 
 
 def _walk(graph, out, **extra):
-    raw = {"name": "kg", "seed": 5, "stages": [{"type": "kg_walk", "graph": str(graph), "samples": 200,
-                                                 "samples_per_shard": 100, "irrelevance_share": 0.0, **extra}]}
+    raw = {
+        "name": "kg",
+        "seed": 5,
+        "stages": [
+            {
+                "type": "kg_walk",
+                "graph": str(graph),
+                "samples": 200,
+                "samples_per_shard": 100,
+                "irrelevance_share": 0.0,
+                **extra,
+            }
+        ],
+    }
     pipe = build_pipeline(raw, seed=5)
-    result = run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=5), out, inputs=[],
-                          executor=LocalExecutor(1))
+    result = run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=5), out, inputs=[], executor=LocalExecutor(1))
     return pipe, result
 
 
@@ -127,8 +145,9 @@ def test_ledger_counts_requested_produced_and_failures_per_pattern(nations, kg_d
     assert c["pattern_requested.2p"] + c["pattern_requested.pi"] == 200
     assert c["pattern.2p"] <= c["pattern_requested.2p"]
     fails = {k: v for k, v in c.items() if k.startswith("pattern_failed.2p.")}
-    assert fails and sum(fails.values()) == sum(v for k, v in c.items() if k.startswith("query_rejected.")
-                                                  ) - sum(v for k, v in c.items() if k.startswith("pattern_failed.pi."))
+    assert fails and sum(fails.values()) == sum(v for k, v in c.items() if k.startswith("query_rejected.")) - sum(
+        v for k, v in c.items() if k.startswith("pattern_failed.pi.")
+    )
 
 
 def test_eval_split_shares_no_anchor_with_training(kg_data, tmp_path):
@@ -184,8 +203,25 @@ def test_cli_says_once_what_was_not_produced_and_audit_shows_it(tmp_path):
     path.write_text("".join("\t".join(r) + "\n" for r in rows))
     run = tmp_path / "run"
     runner = CliRunner()
-    res = runner.invoke(kg_app, ["walk", str(path), "--output", str(run), "--samples", "60", "--patterns", "1p,3i",
-                                 "--samples-per-shard", "20", "--workers", "1", "--eval-split", "0.2"])
+    res = runner.invoke(
+        kg_app,
+        [
+            "walk",
+            str(path),
+            "--output",
+            str(run),
+            "--samples",
+            "60",
+            "--patterns",
+            "1p,3i",
+            "--samples-per-shard",
+            "20",
+            "--workers",
+            "1",
+            "--eval-split",
+            "0.2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     flat = " ".join(res.output.split())
     # three shards, one sentence per split (the eval split is probed on its own anchors)
@@ -200,8 +236,9 @@ def test_cli_says_once_what_was_not_produced_and_audit_shows_it(tmp_path):
     assert "samples per pattern" in audit.output and "pattern 3i was not produced" in " ".join(audit.output.split())
     for fmt in ("mistral", "openai"):
         out = tmp_path / f"{fmt}.jsonl"
-        res = runner.invoke(kg_app, ["export", str(run), "--format", fmt, "--sequential", "--split", "eval",
-                                     "--output", str(out)])
+        res = runner.invoke(
+            kg_app, ["export", str(run), "--format", fmt, "--sequential", "--split", "eval", "--output", str(out)]
+        )
         assert res.exit_code == 0, res.output
         held = [r for p in sorted((run / "eval").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
         assert len(out.read_text().splitlines()) == len(held) > 0
@@ -228,17 +265,21 @@ def test_export_of_a_missing_eval_split_says_what_to_do(tmp_path):
 def test_wordnet_symmetric_relation_twice_is_out_and_back(tmp_path):
     # WN18RR's case: "the derivationally related form of the derivationally related form of X"
     words = ["run", "runner", "running", "walk", "walker"]
-    rows = [(a, "_derivationally_related_form", b) for a, b in [("run", "runner"), ("run", "running"),
-                                                                ("walk", "walker")]]
+    rows = [
+        (a, "_derivationally_related_form", b) for a, b in [("run", "runner"), ("run", "running"), ("walk", "walker")]
+    ]
     rows += [(b, r, a) for a, r, b in rows] + [(w, "_hypernym", "motion") for w in words]
     g = _graph(tmp_path, rows)
     d = g.relation_index["_derivationally_related_form"]
     assert (2 * d, 2 * d) in returning_steps(g)
-    twice = {"relation": "_derivationally_related_form",
-             "of": {"relation": "_derivationally_related_form", "of": {"entity": "runner"}}}
+    twice = {
+        "relation": "_derivationally_related_form",
+        "of": {"relation": "_derivationally_related_form", "of": {"entity": "runner"}},
+    }
     assert out_and_back(twice, g)
-    assert not out_and_back({"relation": "_hypernym", "of": {"relation": "_derivationally_related_form",
-                                                              "of": {"entity": "runner"}}}, g)
+    assert not out_and_back(
+        {"relation": "_hypernym", "of": {"relation": "_derivationally_related_form", "of": {"entity": "runner"}}}, g
+    )
     factory = SampleFactory(g, WalkConfig(patterns={"2p": 1, "1p": 1}, irrelevance_share=0.0, probe_attempts=300))
     metas = [json.loads(o.record["meta"]) for o in factory.make(sample_seeds(2, 0, 40)) if o.record]
     assert metas and not [m for m in metas if _trivial(m, g)]

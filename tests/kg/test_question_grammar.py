@@ -75,9 +75,11 @@ def test_flat_queries_stay_one_sentence(nations):
 def test_a_step_that_is_not_the_last_is_named_by_number(tv):
     # Two nested branches (not one of the 14 patterns, but the grammar handles it): the
     # first branch's step is not the one just before, so it is referred to by number.
-    tree = {"and": [
-        {"relation": "r", "of": {"relation": "s", "of": {"entity": "a"}}},
-        {"relation": "t", "of": {"relation": "u", "of": {"entity": "b"}}},
-    ]}
+    tree = {
+        "and": [
+            {"relation": "r", "of": {"relation": "s", "of": {"entity": "a"}}},
+            {"relation": "t", "of": {"relation": "u", "of": {"entity": "b"}}},
+        ]
+    }
     q = tv.question(tree, random.Random(1))
     assert "step 1" in q and q.count(". ") >= 2

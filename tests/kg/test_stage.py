@@ -16,13 +16,19 @@ from synth.core.rundir import RunDir
 
 def _run(raw, out):
     pipe = build_pipeline(raw, seed=raw.get("seed", 0))
-    return pipe, run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), out, inputs=[],
-                              executor=LocalExecutor(1))
+    return pipe, run_pipeline(
+        pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), out, inputs=[], executor=LocalExecutor(1)
+    )
 
 
 def _raw(graph, samples=120, per_shard=50, **extra):
-    return {"name": "kg", "seed": 3, "stages": [{"type": "kg_walk", "graph": str(graph), "samples": samples,
-                                                  "samples_per_shard": per_shard, **extra}]}
+    return {
+        "name": "kg",
+        "seed": 3,
+        "stages": [
+            {"type": "kg_walk", "graph": str(graph), "samples": samples, "samples_per_shard": per_shard, **extra}
+        ],
+    }
 
 
 def _rows(result):
@@ -78,8 +84,23 @@ def test_cli_stats_walk_export(kg_data, tmp_path):
     assert json.loads(res.output)["triples"] == 6529
 
     run = tmp_path / "run"
-    res = runner.invoke(kg_app, ["walk", str(kg_data / "nations"), "--output", str(run), "--samples", "40",
-                                 "--seed", "1", "--patterns", "1p,2i,pni", "--workers", "1"])
+    res = runner.invoke(
+        kg_app,
+        [
+            "walk",
+            str(kg_data / "nations"),
+            "--output",
+            str(run),
+            "--samples",
+            "40",
+            "--seed",
+            "1",
+            "--patterns",
+            "1p,2i,pni",
+            "--workers",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "samples per pattern" in res.output
     rows = [r for p in sorted((run / "output").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
@@ -103,8 +124,22 @@ def test_shipped_pipeline_file_validates(kg_data):
     pipe = load_pipeline(path)
     stage = pipe.stages[0].stage
     assert pipe.stages[0].type == "kg_walk"
-    assert set(stage.options.patterns) == {"1p", "2p", "3p", "2i", "3i", "ip", "pi", "2u", "up",
-                                           "2in", "3in", "inp", "pin", "pni"}
+    assert set(stage.options.patterns) == {
+        "1p",
+        "2p",
+        "3p",
+        "2i",
+        "3i",
+        "ip",
+        "pi",
+        "2u",
+        "up",
+        "2in",
+        "3in",
+        "inp",
+        "pin",
+        "pni",
+    }
     specs = stage.list_shards(pipe.inputs)
     assert len(specs) == 5 and Path(specs[0]["graph"]).resolve() == (kg_data / "fb15k237-labeled.tsv.gz").resolve()
 
@@ -113,10 +148,14 @@ def test_llm_verbaliser_inside_the_stage_drops_with_reasons(kg_data):
     from synth.core.stage import Shard
     from synth.llm import FakeEngine
 
-    pipe = build_pipeline(_raw(kg_data / "nations", samples=20, per_shard=20, verbalizer="llm",
-                               irrelevance_share=0.0, back_translate=False))
+    pipe = build_pipeline(
+        _raw(
+            kg_data / "nations", samples=20, per_shard=20, verbalizer="llm", irrelevance_share=0.0, back_translate=False
+        )
+    )
     stage = pipe.stages[0].stage
     assert stage.parallel is False and stage.resources.llm_engine  # an in-process engine stays in the main process
+
     # A fake model that names the anchors for samples with an even seed and never for the others.
     def model(request, index):
         seed = int(request.key.split(":")[1])

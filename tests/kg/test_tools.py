@@ -19,7 +19,10 @@ def test_freebase_paths_become_readable_names(fb15k):
     assert "written by" in reg.by_dr[dr].schema["function"]["description"]
     assert reg.by_dr[fb15k.directed_relation("/film/director/film")].name == "get_director_film"
     assert relation_parts("/award/award_winner/awards_won./award/award_honor/award_winner") == (
-        "award winner", "awards won award winner", None)
+        "award winner",
+        "awards won award winner",
+        None,
+    )
 
 
 def test_every_tool_is_a_valid_openai_function(fb15k):
@@ -51,19 +54,22 @@ def test_set_tools_and_lookup(tiny):
     assert ex.call("lookup_entity", {"name": "erin"}) == {"entity": "erin", "found": True}
 
 
-@pytest.mark.parametrize("name,args,kind", [
-    ("get_director_film", {"entities": ["Steven Spielbreg"]}, "unknown_entity"),
-    ("get_director_film", {"entities": "Jaws"}, "wrong_type"),
-    ("get_director_film", {"entities": [3]}, "wrong_type"),
-    ("get_director_film", {}, "missing_argument"),
-    ("get_director_film", {"entity": ["Jaws"]}, "unexpected_argument"),
-    ("get_director_film", "{not json", "invalid_json"),
-    ("get_director_film", "[1, 2]", "invalid_arguments"),
-    ("get_director_films", {"entities": ["Jaws"]}, "unknown_tool"),
-    ("intersect_sets", {"sets": [["Jaws"]]}, "wrong_type"),
-    ("set_difference", {"base": ["Jaws"]}, "missing_argument"),
-    ("lookup_entity", {"name": 7}, "wrong_type"),
-])
+@pytest.mark.parametrize(
+    "name,args,kind",
+    [
+        ("get_director_film", {"entities": ["Steven Spielbreg"]}, "unknown_entity"),
+        ("get_director_film", {"entities": "Jaws"}, "wrong_type"),
+        ("get_director_film", {"entities": [3]}, "wrong_type"),
+        ("get_director_film", {}, "missing_argument"),
+        ("get_director_film", {"entity": ["Jaws"]}, "unexpected_argument"),
+        ("get_director_film", "{not json", "invalid_json"),
+        ("get_director_film", "[1, 2]", "invalid_arguments"),
+        ("get_director_films", {"entities": ["Jaws"]}, "unknown_tool"),
+        ("intersect_sets", {"sets": [["Jaws"]]}, "wrong_type"),
+        ("set_difference", {"base": ["Jaws"]}, "missing_argument"),
+        ("lookup_entity", {"name": 7}, "wrong_type"),
+    ],
+)
 def test_bad_calls_give_error_objects(fb_exec, name, args, kind):
     result = fb_exec.call(name, args)
     assert set(result) == {"error"}
@@ -83,6 +89,9 @@ def test_good_call_on_fb15k(fb15k, fb_exec):
     spielberg = fb15k.entity_index["Steven Spielberg"]
     films = sorted(fb15k.entities[t] for h, rel, t in fb15k.triples if h == spielberg and rel == r)
     assert "Jaws" in films
-    assert fb_exec.call("get_director_film", {"entities": ["Steven Spielberg"]}) == {"entities": films, "count": len(films)}
+    assert fb_exec.call("get_director_film", {"entities": ["Steven Spielberg"]}) == {
+        "entities": films,
+        "count": len(films),
+    }
     directors = fb_exec.call("find_director_by_film", {"entities": ["Jaws"]})["entities"]
     assert "Steven Spielberg" in directors

@@ -47,7 +47,9 @@ def vllm_server(default_model_path, tmp_path_factory):
     from synth.llm.serve import ServerProcess
 
     # Eager: no torch.compile at start (minutes on a busy 2-core box); tests need no speed.
-    entry = ModelEntry(mode="serve", port=free_port(), max_model_len=1024, kv_cache_gib=1, enforce_eager=True, startup_timeout_s=420)
+    entry = ModelEntry(
+        mode="serve", port=free_port(), max_model_len=1024, kv_cache_gib=1, enforce_eager=True, startup_timeout_s=420
+    )
     server = ServerProcess("smol", entry, tmp_path_factory.mktemp("vllm-logs")).start()
     try:
         server.wait_ready()

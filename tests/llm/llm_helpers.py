@@ -28,7 +28,8 @@ def completion_payload(texts: list[str], prompt_tokens: int = 5, finish: str = "
         "id": "x",
         "object": "chat.completion",
         "choices": [
-            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish} for i, t in enumerate(texts)
+            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish}
+            for i, t in enumerate(texts)
         ],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": sum(len(t.split()) for t in texts)},
     }

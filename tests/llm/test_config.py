@@ -60,12 +60,29 @@ def test_examples_load():
 
 def test_server_command_uses_module_entry_and_settings(tmp_path, monkeypatch):
     cfg = ModelsConfig.from_dict(
-        {"models": {"m": {"mode": "serve", "model": str(tmp_path), "port": 8123, "max_model_len": 1024, "dtype": "float32", "extra_args": ["--enforce-eager"]}}}
+        {
+            "models": {
+                "m": {
+                    "mode": "serve",
+                    "model": str(tmp_path),
+                    "port": 8123,
+                    "max_model_len": 1024,
+                    "dtype": "float32",
+                    "extra_args": ["--enforce-eager"],
+                }
+            }
+        }
     )
     cmd = server_command("m", cfg.models["m"], python="py")
     assert cmd[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
     joined = " ".join(cmd)
-    for part in ("--port 8123", "--max-model-len 1024", "--dtype float32", "--served-model-name m", f"--model {tmp_path}"):
+    for part in (
+        "--port 8123",
+        "--max-model-len 1024",
+        "--dtype float32",
+        "--served-model-name m",
+        f"--model {tmp_path}",
+    ):
         assert part in joined
     assert cmd[-1] == "--enforce-eager"
 

@@ -28,10 +28,22 @@ from synth.synthesis.route import ClassifierConfig, FastTextClassifier, Router, 
 REPO = Path(__file__).resolve().parents[2]
 
 DEFAULT_CASES = {
-    "math": ["Solve for x: 3x + 5 = 20, then compute the sum of its digits.", "A train travels 60 miles in 1.5 hours. What is its average speed?"],
-    "code": ["Write a Python function that returns the n-th Fibonacci number using recursion.", "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\""],
-    "science": ["Explain how photosynthesis turns light energy into chemical energy in a plant cell.", "Which organelle produces most of the ATP in a eukaryotic cell?"],
-    "humanities": ["Which philosopher wrote the Critique of Pure Reason, and what is its main argument?", "What were the main consequences of the Treaty of Versailles?"],
+    "math": [
+        "Solve for x: 3x + 5 = 20, then compute the sum of its digits.",
+        "A train travels 60 miles in 1.5 hours. What is its average speed?",
+    ],
+    "code": [
+        "Write a Python function that returns the n-th Fibonacci number using recursion.",
+        'def add(a, b):\n    """Return the sum of a and b."""',
+    ],
+    "science": [
+        "Explain how photosynthesis turns light energy into chemical energy in a plant cell.",
+        "Which organelle produces most of the ATP in a eukaryotic cell?",
+    ],
+    "humanities": [
+        "Which philosopher wrote the Critique of Pure Reason, and what is its main argument?",
+        "What were the main consequences of the Treaty of Versailles?",
+    ],
     "general": ["Suggest a nice name for my new puppy.", "What is your favorite movie?"],
 }
 
@@ -62,13 +74,18 @@ def test_default_classifier_labels_each_domain(domain):
 def test_threshold_and_rename_apply_to_the_trained_model():
     text = DEFAULT_CASES["math"][0]
     candidates = ["the cell", "a function of time", "history of numbers", "energy and work", "the proof"]
-    unsure = next(d for d in make_classifier().classify_many(candidates) if d.domain != "general" and d.confidence < 0.999)
+    unsure = next(
+        d for d in make_classifier().classify_many(candidates) if d.domain != "general" and d.confidence < 0.999
+    )
     unsure_text = candidates[[d for d in make_classifier().classify_many(candidates)].index(unsure)]
     strict = make_classifier(ClassifierConfig(min_confidence=min(1.0, unsure.confidence + 0.001)))
     assert strict.classify(unsure_text).domain == "general"
     renamed = make_classifier(ClassifierConfig(rename={"math": "stem"}))
     assert renamed.classify(text).domain == "stem" and "stem" in renamed.domains and "math" not in renamed.domains
-    router = Router(RoutingConfig(classifier=ClassifierConfig(rename={"math": "stem"}), routes={"stem": "mathy"}), default_model="base")
+    router = Router(
+        RoutingConfig(classifier=ClassifierConfig(rename={"math": "stem"}), routes={"stem": "mathy"}),
+        default_model="base",
+    )
     assert [m for _, m in router.route([text, "Suggest a nice name for my new puppy."])] == ["mathy", "base"]
 
 
@@ -82,7 +99,10 @@ def test_missing_model_is_a_clear_error(tmp_path):
     from synth.core.config import ConfigError, build_pipeline
 
     with pytest.raises(ConfigError, match="no such fastText model file"):
-        stages = [{"type": "tests.core.toy_stages:CountSource"}, {"type": "route", "text_column": "text", "classifier": {"model_path": str(tmp_path / "nope.ftz")}}]
+        stages = [
+            {"type": "tests.core.toy_stages:CountSource"},
+            {"type": "route", "text_column": "text", "classifier": {"model_path": str(tmp_path / "nope.ftz")}},
+        ]
         build_pipeline({"name": "t", "stages": stages})
 
 
@@ -118,8 +138,12 @@ def test_calibrated_threshold_sends_unsure_predictions_to_general():
 def _labelled(path: Path, n: int = 40) -> Path:
     rows = []
     for i in range(n):
-        rows.append({"text": f"compute the integral of x^{i} and solve the equation {i} + x = {2 * i}", "domain": "math"})
-        rows.append({"text": f"the court ruled on contract {i} under the statute and the plaintiff appealed", "domain": "law"})
+        rows.append(
+            {"text": f"compute the integral of x^{i} and solve the equation {i} + x = {2 * i}", "domain": "math"}
+        )
+        rows.append(
+            {"text": f"the court ruled on contract {i} under the statute and the plaintiff appealed", "domain": "law"}
+        )
         rows.append({"text": f"what a lovely day {i}, shall we go for a walk in the park", "domain": "general"})
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n" + json.dumps({"text": "no label"}) + "\n")
     return path
@@ -134,8 +158,11 @@ def test_training_holds_out_calibrates_and_reports(tmp_path):
     assert report["skipped"] == {"skipped_malformed_jsonl": 1, "skipped_no_text_or_domain": 1}
     assert report["n_train"] + report["n_test"] + report["calibration"]["examples"] == 120
     # a team's own domain routes to its own model
-    router = Router(RoutingConfig(classifier=ClassifierConfig(model_path=str(model)), routes={"law": "lawyer"}), default_model="base")
-    (decision, routed), = router.route(["the plaintiff appealed the court ruling on the contract"])
+    router = Router(
+        RoutingConfig(classifier=ClassifierConfig(model_path=str(model)), routes={"law": "lawyer"}),
+        default_model="base",
+    )
+    ((decision, routed),) = router.route(["the plaintiff appealed the court ruling on the contract"])
     assert decision.domain == "law" and routed == "lawyer"
 
 
@@ -151,7 +178,9 @@ def test_route_train_cli_prints_threshold_and_per_domain_table(tmp_path):
     from synth.cli import app
 
     model = tmp_path / "d.bin"
-    res = CliRunner().invoke(app, ["route", "train", str(_labelled(tmp_path / "t.jsonl")), "-o", str(model), "--epoch", "5"])
+    res = CliRunner().invoke(
+        app, ["route", "train", str(_labelled(tmp_path / "t.jsonl")), "-o", str(model), "--epoch", "5"]
+    )
     assert res.exit_code == 0, res.output
     assert "confidence threshold" in res.output and "precision" in res.output and "law" in res.output
     assert model.is_file() and model.with_suffix(".json").is_file()
@@ -172,11 +201,22 @@ def test_route_label_cli():
 
 def test_assembly_script_splits_by_source_item(shared_data, tmp_path):
     out = tmp_path / "data"
-    res = subprocess.run([sys.executable, str(REPO / "scripts" / "build_domain_data.py"), "--data", str(shared_data), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_domain_data.py"), "--data", str(shared_data), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
-    splits = {s: [json.loads(line) for line in (out / f"{s}.jsonl").open()] for s in ("train", "valid", "test", "unseen")}
+    splits = {
+        s: [json.loads(line) for line in (out / f"{s}.jsonl").open()] for s in ("train", "valid", "test", "unseen")
+    }
     items = {s: {(r["source"].split("/")[0], r["item"]) for r in rows} for s, rows in splits.items()}
-    assert not items["train"] & items["valid"] and not items["train"] & items["test"] and not items["valid"] & items["test"]
+    assert (
+        not items["train"] & items["valid"]
+        and not items["train"] & items["test"]
+        and not items["valid"] & items["test"]
+    )
     texts = {s: {r["text"] for r in rows} for s, rows in splits.items()}
     assert not texts["unseen"] & (texts["train"] | texts["valid"] | texts["test"])
     for split in ("valid", "test"):
@@ -191,7 +231,19 @@ def test_assembly_script_splits_by_source_item(shared_data, tmp_path):
     assert len({item for item, _ in books}) == len(books)
     # the same inputs give the same files
     again = tmp_path / "again"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "build_domain_data.py"), "--data", str(shared_data), "--out", str(again)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "build_domain_data.py"),
+            "--data",
+            str(shared_data),
+            "--out",
+            str(again),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert (again / "train.jsonl").read_bytes() == (out / "train.jsonl").read_bytes()
 
 
@@ -203,10 +255,19 @@ def _tiny_transformer(folder: Path, labels: list[str], favourite: str) -> Path:
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "solve": 4, "the": 5, "equation": 6}
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]")
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
     config = transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=64, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)},
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={lab: i for i, lab in enumerate(labels)},
     )
     torch.manual_seed(0)
     model = transformers.BertForSequenceClassification(config)
@@ -222,14 +283,22 @@ def _tiny_transformer(folder: Path, labels: list[str], favourite: str) -> Path:
 def test_transformer_classifier_through_the_same_interface(tmp_path):
     folder = _tiny_transformer(tmp_path / "clf", ["math", "code", "law"], favourite="law")
     (folder / "domains.json").write_text(json.dumps({"threshold": 0.5}))
-    router = Router(RoutingConfig(classifier=ClassifierConfig(kind="transformers", model_path=str(folder), device="cpu"), routes={"law": "lawyer"}), default_model="base")
+    router = Router(
+        RoutingConfig(
+            classifier=ClassifierConfig(kind="transformers", model_path=str(folder), device="cpu"),
+            routes={"law": "lawyer"},
+        ),
+        default_model="base",
+    )
     assert router.classifier.threshold == 0.5
     assert router.classifier.domains == ["code", "general", "law", "math"]
     routed = router.route(["solve the equation", "anything at all", ""])
     assert [(d.domain, m) for d, m in routed] == [("law", "lawyer")] * 3
     assert all(d.confidence > 0.99 for d, _ in routed)
     # below the configured threshold the label is general
-    strict = make_classifier(ClassifierConfig(kind="transformers", model_path=str(folder), device="cpu", min_confidence=1.0))
+    strict = make_classifier(
+        ClassifierConfig(kind="transformers", model_path=str(folder), device="cpu", min_confidence=1.0)
+    )
     assert strict.classify("solve the equation").domain == "general"
     with pytest.raises(FileNotFoundError, match="not a Hugging Face model folder"):
         make_classifier(ClassifierConfig(kind="transformers", model_path=str(tmp_path)))
@@ -245,7 +314,15 @@ def test_route_train_flags_default_to_the_trainer_keywords():
     app.command("train")(route_train)
     app.command("other")(lambda: None)
     flags = {p.name: p.default for p in typer.main.get_command(app).commands["train"].params}
-    for flag, keyword in (("held_out", "held_out_fraction"), ("seed", "seed"), ("epoch", "epoch"), ("dim", "dim"), ("bucket", "bucket"), ("quantize", "quantize"), ("balance", "balance")):
+    for flag, keyword in (
+        ("held_out", "held_out_fraction"),
+        ("seed", "seed"),
+        ("epoch", "epoch"),
+        ("dim", "dim"),
+        ("bucket", "bucket"),
+        ("quantize", "quantize"),
+        ("balance", "balance"),
+    ):
         assert flags[flag] == declared_default(train_domain_classifier, keyword), flag
 
 
@@ -258,7 +335,10 @@ def test_domain_weights_recover_an_under_called_domain():
     assert per_domain_metrics(gold, weighted_labels(probs, {})[0])["rare"]["recall"] == 0.5
     weights, _ = calibrate_domain_weights(gold, probs)
     labels, confs = weighted_labels(probs, weights)
-    assert per_domain_metrics(gold, labels)["rare"]["recall"] == 1.0 and per_domain_metrics(gold, labels)["big"]["recall"] == 1.0
+    assert (
+        per_domain_metrics(gold, labels)["rare"]["recall"] == 1.0
+        and per_domain_metrics(gold, labels)["big"]["recall"] == 1.0
+    )
     assert confs[50] == 0.4  # the confidence stays the chosen label's own probability
 
 
@@ -267,7 +347,10 @@ def test_trained_weights_are_stored_and_applied(tmp_path):
 
     model = tmp_path / "w.bin"
     report = train_domain_classifier(_labelled(tmp_path / "train.jsonl"), model, epoch=5, calibrate_weights=True)
-    assert set(report["domain_weights"]) == {"general", "law", "math"} and read_metadata(model)["domain_weights"] == report["domain_weights"]
+    assert (
+        set(report["domain_weights"]) == {"general", "law", "math"}
+        and read_metadata(model)["domain_weights"] == report["domain_weights"]
+    )
     scorer = FastTextDomainModel(model)
     texts = ["the court ruled on the contract", "solve the equation 2 + x = 4", "shall we walk in the park"]
     scorer.metadata = {}
@@ -291,12 +374,21 @@ def test_unbalanced_training_still_shuffles_a_file_grouped_by_domain(tmp_path, m
         return real(examples, **kw)
 
     monkeypatch.setattr(domain_model, "train_fasttext", recording)
-    rows = sorted((json.loads(line) for line in _labelled(tmp_path / "mixed.jsonl", n=60).read_text().splitlines()[:-2]), key=lambda r: r["domain"])
+    rows = sorted(
+        (json.loads(line) for line in _labelled(tmp_path / "mixed.jsonl", n=60).read_text().splitlines()[:-2]),
+        key=lambda r: r["domain"],
+    )
     files = {}
-    for name, part in (("train", rows), ("valid", rows[::10]), ("test", rows[5::10])):  # given splits: no split shuffles
+    for name, part in (
+        ("train", rows),
+        ("valid", rows[::10]),
+        ("test", rows[5::10]),
+    ):  # given splits: no split shuffles
         files[name] = tmp_path / f"{name}.jsonl"
         files[name].write_text("\n".join(json.dumps(r) for r in part) + "\n")
-    report = train_domain_classifier(files["train"], tmp_path / "g.bin", valid=files["valid"], test=files["test"], epoch=5, balance=False)
+    report = train_domain_classifier(
+        files["train"], tmp_path / "g.bin", valid=files["valid"], test=files["test"], epoch=5, balance=False
+    )
     switches = sum(a != b for a, b in itertools.pairwise(seen))
     assert switches > len(seen) / 3  # grouped, there would be 2
     assert all(m["recall"] >= 0.9 for m in report["held_out"].values()), report["held_out"]

@@ -56,20 +56,33 @@ def test_split_passages_max_tokens(tokenizer):
     assert "".join(p["text"] for p in out).replace("\n", "").replace(" ", "") == text.replace("\n", "").replace(" ", "")
     assert shard.counters["passages_resplit_for_tokens"] >= 1
     # characters alone let a 3,000-character Chinese passage through
-    chars_only = SplitPassages(PassageOptions(max_chars=3000, min_chars=200)).process(doc, Shard("x", 0, "p", 0)).to_pylist()
+    chars_only = (
+        SplitPassages(PassageOptions(max_chars=3000, min_chars=200)).process(doc, Shard("x", 0, "p", 0)).to_pylist()
+    )
     assert max(count_tokens(tokenizer, [p["text"] for p in chars_only])) > 2048
 
 
 def test_budget_shortens_the_passage_part(tokenizer):
     passage = chinese(3000)
-    req = ChatRequest([{"role": "system", "content": "Write tasks."}, {"role": "user", "content": f"Passage:\n{passage}\n\nWrite 2 questions."}], SamplingParams(max_tokens=384), shortenable=passage)
+    req = ChatRequest(
+        [
+            {"role": "system", "content": "Write tasks."},
+            {"role": "user", "content": f"Passage:\n{passage}\n\nWrite 2 questions."},
+        ],
+        SamplingParams(max_tokens=384),
+        shortenable=passage,
+    )
     budget = PromptBudget(tokenizer, 2048)
     fitted, size, shortened = budget.fit(req)
     assert shortened and size <= 2048 - 384
-    assert fitted.messages[1]["content"].startswith("Passage:\n") and fitted.messages[1]["content"].endswith("\n\nWrite 2 questions.")
+    assert fitted.messages[1]["content"].startswith("Passage:\n") and fitted.messages[1]["content"].endswith(
+        "\n\nWrite 2 questions."
+    )
     assert passage.startswith(fitted.shortenable) and len(fitted.shortenable) < len(passage)
     # nothing to cut: refused
-    fitted, size, shortened = budget.fit(ChatRequest([{"role": "user", "content": passage}], SamplingParams(max_tokens=384)))
+    fitted, size, shortened = budget.fit(
+        ChatRequest([{"role": "user", "content": passage}], SamplingParams(max_tokens=384))
+    )
     assert fitted is None and size > 2048 and not shortened
     # fits: sent as is
     small = ChatRequest([{"role": "user", "content": "Hello"}], SamplingParams(max_tokens=384))
@@ -77,14 +90,26 @@ def test_budget_shortens_the_passage_part(tokenizer):
 
 
 def test_instruct_shortens_and_respond_drops_without_a_request(tokenizer):
-    fake = FakeEngine(lambda req, i: '{"instructions": ["What grew by five percent this year according to the bureau?"]}', name="default")
+    fake = FakeEngine(
+        lambda req, i: '{"instructions": ["What grew by five percent this year according to the bureau?"]}',
+        name="default",
+    )
     stage = GenerateInstructions(
-        GenerateInstructions.Options(kinds={"open_question": 1}, kinds_per_passage=1, per_kind=1, max_passage_chars=20000, cache=False, sampling=SamplingOptions(max_tokens=384)),
+        GenerateInstructions.Options(
+            kinds={"open_question": 1},
+            kinds_per_passage=1,
+            per_kind=1,
+            max_passage_chars=20000,
+            cache=False,
+            sampling=SamplingOptions(max_tokens=384),
+        ),
         PipelineContext(),
     )
     stage.engine = fake
     shard = Shard("05-instruct", 0, "part-00000", 0)
-    out = stage.process(pa.Table.from_pylist([{"id": "p1", "text": chinese(3000), "title": "t", "url": "u", "language": "zh"}]), shard)
+    out = stage.process(
+        pa.Table.from_pylist([{"id": "p1", "text": chinese(3000), "title": "t", "url": "u", "language": "zh"}]), shard
+    )
     assert out.num_rows == 1 and not shard.dropped
     assert out.column("language").to_pylist() == ["zh"]  # the passage's language rides along
     assert shard.counters["llm.default.prompt_shortened"] == 1
@@ -95,7 +120,10 @@ def test_instruct_shortens_and_respond_drops_without_a_request(tokenizer):
     respond = GenerateResponses(GenerateResponses.Options(cache=False, use_routing=False), PipelineContext())
     respond.engine = fake
     shard = Shard("06-respond", 0, "part-00000", 0)
-    rows = [{"id": "i1", "instruction": chinese(3000), "domain": "general"}, {"id": "i2", "instruction": "Say hi.", "domain": "general"}]
+    rows = [
+        {"id": "i1", "instruction": chinese(3000), "domain": "general"},
+        {"id": "i2", "instruction": "Say hi.", "domain": "general"},
+    ]
     out = respond.process(pa.Table.from_pylist(rows), shard)
     assert out.column("id").to_pylist() == ["i2"]
     assert dict(shard.dropped) == {PROMPT_TOO_LONG: 1}
@@ -106,7 +134,9 @@ def test_instruct_shortens_and_respond_drops_without_a_request(tokenizer):
 
 def test_check_can_be_turned_off(tokenizer):
     fake = FakeEngine(lambda req, i: "answer", name="default")
-    respond = GenerateResponses(GenerateResponses.Options(cache=False, use_routing=False, check_prompt_length=False), PipelineContext())
+    respond = GenerateResponses(
+        GenerateResponses.Options(cache=False, use_routing=False, check_prompt_length=False), PipelineContext()
+    )
     respond.engine = fake
     shard = Shard("06-respond", 0, "part-00000", 0)
     respond.process(pa.Table.from_pylist([{"id": "i1", "instruction": chinese(3000), "domain": "general"}]), shard)

@@ -28,7 +28,14 @@ def _shard(label):
 
 def test_long_chinese_prompts_with_the_real_engine(default_model_path):
     rows = [{"id": "p1", "text": PASSAGE, "title": "统计", "url": "http://example.cn/"}]
-    opts = dict(kinds={"open_question": 1}, kinds_per_passage=1, per_kind=1, max_passage_chars=20000, cache=False, sampling=SHORT)
+    opts = dict(
+        kinds={"open_question": 1},
+        kinds_per_passage=1,
+        per_kind=1,
+        max_passage_chars=20000,
+        cache=False,
+        sampling=SHORT,
+    )
 
     # unmeasured: the engine itself refuses it, after a round trip (the reported failure)
     unchecked = GenerateInstructions(GenerateInstructions.Options(**opts, check_prompt_length=False), PipelineContext())
@@ -47,9 +54,19 @@ def test_long_chinese_prompts_with_the_real_engine(default_model_path):
     assert 1000 < shard.counters["llm.default.prompt_tokens"] <= 2048 - SHORT.max_tokens
 
     # nothing to shorten (the instruction is the prompt): dropped, never sent
-    respond = GenerateResponses(GenerateResponses.Options(cache=False, use_routing=False, sampling=SHORT), PipelineContext())
+    respond = GenerateResponses(
+        GenerateResponses.Options(cache=False, use_routing=False, sampling=SHORT), PipelineContext()
+    )
     shard = _shard("06-respond")
-    out = respond.process(pa.Table.from_pylist([{"id": "i1", "instruction": PASSAGE, "domain": "general"}, {"id": "i2", "instruction": "Say hello.", "domain": "general"}]), shard)
+    out = respond.process(
+        pa.Table.from_pylist(
+            [
+                {"id": "i1", "instruction": PASSAGE, "domain": "general"},
+                {"id": "i2", "instruction": "Say hello.", "domain": "general"},
+            ]
+        ),
+        shard,
+    )
     assert out.column("id").to_pylist() == ["i2"]
     assert dict(shard.dropped) == {PROMPT_TOO_LONG: 1}
     assert shard.counters["llm.default.requests"] == 1 and shard.counters["llm.default.prompt_too_long"] == 1

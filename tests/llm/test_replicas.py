@@ -19,8 +19,15 @@ from .llm_helpers import ScriptedServer
 
 
 def replicas(*urls, **kw) -> ModelEntry:
-    base = dict(mode="endpoint", urls=list(urls), backoff_base_s=0.01, backoff_max_s=0.05, max_retries=3,
-                down_timeout_s=3.0, probe_interval_s=0.2)
+    base = dict(
+        mode="endpoint",
+        urls=list(urls),
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+        max_retries=3,
+        down_timeout_s=3.0,
+        probe_interval_s=0.2,
+    )
     base.update(kw)
     return ModelEntry(**base)
 
@@ -106,7 +113,10 @@ def test_all_replicas_down_fails_every_request_clearly_within_down_timeout(dead_
     results = eng.generate([req(f"q{i}") for i in range(8)])
     assert time.monotonic() - t0 < 5
     assert all(not r.ok for r in results)
-    assert all("all 2 replicas" in r.error and "unreachable" in r.error and dead_url in r.error and other in r.error for r in results)
+    assert all(
+        "all 2 replicas" in r.error and "unreachable" in r.error and dead_url in r.error and other in r.error
+        for r in results
+    )
     counters = usage_counters(results, "m")
     assert counters["llm.m.failures"] == 8
     assert counters["llm.m.replica.0.failures"] + counters["llm.m.replica.1.failures"] >= 1
@@ -135,7 +145,10 @@ def test_5xx_on_one_replica_is_retried_on_the_other():
 def test_models_file_replica_fields():
     e = ModelEntry(mode="serve", port=8100, replicas=3)
     assert e.base_urls() == [f"http://127.0.0.1:{p}/v1" for p in (8100, 8101, 8102)]
-    assert ModelEntry(mode="endpoint", urls=["http://a:1/v1/", "http://b:1/v1"]).base_urls() == ["http://a:1/v1", "http://b:1/v1"]
+    assert ModelEntry(mode="endpoint", urls=["http://a:1/v1/", "http://b:1/v1"]).base_urls() == [
+        "http://a:1/v1",
+        "http://b:1/v1",
+    ]
     bad = [
         ({"mode": "endpoint", "url": "http://a/v1", "urls": ["http://b/v1"]}, "not both"),
         ({"mode": "endpoint", "urls": ["http://a/v1", "http://a/v1"]}, "twice"),
@@ -147,7 +160,9 @@ def test_models_file_replica_fields():
             ModelsConfig.from_dict({"models": {"m": fields}}, source="M.yaml")
     # Replicas' consecutive ports must not collide with another model's.
     with pytest.raises(ModelsConfigError, match=r"ports used twice: \[8101\]"):
-        ModelsConfig.from_dict({"models": {"a": {"mode": "serve", "port": 8100, "replicas": 2}, "b": {"mode": "serve", "port": 8101}}})
+        ModelsConfig.from_dict(
+            {"models": {"a": {"mode": "serve", "port": 8100, "replicas": 2}, "b": {"mode": "serve", "port": 8101}}}
+        )
 
 
 def test_serve_replicas_get_consecutive_ports_own_gpus_and_logs(tmp_path):
@@ -179,12 +194,21 @@ def test_audit_shows_requests_failures_and_tokens_per_replica(tmp_path):
     dead = f"http://127.0.0.1:{free_port()}/v1"
     with ScriptedServer() as live:
         models = tmp_path / "models.yaml"
-        models.write_text(f"models:\n  m:\n    mode: endpoint\n    urls: [{dead}, {live.url}]\n    startup_timeout_s: 2\n")
-        raw = {"name": "r", "seed": 1, "settings": {"models": str(models)}, "stages": [
-            {"type": "tests.core.toy_stages:CountSource", "per_shard": 4, "shards": 2},
-            {"type": "tests.core.toy_llm_stages:Echo"},
-        ]}
-        run_pipeline(build_pipeline(raw), PipelineSource(raw=raw, path=None, seed=1), tmp_path / "run", executor=LocalExecutor(1))
+        models.write_text(
+            f"models:\n  m:\n    mode: endpoint\n    urls: [{dead}, {live.url}]\n    startup_timeout_s: 2\n"
+        )
+        raw = {
+            "name": "r",
+            "seed": 1,
+            "settings": {"models": str(models)},
+            "stages": [
+                {"type": "tests.core.toy_stages:CountSource", "per_shard": 4, "shards": 2},
+                {"type": "tests.core.toy_llm_stages:Echo"},
+            ],
+        }
+        run_pipeline(
+            build_pipeline(raw), PipelineSource(raw=raw, path=None, seed=1), tmp_path / "run", executor=LocalExecutor(1)
+        )
     from synth.core.ledger import audit
 
     rows = replica_table(audit(tmp_path / "run")["stages"])
@@ -209,11 +233,19 @@ def test_synth_serve_starts_every_replica_of_every_serve_entry(tmp_path, monkeyp
     monkeypatch.setattr(serve_mod.ServerProcess, "start", lambda self: started.append((self.label, self.url)) or self)
     monkeypatch.setattr(serve_mod.ServerProcess, "wait_ready", lambda self, timeout_s=None: None)
     monkeypatch.setattr(serve_mod.ServerProcess, "stop", lambda self, grace_s=20.0: None)
-    models = ModelsConfig.from_dict({"models": {
-        "a": {"mode": "serve", "port": 9100, "replicas": 2},
-        "b": {"mode": "serve", "port": 9200},
-        "c": {"mode": "endpoint", "urls": ["http://x:1/v1", "http://y:1/v1"]},
-    }})
+    models = ModelsConfig.from_dict(
+        {
+            "models": {
+                "a": {"mode": "serve", "port": 9100, "replicas": 2},
+                "b": {"mode": "serve", "port": 9200},
+                "c": {"mode": "endpoint", "urls": ["http://x:1/v1", "http://y:1/v1"]},
+            }
+        }
+    )
     servers = serve_mod.start_servers(models, tmp_path)
-    assert started == [("a-0", "http://127.0.0.1:9100/v1"), ("a-1", "http://127.0.0.1:9101/v1"), ("b", "http://127.0.0.1:9200/v1")]
+    assert started == [
+        ("a-0", "http://127.0.0.1:9100/v1"),
+        ("a-1", "http://127.0.0.1:9101/v1"),
+        ("b", "http://127.0.0.1:9200/v1"),
+    ]
     assert [s.replica for s in servers] == [0, 1, 0]

@@ -58,7 +58,9 @@ def test_fasttext_classifier_trains_and_predicts(tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
     model = train_fasttext(data, tmp_path / "domain.bin")
-    router = Router(RoutingConfig(classifier=ClassifierConfig(kind="fasttext", model_path=str(model), min_confidence=0.0)))
+    router = Router(
+        RoutingConfig(classifier=ClassifierConfig(kind="fasttext", model_path=str(model), min_confidence=0.0))
+    )
     decisions = router.classifier.classify_many([CASES["math"], "a Python function with recursion"])
     assert [d.domain for d in decisions] == ["math", "code"]
 

@@ -23,7 +23,9 @@ class Answer(LLMStage):
     def build_request(self, row, shard):
         if row.get("skip"):
             return None
-        return ChatRequest([{"role": "user", "content": row["question"]}], self.sampling(shard, row, json_schema={"type": "object"}))
+        return ChatRequest(
+            [{"role": "user", "content": row["question"]}], self.sampling(shard, row, json_schema={"type": "object"})
+        )
 
     def apply_result(self, row, result, shard):
         try:
@@ -83,7 +85,12 @@ def test_all_dropped_shard_keeps_a_schema():
 
 @pytest.mark.parametrize(
     "text,value",
-    [('{"a": 1}', {"a": 1}), ('Sure! [1, 2] done', [1, 2]), ('```\n{"a": [1]}\n```', {"a": [1]}), ('x {"a": 2} y', {"a": 2})],
+    [
+        ('{"a": 1}', {"a": 1}),
+        ("Sure! [1, 2] done", [1, 2]),
+        ('```\n{"a": [1]}\n```', {"a": [1]}),
+        ('x {"a": 2} y', {"a": 2}),
+    ],
 )
 def test_parse_json_repairs_common_damage(text, value):
     assert parse_json(text) == value
@@ -132,7 +139,9 @@ def test_output_keeps_input_and_declared_types():
     stage.engine = FakeEngine(SCRIPT)
     table = pa.Table.from_pylist(
         [{"id": "r1", "question": "q1", "skip": False, "note": None}],
-        schema=pa.schema([("id", pa.string()), ("question", pa.string()), ("skip", pa.bool_()), ("note", pa.list_(pa.string()))]),
+        schema=pa.schema(
+            [("id", pa.string()), ("question", pa.string()), ("skip", pa.bool_()), ("note", pa.list_(pa.string()))]
+        ),
     )
     out = stage.process(table, Shard("05-answer", 0, "00000", 0))
     assert out.schema.field("note").type == pa.list_(pa.string())  # not inferred as null

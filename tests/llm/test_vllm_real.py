@@ -25,7 +25,11 @@ from .llm_helpers import DATA, free_port, questions
 
 pytestmark = pytest.mark.vllm
 
-SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "string"}, "maxItems": 3}}, "required": ["items"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {"items": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
+    "required": ["items"],
+}
 
 
 def user(text: str) -> list[dict]:
@@ -42,7 +46,13 @@ def test_served_batch_n_samples_json_and_usage(vllm_server):
     qs = questions()
     reqs = [ChatRequest(user(q), SamplingParams(temperature=0.0, max_tokens=16), key=f"q{i}") for i, q in enumerate(qs)]
     reqs.append(ChatRequest(user(qs[0]), SamplingParams(temperature=0.9, max_tokens=16, n=3), key="sampled"))
-    reqs.append(ChatRequest(user((DATA / "json_request.txt").read_text()), SamplingParams(temperature=0.0, max_tokens=64, json_schema=SCHEMA), key="json"))
+    reqs.append(
+        ChatRequest(
+            user((DATA / "json_request.txt").read_text()),
+            SamplingParams(temperature=0.0, max_tokens=64, json_schema=SCHEMA),
+            key="json",
+        )
+    )
     results = eng.generate(reqs)
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
     assert all(r.texts[0].strip() for r in results)
@@ -52,7 +62,9 @@ def test_served_batch_n_samples_json_and_usage(vllm_server):
     assert isinstance(value["items"], list)
     c = usage_counters(results, "smol")
     assert c["llm.smol.requests"] == len(reqs) and c["llm.smol.failures"] == 0
-    assert c["llm.smol.prompt_tokens"] > 10 * len(reqs) and 0 < c["llm.smol.completion_tokens"] <= 16 * (len(qs) + 3) + 64
+    assert (
+        c["llm.smol.prompt_tokens"] > 10 * len(reqs) and 0 < c["llm.smol.completion_tokens"] <= 16 * (len(qs) + 3) + 64
+    )
     # Greedy decoding repeats across calls: this is what cross-run tests may compare.
     again = eng.generate(reqs[:3])
     assert [r.texts for r in again] == [r.texts for r in results[:3]]
@@ -63,7 +75,9 @@ def test_cache_rerun_never_calls_the_server(vllm_server, tmp_path):
     reqs = [ChatRequest(user(q), SamplingParams(temperature=0.8, max_tokens=12, n=2), key=q) for q in questions()[:4]]
     first = CachedEngine(client(vllm_server), RequestCache(cache_path)).generate(reqs)
     # Second run: a client pointing nowhere proves no request leaves the process.
-    dead = ServedEngine("smol", ModelEntry(mode="endpoint", url="http://127.0.0.1:9/v1", served_model_name="smol", down_timeout_s=0.5))
+    dead = ServedEngine(
+        "smol", ModelEntry(mode="endpoint", url="http://127.0.0.1:9/v1", served_model_name="smol", down_timeout_s=0.5)
+    )
     dead.model_id = client(vllm_server).model_id
     second = CachedEngine(dead, RequestCache(cache_path)).generate(reqs)
     assert [r.texts for r in second] == [r.texts for r in first]  # sampled, yet reproduced
@@ -73,13 +87,21 @@ def test_cache_rerun_never_calls_the_server(vllm_server, tmp_path):
 def test_offline_engine_real(default_model_path, tmp_path):
     from synth.llm.offline import OfflineEngine
 
-    engine = OfflineEngine("offline", ModelEntry(mode="offline", max_model_len=1024, kv_cache_gib=1, enforce_eager=True))
+    engine = OfflineEngine(
+        "offline", ModelEntry(mode="offline", max_model_len=1024, kv_cache_gib=1, enforce_eager=True)
+    )
     try:
         qs = questions()[:4]
         reqs = [ChatRequest(user(q), SamplingParams(temperature=0.0, max_tokens=12), key=q) for q in qs]
         reqs.append(ChatRequest(user(qs[0]), SamplingParams(temperature=0.9, max_tokens=12, n=2), key="n2"))
         reqs.append(ChatRequest(user(qs[0]), SamplingParams(temperature=0.0, max_tokens=12, n=2), key="greedy-n2"))
-        reqs.append(ChatRequest(user((DATA / "json_request.txt").read_text()), SamplingParams(temperature=0.0, max_tokens=64, json_schema=SCHEMA), key="json"))
+        reqs.append(
+            ChatRequest(
+                user((DATA / "json_request.txt").read_text()),
+                SamplingParams(temperature=0.0, max_tokens=64, json_schema=SCHEMA),
+                key="json",
+            )
+        )
         seen = []
         results = engine.generate(reqs, progress=lambda i, r: seen.append(i))
         assert sorted(seen) == list(range(len(reqs)))
@@ -105,7 +127,10 @@ class AskJSON(LLMStage):
     def build_request(self, row, shard):
         free = row["free"]
         text = (DATA / ("free_text_request.txt" if free else "json_request.txt")).read_text()
-        return ChatRequest(user(text), SamplingParams(temperature=0.0, max_tokens=row["max_tokens"], json_schema=None if free else SCHEMA))
+        return ChatRequest(
+            user(text),
+            SamplingParams(temperature=0.0, max_tokens=row["max_tokens"], json_schema=None if free else SCHEMA),
+        )
 
     def apply_result(self, row, result, shard):
         try:
@@ -161,7 +186,14 @@ def test_server_killed_mid_stage_and_restarted_loses_nothing(vllm_server):
 
             return super().generate(requests, on)
 
-    entry = ModelEntry(mode="endpoint", url=vllm_server.url, served_model_name="smol", max_in_flight=4, down_timeout_s=400, backoff_max_s=5)
+    entry = ModelEntry(
+        mode="endpoint",
+        url=vllm_server.url,
+        served_model_name="smol",
+        max_in_flight=4,
+        down_timeout_s=400,
+        backoff_max_s=5,
+    )
     engine = Watch("smol", entry)
     rows = [{"id": f"r{i}", "free": False, "max_tokens": 48} for i in range(16)]
     box = {}
@@ -197,11 +229,14 @@ def test_synth_serve_starts_answers_and_stops_on_ctrl_c(default_model_path, tmp_
 
     port = free_port()
     models = tmp_path / "models.yaml"
-    models.write_text(f"models:\n  smol:\n    mode: serve\n    port: {port}\n    max_model_len: 1024\n    kv_cache_gib: 1\n    enforce_eager: true\n")
+    models.write_text(
+        f"models:\n  smol:\n    mode: serve\n    port: {port}\n    max_model_len: 1024\n    kv_cache_gib: 1\n    enforce_eager: true\n"
+    )
     logs = tmp_path / "logs"
     proc = subprocess.Popen(
         [sys.executable, "-m", "synth.llm.cli", "serve", str(models), "--log-dir", str(logs), "--timeout", "400"],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         lines = []

@@ -49,8 +49,16 @@ def _free_pair() -> int:
 
 def test_replica_killed_mid_stage_and_restarted_every_record_once(default_model_path, tmp_path):
     entry = ModelEntry(
-        mode="serve", port=_free_pair(), replicas=2, max_model_len=512, kv_cache_gib=1, enforce_eager=True,
-        startup_timeout_s=600, max_in_flight=4, down_timeout_s=600, probe_interval_s=1.0,
+        mode="serve",
+        port=_free_pair(),
+        replicas=2,
+        max_model_len=512,
+        kv_cache_gib=1,
+        enforce_eager=True,
+        startup_timeout_s=600,
+        max_in_flight=4,
+        down_timeout_s=600,
+        probe_interval_s=1.0,
     )
     engine = open_engine("smol", ModelsConfig(models={"smol": entry}), log_dir=tmp_path / "logs")
     assert isinstance(engine, ManagedServedEngine) and len(engine.servers) == 2
@@ -98,7 +106,10 @@ def test_replica_killed_mid_stage_and_restarted_every_record_once(default_model_
         assert c["llm.smol.replica.0.tokens"] + c["llm.smol.replica.1.tokens"] > 0
         # The restarted replica is probed and taken back.
         victim.wait_ready()
-        more = [ChatRequest([{"role": "user", "content": f"Say {w}."}], SamplingParams(temperature=0.0, max_tokens=4)) for w in "abcdefgh"]
+        more = [
+            ChatRequest([{"role": "user", "content": f"Say {w}."}], SamplingParams(temperature=0.0, max_tokens=4))
+            for w in "abcdefgh"
+        ]
         again = engine.generate(more)
         assert all(r.ok for r in again) and {r.replica for r in again} == {0, 1}
     finally:

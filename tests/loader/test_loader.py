@@ -27,7 +27,9 @@ def load_example():
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     d = tmp_path_factory.mktemp("loader")
-    recs = [text(i, 5 + (i * 13) % 60, domain=("science", "general")[i % 2]) for i in range(150)] + [chat(i) for i in range(50)]
+    recs = [text(i, 5 + (i * 13) % 60, domain=("science", "general")[i % 2]) for i in range(150)] + [
+        chat(i) for i in range(50)
+    ]
     src = write_jsonl(d / "mixed.jsonl", recs)
     pack(PackOptions([str(src)], str(default_tokenizer_dir()), 128, str(d / "out"), window=32))
     return d / "out"
@@ -43,7 +45,10 @@ def test_ranks_cover_every_sequence_once(packed, world):
     per_rank = [all_ids(PackedBatches(packed, 3, rank=r, world_size=world, seed=5, epochs=1)) for r in range(world)]
     flat = [s for ids in per_rank for s in ids]
     assert sorted(flat) == list(range(n))  # no gaps, no overlap
-    even = [all_ids(PackedBatches(packed, 3, rank=r, world_size=world, seed=5, epochs=1, drop_remainder=True)) for r in range(world)]
+    even = [
+        all_ids(PackedBatches(packed, 3, rank=r, world_size=world, seed=5, epochs=1, drop_remainder=True))
+        for r in range(world)
+    ]
     assert len({len(ids) for ids in even}) == 1 and len(set(s for ids in even for s in ids)) == sum(map(len, even))
 
 
@@ -69,7 +74,9 @@ def same(a, b):
 @pytest.mark.parametrize("workers_before, workers_after", [(2, 0), (0, 2), (1, 2)])
 def test_resume_mid_epoch_is_exact_with_any_worker_count(packed, workers_before, workers_after):
     def loader(workers):
-        return PackedLoader(PackedDataset(packed, batch_size=3, rank=1, world_size=2, seed=7), num_workers=workers, epochs=2)
+        return PackedLoader(
+            PackedDataset(packed, batch_size=3, rank=1, world_size=2, seed=7), num_workers=workers, epochs=2
+        )
 
     full = list(loader(0))
     first = loader(workers_before)
@@ -126,7 +133,11 @@ def test_packed_loss_equals_token_weighted_mean_of_documents_alone(packed):
     moe = load_example()
     torch.manual_seed(0)
     data = PackedData(packed)
-    model = moe.TinyMoE(moe.MoEConfig(vocab_size=int(data.manifest["tokenizer"]["vocab_size"]), d_model=32, d_expert=48)).double().eval()
+    model = (
+        moe.TinyMoE(moe.MoEConfig(vocab_size=int(data.manifest["tokenizer"]["vocab_size"]), d_model=32, d_expert=48))
+        .double()
+        .eval()
+    )
     batch = next(iter(PackedDataset(data, batch_size=3, seed=0)))
     with torch.no_grad():
         logits, _, _ = model(batch["input_ids"], batch["position_ids"], batch["cu_seqlens"])
@@ -134,8 +145,8 @@ def test_packed_loss_equals_token_weighted_mean_of_documents_alone(packed):
         alone_sum, alone_n, docs = 0.0, 0, 0
         for row, s in enumerate(batch["sequence_ids"].tolist()):
             for _, off, n, *_ in data.docs_of(s):
-                ids = batch["input_ids"][row:row + 1, off:off + n]
-                labels = batch["labels"][row:row + 1, off:off + n]
+                ids = batch["input_ids"][row : row + 1, off : off + n]
+                labels = batch["labels"][row : row + 1, off : off + n]
                 lg, _, _ = model(ids, torch.arange(n)[None], torch.tensor([0, n], dtype=torch.int32))
                 loss, c = moe.token_losses(lg, labels)
                 alone_sum, alone_n, docs = alone_sum + loss, alone_n + c, docs + 1

@@ -25,7 +25,9 @@ def corpus(tmp_path_factory, shared_data):
     d = tmp_path_factory.mktemp("moe")
     book = (shared_data / "books" / "pg11_alice.txt").read_text(encoding="utf-8", errors="replace")
     paras = [p.strip() for p in book.split("\n\n") if len(p.strip()) > 200][20:140]
-    books = write_jsonl(d / "books.jsonl", [{"id": f"alice-{i}", "domain": "books", "text": p} for i, p in enumerate(paras)])
+    books = write_jsonl(
+        d / "books.jsonl", [{"id": f"alice-{i}", "domain": "books", "text": p} for i, p in enumerate(paras)]
+    )
     graph = load_graph(shared_data / "kg" / "nations", cache=d / "kg-cache")
     factory = SampleFactory(graph, WalkConfig(error_share=0.5))
     records = [o.record for o in factory.make(sample_seeds(40, 0, 60)) if o.record]
@@ -39,7 +41,9 @@ def corpus(tmp_path_factory, shared_data):
     assert set(res.manifest["tokens_written"]["kind"]) == {"instruction", "text", "tool_use"}
     demo_rows = [r for r in pq.read_table(d / "packed" / "packing.parquet").to_pylist() if r["source"] == "demo-run"]
     demo_ids = set(pq.read_table(DEMO_RUN / "output", columns=["id"]).column("id").to_pylist())
-    assert {r["record_id"] for r in demo_rows} == demo_ids and all(r["status"] in ("packed", "split") for r in demo_rows)
+    assert {r["record_id"] for r in demo_rows} == demo_ids and all(
+        r["status"] in ("packed", "split") for r in demo_rows
+    )
     return d / "packed"
 
 
@@ -55,4 +59,8 @@ def test_tiny_moe_loss_falls_and_every_expert_gets_tokens(corpus):
     assert (out["expert_load"] > 0).all()
     assert set(out["kinds"]) == {"instruction", "text", "tool_use"}
     # "instruction" is the demo run's kind; its domains are the demo's (36 steps see some of them)
-    assert "books" in out["domains"] and "nations" in out["domains"] and {"code", "science", "humanities"} & set(out["domains"])
+    assert (
+        "books" in out["domains"]
+        and "nations" in out["domains"]
+        and {"code", "science", "humanities"} & set(out["domains"])
+    )

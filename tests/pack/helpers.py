@@ -8,7 +8,14 @@ from pathlib import Path
 
 from tests.chat_templates import trl_template
 
-LLAMA_SPECIALS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>", "<|python_tag|>"]
+LLAMA_SPECIALS = [
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|python_tag|>",
+]
 
 
 def default_tokenizer_dir() -> Path:
@@ -36,15 +43,25 @@ def tokenizer_with_template(src: Path, dest: Path, template: str) -> Path:
 
 
 def chat(i: int, domain: str = "math") -> dict:
-    return {"id": f"chat-{i}", "domain": domain, "kind": "instruction",
-            "messages": [{"role": "system", "content": "You are terse."},
-                         {"role": "user", "content": f"What is {i} plus {i}?"},
-                         {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}
+    return {
+        "id": f"chat-{i}",
+        "domain": domain,
+        "kind": "instruction",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": f"What is {i} plus {i}?"},
+            {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."},
+        ],
+    }
 
 
 def text(i: int, words: int, domain: str = "general") -> dict:
-    return {"id": f"text-{i}", "domain": domain, "kind": "passage",
-            "text": " ".join(f"word{(i * 7 + j) % 97}" for j in range(words)) + "."}
+    return {
+        "id": f"text-{i}",
+        "domain": domain,
+        "kind": "passage",
+        "text": " ".join(f"word{(i * 7 + j) % 97}" for j in range(words)) + ".",
+    }
 
 
 def write_jsonl(path: Path, records: list) -> Path:

@@ -40,8 +40,21 @@ def test_megatron_files_read_back_with_megatron_core(which, dtype, tmp_path, req
     chats = write_jsonl(tmp_path / "chats.jsonl", [chat(i) for i in range(5)] if which == "small" else [])
     inputs = [docs] + ([chats] if which == "small" else [])
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["pack", *map(str, inputs), "--tokenizer", str(tok_dir), "--seq-len", "64",
-                                   "--output", str(out), "--format", "megatron"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "pack",
+            *map(str, inputs),
+            "--tokenizer",
+            str(tok_dir),
+            "--seq-len",
+            "64",
+            "--output",
+            str(out),
+            "--format",
+            "megatron",
+        ],
+    )
     assert res.exit_code == 0, res.output
     m = json.loads((out / "manifest.json").read_text())
     assert m["dtype"] == np.dtype(dtype).name

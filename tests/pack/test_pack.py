@@ -46,7 +46,9 @@ def test_native_pack_round_trips_every_record(corpus, tok_dir, tmp_path):
     data = PackedData(out)
     packing = pq.read_table(out / "packing.parquet").to_pylist()
     placed = [r for r in packing if r["status"] in ("packed", "split")]
-    assert {r["record_id"] for r in packing} == {f"text-{i}" for i in [*range(60), 1000]} | {f"chat-{i}" for i in range(40)}
+    assert {r["record_id"] for r in packing} == {f"text-{i}" for i in [*range(60), 1000]} | {
+        f"chat-{i}" for i in range(40)
+    }
     # the 700-word text is longer than a sequence: split, nothing truncated
     pieces = sorted((r for r in placed if r["record_id"] == "text-1000"), key=lambda r: r["piece"])
     assert len(pieces) > 1 and all(r["status"] == "split" for r in pieces)
@@ -55,7 +57,9 @@ def test_native_pack_round_trips_every_record(corpus, tok_dir, tmp_path):
     source = {r["id"]: r for r in [json.loads(x) for x in open(web)] + [json.loads(x) for x in open(chats)]}
     by_record = {}
     for r in sorted(placed, key=lambda r: (r["record_id"], r["piece"])):
-        by_record.setdefault(r["record_id"], []).append(np.asarray(data.tokens[r["sequence"], r["offset"]:r["offset"] + r["tokens"]]))
+        by_record.setdefault(r["record_id"], []).append(
+            np.asarray(data.tokens[r["sequence"], r["offset"] : r["offset"] + r["tokens"]])
+        )
     for rid, parts in by_record.items():
         ids = np.concatenate(parts)
         assert ids[-1] == m["tokenizer"]["eod_id"]
@@ -68,7 +72,7 @@ def test_native_pack_round_trips_every_record(corpus, tok_dir, tmp_path):
         docs = data.docs_of(s)
         ends = docs[:, 1] + docs[:, 2]
         assert (docs[1:, 1] == ends[:-1]).all() and docs[0, 1] == 0 and ends[-1] <= data.seq_len
-        assert not data.mask[s, ends[-1]:].any()
+        assert not data.mask[s, ends[-1] :].any()
     assert m["documents"] == len(placed) == len(data.documents)
     assert m["tokens"]["documents"] == sum(r["tokens"] for r in placed)
     assert 0.9 < m["fill_efficiency"] <= 1.0
@@ -101,7 +105,9 @@ def test_mix_by_tokens_reaches_the_weights(corpus, tok_dir, tmp_path):
     d, web, chats = corpus
     mix = tmp_path / "mix.yaml"
     mix.write_text("by: source\nweights: {web: 0.3, chats: 0.7}\nbudget_tokens: 8000\nmax_repeats: 4\n")
-    code, output = run_cli(web, chats, "--tokenizer", tok_dir, "--seq-len", 256, "--output", tmp_path / "o", "--mix", mix, "--seed", 3)
+    code, output = run_cli(
+        web, chats, "--tokenizer", tok_dir, "--seq-len", 256, "--output", tmp_path / "o", "--mix", mix, "--seed", 3
+    )
     assert code == 0, output
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())["mix"]
     assert m["target_share"] == {"chats": 0.7, "web": 0.3}
@@ -123,16 +129,21 @@ def test_mix_by_domain(corpus, tok_dir, tmp_path):
     assert res.manifest["counts"]["repeats"] == 0
 
 
-@pytest.mark.parametrize("mix_text, message", [
-    ("weights: {web: 1, nowhere: 1}\n", "'nowhere', which is not in the inputs"),
-    ("weights: {web: 1}\nbudget_tokens: 100000000\n", "lower the budget or raise max_repeats"),
-    ("weights: {web: 1}\nbugdet: 3\n", "field bugdet"),
-])
+@pytest.mark.parametrize(
+    "mix_text, message",
+    [
+        ("weights: {web: 1, nowhere: 1}\n", "'nowhere', which is not in the inputs"),
+        ("weights: {web: 1}\nbudget_tokens: 100000000\n", "lower the budget or raise max_repeats"),
+        ("weights: {web: 1}\nbugdet: 3\n", "field bugdet"),
+    ],
+)
 def test_bad_mix_is_one_line_error(corpus, tok_dir, tmp_path, mix_text, message):
     d, web, chats = corpus
     mix = tmp_path / "mix.yaml"
     mix.write_text(mix_text)
-    code, output = run_cli(web, chats, "--tokenizer", tok_dir, "--seq-len", 64, "--output", tmp_path / "o", "--mix", mix)
+    code, output = run_cli(
+        web, chats, "--tokenizer", tok_dir, "--seq-len", 64, "--output", tmp_path / "o", "--mix", mix
+    )
     assert code == 1 and message in " ".join(output.split()) and "Traceback" not in output
     assert not (tmp_path / "o" / "manifest.json").exists()
 
@@ -142,21 +153,37 @@ def test_bad_tokenizer_paths_are_one_line_errors(corpus, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "tokenizer.json").write_text("{not a tokenizer")
-    for path, message in [(tmp_path / "missing", "no such folder"), (tmp_path / "empty", "not a tokenizer folder"),
-                          (tmp_path / "junk", "cannot load a tokenizer")]:
+    for path, message in [
+        (tmp_path / "missing", "no such folder"),
+        (tmp_path / "empty", "not a tokenizer folder"),
+        (tmp_path / "junk", "cannot load a tokenizer"),
+    ]:
         code, output = run_cli(web, "--tokenizer", path, "--seq-len", 64, "--output", tmp_path / "o")
         assert code == 1 and message in " ".join(output.split()) and "Traceback" not in output, output
 
 
 def test_bad_records_are_counted_skips_with_ids(tok_dir, tmp_path):
-    src = write_jsonl(tmp_path / "mixed.jsonl", [
-        chat(1),
-        {"id": "neither", "domain": "x"},
-        {"id": "role", "messages": [{"role": "wizard", "content": "hi"}]},
-        {"id": "args", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
-            {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]},
-        "this line is not json",
-    ])
+    src = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            chat(1),
+            {"id": "neither", "domain": "x"},
+            {"id": "role", "messages": [{"role": "wizard", "content": "hi"}]},
+            {
+                "id": "args",
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}
+                        ],
+                    },
+                ],
+            },
+            "this line is not json",
+        ],
+    )
     code, output = run_cli(src, "--tokenizer", tok_dir, "--seq-len", 128, "--output", tmp_path / "o")
     assert code == 0, output
     rows = {r["record_id"]: r for r in pq.read_table(tmp_path / "o" / "packing.parquet").to_pylist()}
@@ -166,7 +193,12 @@ def test_bad_records_are_counted_skips_with_ids(tok_dir, tmp_path):
     assert rows["mixed.jsonl#4"]["reason"] == "bad_json_line"
     assert rows["chat-1"]["status"] == "packed"
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
-    assert m["counts"]["skipped"] == {"bad_json_line": 1, "no_messages_or_text": 1, "tool_arguments_not_json": 1, "unknown_role": 1}
+    assert m["counts"]["skipped"] == {
+        "bad_json_line": 1,
+        "no_messages_or_text": 1,
+        "tool_arguments_not_json": 1,
+        "unknown_role": 1,
+    }
     assert "skipped unknown_role: 1" in output
 
 

@@ -14,20 +14,51 @@ NATIVE_FILES = ("tokens.bin", "loss_mask.bin", "documents.bin", "sequence_index.
 
 
 def pinned_corpus(d):
-    tool = {"id": "tool-0", "domain": "kg", "kind": "tool_use",
-            "tools": json.dumps([{"type": "function", "function": {"name": "lookup", "description": "Look up a fact.",
-                                                                    "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]),
-            "messages": [{"role": "user", "content": "Capital of France?"},
-                         {"role": "assistant", "content": "", "weight": 0,
-                          "tool_calls": [{"id": "c0", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\": \"Frnace\"}"}}]},
-                         {"role": "tool", "tool_call_id": "c0", "content": "no such entity"},
-                         {"role": "assistant", "content": "",
-                          "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\": \"France\"}"}}]},
-                         {"role": "tool", "tool_call_id": "c1", "content": "Paris"},
-                         {"role": "assistant", "content": "Paris."}]}
+    tool = {
+        "id": "tool-0",
+        "domain": "kg",
+        "kind": "tool_use",
+        "tools": json.dumps(
+            [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "lookup",
+                        "description": "Look up a fact.",
+                        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+                    },
+                }
+            ]
+        ),
+        "messages": [
+            {"role": "user", "content": "Capital of France?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "weight": 0,
+                "tool_calls": [
+                    {"id": "c0", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "Frnace"}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c0", "content": "no such entity"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "France"}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "Paris"},
+            {"role": "assistant", "content": "Paris."},
+        ],
+    }
     bad = [{"id": "bad-0", "text": ""}, {"id": "bad-1", "messages": [{"role": "robot", "content": "hi"}]}]
-    web = write_jsonl(d / "web.jsonl", [text(i, 15 + 29 * (i % 13), domain=("general", "science")[i % 2]) for i in range(90)]
-                      + [text(5000, 900)] + bad)
+    web = write_jsonl(
+        d / "web.jsonl",
+        [text(i, 15 + 29 * (i % 13), domain=("general", "science")[i % 2]) for i in range(90)]
+        + [text(5000, 900)]
+        + bad,
+    )
     chats = write_jsonl(d / "chats.jsonl", [chat(i, domain=("math", "code")[i % 2]) for i in range(50)] + [tool])
     mix = d / "mix.yaml"
     mix.write_text("by: source\nweights:\n  web: 0.8\n  chats: 0.2\nbudget_tokens: 20000\nmax_repeats: 2\n")
@@ -66,8 +97,18 @@ PINNED = {
 def test_pack_of_a_fixed_corpus_is_byte_identical_to_the_pinned_one(tmp_path, fmt):
     web, chats, mix = pinned_corpus(tmp_path)
     out = tmp_path / "out"
-    res = pack(PackOptions([str(web), str(chats)], str(default_tokenizer_dir()), 256, str(out), format=fmt, mix=str(mix), seed=7,
-                           window=32))
+    res = pack(
+        PackOptions(
+            [str(web), str(chats)],
+            str(default_tokenizer_dir()),
+            256,
+            str(out),
+            format=fmt,
+            mix=str(mix),
+            seed=7,
+            window=32,
+        )
+    )
     counts = res.manifest["counts"]
     assert counts["repeats"] > 0 and counts["not_sampled"] > 0 and sum(counts["skipped"].values()) == 2
     assert counts["split"] > 0 or fmt == "megatron"
@@ -82,5 +123,9 @@ def test_batch_boundaries_do_not_change_the_pack(tmp_path, monkeypatch):
     monkeypatch.setattr(tokenize, "BATCH_ROWS", 5)
     web, chats, mix = pinned_corpus(tmp_path)
     out = tmp_path / "out"
-    pack(PackOptions([str(web), str(chats)], str(default_tokenizer_dir()), 256, str(out), mix=str(mix), seed=7, window=32))
+    pack(
+        PackOptions(
+            [str(web), str(chats)], str(default_tokenizer_dir()), 256, str(out), mix=str(mix), seed=7, window=32
+        )
+    )
     assert content_digest(out) == PINNED["native"]

@@ -12,7 +12,9 @@ TEMPLATES = {"qwen2_5.jinja": "<|im_end|>", "llama3_1.jinja": "<|eot_id|>"}
 
 @pytest.fixture(scope="module", params=list(TEMPLATES))
 def templated(request, tmp_path_factory):
-    folder = tokenizer_with_template(default_tokenizer_dir(), tmp_path_factory.mktemp("tok") / request.param, request.param)
+    folder = tokenizer_with_template(
+        default_tokenizer_dir(), tmp_path_factory.mktemp("tok") / request.param, request.param
+    )
     return load_tokenizer(folder), TEMPLATES[request.param]
 
 
@@ -24,9 +26,13 @@ def masked_text(tok, rendered) -> str:
 def test_plain_chat_mask_is_exactly_the_assistant_turn(templated):
     tok, end = templated
     r = Renderer(tok, LossPolicy())
-    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is 8 plus 8?"},
-            {"role": "assistant", "content": "8 plus 8 is 16."}, {"role": "user", "content": "And 2 plus 2?"},
-            {"role": "assistant", "content": "2 plus 2 is 4."}]
+    msgs = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "What is 8 plus 8?"},
+        {"role": "assistant", "content": "8 plus 8 is 16."},
+        {"role": "user", "content": "And 2 plus 2?"},
+        {"role": "assistant", "content": "2 plus 2 is 4."},
+    ]
     out = r.render_chat(msgs, None)
     assert masked_text(tok, out) == f"8 plus 8 is 16.{end}2 plus 2 is 4.{end}"
     assert out.tokens[-1] == r.eod_id and out.mask[-1] == 0
@@ -42,16 +48,38 @@ def tool_conversation(wrong_weight):
     return [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "What is the capital of France?"},
-        {"role": "assistant", "content": "", "tool_calls": [call("get_capital", {"country": "Atlantis"})], "weight": wrong_weight},
-        {"role": "tool", "content": '{"error": "unknown entity Atlantis"}', "tool_call_id": "c1", "name": "get_capital"},
-        {"role": "assistant", "content": "Let me fix that.", "tool_calls": [call("get_capital", {"country": "France"})]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [call("get_capital", {"country": "Atlantis"})],
+            "weight": wrong_weight,
+        },
+        {
+            "role": "tool",
+            "content": '{"error": "unknown entity Atlantis"}',
+            "tool_call_id": "c1",
+            "name": "get_capital",
+        },
+        {
+            "role": "assistant",
+            "content": "Let me fix that.",
+            "tool_calls": [call("get_capital", {"country": "France"})],
+        },
         {"role": "tool", "content": '{"result": "tool-output-Paris"}', "tool_call_id": "c1", "name": "get_capital"},
         {"role": "assistant", "content": "The capital is Paris."},
     ]
 
 
-TOOLS = [{"type": "function", "function": {"name": "get_capital", "description": "Capital of a country",
-                                           "parameters": {"type": "object", "properties": {"country": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_capital",
+            "description": "Capital of a country",
+            "parameters": {"type": "object", "properties": {"country": {"type": "string"}}},
+        },
+    }
+]
 
 
 def test_weight_zero_turn_and_tool_results_are_not_trained(templated):
@@ -80,8 +108,13 @@ def test_other_roles_count_only_when_asked(templated):
 def test_bad_chat_records_are_skips_with_reasons():
     tok = load_tokenizer(default_tokenizer_dir())
     r = Renderer(tok, LossPolicy())
-    bad_args = [{"role": "user", "content": "x"},
-                {"role": "assistant", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]
+    bad_args = [
+        {"role": "user", "content": "x"},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}],
+        },
+    ]
     cases = {
         "unknown_role": [{"role": "wizard", "content": "x"}],
         "tool_arguments_not_json": bad_args,
@@ -121,7 +154,9 @@ def test_kg_self_correction_wrong_call_is_not_trained(shared_data, tmp_path):
     from kg.graph import load_graph
 
     graph = load_graph(shared_data / "kg" / "nations", cache=tmp_path / "cache")
-    records = [o.record for o in SampleFactory(graph, WalkConfig(error_share=1.0)).make(sample_seeds(30, 0, 60)) if o.record]
+    records = [
+        o.record for o in SampleFactory(graph, WalkConfig(error_share=1.0)).make(sample_seeds(30, 0, 60)) if o.record
+    ]
     folder = tokenizer_with_template(default_tokenizer_dir(), tmp_path / "tok", "qwen2_5.jinja")
     tok = load_tokenizer(folder)
     r = Renderer(tok, LossPolicy())
@@ -134,7 +169,7 @@ def test_kg_self_correction_wrong_call_is_not_trained(shared_data, tmp_path):
         [wrong] = [i for i, m in enumerate(msgs) if m.get("weight") == 0]
         assert msgs[wrong]["role"] == "assistant" and msgs[wrong]["tool_calls"]
         # the recovery is the next assistant turn after the error result
-        fix = next(m for m in msgs[wrong + 1:] if m["role"] == "assistant")
+        fix = next(m for m in msgs[wrong + 1 :] if m["role"] == "assistant")
         out = r.render_chat(msgs, rec["tools"])
         trained = masked_text(tok, out)
         assert fix["content"] in trained

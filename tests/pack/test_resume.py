@@ -16,13 +16,29 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tree_digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".work" not in p.parts}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".work" not in p.parts
+    }
 
 
 def command(inputs, out, tok):
-    return [sys.executable, "-m", "synth", "pack", *map(str, inputs), "--tokenizer", str(tok), "--seq-len", "512",
-            "--output", str(out), "--window", "64"]
+    return [
+        sys.executable,
+        "-m",
+        "synth",
+        "pack",
+        *map(str, inputs),
+        "--tokenizer",
+        str(tok),
+        "--seq-len",
+        "512",
+        "--output",
+        str(out),
+        "--window",
+        "64",
+    ]
 
 
 def env():
@@ -30,7 +46,9 @@ def env():
 
 
 def kill_when(cmd, ready, timeout=240):
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + timeout
     try:
         while time.time() < deadline and proc.poll() is None:

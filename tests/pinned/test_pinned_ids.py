@@ -97,10 +97,16 @@ def test_demo_ids_pinned_from_its_request_cache(tmp_path, shared_data, monkeypat
         import synth.llm.engines as engines
 
         def no_engine(*_args, **_kwargs):
-            raise AssertionError(f"a request missed the committed cache {DEMO_CACHE.name}: the demo's LLM requests changed")
+            raise AssertionError(
+                f"a request missed the committed cache {DEMO_CACHE.name}: the demo's LLM requests changed"
+            )
 
         monkeypatch.setattr(engines, "open_engine", no_engine)
-    _run(REPO / "pipelines" / "demo.yaml", run, [shared_data / "warc" / "aut-2008-crawl.warc.gz", shared_data / "books" / "pg11_alice.txt"])
+    _run(
+        REPO / "pipelines" / "demo.yaml",
+        run,
+        [shared_data / "warc" / "aut-2008-crawl.warc.gz", shared_data / "books" / "pg11_alice.txt"],
+    )
     if repin:
         conn = sqlite3.connect(run / "llm-cache.sqlite")
         conn.execute("VACUUM")

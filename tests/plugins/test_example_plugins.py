@@ -102,6 +102,10 @@ def test_llm_plugin_on_real_default_model(tmp_path, plugins_importable):
 
 
 def test_plugin_that_fails_to_import_is_named(monkeypatch):
-    monkeypatch.setattr(registry, "entry_points", lambda group: [EntryPoint("broken", "no_such_pkg.mod:Stage", "synth.stages")])
-    with pytest.raises(registry.StageImportError, match=r"stage type 'broken' could not be loaded from no_such_pkg\.mod:Stage"):
+    monkeypatch.setattr(
+        registry, "entry_points", lambda group: [EntryPoint("broken", "no_such_pkg.mod:Stage", "synth.stages")]
+    )
+    with pytest.raises(
+        registry.StageImportError, match=r"stage type 'broken' could not be loaded from no_such_pkg\.mod:Stage"
+    ):
         registry.stage_class("broken")

@@ -62,7 +62,17 @@ def test_output_schema_and_loads_in_datasets(demo_run):
     assert rows, "the demo produced no records"
     ds = load_dataset("parquet", data_files=str(demo_run / "output" / "*.parquet"), split="train")
     assert len(ds) == len(rows)
-    for col in ("id", "kind", "domain", "messages", "provenance", "source_id", "evolution", "critique_grade", "response_model"):
+    for col in (
+        "id",
+        "kind",
+        "domain",
+        "messages",
+        "provenance",
+        "source_id",
+        "evolution",
+        "critique_grade",
+        "response_model",
+    ):
         assert col in ds.column_names, col
     row = rows[0]
     assert row["kind"] == "instruction"

@@ -29,7 +29,10 @@ def _stage(**options):
 
 
 def _rows(n: int, domain: str | None) -> list[dict]:
-    return [{"id": f"{domain}{i}", "instruction": f"Suggest a name for my new puppy number {i}.", "domain": domain} for i in range(n)]
+    return [
+        {"id": f"{domain}{i}", "instruction": f"Suggest a name for my new puppy number {i}.", "domain": domain}
+        for i in range(n)
+    ]
 
 
 def test_domain_mix_counters_reach_the_ledger(tmp_path):
@@ -60,7 +63,10 @@ def test_domain_mix_counters_reach_the_ledger(tmp_path):
 
 def test_rows_without_domain_are_labelled_by_the_classifier():
     stage = _stage(target={"general": 0.5, "math": 0.5}, max_new_per_shard=0)
-    rows = [{"id": "a", "instruction": MATH, "domain": None}, {"id": "b", "instruction": "Suggest a nice name for my new puppy.", "domain": None}]
+    rows = [
+        {"id": "a", "instruction": MATH, "domain": None},
+        {"id": "b", "instruction": "Suggest a nice name for my new puppy.", "domain": None},
+    ]
     shard = Shard("05-self_instruct", 1, "part-00001", seed=3)
     out = stage.process(pa.Table.from_pylist(rows), shard).to_pylist()
     assert [r["domain"] for r in out] == ["math", "general"]

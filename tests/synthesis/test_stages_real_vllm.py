@@ -36,8 +36,19 @@ def _tokens(shard) -> int:
 def instructions(shared_data, tmp_path_factory):
     book = (shared_data / "books" / "pg11_alice.txt").read_text(encoding="utf-8")
     start = book.index("Alice was beginning to get very tired")
-    passages = [{"id": f"p{i}", "text": book[start + i * 700 : start + (i + 1) * 700], "title": "Alice", "source": "pg11"} for i in range(2)]
-    stage = GenerateInstructions(GenerateInstructions.Options(kinds={"open_question": 1, "math": 1}, kinds_per_passage=2, per_kind=2, cache=False, sampling=SamplingOptions(temperature=0.0, max_tokens=160)))
+    passages = [
+        {"id": f"p{i}", "text": book[start + i * 700 : start + (i + 1) * 700], "title": "Alice", "source": "pg11"}
+        for i in range(2)
+    ]
+    stage = GenerateInstructions(
+        GenerateInstructions.Options(
+            kinds={"open_question": 1, "math": 1},
+            kinds_per_passage=2,
+            per_kind=2,
+            cache=False,
+            sampling=SamplingOptions(temperature=0.0, max_tokens=160),
+        )
+    )
     table, shard = _run(stage, passages)
     assert _tokens(shard) > 0, "the engine generated nothing"
     assert shard.counters.get("llm.default.failures", 0) == 0
@@ -49,8 +60,22 @@ def instructions(shared_data, tmp_path_factory):
         assert json.loads(r["provenance"])[0]["prompt"] == "instruct/generate@2"
     if not rows:  # a 135M model may fail the JSON; keep the chain going with real tasks
         rows = [
-            {"id": "i0", "instruction": "Why did Alice follow the White Rabbit?", "domain": "general", "task_type": "open_question", "evolution": [], "provenance": None},
-            {"id": "i1", "instruction": "Alice has 3 cakes and eats 1. How many are left?", "domain": "math", "task_type": "math", "evolution": [], "provenance": None},
+            {
+                "id": "i0",
+                "instruction": "Why did Alice follow the White Rabbit?",
+                "domain": "general",
+                "task_type": "open_question",
+                "evolution": [],
+                "provenance": None,
+            },
+            {
+                "id": "i1",
+                "instruction": "Alice has 3 cakes and eats 1. How many are left?",
+                "domain": "math",
+                "task_type": "math",
+                "evolution": [],
+                "provenance": None,
+            },
         ]
     return rows[:3]
 
@@ -66,7 +91,9 @@ def test_evolve_real(instructions):
 
 
 def test_self_instruct_real(instructions):
-    stage = SelfInstruct(SelfInstruct.Options(target={"general": 0.5, "code": 0.5}, max_new_per_shard=2, cache=False, sampling=SHORT))
+    stage = SelfInstruct(
+        SelfInstruct.Options(target={"general": 0.5, "code": 0.5}, max_new_per_shard=2, cache=False, sampling=SHORT)
+    )
     table, shard = _run(stage, instructions)
     new = [r for r in table.to_pylist() if r["task_type"] == "self_instruct"]
     planned = deficits(Counter(r.get("domain") or "general" for r in instructions), stage.options.target, 2)

@@ -61,7 +61,9 @@ def test_instruct_keeps_grounded_tasks_and_drops_with_reasons():
     assert row["task_type"] == "open_question" and row["source_id"] == "p1" and row["source_url"] == "http://x"
     prov = json.loads(row["provenance"])
     assert prov[0]["prompt"] == "instruct/generate@2" and prov[0]["model"] == "fake"
-    assert shard.dropped == Counter({"not_self_contained": 1, "copies_passage": 1, "repeated_in_output": 1, "unparseable_output": 1})
+    assert shard.dropped == Counter(
+        {"not_self_contained": 1, "copies_passage": 1, "repeated_in_output": 1, "unparseable_output": 1}
+    )
     # schema-guided decoding was requested
     assert engine.requests_seen[0].sampling.json_schema["required"] == ["instructions"]
 
@@ -101,7 +103,11 @@ def test_evolve_elimination_rules_and_pool_return():
         if "Equal or Different" in system:
             return "Equal" if "Africa" in user else "Different"
         # trial responses
-        return "Sorry, I cannot help." if "droplets" in user else "Tides are caused mainly by the gravity of the Moon. " * 3
+        return (
+            "Sorry, I cannot help."
+            if "droplets" in user
+            else "Tides are caused mainly by the gravity of the Moon. " * 3
+        )
 
     engine = FakeEngine(script)
     stage = _stage(EvolveInstructions, engine, operators={"add_constraints": 1}, rounds=1)
@@ -135,7 +141,13 @@ def test_respond_samples_objective_and_routes(monkeypatch):
     table = pa.Table.from_pylist(
         [
             {"id": "q1", "instruction": "What is 2+2?", "domain": "math", "route_model": "math", "provenance": None},
-            {"id": "q2", "instruction": "Tell me about owls.", "domain": "general", "route_model": None, "provenance": None},
+            {
+                "id": "q2",
+                "instruction": "Tell me about owls.",
+                "domain": "general",
+                "route_model": None,
+                "provenance": None,
+            },
         ]
     )
     out = {r["id"]: r for r in stage.process(table, _shard()).to_pylist()}
@@ -156,22 +168,41 @@ def test_critique_grades_and_threshold():
 
     stage = _stage(CritiqueFilter, FakeEngine(script), min_grade=3)
     table = pa.Table.from_pylist(
-        [{"id": str(i), "instruction": "q", "response": r, "provenance": None} for i, r in enumerate(["good", "bad", "odd"])]
+        [
+            {"id": str(i), "instruction": "q", "response": r, "provenance": None}
+            for i, r in enumerate(["good", "bad", "odd"])
+        ]
     )
     shard = _shard()
     out = stage.process(table, shard).to_pylist()
     assert [(r["id"], r["critique_grade"], r["critique_rationale"]) for r in out] == [("0", 4, "fine")]
     assert shard.dropped == Counter({"critique_below_min_grade": 1, "critique_unparseable": 1})
-    assert parse_grade('grade: 2') == (2, "grade: 2")
+    assert parse_grade("grade: 2") == (2, "grade: 2")
 
 
 def test_self_instruct_fills_domains_below_target():
     assert deficits(Counter({"general": 6, "math": 2}), {"general": 0.5, "math": 0.5}, cap=10) == {"math": 4}
     assert deficits(Counter({"general": 6}), {"general": 0.5, "math": 0.25, "code": 0.25}, cap=2) == {"code": 2}
 
-    engine = FakeEngine(lambda req, i: "Write a Python function that reverses a linked list." if '"code"' in req.messages[-1]["content"] else "Solve 3x + 5 = 20 for x.")
+    engine = FakeEngine(
+        lambda req, i: (
+            "Write a Python function that reverses a linked list."
+            if '"code"' in req.messages[-1]["content"]
+            else "Solve 3x + 5 = 20 for x."
+        )
+    )
     stage = _stage(SelfInstruct, engine, target={"general": 0.5, "math": 0.25, "code": 0.25}, max_new_per_shard=4)
-    rows = [{"id": str(i), "instruction": f"General question number {i}?", "domain": "general", "task_type": "open_question", "evolution": [], "provenance": None} for i in range(4)]
+    rows = [
+        {
+            "id": str(i),
+            "instruction": f"General question number {i}?",
+            "domain": "general",
+            "task_type": "open_question",
+            "evolution": [],
+            "provenance": None,
+        }
+        for i in range(4)
+    ]
     shard = _shard()
     out = stage.process(pa.Table.from_pylist(rows), shard).to_pylist()
     new = [r for r in out if r["task_type"] == "self_instruct"]
@@ -200,7 +231,12 @@ def test_instruct_truncated_beyond_repair_is_its_own_reason():
 
     class Cut(FakeEngine):
         def _one(self, req):
-            return ChatResult(texts=['{"instructions": ["Why do riv'], finish_reasons=["length"], prompt_tokens=5, completion_tokens=40)
+            return ChatResult(
+                texts=['{"instructions": ["Why do riv'],
+                finish_reasons=["length"],
+                prompt_tokens=5,
+                completion_tokens=40,
+            )
 
     stage = _stage(GenerateInstructions, Cut(), kinds={"open_question": 1}, kinds_per_passage=1, per_kind=2)
     shard = _shard()
@@ -211,8 +247,16 @@ def test_instruct_truncated_beyond_repair_is_its_own_reason():
 def test_critique_is_a_filter_annotate_only_counts_would_drop_and_audit_sees_grades():
     from synth.core.stage import Filter
 
-    engine = FakeEngine(lambda req, i: '{"rationale": "wrong", "grade": 1}' if "bad" in req.messages[-1]["content"] else '{"rationale": "fine", "grade": 4}')
-    table = pa.Table.from_pylist([{"id": str(i), "instruction": "q", "response": r, "provenance": None} for i, r in enumerate(["good", "bad"])])
+    engine = FakeEngine(
+        lambda req, i: (
+            '{"rationale": "wrong", "grade": 1}'
+            if "bad" in req.messages[-1]["content"]
+            else '{"rationale": "fine", "grade": 4}'
+        )
+    )
+    table = pa.Table.from_pylist(
+        [{"id": str(i), "instruction": "q", "response": r, "provenance": None} for i, r in enumerate(["good", "bad"])]
+    )
     stage = _stage(CritiqueFilter, engine, min_grade=3, annotate_only=True)
     assert isinstance(stage, Filter)
     shard = _shard()
@@ -220,4 +264,10 @@ def test_critique_is_a_filter_annotate_only_counts_would_drop_and_audit_sees_gra
     assert [r["critique_grade"] for r in out] == [4, 1] and not shard.dropped
     assert shard.counters["would_drop.critique_below_min_grade"] == 1
     assert shard.seen_scores.column("critique_grade").to_pylist() == [4, 1]
-    assert json.loads(out[1]["provenance"])[-1] == {"stage": "critique", "prompt": stage.prompt.ref, "model": engine.name, "grade": 1, "sampling": json.loads(out[0]["provenance"])[-1]["sampling"]}
+    assert json.loads(out[1]["provenance"])[-1] == {
+        "stage": "critique",
+        "prompt": stage.prompt.ref,
+        "model": engine.name,
+        "grade": 1,
+        "sampling": json.loads(out[0]["provenance"])[-1]["sampling"],
+    }

@@ -54,16 +54,25 @@ class CodeExecOptions(FilterOptions):
     tests_column: str | None = "tests"
     entry_point_column: str | None = "entry_point"
     domain_column: str = "domain"
-    domains: list[str] = Field(default_factory=list, description="Run only rows of these domains (empty: every row with code).")
-    require_code: bool = Field(False, description="Drop rows (of the chosen domains) whose response has no Python code.")
+    domains: list[str] = Field(
+        default_factory=list, description="Run only rows of these domains (empty: every row with code)."
+    )
+    require_code: bool = Field(
+        False, description="Drop rows (of the chosen domains) whose response has no Python code."
+    )
     require_tests: bool = Field(False, description="Drop rows that have code but no tests.")
     cpu_seconds: int = Field(5, ge=1)
     wall_seconds: float = Field(10.0, gt=0)
     memory_mb: int = Field(512, ge=64)
     output_bytes: int = Field(64_000, ge=1000)
     max_parallel: int = Field(4, ge=1, description="Concurrent sandboxes within a shard.")
-    site_packages: bool = Field(False, description="Let the code import installed packages (default: standard library only).")
-    require_layers: list[str] = Field(default_factory=list, description="Fail unless these sandbox layers are active, e.g. [netns, landlock, seccomp].")
+    site_packages: bool = Field(
+        False, description="Let the code import installed packages (default: standard library only)."
+    )
+    require_layers: list[str] = Field(
+        default_factory=list,
+        description="Fail unless these sandbox layers are active, e.g. [netns, landlock, seccomp].",
+    )
     disk_mb: int = Field(64, ge=1, description="Bytes the program may write in its scratch directory (MiB).")
     disk_inodes: int = Field(2048, ge=16, description="Files and directories the program may create.")
     stderr_tail_chars: int = Field(500, ge=0)
@@ -166,7 +175,12 @@ class CodeExecutionFilter(Filter):
         return (self.options.response_column,)
 
     def column_types(self):
-        return {"exec_status": pa.string(), "exec_stderr_tail": pa.string(), "tests_passed": pa.bool_(), "tests_count": pa.int32()}
+        return {
+            "exec_status": pa.string(),
+            "exec_stderr_tail": pa.string(),
+            "tests_passed": pa.bool_(),
+            "tests_count": pa.int32(),
+        }
 
     def _column(self, table, name):
         return table.column(name).to_pylist() if name and name in table.column_names else [None] * table.num_rows
@@ -228,7 +242,12 @@ class CodeExecutionFilter(Filter):
             if tests_count[i]:
                 passed[i] = status[i] == STATUS_OK
             shard.count(f"exec.{status[i]}")
-        return {"exec_status": status, "exec_stderr_tail": stderr_tail, "tests_passed": passed, "tests_count": tests_count}
+        return {
+            "exec_status": status,
+            "exec_stderr_tail": stderr_tail,
+            "tests_passed": passed,
+            "tests_count": tests_count,
+        }
 
     def decide(self, row):
         o = self.options

@@ -36,18 +36,28 @@ class ConsistencyOptions(FilterOptions):
     responses_column: str = "responses"
     finish_reasons_column: str | None = "finish_reasons"
     response_column: str = Field("response", description="Written: the chosen response.")
-    messages_column: str | None = Field("messages", description="When present, its assistant turn is set to the chosen response.")
+    messages_column: str | None = Field(
+        "messages", description="When present, its assistant turn is set to the chosen response."
+    )
     min_agree: int = Field(2, ge=1, description="k: votes the winning answer needs.")
     min_fraction: float = Field(0.0, ge=0, le=1, description="...and at least this share of the samples drawn.")
     count_truncated: bool = Field(False, description="Let samples that hit max tokens vote.")
-    last_number_fallback: bool = Field(True, description="Without an explicit answer marker, vote with the last number.")
+    last_number_fallback: bool = Field(
+        True, description="Without an explicit answer marker, vote with the last number."
+    )
     pick: Literal["first", "shortest"] = "first"
     equivalence: Literal["math_verify", "normalize"] = Field(
-        "math_verify", description="math_verify: answers math-verify finds equal vote together (plain numbers and letters by the normaliser); normalize: equal normalised strings only."
+        "math_verify",
+        description="math_verify: answers math-verify finds equal vote together (plain numbers and letters by the normaliser); normalize: equal normalised strings only.",
     )
     domain_column: str = "domain"
-    domains: list[str] = Field(default_factory=list, description="Vote only in these domains (empty: all); other rows pass with their first sample.")
-    min_samples: int = Field(2, ge=1, description="Rows with fewer samples pass with their first sample (nothing to vote on).")
+    domains: list[str] = Field(
+        default_factory=list,
+        description="Vote only in these domains (empty: all); other rows pass with their first sample.",
+    )
+    min_samples: int = Field(
+        2, ge=1, description="Rows with fewer samples pass with their first sample (nothing to vote on)."
+    )
 
 
 class SelfConsistency(Filter):
@@ -61,9 +71,16 @@ class SelfConsistency(Filter):
         return (self.options.response_column, "answer", "agreement", "consistency_votes")
 
     def column_types(self):
-        return {self.options.response_column: pa.string(), "answer": pa.string(), "agreement": pa.float32(), "consistency_votes": pa.int32()}
+        return {
+            self.options.response_column: pa.string(),
+            "answer": pa.string(),
+            "agreement": pa.float32(),
+            "consistency_votes": pa.int32(),
+        }
 
-    def vote(self, samples: list[str | None], finishes: list[str | None] | None) -> tuple[str | None, str | None, int, int]:
+    def vote(
+        self, samples: list[str | None], finishes: list[str | None] | None
+    ) -> tuple[str | None, str | None, int, int]:
         """(chosen response, answer, votes, samples drawn); answer None = nothing extracted."""
         o = self.options
         raws = []
@@ -87,7 +104,11 @@ class SelfConsistency(Filter):
         samples_col = table.column(o.responses_column).to_pylist()
         fcol = o.finish_reasons_column
         finishes = table.column(fcol).to_pylist() if fcol and fcol in table.column_names else [None] * table.num_rows
-        domains = table.column(o.domain_column).to_pylist() if o.domain_column in table.column_names else [None] * table.num_rows
+        domains = (
+            table.column(o.domain_column).to_pylist()
+            if o.domain_column in table.column_names
+            else [None] * table.num_rows
+        )
         chosen, answers, agreement, votes = [], [], [], []
         for samples, fins, domain in zip(samples_col, finishes, domains):
             samples = list(samples or [])

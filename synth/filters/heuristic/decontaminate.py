@@ -325,7 +325,13 @@ class NgramIndex:
         arrays = {}
         for length, (h, o) in self.by_length.items():
             arrays[f"h{length}"], arrays[f"o{length}"] = h, o
-        meta = {"format": INDEX_FORMAT, "n": self.n, "benchmarks": self.benchmarks, "items": self.items, "stats": self.stats}
+        meta = {
+            "format": INDEX_FORMAT,
+            "n": self.n,
+            "benchmarks": self.benchmarks,
+            "items": self.items,
+            "stats": self.stats,
+        }
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with open(tmp, "wb") as fh:
             np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
@@ -403,7 +409,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "synth" / "decontaminate"
 
 
-def load_index(specs: Sequence[str], fields: Sequence[str], n: int, min_tokens: int, cache_dir: Path | None) -> NgramIndex:
+def load_index(
+    specs: Sequence[str], fields: Sequence[str], n: int, min_tokens: int, cache_dir: Path | None
+) -> NgramIndex:
     key = index_cache_key(specs, fields, n, min_tokens)
     path = (cache_dir or default_cache_dir()) / f"index-{key}.npz"
     if path.exists():
@@ -423,16 +431,26 @@ def load_index(specs: Sequence[str], fields: Sequence[str], n: int, min_tokens: 
 
 
 class DecontaminateOptions(FilterOptions):
-    benchmarks: list[str] = Field(description="Benchmark files or folders (JSONL, JSONL.gz, JSON, CSV), optionally NAME=PATH.")
-    fields: list[str] = Field(default_factory=lambda: ["question", "prompt", "problem"], description="Benchmark fields holding the item text.")
-    columns: list[str] = Field(default_factory=lambda: ["text"], description="Record columns to check: strings or message lists.")
+    benchmarks: list[str] = Field(
+        description="Benchmark files or folders (JSONL, JSONL.gz, JSON, CSV), optionally NAME=PATH."
+    )
+    fields: list[str] = Field(
+        default_factory=lambda: ["question", "prompt", "problem"], description="Benchmark fields holding the item text."
+    )
+    columns: list[str] = Field(
+        default_factory=lambda: ["text"], description="Record columns to check: strings or message lists."
+    )
     n: int = Field(13, ge=3, le=64, description="Gram length in normalised tokens.")
-    min_tokens: int = Field(8, ge=1, description="Benchmark items shorter than n are matched whole if at least this long.")
+    min_tokens: int = Field(
+        8, ge=1, description="Benchmark items shorter than n are matched whole if at least this long."
+    )
     action: Literal["drop", "cut"] = "drop"
     cut_chars: int = Field(200, ge=0, description="cut: characters removed on each side of a hit.")
     min_chars_after_cut: int = Field(1, ge=0, description="cut: drop the record when less text than this remains.")
     cache_dir: str | None = Field(None, description="Index cache folder; default ~/.cache/synth/decontaminate.")
-    removed_rows_dir: str | None = Field(None, description="Also write every removed row, in full, here (one parquet per shard).")
+    removed_rows_dir: str | None = Field(
+        None, description="Also write every removed row, in full, here (one parquet per shard)."
+    )
 
 
 class DecontaminateCutOptions(DecontaminateOptions):
@@ -539,7 +557,9 @@ class BenchmarkMatching:
             if stripped.startswith("[{"):
                 try:
                     msgs = json.loads(value)
-                    return [(str(m.get("content") or ""), ("json", i)) for i, m in enumerate(msgs) if isinstance(m, dict)]
+                    return [
+                        (str(m.get("content") or ""), ("json", i)) for i, m in enumerate(msgs) if isinstance(m, dict)
+                    ]
                 except ValueError:
                     pass
             return [(value, None)]
@@ -553,7 +573,9 @@ class BenchmarkMatching:
         cols = self.options.columns
         missing = [c for c in cols if c not in table.column_names]
         if missing:
-            raise ValueError(f"{self.type}: column(s) {', '.join(missing)} not in the records (have {', '.join(table.column_names)})")
+            raise ValueError(
+                f"{self.type}: column(s) {', '.join(missing)} not in the records (have {', '.join(table.column_names)})"
+            )
         values = {c: table.column(c).to_pylist() for c in cols}
         # One flat batch of every text in the shard: (row, column, location, text).
         parts = [(r, c, loc, text) for c in cols for r, cell in enumerate(values[c]) for text, loc in self._texts(cell)]
@@ -585,7 +607,6 @@ class BenchmarkMatching:
             if hs:
                 msgs[loc[1]]["content"] = self.cut(text, hs)
         return json.dumps(msgs, ensure_ascii=False) if isinstance(cell, str) else msgs
-
 
 
 class Decontaminate(BenchmarkMatching, Filter):

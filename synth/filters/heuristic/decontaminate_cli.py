@@ -60,7 +60,14 @@ def run_decontaminate(
     inputs_s = [str(Path(p).resolve()) if not any(c in str(p) for c in "*?[") else str(p) for p in inputs]
     expand_inputs(inputs_s)  # a missing or unsupported input is one clear error, before any work
     pipe = build_pipeline(raw)
-    result = run_pipeline(pipe, PipelineSource(raw=raw, path=None, seed=pipe.seed), output, inputs=inputs_s, executor=LocalExecutor(workers), say=say)
+    result = run_pipeline(
+        pipe,
+        PipelineSource(raw=raw, path=None, seed=pipe.seed),
+        output,
+        inputs=inputs_s,
+        executor=LocalExecutor(workers),
+        say=say,
+    )
     totals = stage_totals(RunDir(output), label)
     source = stage_totals(RunDir(output), "00-read_records")
     matched = Counter({k.split(".", 1)[1]: v for k, v in totals["counters"].items() if k.startswith("matched.")})
@@ -83,13 +90,24 @@ def _abs_spec(spec: str) -> str:
 
 def decontaminate(
     inputs: list[Path] = typer.Argument(..., help="Parquet or JSONL files, folders or globs."),
-    benchmark: list[str] = typer.Option(..., "--benchmark", "-b", help="Benchmark file or folder (JSONL, JSONL.gz, CSV), optionally NAME=PATH; repeatable."),
-    output: Path = typer.Option(..., "--output", "-o", help="Run directory: kept rows in RUN/output, removed rows in RUN/rejected."),
-    column: list[str] | None = typer.Option(None, "--column", "-c", help="Column(s) to check (default text); message lists are checked per message."),
+    benchmark: list[str] = typer.Option(
+        ...,
+        "--benchmark",
+        "-b",
+        help="Benchmark file or folder (JSONL, JSONL.gz, CSV), optionally NAME=PATH; repeatable.",
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Run directory: kept rows in RUN/output, removed rows in RUN/rejected."
+    ),
+    column: list[str] | None = typer.Option(
+        None, "--column", "-c", help="Column(s) to check (default text); message lists are checked per message."
+    ),
     action: str = typer.Option("drop", help="drop: remove rows with a hit; cut: remove the text around each hit."),
     ngram: int = typer.Option(13, help="n-gram length in normalised tokens (GPT-3: 13)."),
     cut_chars: int = typer.Option(200, help="With --action cut: characters removed on each side of a hit."),
-    field: list[str] | None = typer.Option(None, "--field", help="Benchmark fields with the item text (default question, prompt, problem)."),
+    field: list[str] | None = typer.Option(
+        None, "--field", help="Benchmark fields with the item text (default question, prompt, problem)."
+    ),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per core)."),
 ) -> None:
     """Remove rows that overlap evaluation benchmarks (GPT-3's 13-gram rule)."""
@@ -101,7 +119,16 @@ def decontaminate(
         raise typer.Exit(2)
     try:
         summary = run_decontaminate(
-            inputs, benchmark, output, column, action, ngram, cut_chars, field, workers or (os.cpu_count() or 1), say=lambda m: console.print(m, highlight=False)
+            inputs,
+            benchmark,
+            output,
+            column,
+            action,
+            ngram,
+            cut_chars,
+            field,
+            workers or (os.cpu_count() or 1),
+            say=lambda m: console.print(m, highlight=False),
         )
     except Exception as exc:  # noqa: BLE001 - one clear line; finished shards are kept for the rerun
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -109,4 +136,6 @@ def decontaminate(
     for bench, rows in summary["matched"].items():
         print(f"{bench}: {rows:,} rows matched")
     verb = "removed" if action == "drop" else "removed (cut emptied them)"
-    print(f"{summary['rows']:,} rows checked, {summary['kept']:,} kept, {summary['removed']:,} {verb}; kept rows in {Path(output) / 'output'}")
+    print(
+        f"{summary['rows']:,} rows checked, {summary['kept']:,} kept, {summary['removed']:,} {verb}; kept rows in {Path(output) / 'output'}"
+    )

@@ -40,16 +40,24 @@ def _unclosed_fence(text: str) -> bool:
 
 class RulesOptions(FilterOptions):
     response_column: str = "response"
-    finish_reason_column: str | None = Field("finish_reason", description="Used when present; 'length' = hit max tokens.")
-    max_repeated_lines: float = Field(0.3, ge=0, le=1, description="Max share of characters in lines that occur more than once.")
+    finish_reason_column: str | None = Field(
+        "finish_reason", description="Used when present; 'length' = hit max tokens."
+    )
+    max_repeated_lines: float = Field(
+        0.3, ge=0, le=1, description="Max share of characters in lines that occur more than once."
+    )
     min_line_chars: int = Field(12, ge=1, description="Shorter lines (braces, blank) are not counted as repeats.")
     repeated_ngram: int = Field(6, ge=2, description="Word n-gram size for the repetition measure.")
     max_repeated_ngrams: float = Field(0.4, ge=0, le=1, description="Max share of words inside repeated word n-grams.")
-    max_non_letter: float = Field(0.5, ge=0, le=1, description="Max share of non-letter, non-space characters outside code fences.")
+    max_non_letter: float = Field(
+        0.5, ge=0, le=1, description="Max share of non-letter, non-space characters outside code fences."
+    )
     max_replacement_chars: int = Field(0, ge=0, description="U+FFFD characters allowed.")
     max_mojibake: int = Field(1, ge=0, description="Mojibake sequences (UTF-8 decoded as Latin-1) allowed.")
     min_chars: int = Field(1, ge=0)
-    refusal_patterns_file: str | None = Field(None, description="Regex per line; default synth/filters/heuristic/data/refusals.txt.")
+    refusal_patterns_file: str | None = Field(
+        None, description="Regex per line; default synth/filters/heuristic/data/refusals.txt."
+    )
     extra_refusal_patterns: list[str] = Field(default_factory=list)
     refusal_head_chars: int = Field(400, ge=1, description="Refusals are looked for in this many leading characters.")
 
@@ -57,7 +65,14 @@ class RulesOptions(FilterOptions):
 class ResponseRules(Filter):
     type = "rules"
     Options = RulesOptions
-    writes = ("rule_truncated", "rule_repeated_lines", "rule_repeated_ngrams", "rule_non_letter", "rule_mojibake", "rule_refusal")
+    writes = (
+        "rule_truncated",
+        "rule_repeated_lines",
+        "rule_repeated_ngrams",
+        "rule_non_letter",
+        "rule_mojibake",
+        "rule_refusal",
+    )
 
     def __init__(self, options, pipeline=None):
         super().__init__(options, pipeline)
@@ -125,7 +140,11 @@ class ResponseRules(Filter):
     def score(self, table, shard):
         col = table.column(self.options.response_column).to_pylist()
         finish_col = self.options.finish_reason_column
-        finishes = table.column(finish_col).to_pylist() if finish_col and finish_col in table.column_names else [None] * table.num_rows
+        finishes = (
+            table.column(finish_col).to_pylist()
+            if finish_col and finish_col in table.column_names
+            else [None] * table.num_rows
+        )
         out = {name: [] for name in self.writes}
         for value, finish in zip(col, finishes):
             text = turn_text(value) or ""

@@ -71,7 +71,19 @@ STATUS_DISK = "disk_limit"  # the scratch directory's byte or inode budget
 STATUS_SANDBOX = "sandbox_error"  # the sandbox itself could not start (not the code's fault)
 
 # Names `require` accepts: each matches the layers whose name starts with it.
-LAYER_NAMES = ("netns", "disk-quota", "landlock", "landlock-fs", "landlock-net", "landlock-scope", "no-capabilities", "seccomp", "rlimits", "nproc", "audit-hook")
+LAYER_NAMES = (
+    "netns",
+    "disk-quota",
+    "landlock",
+    "landlock-fs",
+    "landlock-net",
+    "landlock-scope",
+    "no-capabilities",
+    "seccomp",
+    "rlimits",
+    "nproc",
+    "audit-hook",
+)
 
 # Exit code the launcher uses when confinement fails before user code ran.
 _LAUNCH_FAILED = 97
@@ -113,7 +125,9 @@ class ExecResult:
         return self.stderr[-chars:]
 
 
-def run_python(program: str, limits: SandboxLimits = SandboxLimits(), python: str | None = None, tests: str | None = None) -> ExecResult:
+def run_python(
+    program: str, limits: SandboxLimits = SandboxLimits(), python: str | None = None, tests: str | None = None
+) -> ExecResult:
     """Run `program` (Python source) confined; never raises for anything the program does.
 
     `tests` (Python source) run after the program in its namespace; `tests_completed`
@@ -254,7 +268,9 @@ def _read_capped(path: str, keep: int, file_cap: int) -> tuple[str, bool]:
 _DISK_FULL = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]")
 
 
-def _classify(returncode: int | None, timed_out: bool, stderr: str, output_overflow: bool, over_disk: bool = False) -> str:
+def _classify(
+    returncode: int | None, timed_out: bool, stderr: str, output_overflow: bool, over_disk: bool = False
+) -> str:
     if returncode == _LAUNCH_FAILED and "synth-sandbox: " in stderr:
         return STATUS_SANDBOX
     if over_disk:
@@ -320,7 +336,11 @@ def _unshare(network: bool, mounts: bool) -> tuple[bool, bool]:
             return False, False
         wanted = _CLONE_NEWNET
     # Map our own ids, or files the program creates would have no owner (EOVERFLOW).
-    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"), ("/proc/self/gid_map", f"{gid} {gid} 1")):
+    for path, text in (
+        ("/proc/self/setgroups", "deny"),
+        ("/proc/self/uid_map", f"{uid} {uid} 1"),
+        ("/proc/self/gid_map", f"{gid} {gid} 1"),
+    ):
         try:
             with open(path, "w") as fh:
                 fh.write(text)
@@ -458,24 +478,102 @@ def _drop_capabilities() -> bool:
 # name -> number, per architecture (only what the filter names).
 _SYSCALLS = {
     "x86_64": dict(
-        arch=0xC000003E, clone=56, clone3=435, fork=57, vfork=58, execve=59, execveat=322, socket=41, socketpair=53,
-        ptrace=101, mount=165, umount2=166, pivot_root=155, chroot=161, unshare=272, setns=308, bpf=321,
-        perf_event_open=298, keyctl=250, add_key=248, request_key=249, io_uring_setup=425, userfaultfd=323,
-        process_vm_readv=310, process_vm_writev=311, kexec_load=246, init_module=175, finit_module=313,
-        delete_module=176, reboot=169, swapon=167, swapoff=168, personality=135, prlimit64=302,
-        open_by_handle_at=304, name_to_handle_at=303, fsopen=430, fsmount=432, move_mount=429, open_tree=428,
-        kill=62, tkill=200, tgkill=234, rt_sigqueueinfo=129, rt_tgsigqueueinfo=297, pidfd_send_signal=424,
-        pidfd_open=434, pidfd_getfd=438,
+        arch=0xC000003E,
+        clone=56,
+        clone3=435,
+        fork=57,
+        vfork=58,
+        execve=59,
+        execveat=322,
+        socket=41,
+        socketpair=53,
+        ptrace=101,
+        mount=165,
+        umount2=166,
+        pivot_root=155,
+        chroot=161,
+        unshare=272,
+        setns=308,
+        bpf=321,
+        perf_event_open=298,
+        keyctl=250,
+        add_key=248,
+        request_key=249,
+        io_uring_setup=425,
+        userfaultfd=323,
+        process_vm_readv=310,
+        process_vm_writev=311,
+        kexec_load=246,
+        init_module=175,
+        finit_module=313,
+        delete_module=176,
+        reboot=169,
+        swapon=167,
+        swapoff=168,
+        personality=135,
+        prlimit64=302,
+        open_by_handle_at=304,
+        name_to_handle_at=303,
+        fsopen=430,
+        fsmount=432,
+        move_mount=429,
+        open_tree=428,
+        kill=62,
+        tkill=200,
+        tgkill=234,
+        rt_sigqueueinfo=129,
+        rt_tgsigqueueinfo=297,
+        pidfd_send_signal=424,
+        pidfd_open=434,
+        pidfd_getfd=438,
     ),
     "aarch64": dict(
-        arch=0xC00000B7, clone=220, clone3=435, execve=221, execveat=281, socket=198, socketpair=199, ptrace=117,
-        mount=40, umount2=39, pivot_root=41, chroot=51, unshare=97, setns=268, bpf=280, perf_event_open=241,
-        keyctl=219, add_key=217, request_key=218, io_uring_setup=425, userfaultfd=282, process_vm_readv=270,
-        process_vm_writev=271, kexec_load=104, init_module=105, finit_module=273, delete_module=106, reboot=142,
-        swapon=224, swapoff=225, personality=92, prlimit64=261, open_by_handle_at=265, name_to_handle_at=264,
-        fsopen=430, fsmount=432, move_mount=429, open_tree=428,
-        kill=129, tkill=130, tgkill=131, rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, pidfd_send_signal=424,
-        pidfd_open=434, pidfd_getfd=438,
+        arch=0xC00000B7,
+        clone=220,
+        clone3=435,
+        execve=221,
+        execveat=281,
+        socket=198,
+        socketpair=199,
+        ptrace=117,
+        mount=40,
+        umount2=39,
+        pivot_root=41,
+        chroot=51,
+        unshare=97,
+        setns=268,
+        bpf=280,
+        perf_event_open=241,
+        keyctl=219,
+        add_key=217,
+        request_key=218,
+        io_uring_setup=425,
+        userfaultfd=282,
+        process_vm_readv=270,
+        process_vm_writev=271,
+        kexec_load=104,
+        init_module=105,
+        finit_module=273,
+        delete_module=106,
+        reboot=142,
+        swapon=224,
+        swapoff=225,
+        personality=92,
+        prlimit64=261,
+        open_by_handle_at=265,
+        name_to_handle_at=264,
+        fsopen=430,
+        fsmount=432,
+        move_mount=429,
+        open_tree=428,
+        kill=129,
+        tkill=130,
+        tgkill=131,
+        rt_sigqueueinfo=138,
+        rt_tgsigqueueinfo=240,
+        pidfd_send_signal=424,
+        pidfd_open=434,
+        pidfd_getfd=438,
     ),
 }
 # Signal syscalls whose first argument is the target: allowed only at the process itself.
@@ -551,7 +649,9 @@ def _seccomp() -> bool:
     def target(t, i):
         return labels[t] - i - 1 if isinstance(t, str) else t
 
-    insns = (_SockFilter * len(code))(*[_SockFilter(c, target(jt, i), target(jf, i), k) for i, (c, jt, jf, k) in enumerate(code)])
+    insns = (_SockFilter * len(code))(
+        *[_SockFilter(c, target(jt, i), target(jf, i), k) for i, (c, jt, jf, k) in enumerate(code)]
+    )
     fprog = _SockFprog(len(code), insns)
     return _c().prctl(_PR_SET_SECCOMP, 2, ctypes.byref(fprog), 0, 0) == 0
 
@@ -570,7 +670,11 @@ def _audit_hook(work: str, read_paths: list[str]):
 
     def hook(event: str, args: tuple) -> None:
         if event in blocked or event.startswith(blocked_prefixes):
-            if event == "shutil.rmtree" and isinstance(args[0], (str, bytes)) and inside(os.path.realpath(os.fsdecode(args[0])), (work,)):
+            if (
+                event == "shutil.rmtree"
+                and isinstance(args[0], (str, bytes))
+                and inside(os.path.realpath(os.fsdecode(args[0])), (work,))
+            ):
                 return
             raise PermissionError(f"sandbox: {event} is not allowed")
         if event == "open" and isinstance(args[0], (str, bytes)):
@@ -579,7 +683,18 @@ def _audit_hook(work: str, read_paths: list[str]):
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool(flags & write_flags)
             if not inside(path, (work,) if writing else readable):
                 raise PermissionError(f"sandbox: {'write' if writing else 'read'} outside the sandbox: {path}")
-        elif event in ("os.remove", "os.rename", "os.mkdir", "os.rmdir", "os.symlink", "os.link", "os.chmod", "os.chown", "os.truncate", "os.utime"):
+        elif event in (
+            "os.remove",
+            "os.rename",
+            "os.mkdir",
+            "os.rmdir",
+            "os.symlink",
+            "os.link",
+            "os.chmod",
+            "os.chown",
+            "os.truncate",
+            "os.utime",
+        ):
             for arg in args[:2]:
                 if isinstance(arg, (str, bytes)) and not inside(os.path.realpath(os.fsdecode(arg)), (work,)):
                     raise PermissionError(f"sandbox: {event} outside the sandbox")
@@ -592,7 +707,9 @@ def _launch(config_path: str) -> None:
         config = json.load(fh)
     # Die with the parent: a killed run leaves no sandbox running (and if the parent
     # is already gone, do not start at all).
-    if _c().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != config.get("parent", os.getppid()):
+    if _c().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != config.get(
+        "parent", os.getppid()
+    ):
         os._exit(_LAUNCH_FAILED)
     limits, work = config["limits"], config["work"]
     disabled = set(limits.get("disable", ()))
@@ -642,7 +759,12 @@ def _launch(config_path: str) -> None:
     # Signal calls the audit hook cannot see: gone from the program's reach.
     import posix
 
-    for module, name in ((os, "pidfd_open"), (posix, "pidfd_open"), (signal, "pidfd_send_signal"), (signal, "pthread_kill")):
+    for module, name in (
+        (os, "pidfd_open"),
+        (posix, "pidfd_open"),
+        (signal, "pidfd_send_signal"),
+        (signal, "pthread_kill"),
+    ):
         if hasattr(module, name):
             delattr(module, name)
     proof = config.pop("proof", None)

@@ -21,15 +21,25 @@ from synth.prompts import load_prompt
 
 GRADE_SCHEMA = {
     "type": "object",
-    "properties": {"rationale": {"type": "string", "maxLength": 400}, "grade": {"type": "integer", "minimum": 1, "maximum": 4}},
+    "properties": {
+        "rationale": {"type": "string", "maxLength": 400},
+        "grade": {"type": "integer", "minimum": 1, "maximum": 4},
+    },
     "required": ["rationale", "grade"],
 }
-CRITIQUE_TYPES = {"critique_grade": pa.int64(), "critique_rationale": pa.string(), "critique_model": pa.string(), "provenance": pa.string()}
+CRITIQUE_TYPES = {
+    "critique_grade": pa.int64(),
+    "critique_rationale": pa.string(),
+    "critique_model": pa.string(),
+    "provenance": pa.string(),
+}
 
 
 class CritiqueOptions(LLMStageOptions):
     prompt: str = "critique/grade"
-    min_grade: int = Field(3, ge=1, le=4, description="Keep pairs graded at least this (4 excellent, 3 good, 2 flawed, 1 wrong).")
+    min_grade: int = Field(
+        3, ge=1, le=4, description="Keep pairs graded at least this (4 excellent, 3 good, 2 flawed, 1 wrong)."
+    )
     annotate_only: bool = Field(False, description="Grade everything, drop nothing.")
     max_response_chars: int = Field(6000, ge=200)
     sampling: SamplingOptions = Field(default_factory=lambda: SamplingOptions(temperature=0.0, max_tokens=160))
@@ -62,7 +72,9 @@ class CritiqueFilter(LLMFilter):
         self.prompt = load_prompt(self.options.prompt)
 
     def build_request(self, row: dict, shard: Shard) -> ChatRequest:
-        messages = self.prompt.render(instruction=row["instruction"], response=(row["response"] or "")[: self.options.max_response_chars])
+        messages = self.prompt.render(
+            instruction=row["instruction"], response=(row["response"] or "")[: self.options.max_response_chars]
+        )
         return ChatRequest(messages, self.sampling(shard, row, json_schema=GRADE_SCHEMA), key=row["id"])
 
     def apply_result(self, row: dict, result: ChatResult, shard: Shard) -> dict | None:
@@ -73,7 +85,13 @@ class CritiqueFilter(LLMFilter):
             return None
         shard.count(f"critique.grade_{grade}")
         provenance = self.provenance(row, result, grade=grade)
-        return {**row, "critique_grade": grade, "critique_rationale": rationale, "critique_model": result.model, "provenance": provenance}
+        return {
+            **row,
+            "critique_grade": grade,
+            "critique_rationale": rationale,
+            "critique_model": result.model,
+            "provenance": provenance,
+        }
 
     def decide(self, row: dict) -> str | None:
         grade = row.get("critique_grade")  # None: never graded (dropped before deciding)

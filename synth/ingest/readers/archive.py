@@ -307,7 +307,9 @@ def iter_archive(
         if error is None and nxt is None:
             return
         if not in_fault:
-            yield ArchiveFault(resume_from - 1 if made_progress else start, error or "reader stopped before the end of the file")
+            yield ArchiveFault(
+                resume_from - 1 if made_progress else start, error or "reader stopped before the end of the file"
+            )
             in_fault = True
         if nxt is None or (end is not None and nxt >= end):
             return
