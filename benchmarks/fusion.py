@@ -33,18 +33,24 @@ from synth.core.config import load_pipeline  # noqa: E402
 from synth.core.executor import LocalExecutor, PipelineSource, run_pipeline  # noqa: E402
 
 
-def disk_usage(root: Path) -> dict[str, int]:
-    """Bytes under `root` by kind, each inode once."""
+def files_once(paths, root: Path):
+    """(path, parts relative to `root`, bytes) of each regular file, each inode once
+    (RUN/output holds hard links to the last stage's shards)."""
     seen: set[tuple[int, int]] = set()
-    kinds = {"stage shards": 0, "global state": 0, "statistics": 0, "rejects": 0, "other": 0}
-    for path in root.rglob("*"):
+    for path in paths:
         if not path.is_file():
             continue
         st = path.stat()
         if (st.st_dev, st.st_ino) in seen:
             continue
         seen.add((st.st_dev, st.st_ino))
-        rel = path.relative_to(root).parts
+        yield path, path.relative_to(root).parts, st.st_size
+
+
+def disk_usage(root: Path) -> dict[str, int]:
+    """Bytes under `root` by kind, each inode once."""
+    kinds = {"stage shards": 0, "global state": 0, "statistics": 0, "rejects": 0, "other": 0}
+    for path, rel, size in files_once(root.rglob("*"), root):
         if rel[0] == "rejected":
             kind = "rejects"
         elif rel[0] == "stages" and ("_state" in rel or "_summaries" in rel):
@@ -55,24 +61,16 @@ def disk_usage(root: Path) -> dict[str, int]:
             kind = "statistics"
         else:
             kind = "other"
-        kinds[kind] += st.st_size
+        kinds[kind] += size
     return kinds
 
 
 def folder_usage(root: Path) -> dict[str, int]:
     """Bytes under `root` per folder (output, stages/NN-name, rejected/NN-name, other), each inode once;
     RUN/output's hard links count under output."""
-    seen: set[tuple[int, int]] = set()
     folders: dict[str, int] = {}
     paths = sorted(root.rglob("*"), key=lambda p: (p.relative_to(root).parts[0] != "output", str(p)))
-    for path in paths:
-        if not path.is_file():
-            continue
-        st = path.stat()
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        rel = path.relative_to(root).parts
+    for _path, rel, size in files_once(paths, root):
         key = (
             "/".join(rel[:2])
             if rel[0] in ("stages", "rejected") and len(rel) > 2
@@ -80,7 +78,7 @@ def folder_usage(root: Path) -> dict[str, int]:
             if len(rel) > 1
             else "(top)"
         )
-        folders[key] = folders.get(key, 0) + st.st_size
+        folders[key] = folders.get(key, 0) + size
     return folders
 
 

@@ -92,6 +92,18 @@ def _unique(name: str, taken: set[str]) -> str:
     return name
 
 
+def _sets_tool(name: str, description: str) -> dict:
+    """The schema of a tool over two or more lists of entity names (intersection, union)."""
+    sets = {
+        "type": "array",
+        "minItems": 2,
+        "items": {"type": "array", "items": {"type": "string"}},
+        "description": "Two or more lists of entity names.",
+    }
+    parameters = {"type": "object", "properties": {"sets": sets}, "required": ["sets"], "additionalProperties": False}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+
+
 class ToolRegistry:
     """All tools of one graph: relation tools by directed relation, plus the fixed tools."""
 
@@ -125,46 +137,10 @@ class ToolRegistry:
             )
         self.by_name: dict[str, RelationTool] = {t.name: t for t in self.by_dr.values()}
         self.fixed: dict[str, dict] = {
-            INTERSECT: {
-                "type": "function",
-                "function": {
-                    "name": INTERSECT,
-                    "description": "Return the entities that appear in every one of the given lists (set intersection).",
-                    "parameters": {
-                        "type": "object",
-                        "properties": {
-                            "sets": {
-                                "type": "array",
-                                "minItems": 2,
-                                "items": {"type": "array", "items": {"type": "string"}},
-                                "description": "Two or more lists of entity names.",
-                            }
-                        },
-                        "required": ["sets"],
-                        "additionalProperties": False,
-                    },
-                },
-            },
-            UNION: {
-                "type": "function",
-                "function": {
-                    "name": UNION,
-                    "description": "Return the entities that appear in at least one of the given lists (set union).",
-                    "parameters": {
-                        "type": "object",
-                        "properties": {
-                            "sets": {
-                                "type": "array",
-                                "minItems": 2,
-                                "items": {"type": "array", "items": {"type": "string"}},
-                                "description": "Two or more lists of entity names.",
-                            }
-                        },
-                        "required": ["sets"],
-                        "additionalProperties": False,
-                    },
-                },
-            },
+            INTERSECT: _sets_tool(
+                INTERSECT, "Return the entities that appear in every one of the given lists (set intersection)."
+            ),
+            UNION: _sets_tool(UNION, "Return the entities that appear in at least one of the given lists (set union)."),
             DIFFERENCE: {
                 "type": "function",
                 "function": {

@@ -345,16 +345,7 @@ class ReadDocuments(SourceStage):
                 if not text.strip():
                     shard.drop({"source": source, "offset": lineno}, "empty_text", {"line": lineno})
                     continue
-                yield self._row(
-                    source,
-                    "jsonl",
-                    lineno,
-                    text=text,
-                    url=_str_or_none(obj.get(opts.url_field)),
-                    title=_str_or_none(obj.get(opts.title_field)),
-                    author=_str_or_none(obj.get("author")),
-                    date=_str_or_none(obj.get("date")),
-                )
+                yield self._record_row(source, "jsonl", lineno, text, obj)
 
     def _read_parquet(self, path: Path, fmt: str, gz: bool, shard: Shard) -> Iterator[dict]:
         import pyarrow.parquet as pq
@@ -387,16 +378,7 @@ class ReadDocuments(SourceStage):
                         "missing_text" if not isinstance(text, str) else "empty_text",
                     )
                     continue
-                row = self._row(
-                    source,
-                    "parquet",
-                    row_index,
-                    text=text,
-                    url=_str_or_none(obj.get(opts.url_field)),
-                    title=_str_or_none(obj.get(opts.title_field)),
-                    author=_str_or_none(obj.get("author")),
-                    date=_str_or_none(obj.get("date")),
-                )
+                row = self._record_row(source, "parquet", row_index, text, obj)
                 if not self._too_large(shard, len(text.encode("utf-8", "surrogatepass")), row):
                     yield row
 
@@ -428,6 +410,20 @@ class ReadDocuments(SourceStage):
             declared_language=meta.get("language"),
             content_type="text/plain",
             charset=decoded.encoding,
+        )
+
+    def _record_row(self, source: str, fmt: str, offset: int, text: str, obj: dict) -> dict:
+        """A row from one record of a JSONL or Parquet file: its text and metadata fields."""
+        opts = self.options
+        return self._row(
+            source,
+            fmt,
+            offset,
+            text=text,
+            url=_str_or_none(obj.get(opts.url_field)),
+            title=_str_or_none(obj.get(opts.title_field)),
+            author=_str_or_none(obj.get("author")),
+            date=_str_or_none(obj.get("date")),
         )
 
     @staticmethod
