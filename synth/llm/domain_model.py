@@ -331,8 +331,6 @@ def train_domain_classifier(
     label_domains: dict[str, str] = {}
     if fine_field:
         pairs, label_domains, skipped = load_fine_labelled(train, fine_field, text_field, label_field)
-        if valid is None or test is None:
-            raise DomainDataError("fine labels need explicit valid and test files (held-out rows are judged by their domain)")
     else:
         pairs, skipped = load_labelled(train, text_field, label_field)
     if len({label_domains.get(lab, lab) for _, lab in pairs}) < 2:
@@ -358,6 +356,9 @@ def train_domain_classifier(
         pairs, valid_pairs = split_held_out(pairs, held_out_fraction, seed + 1)
     if not pairs:
         raise DomainDataError(f"{train}: no training examples left after holding out")
+    # Held out of the training file, a row keeps its fine label: judge it by its domain.
+    test_pairs = [(t, label_domains.get(lab, lab)) for t, lab in test_pairs]
+    valid_pairs = [(t, label_domains.get(lab, lab)) for t, lab in valid_pairs]
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ def route_train(
     label_field: str = option_from(train_domain_classifier, "label_field", help="JSON field with the domain."),
     balance: bool = option_from(train_domain_classifier, "balance", help="Repeat examples of small domains up to the largest one's count."),
     calibrate_weights: bool = option_from(train_domain_classifier, "calibrate_weights", help="Also calibrate per-domain weights on the probabilities (max of lowest recall + macro F1 on the calibration split)."),
+    fine_field: str | None = typer.Option(None, help="JSON field with a finer label (a subject: physics, law); the model learns it and answers the row's domain, the sum of its fine labels' probabilities."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     fasttext: dict | None = None,
 ) -> None:
@@ -47,7 +48,7 @@ def route_train(
 
     report = train_or_exit(
         train_domain_classifier, examples, output, valid=valid, test=test, held_out_fraction=held_out, balance=balance, calibrate_weights=calibrate_weights, text_field=text_field, label_field=label_field,
-        **fasttext,
+        fine_field=fine_field, **fasttext,
     )
     if as_json:
         typer.echo(json.dumps(report, indent=1, sort_keys=True))
@@ -57,6 +58,8 @@ def route_train(
     console.print(f"trained on {report['n_train']:,} examples: " + ", ".join(f"{d} {n:,}" for d, n in report["n_train_by_domain"].items()))
     calibration = report["calibration"]
     console.print(f"confidence threshold {report['threshold']:.2f} (calibrated on {calibration['examples']:,} held-out examples, macro F1 {calibration['macro_f1']})")
+    if report.get("label_domains"):
+        console.print(f"{len(report['label_domains'])} fine labels answer as their domain: " + ", ".join(f"{f} -> {d}" for f, d in report["label_domains"].items()))
     if report.get("domain_weights"):
         console.print("domain weights " + ", ".join(f"{d} {w:g}" for d, w in report["domain_weights"].items()))
     if report.get("held_out"):
