@@ -79,12 +79,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--model", default=None, help="fastText model (default: the packaged one)")
+    ap.add_argument(
+        "--sources",
+        type=Path,
+        action="append",
+        default=None,
+        help="sources file the model was assembled from (repeat for an overlay, e.g. scripts/domain_sources_fine.yaml)",
+    )
     ap.add_argument("--repeat", type=int, default=5, help="timing passes (median and best)")
     ap.add_argument("--speed-texts", type=int, default=20_000, help="texts per timing pass")
     args = ap.parse_args()
 
     build = _assembly()
-    sources = build.yaml.safe_load((REPO / "scripts" / "domain_sources.yaml").read_text())
+    sources = {}
+    for path in args.sources or [REPO / "scripts" / "domain_sources.yaml"]:
+        sources.update(build.yaml.safe_load(path.read_text()) or {})
     splits = build.assemble(args.shared, sources)
     model_path = Path(args.model) if args.model else DEFAULT_MODEL_PATH
     meta = read_metadata(model_path)
@@ -101,8 +110,9 @@ def main() -> None:
     rules = RuleClassifier()
     trained = make_classifier(ClassifierConfig(model_path=str(model_path)))
     labellers = {"rules": rules, "trained": trained}
+    fine = f", {len(meta['label_domains'])} fine labels summed into domains" if meta.get("label_domains") else ""
     print(
-        f"model {model_path.name}: {model_path.stat().st_size:,} bytes, threshold {trained.threshold:.2f} (calibrated on {meta.get('calibration', {}).get('examples', 0):,} held-out examples), domain weights {meta.get('domain_weights') or 'none'}"
+        f"model {model_path.name}: {model_path.stat().st_size:,} bytes{fine}, threshold {trained.threshold:.2f} (calibrated on {meta.get('calibration', {}).get('examples', 0):,} held-out examples), domain weights {meta.get('domain_weights') or 'none'}"
     )
     test = report("held-out (test split, never trained or calibrated on)", splits["test"], labellers)
     report("unseen sources (MMLU dev, GSM8K test)", splits["unseen"], labellers)
@@ -119,8 +129,9 @@ def main() -> None:
     texts = (texts * (args.speed_texts // len(texts) + 1))[: args.speed_texts]
     # fastText's own batch prediction on already normalised lines: the floor under the
     # trained labeller, so what the wrapper (normalising, thresholding) costs is visible.
-    # With calibrated domain weights the labeller needs every label's probability (k=-1).
-    fasttext_model, k = trained.model.model, -1 if trained.model.metadata.get("domain_weights") else 1
+    # With calibrated domain weights or fine labels it needs every label's probability (k=-1).
+    fasttext_model = trained.model.model
+    k = -1 if trained.model.metadata.get("domain_weights") or trained.model.metadata.get("label_domains") else 1
     lines = [t + "\n" for t in domain_tokens_many(texts)]
     timed = {
         "rules": rules.classify_many,

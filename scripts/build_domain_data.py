@@ -250,6 +250,53 @@ def kg_rows(data: Path, mapping: dict[str, list[str]], per_domain: int):
         yield from rows[:per_domain]
 
 
+def umls_rows(data: Path, domain: str):
+    """Training only: the UMLS semantic network's triples (shared kg/umls), "head
+    relation tail" in words: biomedical vocabulary (enzymes, neoplastic processes,
+    physiologic functions) for the medicine and biology questions."""
+    folder = data / "kg" / "umls"
+    for part in ("train", "valid", "test"):
+        path = folder / f"{part}.txt"
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            fields = line.split("\t")
+            if len(fields) == 3:
+                text = " ".join(f.replace("_", " ") for f in fields)
+                yield {"text": text, "domain": domain, "source": "umls", "item": fields[0], "split": "train"}
+
+
+def constants_rows(domain: str):
+    """Training only: the names of scipy's CODATA physical constants and the module's
+    prose (physics vocabulary: magnetic moments, Compton wavelength, Rydberg)."""
+    try:
+        import scipy.constants as constants
+    except ImportError:
+        print("note: scipy not installed; no physical constants", file=sys.stderr)
+        return
+    for name in sorted(constants.physical_constants):
+        yield {"text": name, "domain": domain, "source": "scipy_constants", "item": name, "split": "train"}
+    for para in _prose_paragraphs(constants.__doc__ or "", min_chars=60):
+        yield {"text": para, "domain": domain, "source": "scipy_constants", "item": "doc", "split": "train"}
+
+
+def with_fine_labels(rows, fine_labels: dict[str, dict[str, list[str]]]):
+    """Each row's fine label (`fine`): the one whose sources name the row's source
+    (`mmlu/anatomy`, or a whole source such as `books`) within the row's domain; rows
+    no fine label names train under their domain's name."""
+    by_source = {
+        (domain, src): fine
+        for domain, fines in fine_labels.items()
+        for fine, sources in fines.items()
+        for src in sources
+    }
+    for row in rows:
+        fine = by_source.get((row["domain"], row["source"])) or by_source.get(
+            (row["domain"], row["source"].split("/")[0])
+        )
+        yield {**row, "fine": fine} if fine else row
+
+
 def chat_rows(mapping: dict[str, list[str]], train_only: dict[str, list[str]] | None = None):
     """User turns of the chat corpus, one item each; the replies that follow are more
     training text of a training item. Categories in `train_only` (mixed-topic ones such as
@@ -313,7 +360,11 @@ def assemble(data: Path, sources: dict) -> dict[str, list[dict]]:
         news_rows(data, sources.get("news", "general")),
         chat_rows(sources.get("chat", {}), sources.get("chat_train_only")),
         kg_rows(data, sources.get("kg", {}), sources.get("kg_facts_per_domain", 3000)),
+        *([umls_rows(data, sources["umls"])] if sources.get("umls") else []),
+        *([constants_rows(sources["physical_constants"])] if sources.get("physical_constants") else []),
     ]
+    if sources.get("fine_labels"):
+        trainable = [with_fine_labels(rows, sources["fine_labels"]) for rows in trainable]
     openings = sources.get("instruction_views", [])
     seen_text = set()
     for rows in trainable:
@@ -343,13 +394,21 @@ def write_split(path: Path, rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="the shared data folder")
-    ap.add_argument("--sources", type=Path, default=REPO / "scripts" / "domain_sources.yaml")
+    ap.add_argument(
+        "--sources",
+        type=Path,
+        action="append",
+        default=None,
+        help="sources file (default scripts/domain_sources.yaml); repeat it to lay an overlay on top (its keys replace the first file's)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "build" / "domain-data")
     ap.add_argument("--train", action="store_true", help="then train the model and write it as the packaged default")
     ap.add_argument("--model", type=Path, default=None, help="model path for --train (default: the packaged one)")
     args = ap.parse_args(argv)
 
-    sources = yaml.safe_load(args.sources.read_text())
+    sources = {}
+    for path in args.sources or [REPO / "scripts" / "domain_sources.yaml"]:
+        sources.update(yaml.safe_load(path.read_text()) or {})
     splits = assemble(args.data, sources)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():
@@ -366,16 +425,15 @@ def main(argv: list[str] | None = None) -> int:
         # (half the features per text) and the file is smaller. Calibrated domain weights
         # (`calibrate_weights`) moved recall between domains on the valid split but not on
         # the test split, so the packaged model has none.
+        params = {"dim": 16, "word_ngrams": 1, "epoch": 10, "cutoff": 300_000, **sources.get("train", {})}
         report = train_domain_classifier(
             args.out / "train.jsonl",
             model,
             valid=args.out / "valid.jsonl",
             test=args.out / "test.jsonl",
             quantize=True,
-            dim=16,
-            word_ngrams=1,
-            epoch=10,
-            cutoff=300_000,
+            fine_field="fine" if sources.get("fine_labels") else None,
+            **params,
         )
         print(
             json.dumps(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from synth.ingest.fasttext_trainer import (
     TrainingDataError,
+    jsonl_objects,
     label_metrics,
     read_labelled_jsonl,
     stratified_split,
@@ -105,6 +106,37 @@ def load_labelled(
 _LABEL = re.compile(r"[\w.+-]+")
 
 
+def load_fine_labelled(
+    path: Path | str, fine_field: str, text_field: str = "text", label_field: str = "domain"
+) -> tuple[list[tuple[str, str]], dict[str, str], Counter]:
+    """(text, fine label) pairs and the fine label -> domain map from JSONL whose rows
+    carry a domain and, optionally, a finer label (`fine_field`; a row without one
+    trains under its domain's name). A fine label under two domains is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DomainDataError(f"labelled examples not found: {path}")
+    skipped: Counter = Counter()
+    pairs, label_domains = [], {}
+    for obj in jsonl_objects(path, skipped):
+        text = obj.get(text_field) if isinstance(obj, dict) else None
+        domain = obj.get(label_field) if isinstance(obj, dict) else None
+        if not isinstance(text, str) or domain is None or domain == "":
+            skipped[f"skipped_no_{text_field}_or_{label_field}"] += 1
+            continue
+        fine = str(obj.get(fine_field) or domain)
+        if not text.strip():
+            skipped["skipped_blank_text"] += 1
+        elif not _LABEL.fullmatch(fine) or not _LABEL.fullmatch(str(domain)):
+            skipped["skipped_bad_label"] += 1
+        elif label_domains.setdefault(fine, str(domain)) != str(domain):
+            raise DomainDataError(
+                f"{path}: {fine_field} {fine!r} is under two domains ({label_domains[fine]!r} and {domain!r}); a fine label maps to one domain"
+            )
+        else:
+            pairs.append((text, fine))
+    return pairs, label_domains, skipped
+
+
 def split_held_out(pairs: list[tuple[str, str]], fraction: float, seed: int) -> tuple[list, list]:
     """Stratified split by distinct text: a text (and all its copies) lands on one
     side only; copies in training keep their weight."""
@@ -156,18 +188,50 @@ class FastTextDomainModel:
 
     @property
     def labels(self) -> list[str]:
-        return sorted(label.removeprefix("__label__") for label in self.model.get_labels())
+        """The domains it answers (with fine labels: the domains they map to)."""
+        fine = sorted(label.removeprefix("__label__") for label in self.model.get_labels())
+        label_domains = self.metadata.get("label_domains") or {}
+        return sorted({label_domains.get(label, label) for label in fine})
+
+    def _domain_probabilities(self, texts: Sequence[str]):
+        """(domains, array texts x domains): each domain's probability, its fine labels'
+        summed. Summed by one `bincount` over all rows: a Python loop over every label of
+        every row cost more than fastText's prediction itself."""
+        import numpy as np
+
+        labels, probs = self.model.f.multilinePredict([t + "\n" for t in domain_tokens_many(texts)], -1, 0.0, "strict")
+        label_domains = self.metadata.get("label_domains") or {}
+        domains = self.labels
+        index = {
+            "__label__" + lab: domains.index(label_domains.get(lab, lab))
+            for lab in (x.removeprefix("__label__") for x in self.model.get_labels())
+        }
+        cols = np.fromiter((index[lab] for labs in labels for lab in labs), dtype=np.int64)
+        rows = np.repeat(np.arange(len(labels)), [len(labs) for labs in labels])
+        values = np.concatenate(probs) if len(probs) else np.zeros(0)
+        summed = np.bincount(rows * len(domains) + cols, weights=values, minlength=len(labels) * len(domains))
+        return domains, np.minimum(summed.reshape(len(labels), len(domains)), 1.0)
 
     def probabilities(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        """Every domain's probability for each text."""
-        labels, probs = self.model.f.multilinePredict([t + "\n" for t in domain_tokens_many(texts)], -1, 0.0, "strict")
-        return [{lab[9:]: min(p, 1.0) for lab, p in zip(labs, ps.tolist())} for labs, ps in zip(labels, probs)]
+        """Every domain's probability for each text (a domain's fine labels summed)."""
+        domains, matrix = self._domain_probabilities(texts)
+        return [dict(zip(domains, row)) for row in matrix.tolist()]
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
         # The binding's batch call directly (skips the wrapper's per-text checks and numpy
         # copies). The line end matters: it is the end-of-line token every training line had.
         lines = [t + "\n" for t in domain_tokens_many(texts)]
         weights = self.metadata.get("domain_weights")
+        if self.metadata.get("label_domains"):
+            # Fine labels, coarse answers: the domain whose fine labels' probabilities sum
+            # highest (times its calibrated weight, if any); its sum is the confidence.
+            import numpy as np
+
+            domains, matrix = self._domain_probabilities(texts)
+            scores = matrix * np.array([(weights or {}).get(d, 1.0) for d in domains])
+            best = scores.argmax(axis=1) if len(domains) else np.zeros(len(texts), dtype=np.int64)
+            confs = matrix[np.arange(len(texts)), best].tolist()
+            return [domains[b] if c > 0 else GENERAL for b, c in zip(best.tolist(), confs)], confs
         if not weights:
             labels, probs = self.model.f.multilinePredict(lines, 1, 0.0, "strict")
             out_l = [lab[0][9:] if lab else GENERAL for lab in labels]  # strip "__label__"
@@ -231,18 +295,37 @@ def calibrate_domain_weights(
     return weights, round(best, 4)
 
 
-def _balanced(pairs: list[tuple[str, str]], seed: int) -> list[tuple[str, str]]:
+def _resized(rows: list, n: int, rng: random.Random) -> list:
+    """`n` of `rows`: repeated whole and topped up by a sample, or a sample of them."""
+    return rows * (n // len(rows)) + rng.sample(rows, n % len(rows))
+
+
+def _balanced(
+    pairs: list[tuple[str, str]], seed: int, label_domains: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
     """Repeat the examples of smaller domains until every domain is as large as the
-    largest: fastText has no class weights, and a rare domain must not be drowned."""
+    largest: fastText has no class weights, and a rare domain must not be drowned.
+    With fine labels each domain's share is split evenly among its fine labels (a
+    small subject is repeated, a large one sampled), so a domain of many subjects is
+    not decided by its largest one."""
     rng = random.Random(seed)
     by_label: dict[str, list[tuple[str, str]]] = {}
     for pair in pairs:
         by_label.setdefault(pair[1], []).append(pair)
-    top = max(len(v) for v in by_label.values())
     out = []
-    for label in sorted(by_label):
-        rows = by_label[label]
-        out += rows * (top // len(rows)) + rng.sample(rows, top % len(rows))
+    if not label_domains:
+        top = max(len(v) for v in by_label.values())
+        for label in sorted(by_label):
+            out += _resized(by_label[label], top, rng)
+    else:
+        by_domain: dict[str, list[str]] = {}
+        for label in sorted(by_label):
+            by_domain.setdefault(label_domains.get(label, label), []).append(label)
+        top = max(sum(len(by_label[lab]) for lab in labels) for labels in by_domain.values())
+        for domain in sorted(by_domain):
+            share = max(1, top // len(by_domain[domain]))
+            for label in by_domain[domain]:
+                out += _resized(by_label[label], share, rng)
     rng.shuffle(out)
     return out
 
@@ -267,15 +350,25 @@ def train_domain_classifier(
     text_field: str = "text",
     label_field: str = "domain",
     calibrate_weights: bool = False,
+    fine_field: str | None = None,
 ) -> dict:
     """Train a fastText domain classifier from labelled JSONL, calibrate its
     threshold on held-out data, and write the model plus its metadata JSON.
 
     `valid` calibrates the threshold (and, with `calibrate_weights`, per-domain weights
     on the probabilities) and `test` reports precision/recall; each defaults to a
-    stratified share of `train` split off before training."""
-    pairs, skipped = load_labelled(train, text_field, label_field)
-    if len({lab for _, lab in pairs}) < 2:
+    stratified share of `train` split off before training.
+
+    `fine_field` names a finer label in the training rows (a subject: physics, law);
+    the model learns the fine labels and answers their domain (the sum of its fine
+    labels' probabilities); the fine label -> domain map goes into the metadata
+    (`label_domains`). Held-out rows are judged by their domain."""
+    label_domains: dict[str, str] = {}
+    if fine_field:
+        pairs, label_domains, skipped = load_fine_labelled(train, fine_field, text_field, label_field)
+    else:
+        pairs, skipped = load_labelled(train, text_field, label_field)
+    if len({label_domains.get(lab, lab) for _, lab in pairs}) < 2:
         raise DomainDataError(
             f"{train}: need examples of at least two domains, found {sorted({lab for _, lab in pairs})}"
         )
@@ -300,12 +393,15 @@ def train_domain_classifier(
         pairs, valid_pairs = split_held_out(pairs, held_out_fraction, seed + 1)
     if not pairs:
         raise DomainDataError(f"{train}: no training examples left after holding out")
+    # Held out of the training file, a row keeps its fine label: judge it by its domain.
+    test_pairs = [(t, label_domains.get(lab, lab)) for t, lab in test_pairs]
+    valid_pairs = [(t, label_domains.get(lab, lab)) for t, lab in valid_pairs]
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     # fastText learns in file order: examples grouped by source would leave the model
     # with the last group's view of the world, so the rows are always shuffled.
-    rows = _balanced(pairs, seed) if balance else random.Random(seed).sample(pairs, len(pairs))
+    rows = _balanced(pairs, seed, label_domains) if balance else random.Random(seed).sample(pairs, len(pairs))
     model = train_fasttext(
         zip((label for _, label in rows), domain_tokens_many([t for t, _ in rows])),
         epoch=epoch,
@@ -323,7 +419,8 @@ def train_domain_classifier(
     model.save_model(str(output))
 
     scorer = FastTextDomainModel.__new__(FastTextDomainModel)
-    scorer.model, scorer.path, scorer.metadata = model, output, {}
+    base_metadata = {"label_domains": label_domains} if label_domains else {}
+    scorer.model, scorer.path, scorer.metadata = model, output, dict(base_metadata)
     threshold, macro_f1, weights, weights_objective = 0.0, None, {}, None
     if valid_pairs:
         gold = [g for _, g in valid_pairs]
@@ -331,7 +428,7 @@ def train_domain_classifier(
             weights, weights_objective = calibrate_domain_weights(
                 gold, scorer.probabilities([t for t, _ in valid_pairs])
             )
-            scorer.metadata = {"domain_weights": weights}
+            scorer.metadata = {**base_metadata, "domain_weights": weights}
         labels, confs = scorer.predict([t for t, _ in valid_pairs])
         threshold, macro_f1 = calibrate_threshold(gold, labels, confs)
     report = {
@@ -346,6 +443,7 @@ def train_domain_classifier(
             "rule": "max macro F1; below threshold -> general",
         },
         "domain_weights": weights,
+        **({"label_domains": dict(sorted(label_domains.items())), "fine_field": fine_field} if label_domains else {}),
         "domain_weights_calibration": {
             "objective": weights_objective,
             "rule": "max (lowest recall + macro F1); label = argmax probability x weight",
@@ -354,7 +452,8 @@ def train_domain_classifier(
         else None,
         "n_train": len(pairs),
         "train_sha1": hashlib.sha1(Path(train).read_bytes()).hexdigest(),
-        "n_train_by_domain": dict(sorted(Counter(lab for _, lab in pairs).items())),
+        "n_train_by_domain": dict(sorted(Counter(label_domains.get(lab, lab) for _, lab in pairs).items())),
+        **({"n_train_by_label": dict(sorted(Counter(lab for _, lab in pairs).items()))} if label_domains else {}),
         "skipped": dict(skipped),
         "dropped_overlapping_held_out": overlap,
         "params": {

@@ -57,6 +57,10 @@ def route_train(
         "calibrate_weights",
         help="Also calibrate per-domain weights on the probabilities (max of lowest recall + macro F1 on the calibration split).",
     ),
+    fine_field: str | None = typer.Option(
+        None,
+        help="JSON field with a finer label (a subject: physics, law); the model learns it and answers the row's domain, the sum of its fine labels' probabilities.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     fasttext: dict | None = None,
 ) -> None:
@@ -76,6 +80,7 @@ def route_train(
         calibrate_weights=calibrate_weights,
         text_field=text_field,
         label_field=label_field,
+        fine_field=fine_field,
         **fasttext,
     )
     if as_json:
@@ -91,6 +96,11 @@ def route_train(
     console.print(
         f"confidence threshold {report['threshold']:.2f} (calibrated on {calibration['examples']:,} held-out examples, macro F1 {calibration['macro_f1']})"
     )
+    if report.get("label_domains"):
+        console.print(
+            f"{len(report['label_domains'])} fine labels answer as their domain: "
+            + ", ".join(f"{f} -> {d}" for f, d in report["label_domains"].items())
+        )
     if report.get("domain_weights"):
         console.print("domain weights " + ", ".join(f"{d} {w:g}" for d, w in report["domain_weights"].items()))
     if report.get("held_out"):

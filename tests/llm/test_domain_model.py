@@ -392,3 +392,136 @@ def test_unbalanced_training_still_shuffles_a_file_grouped_by_domain(tmp_path, m
     switches = sum(a != b for a, b in itertools.pairwise(seen))
     assert switches > len(seen) / 3  # grouped, there would be 2
     assert all(m["recall"] >= 0.9 for m in report["held_out"].values()), report["held_out"]
+
+
+def _fine_labelled(path: Path, n: int = 40) -> Path:
+    """`science` of two subjects (its `subject` field), `law` and `general` without one."""
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "text": f"the electron {i} gains kinetic energy in the field of the magnet and the photon",
+                "domain": "science",
+                "subject": "physics",
+            }
+        )
+        rows.append(
+            {
+                "text": f"the cell {i} divides by mitosis and the enzyme binds the protein of the gene",
+                "domain": "science",
+                "subject": "biology",
+            }
+        )
+        rows.append(
+            {"text": f"the court ruled on contract {i} under the statute and the plaintiff appealed", "domain": "law"}
+        )
+        rows.append({"text": f"what a lovely day {i}, shall we go for a walk in the park", "domain": "general"})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_fine_labels_train_and_answer_their_domain(tmp_path):
+    from synth.llm.domain_model import FastTextDomainModel
+
+    model = tmp_path / "fine.bin"
+    report = train_domain_classifier(_fine_labelled(tmp_path / "train.jsonl"), model, epoch=10, fine_field="subject")
+    meta = read_metadata(model)
+    assert meta["label_domains"] == {"biology": "science", "general": "general", "law": "law", "physics": "science"}
+    assert report["n_train_by_label"].keys() == {"biology", "general", "law", "physics"}
+    assert (
+        set(report["n_train_by_domain"]) == set(report["held_out"]) == {"general", "law", "science"}
+    )  # judged by domain
+    assert report["held_out"]["science"]["recall"] == 1.0
+    scorer = FastTextDomainModel(model)
+    assert scorer.labels == ["general", "law", "science"]
+    texts = ["the photon and the electron in the magnet", "the enzyme of the gene", "the plaintiff appealed"]
+    labels, confs = scorer.predict(texts)
+    assert labels == ["science", "science", "law"]
+    probs = scorer.probabilities(texts)
+    assert all(set(p) == {"general", "law", "science"} and abs(sum(p.values()) - 1) < 0.01 for p in probs)
+    assert confs == [probs[i][labels[i]] for i in range(3)]  # the confidence is the domain's summed probability
+    fine_only = FastTextDomainModel(model)
+    fine_only.metadata = {}
+    assert fine_only.predict(texts)[0][:2] == ["physics", "biology"]  # what the file alone says
+    router = Router(
+        RoutingConfig(classifier=ClassifierConfig(model_path=str(model)), routes={"science": "scientist"}),
+        default_model="base",
+    )
+    assert [m for _, m in router.route(texts)] == ["scientist", "scientist", "base"]
+
+
+def test_fine_label_under_two_domains_is_a_clear_error(tmp_path):
+    from synth.llm.domain_model import DomainDataError
+
+    path = _fine_labelled(tmp_path / "train.jsonl")
+    with path.open("a") as fh:
+        fh.write(json.dumps({"text": "the physics of law", "domain": "law", "subject": "physics"}) + "\n")
+    with pytest.raises(DomainDataError, match="'physics' is under two domains"):
+        train_domain_classifier(path, tmp_path / "m.bin", epoch=2, fine_field="subject")
+
+
+def test_balance_splits_each_domain_share_among_its_fine_labels():
+    from synth.llm.domain_model import _balanced
+
+    pairs = (
+        [(f"p{i}", "physics") for i in range(30)]
+        + [(f"b{i}", "biology") for i in range(5)]
+        + [(f"l{i}", "law") for i in range(50)]
+    )
+    counts = Counter(
+        label for _, label in _balanced(pairs, 0, {"physics": "science", "biology": "science", "law": "law"})
+    )
+    assert counts == {"law": 50, "physics": 25, "biology": 25}  # science as large as law, half to each subject
+    assert Counter(label for _, label in _balanced(pairs, 0)) == {"law": 50, "physics": 50, "biology": 50}
+
+
+def test_route_train_cli_fine_field(tmp_path):
+    from synth.cli import app
+
+    model = tmp_path / "f.bin"
+    res = CliRunner().invoke(
+        app,
+        [
+            "route",
+            "train",
+            str(_fine_labelled(tmp_path / "t.jsonl")),
+            "-o",
+            str(model),
+            "--epoch",
+            "5",
+            "--fine-field",
+            "subject",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "physics -> science" in res.output and read_metadata(model)["labels"] == ["general", "law", "science"]
+
+
+def test_fine_label_overlay_keeps_the_held_out_splits(shared_data, tmp_path):
+    script = [sys.executable, str(REPO / "scripts" / "build_domain_data.py"), "--data", str(shared_data)]
+    plain, fine = tmp_path / "plain", tmp_path / "fine"
+    subprocess.run([*script, "--out", str(plain)], check=True, capture_output=True, timeout=300)
+    overlay = [
+        "--sources",
+        str(REPO / "scripts" / "domain_sources.yaml"),
+        "--sources",
+        str(REPO / "scripts" / "domain_sources_fine.yaml"),
+    ]
+    subprocess.run([*script, *overlay, "--out", str(fine)], check=True, capture_output=True, timeout=300)
+    for split in ("valid", "test", "unseen"):  # the fine labels and the new training text never change what judges
+        strip = [
+            {k: v for k, v in json.loads(line).items() if k != "fine"} for line in (fine / f"{split}.jsonl").open()
+        ]
+        assert strip == [json.loads(line) for line in (plain / f"{split}.jsonl").open()]
+    train = [json.loads(line) for line in (fine / "train.jsonl").open()]
+    fine_of = {r["source"]: r.get("fine") for r in train if not r.get("view")}
+    assert (
+        fine_of["mmlu/college_physics"] == "physics"
+        and fine_of["mmlu/virology"] == "biology"
+        and fine_of["books"] == "literature"
+    )
+    assert fine_of["umls"] == "medicine" and fine_of["scipy_constants"] == "physics" and fine_of["kg"] is None
+    assert {r["domain"] for r in train if r["source"] in ("umls", "scipy_constants")} == {"science"}
+    labels = {}
+    for r in train:  # each fine label sits in one domain
+        assert labels.setdefault(r.get("fine") or r["domain"], r["domain"]) == r["domain"]
