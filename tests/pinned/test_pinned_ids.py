@@ -108,9 +108,12 @@ def test_demo_ids_pinned_from_its_request_cache(tmp_path, shared_data, monkeypat
         [shared_data / "warc" / "aut-2008-crawl.warc.gz", shared_data / "books" / "pg11_alice.txt"],
     )
     if repin:
-        conn = sqlite3.connect(run / "llm-cache.sqlite")
-        conn.execute("VACUUM")
-        conn.close()
-        with open(run / "llm-cache.sqlite", "rb") as src, gzip.GzipFile(DEMO_CACHE, "wb", mtime=0) as dst:
+        # The session keeps the cache open in WAL mode: copy a consistent snapshot of it
+        # (the backup API reads through the WAL) into one compact standalone file.
+        snapshot = tmp_path / "snapshot.sqlite"
+        with sqlite3.connect(run / "llm-cache.sqlite") as live, sqlite3.connect(snapshot) as copy:
+            live.backup(copy)
+            copy.execute("VACUUM")
+        with open(snapshot, "rb") as src, gzip.GzipFile(DEMO_CACHE, "wb", mtime=0) as dst:
             shutil.copyfileobj(src, dst)
     _check("demo", _ids(run))
