@@ -39,7 +39,13 @@ class PipelineHeader(BaseModel):
     description: str = ""
     seed: int = 0
     inputs: list[str] = Field(default_factory=list, description="Default input globs, relative to this file.")
-    reject_sample_per_reason: int = Field(20, ge=0, le=10_000)
+    reject_sample_per_reason: int = Field(
+        20,
+        ge=0,
+        le=10_000,
+        description="Rejected records kept as examples per drop reason: per shard while a run works; "
+        "per stage once a completed fused run merges its files (every reason keeps at least one).",
+    )
     settings: PipelineSettings = Field(
         default_factory=PipelineSettings, description="Shared settings, e.g. models: FILE."
     )
