@@ -43,15 +43,19 @@ def read_labelled_jsonl(
 ) -> list[tuple[str, str]]:
     """(text, label) pairs of a JSONL of objects; a line without a text string or a
     label is counted (`skipped_no_<text>_or_<label>`), not fatal."""
-    pairs = []
+    return [(text, str(label)) for _, text, label in labelled_objects(path, counts, text_field, label_field)]
+
+
+def labelled_objects(path: Path, counts: Counter, text_field: str = "text", label_field: str = "label"):
+    """(object, text, label) of each JSONL object with a text string and a label; the
+    others are counted (`skipped_no_<text>_or_<label>`), not fatal."""
     for obj in jsonl_objects(path, counts):
         text = obj.get(text_field) if isinstance(obj, dict) else None
         label = obj.get(label_field) if isinstance(obj, dict) else None
         if not isinstance(text, str) or label is None or label == "":
             counts[f"skipped_no_{text_field}_or_{label_field}"] += 1
             continue
-        pairs.append((text, str(label)))
-    return pairs
+        yield obj, text, label
 
 
 # -- splitting and scoring ------------------------------------------------------------

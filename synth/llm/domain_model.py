@@ -19,8 +19,8 @@ from pathlib import Path
 
 from synth.ingest.fasttext_trainer import (
     TrainingDataError,
-    jsonl_objects,
     label_metrics,
+    labelled_objects,
     read_labelled_jsonl,
     stratified_split,
     train_fasttext,
@@ -117,12 +117,7 @@ def load_fine_labelled(
         raise DomainDataError(f"labelled examples not found: {path}")
     skipped: Counter = Counter()
     pairs, label_domains = [], {}
-    for obj in jsonl_objects(path, skipped):
-        text = obj.get(text_field) if isinstance(obj, dict) else None
-        domain = obj.get(label_field) if isinstance(obj, dict) else None
-        if not isinstance(text, str) or domain is None or domain == "":
-            skipped[f"skipped_no_{text_field}_or_{label_field}"] += 1
-            continue
+    for obj, text, domain in labelled_objects(path, skipped, text_field, label_field):
         fine = str(obj.get(fine_field) or domain)
         if not text.strip():
             skipped["skipped_blank_text"] += 1
