@@ -68,20 +68,24 @@ class ShardTask:
     last_index: int | None = None  # a fused group: stages stage_index..last_index, only the last written
 
 
-_PIPELINES: dict[int, Pipeline] = {}
+# One built pipeline per config in this process, with the fingerprint it was built for.
+_PIPELINES: dict[int, tuple[str, Pipeline]] = {}
 
 
 def _pipeline(source: PipelineSource) -> Pipeline:
-    key = hash((repr(source.raw), source.path, source.seed, repr(source.overrides), source.fingerprint))
-    if key not in _PIPELINES:
-        _PIPELINES[key] = source.build()
-    return _PIPELINES[key]
+    key = hash((repr(source.raw), source.path, source.seed, repr(source.overrides)))
+    cached = _PIPELINES.get(key)
+    if cached is None or cached[0] != source.fingerprint:
+        if cached is not None:  # a file its stages read changed since (a reused Ray worker)
+            teardown_stages(e.stage for e in cached[1].stages)
+        cached = _PIPELINES[key] = (source.fingerprint, source.build())
+    return cached[1]
 
 
 def teardown_pipelines() -> None:
     """Tear down the stages this process ran (engines closed, servers stopped) and
     forget their pipelines: called when a process's share of the run ends."""
-    pipelines = list(_PIPELINES.values())
+    pipelines = [pipeline for _, pipeline in _PIPELINES.values()]
     _PIPELINES.clear()
     for pipeline in pipelines:
         teardown_stages(e.stage for e in pipeline.stages)

@@ -105,3 +105,19 @@ def test_domain_model_file_joins_the_route_fingerprint(tmp_path):
     first = load_pipeline(path).fingerprints(["in"])
     model.write_bytes(model.read_bytes() + b"\0")
     assert load_pipeline(path).fingerprints(["in"])[1] != first[1]
+
+
+def test_a_reused_worker_keeps_one_pipeline_per_config_and_rebuilds_it_when_files_change(monkeypatch):
+    """A Ray worker outlives runs and never tears down: a new fingerprint replaces the
+    cached pipeline (its stages torn down) instead of piling up beside it."""
+    import synth.core.executor as executor
+
+    monkeypatch.setattr(executor, "_PIPELINES", {})
+    raw = {"name": "w", "stages": [{"type": "read_records", "columns": ["text"]}]}
+    first = executor._pipeline(executor.PipelineSource(raw=raw, path=None, seed=0, fingerprint="a"))
+    assert executor._pipeline(executor.PipelineSource(raw=raw, path=None, seed=0, fingerprint="a")) is first
+    torn = []
+    monkeypatch.setattr(executor, "teardown_stages", lambda stages: torn.extend(stages))
+    second = executor._pipeline(executor.PipelineSource(raw=raw, path=None, seed=0, fingerprint="b"))
+    assert second is not first and torn == [e.stage for e in first.stages]
+    assert len(executor._PIPELINES) == 1
