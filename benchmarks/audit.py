@@ -84,36 +84,28 @@ def main() -> None:
     from synth.cli import _describe
 
     run = work / "with"
+
+    def audit_json(html):
+        with redirect_stdout(io.StringIO()) as buf:
+            run_audit(
+                run,
+                as_json=True,
+                examples=3,
+                what_if=[],
+                sweep=[],
+                overlap=False,
+                overlap_sample=0,
+                compare=None,
+                html=html,
+                describe=_describe,
+            )
+        return buf.getvalue()
+
     start = time.perf_counter()
-    with redirect_stdout(io.StringIO()) as buf:
-        run_audit(
-            run,
-            as_json=True,
-            examples=3,
-            what_if=[],
-            sweep=[],
-            overlap=False,
-            overlap_sample=0,
-            compare=None,
-            html=None,
-            describe=_describe,
-        )
+    report = json.loads(audit_json(None))
     t_json = time.perf_counter() - start
-    report = json.loads(buf.getvalue())
     start = time.perf_counter()
-    with redirect_stdout(io.StringIO()):
-        run_audit(
-            run,
-            as_json=True,
-            examples=3,
-            what_if=[],
-            sweep=[],
-            overlap=False,
-            overlap_sample=0,
-            compare=None,
-            html=work / "audit.html",
-            describe=_describe,
-        )
+    audit_json(work / "audit.html")
     t_html = time.perf_counter() - start
     records = report["stages"][0]["out"]
     seen = report["profiles"]["01-toy_min_words"]["scores"]["toy_words"]["count"]
