@@ -11,7 +11,10 @@ process, with the embedded model's tokenizer (49K vocab):
 - raw: `tokenizers`' `encode_batch_fast` (its fastest batch call, no offsets) of the very
   same rendered text (the chat records are rendered beforehand, untimed).
 
-    .venv/bin/python benchmarks/pack.py [--demo-run runs/demo] [--books 9] [--kg-samples 400] [--rounds 5]
+    .venv/bin/python benchmarks/pack.py [--demo-run runs/demo] [--books 9] [--kg-samples 400] [--rounds 5] [--cores N]
+
+With `--cores 1` both sides run on one core: what packing costs per core on top of
+tokenising. By default both may use every core (the encoder's threads in both).
 
 The two sides alternate round by round (pack, raw, pack, raw, ...) so that load from
 other processes hits both, and the best round of each is compared. The tokenizer is
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -64,7 +68,17 @@ def main() -> None:
     ap.add_argument("--kg-samples", type=int, default=400)
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument(
+        "--cores",
+        type=int,
+        default=0,
+        help="run on this many cores only (both sides; 1 = the cost per core of pack over the encoder); 0 = all",
+    )
     a = ap.parse_args()
+    if a.cores:
+        # Before the tokenizer is loaded: its thread pool sizes itself once, on first use.
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: a.cores])
+        os.environ["RAYON_NUM_THREADS"] = str(a.cores)
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -139,6 +153,8 @@ def main() -> None:
         f"CPU seconds, least of the rounds: pack {min(pack_cpu):.2f}, raw encode {min(raw_cpu):.2f} "
         f"(ratio {min(raw_cpu) / min(pack_cpu):.3f})"
     )
+    cores = a.cores or len(os.sched_getaffinity(0))
+    print(f"cores: {cores} ({'pinned' if a.cores else 'all'}); --workers 1")
     print(f"inputs: {a.books} books ({len(texts):,} records with the chats); chats: {chats}")
     shutil.rmtree(work, ignore_errors=True)
     print(f"pack_tokens_per_s={max(pack_rates):.0f} raw_encode_tokens_per_s={max(raw_rates):.0f}")

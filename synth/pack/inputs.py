@@ -17,6 +17,18 @@ RECORD_COLUMNS = ("id", "messages", "tools", "text", "domain", "kind")
 _SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json")
 
 
+# The record fields are read as strings: left to inference, Arrow turns a column of
+# timestamp-like strings into timestamps (an id changes, a text becomes a skip). A file
+# where one of them is not a string is read line by line instead.
+def _json_parse_options():
+    import pyarrow.json as pj
+
+    return pj.ParseOptions(
+        explicit_schema=pa.schema([(c, pa.string()) for c in ("id", "text", "domain", "kind")]),
+        unexpected_field_behavior="infer",
+    )
+
+
 class PackInputError(ValueError):
     """An input path that cannot be read at all."""
 
@@ -58,11 +70,18 @@ def resolve_inputs(inputs: list[str]) -> list[InputFile]:
 def iter_record_batches(path: str, batch_rows: int = 1024) -> Iterator[list[dict]]:
     """Batches of records as dicts; a JSONL line that is not JSON becomes a record with
     `_bad` set, so it is counted, not lost."""
+    for batch in iter_batches(path, batch_rows):
+        yield batch.to_pylist() if isinstance(batch, pa.Table) else batch
+
+
+def iter_batches(path: str, batch_rows: int = 1024) -> Iterator[pa.Table | list[dict]]:
+    """Batches of records, columnar (an Arrow table of RECORD_COLUMNS) where the file
+    reads as one table, else as dicts (`iter_record_batches` explains the dicts)."""
     if path.endswith(".parquet"):
         pf = pq.ParquetFile(path)
         cols = [c for c in RECORD_COLUMNS if c in pf.schema_arrow.names]
         for batch in pf.iter_batches(batch_size=batch_rows, columns=cols):
-            yield pa.Table.from_batches([batch]).to_pylist()
+            yield pa.Table.from_batches([batch])
         return
     if path.endswith(".jsonl"):
         # Arrow's JSON reader is several times faster than json.loads per line for text
@@ -71,7 +90,7 @@ def iter_record_batches(path: str, batch_rows: int = 1024) -> Iterator[list[dict
         try:
             import pyarrow.json as pj
 
-            table = pj.read_json(path)
+            table = pj.read_json(path, parse_options=_json_parse_options())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             table = None
         # Chat records stay on the per-line path: Arrow would merge differently shaped
@@ -79,7 +98,7 @@ def iter_record_batches(path: str, batch_rows: int = 1024) -> Iterator[list[dict
         if table is not None and not {"messages", "tools"} & set(table.column_names):
             cols = [c for c in RECORD_COLUMNS if c in table.column_names]
             for batch in table.select(cols).to_batches(max_chunksize=batch_rows):
-                yield pa.Table.from_batches([batch]).to_pylist()
+                yield pa.Table.from_batches([batch])
             return
     opener = gzip.open if path.endswith(".gz") else open
     batch: list[dict] = []

@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -23,37 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth.core.rundir import atomic_write_json
-from synth.pack.formats import MegatronWriter, NativeWriter, sha256_file, token_dtype
+from synth.pack.formats import sha256_file, token_dtype
 from synth.pack.inputs import resolve_inputs
-from synth.pack.mix import load_mix, plan_ratios, repeats_for
-from synth.pack.packer import WindowPacker
+from synth.pack.mix import load_mix, plan_ratios
+from synth.pack.place import PACKING_SCHEMA, Placement, group_tokens
 from synth.pack.render import LossPolicy, Renderer, load_tokenizer, tokenizer_fingerprint
 from synth.pack.tokenize import RENDERERS, TokenizeTask, tokenize_file
 
 FORMAT_NAME = "synth-pack"
 FORMAT_VERSION = 1
 
-PACKING_SCHEMA = pa.schema(
-    [
-        ("record_id", pa.string()),
-        ("source", pa.string()),
-        ("domain", pa.string()),
-        ("kind", pa.string()),
-        ("status", pa.string()),  # packed | split | dropped | skipped | not_sampled
-        ("reason", pa.string()),
-        ("record_tokens", pa.int64()),  # the whole record's tokens (end-of-document token included)
-        ("copy", pa.int32()),  # 0 for the first copy; repeats from up-sampling count up
-        ("piece", pa.int32()),  # which slice of a split record
-        ("output", pa.string()),  # Megatron: the prefix written to
-        ("sequence", pa.int64()),  # native: packed sequence; Megatron: document index in its prefix
-        ("offset", pa.int64()),
-        ("tokens", pa.int64()),  # tokens of this placement
-    ]
-)
+__all__ = ["PACKING_SCHEMA", "PackError", "PackOptions", "PackResult", "pack"]
 
 
 class PackError(ValueError):
@@ -85,23 +67,8 @@ class PackResult:
     messages: list[str] = field(default_factory=list)
 
 
-def _sanitize(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "group"
-
-
 def _fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _binary_values(column: pa.ChunkedArray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """A large_binary column as one array of its values' bytes viewed as `dtype` (zero
-    copy for a single chunk) and the element offsets of each row in it."""
-    arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    _, off_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(off_buf, dtype=np.int64, count=len(arr) + 1, offset=arr.offset * 8)
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, dtype=np.uint8)
-    data = data[offsets[0] : offsets[-1]]
-    return data.view(dtype), (offsets - offsets[0]) // dtype.itemsize
 
 
 def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m: None) -> PackResult:
@@ -183,204 +150,79 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
         say(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} input files already tokenised")
     # In-process tokenising reuses the tokenizer loaded above (loading one takes seconds).
     RENDERERS[(str(opts.tokenizer), opts.chat_loss, opts.text_loss, opts.eod_token)] = renderer
+    by = mix.by if mix else "source"
+    staging = work / "staging"
+
+    def placement(ratios, tick=None) -> Placement:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        if manifest_path.exists():
+            manifest_path.unlink()  # the old pack stops being "complete" before any file of it changes
+        return Placement(
+            staging,
+            fmt=opts.format,
+            seq_len=opts.seq_len,
+            dtype=dtype,
+            pad_id=pad_id,
+            by=by,
+            ratios=ratios,
+            seed=opts.seed,
+            long_docs=opts.long_docs,
+            window=opts.window,
+            tick=tick,
+        )
+
+    # Without a mix every record is taken once, so records are placed as they are
+    # encoded (packing and writing overlap the encoder); a mix needs every file's
+    # token counts first.
+    streaming = mix is None
+    placed = placement(None) if streaming else None
     tick = progress("tokenise", len(tasks), len(tasks) - len(todo)) if progress else None
-    if todo:
-        if opts.workers <= 1:
-            for t in todo:
-                stats = tokenize_file(t)
-                if tick:
-                    tick(stats)
-        else:
-            ctx = __import__("multiprocessing").get_context("spawn")
-            with cf.ProcessPoolExecutor(max_workers=opts.workers, mp_context=ctx) as pool:
-                for stats in pool.map(tokenize_file, todo):
-                    if tick:
-                        tick(stats)
+    for stats in _tokenise(tasks, opts.workers, placed.add if streaming else None):
+        if tick:
+            tick(stats)
     if tick:
         tick(None)
 
     # -- phase 2: mix plan from the shards' metadata ---------------------------------
-    by = mix.by if mix else "source"
-    available: Counter = Counter()
-    names: dict[str, set] = {"source": set(), "domain": set(), "kind": set()}
-    for t in tasks:
-        meta = pq.read_table(t.target, columns=["source", "domain", "kind", "status", "n_tokens"])
-        for key in names:
-            names[key].update(meta.column(key).unique().to_pylist())
-        for g, st, n in zip(*(meta.column(c).to_pylist() for c in (by, "status", "n_tokens"))):
-            available[g] += n if st == "ok" else 0
-            available.setdefault(g, 0)
-    try:
-        ratios, targets = plan_ratios(mix, dict(available), label=f"--mix {opts.mix}")
-    except ValueError as exc:
-        raise PackError(str(exc)) from None
-    vocab = {k: sorted(v) for k, v in names.items()}
-    code = {k: {name: i for i, name in enumerate(v)} for k, v in vocab.items()}
-    passes = max([math.ceil(r) for r in ratios.values()] + [1])
-
-    # -- phase 3: write into staging, then move into place ---------------------------
-    staging = work / "staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    if manifest_path.exists():
-        manifest_path.unlink()  # the old pack stops being "complete" before any file of it changes
-    total_tokens = sum(int(available[g] * ratios[g]) for g in available)
-    wtick = progress("write", max(total_tokens, 1), 0, unit="tokens") if progress else None
-
-    counts: Counter = Counter()
-    skipped: Counter = Counter()
-    written: dict[str, Counter] = {"source": Counter(), "domain": Counter(), "kind": Counter()}
-    trained = Counter()
-    group_written: Counter = Counter()
-    rows: list[tuple] = []
-    pwriter = pq.ParquetWriter(staging / "packing.parquet", PACKING_SCHEMA, compression="zstd")
-
-    def row(rid, s, d, k, status, reason, rtok, copy=None, piece=None, output=None, seq=None, off=None, n=None):
-        rows.append((rid, s, d, k, status, reason, rtok, copy, piece, output, seq, off, n))
-        if len(rows) >= 65536:
-            flush()
-
-    def flush():
-        if rows:
-            pwriter.write_table(pa.table([list(c) for c in zip(*rows)], schema=PACKING_SCHEMA))
-            rows.clear()
-
-    w_source, w_domain, w_kind = written["source"], written["domain"], written["kind"]
-
-    def account(s, d, k, g, n, m):
-        w_source[s] += n
-        w_domain[d] += n
-        w_kind[k] += n
-        group_written[g] += n
-        trained[g] += m
-
-    native = megatron = None
-    s_code, d_code, k_code = code["source"], code["domain"], code["kind"]
-    files_written: list[str] = ["packing.parquet"]
-    if opts.format == "native":
-        native = NativeWriter(staging, opts.seq_len, dtype, pad_id)
-        packer = WindowPacker(opts.seq_len, window=opts.window)
-
-        def emit(bins):
-            for b in bins:
-                placed = native.write_sequence(
-                    [(p[6], p[7], s_code[p[1]], d_code[p[2]], k_code[p[3]], p[10]) for p in b.docs]
-                )
-                done = 0
-                # row() and account() inlined: this loop runs once per document
-                for (rid, s, d, k, copy, piece, t, _, rtok, status, n_trained, g), (seq, off) in zip(b.docs, placed):
-                    n = len(t)
-                    rows.append((rid, s, d, k, status, None, rtok, copy, piece, None, seq, off, n))
-                    if len(rows) >= 65536:
-                        flush()
-                    w_source[s] += n
-                    w_domain[d] += n
-                    w_kind[k] += n
-                    group_written[g] += n
-                    trained[g] += n_trained
-                    done += n
-                if wtick:
-                    wtick(done)
+    if streaming:
+        available, names = placed.available, placed.names
+        ratios, targets = {g: 1.0 for g in available}, dict(available)
     else:
-        megatron = {}
-        mdir = staging / "megatron"
-        mdir.mkdir()
-        for g in sorted(g for g, r in ratios.items() if r > 0):
-            megatron[g] = MegatronWriter(mdir / f"{_sanitize(g)}_text_document", dtype)
-
-    # A whole ratio needs no per-record hash (repeats_for returns it as it is).
-    whole_ratios = {g: int(r) for g, r in ratios.items() if r == math.floor(r)}
-    for copy in range(passes):
+        available = Counter()
+        names = {"source": set(), "domain": set(), "kind": set()}
         for t in tasks:
-            table = pq.read_table(t.target)
-            cols = [
-                table.column(c).to_pylist()
-                for c in ("record_id", "source", "domain", "kind", "status", "reason", "n_tokens", by)
-            ]
-            # Every record's tokens and mask as views into the shard's two buffers, and
-            # its trained-token count from one cumulative sum (no per-record copies).
-            all_toks, offsets = _binary_values(table.column("tokens"), np.dtype("<i4"))
-            all_mask, _ = _binary_values(table.column("mask"), np.dtype(np.uint8))
-            trained_before = np.zeros(len(all_mask) + 1, dtype=np.int64)
-            np.cumsum(all_mask, dtype=np.int64, out=trained_before[1:])
-            rec_trained = (trained_before[offsets[1:]] - trained_before[offsets[:-1]]).tolist()
-            offs = offsets.tolist()
-            for i, (rid, s, d, k, status, reason, n, g) in enumerate(zip(*cols)):
-                if status != "ok":
-                    if copy == 0:
-                        skipped[reason] += 1
-                        row(rid, s, d, k, "skipped", reason, n)
-                    continue
-                ratio = ratios[g]
-                reps = whole_ratios.get(g)
-                if reps is None:
-                    reps = repeats_for(rid, s, ratio, opts.seed)
-                if copy == 0:
-                    counts["records"] += 1
-                    if reps == 0:
-                        counts["not_sampled"] += 1
-                        row(rid, s, d, k, "not_sampled", f"mix ratio {ratio:.4f} for {by} {g}", n)
-                    counts["repeats"] += max(reps - 1, 0)
-                if reps <= copy:
-                    continue
-                a = offs[i]
-                toks, mask = all_toks[a : a + n], all_mask[a : a + n]
-                if megatron is not None:
-                    w = megatron[g]
-                    idx = w.add(toks)
-                    row(rid, s, d, k, "packed", None, n, copy, 0, w.prefix.name, idx, 0, n)
-                    account(s, d, k, g, n, rec_trained[i])
-                    counts["documents"] += 1
-                    if wtick:
-                        wtick(n)
-                    continue
-                if n > opts.seq_len:
-                    if opts.long_docs == "drop":
-                        if copy == 0:
-                            counts["dropped"] += 1
-                            row(rid, s, d, k, "dropped", f"longer_than_seq_len ({n} > {opts.seq_len})", n)
-                        continue
-                    counts["split"] += copy == 0
-                    for j, start in enumerate(range(0, n, opts.seq_len)):
-                        stop = min(start + opts.seq_len, n)
-                        piece_trained = int(trained_before[a + stop] - trained_before[a + start])
-                        piece = (
-                            rid,
-                            s,
-                            d,
-                            k,
-                            copy,
-                            j,
-                            toks[start:stop],
-                            mask[start:stop],
-                            n,
-                            "split",
-                            piece_trained,
-                            g,
-                        )
-                        done_bins = packer.add(stop - start, piece)
-                        if done_bins:
-                            emit(done_bins)
-                else:
-                    done_bins = packer.add(n, (rid, s, d, k, copy, 0, toks, mask, n, "packed", rec_trained[i], g))
-                    if done_bins:
-                        emit(done_bins)
-    if native is not None:
-        emit(packer.finish())
-        files_written += native.close()
-    else:
-        blend = []
-        total = sum(w.tokens for w in megatron.values()) or 1
-        for w in megatron.values():
-            files_written += [f"megatron/{n}" for n in w.close()]
-            blend.append((w.tokens / total, w.prefix.name))
+            meta = pq.read_table(t.target, columns=["source", "domain", "kind", "status", "n_tokens"])
+            group_tokens(meta, by, available, names)
+        try:
+            ratios, targets = plan_ratios(mix, dict(available), label=f"--mix {opts.mix}")
+        except ValueError as exc:
+            raise PackError(str(exc)) from None
+
+    # -- phase 3: place every record (into staging), then move the files into place ---
+    if not streaming:
+        total_tokens = sum(int(available[g] * ratios[g]) for g in available)
+        wtick = progress("write", max(total_tokens, 1), 0, unit="tokens") if progress else None
+        placed = placement(ratios, wtick)
+        for copy in range(max([math.ceil(r) for r in ratios.values()] + [1])):
+            for t in tasks:
+                placed.add(pq.read_table(t.target), copy)
+        if wtick:
+            wtick(None)
+    vocab = {k: sorted(v) for k, v in names.items()}
+    files_written, blend = placed.finish(sorted(g for g, r in ratios.items() if r > 0))
+    if opts.format == "megatron":
         lines = " ".join(f"{wt:.6f} {(out / 'megatron' / name).resolve()}" for wt, name in blend if wt > 0)
-        (mdir / "blend.txt").write_text(lines + "\n")
+        (staging / "megatron" / "blend.txt").write_text(lines + "\n")
         files_written.append("megatron/blend.txt")
-    flush()
-    pwriter.close()
-    if wtick:
-        wtick(None)
+    counts, skipped, written, trained, group_written = (
+        placed.counts,
+        placed.skipped,
+        placed.written,
+        placed.trained,
+        placed.group_written,
+    )
+    native = placed.native
 
     # -- manifest ---------------------------------------------------------------------
     total_written = sum(group_written.values())
@@ -444,7 +286,7 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
         manifest["documents"] = int(counts["documents"])
         manifest["tokens"] = {"documents": total_written}
         manifest["megatron"] = {
-            "prefixes": {g: f"megatron/{w.prefix.name}" for g, w in megatron.items()},
+            "prefixes": {g: f"megatron/{placed.megatron[g].prefix.name}" for g in sorted(placed.megatron)},
             "blend": "megatron/blend.txt",
             "loss_mask": "not stored: Megatron pre-training trains on every token",
         }
@@ -457,3 +299,30 @@ def pack(opts: PackOptions, progress=None, say: Callable[[str], None] = lambda m
     atomic_write_json(manifest_path, manifest)
     shutil.rmtree(staging, ignore_errors=True)
     return PackResult(out, manifest)
+
+
+def _tokenise(tasks: list[TokenizeTask], workers: int, on_table: Callable | None):
+    """Tokenises the files not done yet; yields each file's statistics, in input order.
+    With `on_table`, every file's records are also handed over in input order: while
+    a file is encoded in this process, batch by batch as they come out of the encoder;
+    a file tokenised earlier or by a worker process, from its committed shard."""
+
+    def replay(t: TokenizeTask) -> None:
+        if on_table is not None:
+            on_table(pq.read_table(t.target))
+
+    if workers <= 1:
+        for t in tasks:
+            if Path(t.target).exists():
+                replay(t)
+                continue
+            yield tokenize_file(t, on_table)
+        return
+    todo = [t for t in tasks if not Path(t.target).exists()]
+    ctx = __import__("multiprocessing").get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        done = iter(pool.map(tokenize_file, todo))
+        for t in tasks:
+            if t in todo:
+                yield next(done)
+            replay(t)

@@ -7,14 +7,16 @@ renamed, like every synth shard), so a killed pack resumes here without re-token
 from __future__ import annotations
 
 import concurrent.futures as cf
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from synth.core.rundir import atomic_write_parquet
-from synth.pack.inputs import iter_record_batches
+from synth.pack.inputs import iter_batches
 from synth.pack.render import LossPolicy, Renderer, Skip, load_tokenizer
 
 TOKENS_SCHEMA = pa.schema(
@@ -74,7 +76,9 @@ def _binary_column(chunks: list[np.ndarray], lengths: np.ndarray) -> pa.Array:
     )
 
 
-def tokenize_file(task: TokenizeTask) -> dict:
+def tokenize_file(task: TokenizeTask, on_table: Callable[[pa.Table], None] | None = None) -> dict:
+    """Tokenises one input file into its shard. `on_table` receives each batch's table
+    as soon as it is built, in order, while the next batch is being encoded."""
     target = Path(task.target)
     if target.exists():
         return {"index": task.index, "skipped": True}
@@ -88,15 +92,24 @@ def tokenize_file(task: TokenizeTask) -> dict:
     # shard, is unchanged.
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack-encode") as encoder:
         pending = None
-        for batch in iter_record_batches(task.path, batch_rows=BATCH_ROWS):
-            meta, rendered, texts, chats = _prepare_batch(r, task, batch, rows_before)
+        for batch in iter_batches(task.path, batch_rows=BATCH_ROWS):
+            if _text_only(batch):
+                meta, rendered, texts, chats = _prepare_text_table(task, batch, rows_before)
+            else:
+                if isinstance(batch, pa.Table):
+                    batch = batch.to_pylist()
+                meta, rendered, texts, chats = _prepare_batch(r, task, batch, rows_before)
             rows_before += len(batch)
             encoding = encoder.submit(_encode_batch, r, texts, chats)
             if pending is not None:
                 tables.append(_batch_table(r, task, *pending, stats))
+                if on_table is not None:
+                    on_table(tables[-1])
             pending = (meta, rendered, encoding)
         if pending is not None:
             tables.append(_batch_table(r, task, *pending, stats))
+            if on_table is not None:
+                on_table(tables[-1])
     table = pa.concat_tables(tables) if tables else TOKENS_SCHEMA.empty_table()
     atomic_write_parquet(target, table)
     return stats
@@ -141,6 +154,50 @@ def _prepare_batch(r: Renderer, task: TokenizeTask, batch: list[dict], rows_befo
             meta[key].append(v)
         rendered.append(out)
     return meta, rendered, texts, chats
+
+
+def _text_only(batch) -> bool:
+    return isinstance(batch, pa.Table) and (
+        "messages" not in batch.column_names or batch.column("messages").null_count == batch.num_rows
+    )
+
+
+def _string_column(table: pa.Table, name: str, defaults) -> pa.Array | list:
+    """`_str` over a column: the column itself when no value needs its default (the
+    common case, no per-record Python), else a list with the defaults filled in.
+    `defaults(i)` is the default of row i."""
+    if name not in table.column_names:
+        return [defaults(i) for i in range(table.num_rows)]
+    col = table.column(name)
+    is_text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+    if is_text and col.null_count == 0 and not pc.any(pc.equal(pc.binary_length(col), 0)).as_py():
+        return col.cast(pa.string())
+    return [_str(v, defaults(i)) for i, v in enumerate(col.to_pylist())]
+
+
+def _prepare_text_table(task: TokenizeTask, table: pa.Table, rows_before: int):
+    """`_prepare_batch` for a batch without conversations, column by column: the same
+    metadata, skips and texts, without a dict per record."""
+    fname = Path(task.path).name
+    n = table.num_rows
+    text = table.column("text") if "text" in table.column_names else None
+    if text is not None and (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        ok = pc.fill_null(pc.greater(pc.binary_length(text), 0), False)
+        all_ok = n == 0 or pc.all(ok).as_py()
+        texts = (text if all_ok else text.filter(ok)).to_pylist()
+        ok_list = [True] * n if all_ok else ok.to_pylist()
+    else:  # no text at all, or not strings: every record is a skip
+        texts, ok_list, all_ok = [], [False] * n, False
+    kinds = (lambda i: "text") if all_ok else (lambda i: "text" if ok_list[i] else "unknown")
+    meta = {
+        "record_id": _string_column(table, "id", lambda i: f"{fname}#{rows_before + i}"),
+        "domain": _string_column(table, "domain", lambda i: "unknown"),
+        "kind": _string_column(table, "kind", kinds),
+        "status": ["ok" if good else "skipped" for good in ok_list],
+        "reason": [None if good else "no_messages_or_text" for good in ok_list],
+    }
+    rendered = ["text" if good else None for good in ok_list]
+    return meta, rendered, texts, []
 
 
 def _batch_table(

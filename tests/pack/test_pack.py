@@ -253,9 +253,9 @@ def test_a_new_mix_reuses_the_tokenised_shards_and_equals_a_fresh_pack(corpus, t
     pack(PackOptions(inputs, str(tok_dir), 256, str(tmp_path / "o"), mix=str(mix_a)))
     tokenised = []
 
-    def counting(task):
+    def counting(task, *args):
         tokenised.append(task.path)
-        return tokenize.tokenize_file(task)
+        return tokenize.tokenize_file(task, *args)
 
     monkeypatch.setattr(run, "tokenize_file", counting)
     said = []
@@ -266,3 +266,50 @@ def test_a_new_mix_reuses_the_tokenised_shards_and_equals_a_fresh_pack(corpus, t
     assert len(tokenised) == 2  # a new output folder tokenises
     assert remixed.manifest["files"] == fresh.manifest["files"]
     assert tree_digest(tmp_path / "o") == tree_digest(tmp_path / "fresh")
+
+
+def test_timestamp_like_ids_and_texts_stay_strings(tok_dir, tmp_path):
+    # Arrow's JSON reader, left to infer types, reads a column of ISO timestamps as
+    # timestamps: the ids changed and every text became a skip.
+    src = write_jsonl(
+        tmp_path / "dates.jsonl",
+        [{"id": f"2024-01-0{i}T10:00:00", "text": f"2024-01-0{i}T00:00:00"} for i in range(1, 4)],
+    )
+    res = pack(PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "o")))
+    rows = pq.read_table(tmp_path / "o" / "packing.parquet").to_pylist()
+    assert sorted(r["record_id"] for r in rows) == [f"2024-01-0{i}T10:00:00" for i in range(1, 4)]
+    assert {r["status"] for r in rows} == {"packed"} and res.manifest["counts"]["skipped"] == {}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_text_batches_read_by_column_equal_the_record_by_record_path(fmt, tok_dir, tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    import synth.pack.tokenize as tokenize
+    from tests.pack.test_resume import tree_digest
+
+    records = [text(i, 5 + i) for i in range(30)]
+    records[3]["id"] = ""  # default id from the file name and row
+    records[4]["id"] = None
+    records[5]["text"] = ""  # a skip: no text
+    records[5]["kind"] = None
+    records[6]["text"] = None
+    records[7]["domain"] = None
+    records[8]["kind"] = "book"
+    records[9]["kind"] = ""
+    if fmt == "jsonl":
+        src = write_jsonl(tmp_path / "docs.jsonl", records)
+    else:
+        src = tmp_path / "docs.parquet"
+        pq.write_table(pa.Table.from_pylist(records), src)
+    columnar = pack(PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "columnar")))
+    # The same file through the dict-per-record path.
+    monkeypatch.setattr(tokenize, "_text_only", lambda batch: False)
+    by_record = pack(PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "by-record")))
+    assert columnar.manifest["files"] == by_record.manifest["files"]
+    assert tree_digest(tmp_path / "columnar") == tree_digest(tmp_path / "by-record")
+    rows = {r["record_id"]: r for r in pq.read_table(tmp_path / "columnar" / "packing.parquet").to_pylist()}
+    assert rows[f"docs.{fmt}#3"]["status"] == "packed" and rows[f"docs.{fmt}#4"]["status"] == "packed"
+    assert rows["text-5"]["reason"] == rows["text-6"]["reason"] == "no_messages_or_text"
+    assert rows["text-7"]["domain"] == "unknown" and rows["text-8"]["kind"] == "book"
+    assert rows["text-9"]["kind"] == "text" and rows["text-5"]["kind"] == "unknown"
