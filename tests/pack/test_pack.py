@@ -313,3 +313,17 @@ def test_text_batches_read_by_column_equal_the_record_by_record_path(fmt, tok_di
     assert rows["text-5"]["reason"] == rows["text-6"]["reason"] == "no_messages_or_text"
     assert rows["text-7"]["domain"] == "unknown" and rows["text-8"]["kind"] == "book"
     assert rows["text-9"]["kind"] == "text" and rows["text-5"]["kind"] == "unknown"
+
+
+def test_pack_leaves_the_collector_as_it_found_it(corpus, tok_dir, tmp_path):
+    import gc
+
+    from synth.pack.render import TokenizerError
+
+    _, web, _ = corpus
+    assert gc.get_freeze_count() == 0
+    pack(PackOptions([str(web)], str(tok_dir), 256, str(tmp_path / "o")))
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(TokenizerError):
+        pack(PackOptions([str(web)], str(tmp_path / "no-tokenizer"), 256, str(tmp_path / "o2")))
+    assert gc.get_freeze_count() == 0

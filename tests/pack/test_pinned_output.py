@@ -151,11 +151,13 @@ def test_batch_boundaries_do_not_change_the_pack(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("fmt", ["native", "megatron"])
-@pytest.mark.parametrize("batch_rows", [4096, 7])
-def test_pack_without_a_mix_is_byte_identical_to_the_pinned_one(tmp_path, fmt, batch_rows, monkeypatch):
-    from synth.pack import tokenize
+@pytest.mark.parametrize("batch_rows, encoders", [(4096, 1), (7, 1), (7, 3)])
+def test_pack_without_a_mix_is_byte_identical_to_the_pinned_one(tmp_path, fmt, batch_rows, encoders, monkeypatch):
+    """Packed while batches are still being encoded, by one or several encoder threads."""
+    from synth.pack import run, tokenize
 
     monkeypatch.setattr(tokenize, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(run, "encoder_threads", lambda workers: encoders)
     web, chats, _ = pinned_corpus(tmp_path)
     out = tmp_path / "out"
     pack(PackOptions([str(web), str(chats)], str(default_tokenizer_dir()), 256, str(out), format=fmt, window=32))

@@ -83,6 +83,7 @@ def test_kill_9_then_rerun_gives_identical_bytes(inputs, tmp_path):
     # killed while tokenising (after the first committed shard) ...
     assert kill_when(command(inputs, out, tok), lambda: any((out / ".work" / "tokens").glob("part-*.parquet")))
     assert not (out / "manifest.json").exists()
+
     # ... then, resumed, killed again once packed sequences are being written (they are
     # written while later files are still being tokenised) ...
     def writing() -> bool:
