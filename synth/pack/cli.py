@@ -46,7 +46,8 @@ def _progress_factory(con: Console):
             n = stats if isinstance(stats, int) else stats.get("tokens", 0)
             tokens[0] += n
             rate = f"{tokens[0] / max(time.perf_counter() - began, 1e-9):,.0f} tokens/s"
-            prog.update(task, advance=n if unit == "tokens" else 1, rate=rate)
+            files = 1 if isinstance(stats, int) else stats.get("files", 1)
+            prog.update(task, advance=n if unit == "tokens" else files, rate=rate)
 
         return tick
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.core.rundir import atomic_write_json
@@ -195,9 +197,15 @@ def _pack(opts: PackOptions, progress, say: Callable[[str], None]) -> PackResult
     streaming = mix is None
     placed = placement(None) if streaming else None
     tick = progress("tokenise", len(tasks), len(tasks) - len(todo)) if progress else None
-    for stats in _tokenise(tasks, opts.workers, placed.add if streaming else None):
+
+    def place_table(table: pa.Table) -> None:
+        placed.add(table)
+        if tick:  # the rate moves batch by batch, also inside one large file
+            tick({"files": 0, "tokens": pc.sum(table.column("n_tokens")).as_py() or 0})
+
+    for stats in _tokenise(tasks, opts.workers, place_table if streaming else None):
         if tick:
-            tick(stats)
+            tick({**stats, "files": 1, "tokens": 0} if streaming else stats)
     if tick:
         tick(None)
 

@@ -327,3 +327,21 @@ def test_pack_leaves_the_collector_as_it_found_it(corpus, tok_dir, tmp_path):
     with pytest.raises(TokenizerError):
         pack(PackOptions([str(web)], str(tmp_path / "no-tokenizer"), 256, str(tmp_path / "o2")))
     assert gc.get_freeze_count() == 0
+
+
+def test_progress_moves_batch_by_batch_inside_one_file(tok_dir, tmp_path, monkeypatch):
+    from synth.pack import tokenize
+
+    monkeypatch.setattr(tokenize, "BATCH_ROWS", 10)
+    src = write_jsonl(tmp_path / "one.jsonl", [text(i, 12) for i in range(45)])
+    calls = []
+
+    def progress(label, total, done, unit="files"):
+        return lambda stats: calls.append((label, stats))
+
+    res = pack(PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "o")), progress=progress)
+    ticks = [s for label, s in calls if label == "tokenise" and s is not None]
+    token_ticks = [s["tokens"] for s in ticks if s["files"] == 0]
+    assert len(token_ticks) == 5  # one per batch of 10 records, before the file is done
+    assert sum(token_ticks) == res.manifest["tokens"]["documents"]
+    assert sum(s["files"] for s in ticks) == 1 and sum(s["tokens"] for s in ticks) == sum(token_ticks)
