@@ -6,7 +6,9 @@ packaged model was trained with): `test` (items of the training sources held out
 source item: MMLU questions, HumanEval tasks, GSM8K problems, whole books, articles,
 chat turns, stdlib modules) and `unseen` (MMLU dev and GSM8K test: sources not trained on
 at all). Reports per-domain precision and recall of both labellers, and labels/s of
-each on one core (one process, one thread).
+each on one core (one process, one thread). A cascade model (a fast first model whose
+unsure texts go to a second one) is also reported without its second model
+(`first alone`), so what the cascade buys and costs is visible in the same run.
 
     .venv/bin/python benchmarks/routing.py [--shared ../shared/data] [--model PATH]
 
@@ -52,6 +54,20 @@ def labels_per_second(label_many, texts: list[str], repeat: int) -> tuple[float,
         cpu.append(len(texts) / max(time.process_time() - c0, 1e-9))
         wall.append(len(texts) / (time.perf_counter() - w0))
     return statistics.median(cpu), max(cpu), statistics.median(wall)
+
+
+class FirstModelAlone:
+    """A cascade's first model without its second: the same threshold and interface."""
+
+    def __init__(self, trained):
+        self.trained = trained
+
+    def classify_many(self, texts: list[str]) -> list:
+        from synth.synthesis.route import DomainDecision
+
+        labels, confs = self.trained.model.predict_lines([t + "\n" for t in domain_tokens_many(texts)], cascade=False)
+        threshold = self.trained.threshold
+        return [DomainDecision(lab if c >= threshold else "general", round(c, 4)) for lab, c in zip(labels, confs)]
 
 
 def report(name: str, rows: list[dict], labellers: dict) -> dict[str, dict]:
@@ -114,6 +130,17 @@ def main() -> None:
     print(
         f"model {model_path.name}: {model_path.stat().st_size:,} bytes{fine}, threshold {trained.threshold:.2f} (calibrated on {meta.get('calibration', {}).get('examples', 0):,} held-out examples), domain weights {meta.get('domain_weights') or 'none'}"
     )
+    second = trained.model.cascade
+    if second is not None:
+        labellers["first alone"] = FirstModelAlone(trained)
+        second_meta = second.metadata
+        second_fine = f", {len(second_meta['label_domains'])} fine labels" if second_meta.get("label_domains") else ""
+        params = second_meta.get("params", {})
+        print(
+            f"cascade: texts under confidence {trained.model.margin:.2f} go to {second.path.name} ({second.path.stat().st_size:,} bytes{second_fine}, "
+            f"char n-grams {params.get('minn', 0)}-{params.get('maxn', 0)}, word n-grams {params.get('word_ngrams')}, dim {params.get('dim')}); "
+            f"routed {meta['cascade'].get('routed_valid', 0):.1%} of valid, at most {meta['cascade'].get('max_routed', 0):.0%}"
+        )
     test = report("held-out (test split, never trained or calibrated on)", splits["test"], labellers)
     report("unseen sources (MMLU dev, GSM8K test)", splits["unseen"], labellers)
     # Where the misses are: accuracy per source of the held-out split.
@@ -138,13 +165,20 @@ def main() -> None:
         "trained": trained.classify_many,
         "fastText predict alone": lambda _: fasttext_model.f.multilinePredict(lines, k, 0.0, "strict"),
     }
+    if second is not None:
+        routed = [
+            i for i, c in enumerate(trained.model.predict_lines(lines, cascade=False)[1]) if c < trained.model.margin
+        ]
+        print(f"cascade routes {len(routed) / len(lines):.1%} of the timed texts to its second model")
+        timed["first alone"] = labellers["first alone"].classify_many
+        timed["second model, every text"] = lambda _: second.predict_lines(lines)
     speed = {lab: labels_per_second(fn, texts, args.repeat) for lab, fn in timed.items()}
     mean_chars = statistics.mean(len(t) for t in texts)
     print(
         f"\nlabels/s ({len(texts):,} texts, mean {mean_chars:.0f} chars, {args.repeat} passes), per CPU-second (one core) median / best, per wall second median:"
     )
     for lab, (cpu, best, wall) in speed.items():
-        print(f"  {lab:24s} {cpu:10,.0f} {best:10,.0f} {wall:10,.0f}")
+        print(f"  {lab:26s} {cpu:10,.0f} {best:10,.0f} {wall:10,.0f}")
     print(f"trained/predict-alone={speed['trained'][0] / speed['fastText predict alone'][0]:.2f}")
     print(f"labels_per_s={speed['trained'][0]:.0f}")
     print(f"min_recall={min(m['recall'] for m in test['trained'].values()):.3f}")

@@ -426,18 +426,40 @@ def main(argv: list[str] | None = None) -> int:
         # (`calibrate_weights`) moved recall between domains on the valid split but not on
         # the test split, so the packaged model has none.
         params = {"dim": 16, "word_ngrams": 1, "epoch": 10, "cutoff": 300_000, **sources.get("train", {})}
+        cascade = sources.get("cascade")
+        if cascade:
+            # The second model of the cascade first (fine labels when the sources give
+            # them), then the first model, whose margin is calibrated against it.
+            second_params = {"dim": 16, "word_ngrams": 1, "epoch": 10, "cutoff": 300_000, **cascade.get("train", {})}
+            second = train_domain_classifier(
+                args.out / "train.jsonl",
+                model.parent / cascade["model"],
+                valid=args.out / "valid.jsonl",
+                test=args.out / "test.jsonl",
+                quantize=True,
+                fine_field="fine" if sources.get("fine_labels") else None,
+                **second_params,
+            )
+            print(json.dumps({"second model": {k: second[k] for k in ("model", "size_bytes", "held_out")}}, indent=1))
+            params.update(
+                cascade_to=model.parent / cascade["model"], cascade_max_routed=cascade.get("max_routed", 0.15)
+            )
         report = train_domain_classifier(
             args.out / "train.jsonl",
             model,
             valid=args.out / "valid.jsonl",
             test=args.out / "test.jsonl",
             quantize=True,
-            fine_field="fine" if sources.get("fine_labels") else None,
+            fine_field="fine" if sources.get("fine_labels") and not cascade else None,
             **params,
         )
         print(
             json.dumps(
-                {k: report[k] for k in ("model", "size_bytes", "threshold", "domain_weights", "held_out")}, indent=1
+                {
+                    k: report.get(k)
+                    for k in ("model", "size_bytes", "threshold", "domain_weights", "cascade", "held_out")
+                },
+                indent=1,
             )
         )
     return 0

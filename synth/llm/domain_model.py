@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import string
@@ -169,7 +170,13 @@ def calibrate_threshold(
 
 
 class FastTextDomainModel:
-    """A fastText domain model: `predict(texts) -> (labels, confidences)`."""
+    """A fastText domain model: `predict(texts) -> (labels, confidences)`.
+
+    With a `cascade` in its metadata ({"model": file beside it, "margin": p}) it is the
+    fast first stage of two: the texts it labels with a confidence under the margin are
+    labelled again by the second model (typically fine labels with character n-grams:
+    more accurate, slower), whose answer and confidence replace the first. The texts
+    are normalised once for both."""
 
     def __init__(self, path: Path | str):
         import fasttext
@@ -180,23 +187,46 @@ class FastTextDomainModel:
         self.path = path
         self.model = fasttext.load_model(str(path))
         self.metadata = read_metadata(path)
+        self.cascade, self.margin = None, 0.0
+        cascade = self.metadata.get("cascade")
+        if cascade:
+            second = cascade_model_path(path, cascade["model"])
+            if not second.is_file():
+                raise FileNotFoundError(f"{metadata_path(path)}: its cascade model {second} is missing")
+            self.attach_cascade(FastTextDomainModel(second), float(cascade["margin"]))
+
+    def attach_cascade(self, second: FastTextDomainModel | None, margin: float) -> None:
+        self.cascade, self.margin = second, margin
 
     @property
     def labels(self) -> list[str]:
         """The domains it answers (with fine labels: the domains they map to)."""
         fine = sorted(label.removeprefix("__label__") for label in self.model.get_labels())
         label_domains = self.metadata.get("label_domains") or {}
-        return sorted({label_domains.get(label, label) for label in fine})
+        own = {label_domains.get(label, label) for label in fine}
+        return sorted(own | set(self.cascade.labels if getattr(self, "cascade", None) else ()))
+
+    def _own_labels(self) -> list[str]:
+        label_domains = self.metadata.get("label_domains") or {}
+        return sorted(
+            {
+                label_domains.get(x.removeprefix("__label__"), x.removeprefix("__label__"))
+                for x in self.model.get_labels()
+            }
+        )
 
     def _domain_probabilities(self, texts: Sequence[str]):
+        return self._line_probabilities([t + "\n" for t in domain_tokens_many(texts)])
+
+    def _line_probabilities(self, lines: list[str]):
         """(domains, array texts x domains): each domain's probability, its fine labels'
         summed. Summed by one `bincount` over all rows: a Python loop over every label of
         every row cost more than fastText's prediction itself."""
         import numpy as np
 
-        labels, probs = self.model.f.multilinePredict([t + "\n" for t in domain_tokens_many(texts)], -1, 0.0, "strict")
+        labels, probs = self.model.f.multilinePredict(lines, -1, 0.0, "strict")
         label_domains = self.metadata.get("label_domains") or {}
-        domains = self.labels
+        domains = self._own_labels()
         index = {
             "__label__" + lab: domains.index(label_domains.get(lab, lab))
             for lab in (x.removeprefix("__label__") for x in self.model.get_labels())
@@ -208,24 +238,39 @@ class FastTextDomainModel:
         return domains, np.minimum(summed.reshape(len(labels), len(domains)), 1.0)
 
     def probabilities(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        """Every domain's probability for each text (a domain's fine labels summed)."""
+        """Every domain's probability for each text (a domain's fine labels summed), by
+        this model alone (a cascade's second model is not asked)."""
         domains, matrix = self._domain_probabilities(texts)
         return [dict(zip(domains, row)) for row in matrix.tolist()]
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
-        # The binding's batch call directly (skips the wrapper's per-text checks and numpy
-        # copies). The line end matters: it is the end-of-line token every training line had.
-        lines = [t + "\n" for t in domain_tokens_many(texts)]
+        # The line end matters: it is the end-of-line token every training line had.
+        return self.predict_lines([t + "\n" for t in domain_tokens_many(texts)])
+
+    def predict_lines(self, lines: list[str], cascade: bool = True) -> tuple[list[str], list[float]]:
+        """Labels of already normalised lines (`domain_tokens_many` + a line end); with
+        `cascade`, the unsure ones (confidence under the margin) relabelled by the second model."""
+        labels, confs = self._predict_own(lines)
+        if cascade and self.cascade is not None and self.margin > 0:
+            unsure = [i for i, c in enumerate(confs) if c < self.margin]
+            if unsure:
+                second_labels, second_confs = self.cascade.predict_lines([lines[i] for i in unsure])
+                for i, label, conf in zip(unsure, second_labels, second_confs):
+                    labels[i], confs[i] = label, conf
+        return labels, confs
+
+    def _predict_own(self, lines: list[str]) -> tuple[list[str], list[float]]:
+        # The binding's batch call directly (skips the wrapper's per-text checks and numpy copies).
         weights = self.metadata.get("domain_weights")
         if self.metadata.get("label_domains"):
             # Fine labels, coarse answers: the domain whose fine labels' probabilities sum
             # highest (times its calibrated weight, if any); its sum is the confidence.
             import numpy as np
 
-            domains, matrix = self._domain_probabilities(texts)
+            domains, matrix = self._line_probabilities(lines)
             scores = matrix * np.array([(weights or {}).get(d, 1.0) for d in domains])
-            best = scores.argmax(axis=1) if len(domains) else np.zeros(len(texts), dtype=np.int64)
-            confs = matrix[np.arange(len(texts)), best].tolist()
+            best = scores.argmax(axis=1) if len(domains) else np.zeros(len(lines), dtype=np.int64)
+            confs = matrix[np.arange(len(lines)), best].tolist()
             return [domains[b] if c > 0 else GENERAL for b, c in zip(best.tolist(), confs)], confs
         if not weights:
             labels, probs = self.model.f.multilinePredict(lines, 1, 0.0, "strict")
@@ -248,6 +293,41 @@ class FastTextDomainModel:
             out_l.append(labs[best][9:])
             out_c.append(min(ps[best], 1.0))
         return out_l, out_c
+
+
+def cascade_model_path(model_path: Path | str, name: str) -> Path:
+    """A cascade's second model: a name relative to the first model's folder, or absolute."""
+    return Path(model_path).parent / name
+
+
+def calibrate_margin(
+    gold: Sequence[str],
+    first: tuple[Sequence[str], Sequence[float]],
+    second_labels: Sequence[str],
+    max_routed: float,
+) -> tuple[float, float, float]:
+    """The cascade margin (first-model confidence under which the second model decides)
+    that maximises the lowest per-domain recall plus macro F1 on held-out data, among the
+    margins that route at most `max_routed` of the texts (the speed budget: labels/s is
+    1 / (1/v_first + routed/v_second)); ties go to the lower margin. Returns (margin,
+    objective, routed fraction)."""
+    domains = sorted(set(gold))
+    first_labels, first_confs = first
+    best = (0.0, -1.0, 0.0)
+    for step in range(0, 101):
+        margin = step / 100
+        routed = [c < margin for c in first_confs]
+        share = sum(routed) / max(len(routed), 1)
+        if share > max_routed + 1e-9:
+            break
+        labels = [s if r else f for f, s, r in zip(first_labels, second_labels, routed)]
+        m = per_domain_metrics(gold, labels)
+        score = min(m.get(d, {}).get("recall", 0.0) for d in domains) + sum(
+            m.get(d, {}).get("f1", 0.0) for d in domains
+        ) / len(domains)
+        if score > best[1] + 1e-9:
+            best = (margin, score, share)
+    return best[0], round(best[1], 4), round(best[2], 4)
 
 
 def weighted_labels(
@@ -346,6 +426,8 @@ def train_domain_classifier(
     label_field: str = "domain",
     calibrate_weights: bool = False,
     fine_field: str | None = None,
+    cascade_to: Path | str | None = None,
+    cascade_max_routed: float = 0.15,
 ) -> dict:
     """Train a fastText domain classifier from labelled JSONL, calibrate its
     threshold on held-out data, and write the model plus its metadata JSON.
@@ -357,7 +439,20 @@ def train_domain_classifier(
     `fine_field` names a finer label in the training rows (a subject: physics, law);
     the model learns the fine labels and answers their domain (the sum of its fine
     labels' probabilities); the fine label -> domain map goes into the metadata
-    (`label_domains`). Held-out rows are judged by their domain."""
+    (`label_domains`). Held-out rows are judged by their domain.
+
+    `cascade_to` names a trained second model: this one becomes the fast first stage
+    of a cascade, and the margin under which a text goes to the second model is
+    calibrated on `valid` (at most `cascade_max_routed` of it routed), before the
+    threshold; the held-out report is the cascade's."""
+    if cascade_to is not None:
+        cascade_to = Path(cascade_to)
+        if not cascade_to.is_file():
+            raise DomainDataError(f"cascade model not found: {cascade_to}")
+        if cascade_to.resolve() == Path(output).resolve():
+            raise DomainDataError(f"{cascade_to}: the cascade's second model must be another file than --output")
+        if not 0 < cascade_max_routed <= 1:
+            raise DomainDataError(f"cascade_max_routed {cascade_max_routed}: a share of texts in (0, 1]")
     label_domains: dict[str, str] = {}
     if fine_field:
         pairs, label_domains, skipped = load_fine_labelled(train, fine_field, text_field, label_field)
@@ -416,7 +511,17 @@ def train_domain_classifier(
     scorer = FastTextDomainModel.__new__(FastTextDomainModel)
     base_metadata = {"label_domains": label_domains} if label_domains else {}
     scorer.model, scorer.path, scorer.metadata = model, output, dict(base_metadata)
+    scorer.attach_cascade(None, 0.0)
     threshold, macro_f1, weights, weights_objective = 0.0, None, {}, None
+    cascade: dict | None = None
+    if cascade_to is not None:
+        second = FastTextDomainModel(cascade_to)
+        cascade = {
+            "model": os.path.relpath(cascade_to.resolve(), output.resolve().parent),
+            "margin": 0.0,
+            "max_routed": cascade_max_routed,
+            "rule": "first-model confidence < margin -> the second model decides; margin: max (lowest recall + macro F1) with at most max_routed routed",
+        }
     if valid_pairs:
         gold = [g for _, g in valid_pairs]
         if calibrate_weights:
@@ -424,6 +529,13 @@ def train_domain_classifier(
                 gold, scorer.probabilities([t for t, _ in valid_pairs])
             )
             scorer.metadata = {**base_metadata, "domain_weights": weights}
+        if cascade is not None:
+            lines = [t + "\n" for t in domain_tokens_many([t for t, _ in valid_pairs])]
+            margin, objective, routed = calibrate_margin(
+                gold, scorer.predict_lines(lines, cascade=False), second.predict_lines(lines)[0], cascade_max_routed
+            )
+            cascade.update(margin=margin, objective=objective, routed_valid=routed)
+            scorer.attach_cascade(second, margin)
         labels, confs = scorer.predict([t for t, _ in valid_pairs])
         threshold, macro_f1 = calibrate_threshold(gold, labels, confs)
     report = {
@@ -445,6 +557,7 @@ def train_domain_classifier(
         }
         if weights
         else None,
+        **({"cascade": cascade} if cascade is not None else {}),
         "n_train": len(pairs),
         "train_sha1": hashlib.sha1(Path(train).read_bytes()).hexdigest(),
         "n_train_by_domain": dict(sorted(Counter(label_domains.get(lab, lab) for _, lab in pairs).items())),
@@ -470,6 +583,11 @@ def train_domain_classifier(
         gold = [g for _, g in test_pairs]
         report["held_out"] = per_domain_metrics(gold, apply_threshold(labels, confs, threshold))
         report["n_test"] = len(test_pairs)
+        if cascade is not None and scorer.margin > 0:
+            first_confs = scorer.predict_lines(
+                [t + "\n" for t in domain_tokens_many([t for t, _ in test_pairs])], cascade=False
+            )[1]
+            cascade["routed_test"] = round(sum(c < scorer.margin for c in first_confs) / len(first_confs), 4)
     metadata_path(output).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
     return report
 

@@ -61,6 +61,22 @@ def route_train(
         None,
         help="JSON field with a finer label (a subject: physics, law); the model learns it and answers the row's domain, the sum of its fine labels' probabilities.",
     ),
+    minn: int = option_from(
+        train_domain_classifier, "minn", help="Shortest character n-gram (subword) feature; 0: none."
+    ),
+    maxn: int = option_from(train_domain_classifier, "maxn", help="Longest character n-gram (subword) feature."),
+    cutoff: int = option_from(
+        train_domain_classifier, "cutoff", help="With --quantize: the most important words and n-grams kept."
+    ),
+    cascade_to: Path | None = typer.Option(
+        None,
+        help="A trained second model (e.g. fine labels with character n-grams): this one becomes the fast first stage and texts it is unsure of go to it; the margin is calibrated on the calibration split.",
+    ),
+    cascade_max_routed: float = option_from(
+        train_domain_classifier,
+        "cascade_max_routed",
+        help="With --cascade-to: the largest share of texts the margin may send to the second model (its speed budget).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     fasttext: dict | None = None,
 ) -> None:
@@ -81,6 +97,11 @@ def route_train(
         text_field=text_field,
         label_field=label_field,
         fine_field=fine_field,
+        minn=minn,
+        maxn=maxn,
+        cutoff=cutoff,
+        cascade_to=cascade_to,
+        cascade_max_routed=cascade_max_routed,
         **fasttext,
     )
     if as_json:
@@ -100,6 +121,12 @@ def route_train(
         console.print(
             f"{len(report['label_domains'])} fine labels answer as their domain: "
             + ", ".join(f"{f} -> {d}" for f, d in report["label_domains"].items())
+        )
+    if report.get("cascade"):
+        cascade = report["cascade"]
+        console.print(
+            f"cascade: texts under confidence {cascade['margin']:.2f} go to {cascade['model']} "
+            f"({cascade.get('routed_valid', 0):.1%} of the calibration split, at most {cascade['max_routed']:.0%})"
         )
     if report.get("domain_weights"):
         console.print("domain weights " + ", ".join(f"{d} {w:g}" for d, w in report["domain_weights"].items()))

@@ -120,10 +120,15 @@ def classifier_state(config: ClassifierConfig) -> str | None:
     from synth.core.stage import files_digest
 
     if config.kind == "fasttext":
-        from synth.llm.domain_model import DEFAULT_MODEL_PATH, metadata_path
+        from synth.llm.domain_model import DEFAULT_MODEL_PATH, cascade_model_path, metadata_path, read_metadata
 
         model = Path(config.model_path) if config.model_path else DEFAULT_MODEL_PATH
-        return files_digest([model, metadata_path(model)], names_only=config.model_path is None)
+        files = [model, metadata_path(model)]
+        cascade = read_metadata(model).get("cascade")
+        if cascade:  # a cascade's second model labels too
+            second = cascade_model_path(model, cascade["model"])
+            files += [second, metadata_path(second)]
+        return files_digest(files, names_only=config.model_path is None)
     if config.kind == "transformers":
         return files_digest([Path(config.model_path) / "config.json", Path(config.model_path) / "domains.json"])
     return None

@@ -525,3 +525,120 @@ def test_fine_label_overlay_keeps_the_held_out_splits(shared_data, tmp_path):
     labels = {}
     for r in train:  # each fine label sits in one domain
         assert labels.setdefault(r.get("fine") or r["domain"], r["domain"]) == r["domain"]
+
+
+def test_margin_sends_the_unsure_to_the_second_model_within_the_budget():
+    from synth.llm.domain_model import calibrate_margin
+
+    # the first model is right when sure (0.9) and wrong when unsure (0.4 or 0.6); the second is always right
+    gold = ["math"] * 10 + ["science"] * 10 + ["code"] * 10
+    first = (
+        ["math"] * 10 + ["math"] * 5 + ["science"] * 5 + ["code"] * 10,
+        [0.9] * 10 + [0.4] * 5 + [0.9] * 5 + [0.9] * 10,
+    )
+    second = list(gold)
+    margin, objective, routed = calibrate_margin(gold, first, second, max_routed=1.0)
+    assert 0.4 < margin <= 0.9 and routed == round(5 / 30, 4)  # the lowest margin that fixes them all
+    assert objective == 2.0  # lowest recall 1 + macro F1 1
+    assert calibrate_margin(gold, first, second, max_routed=0.1) == (
+        0.0,
+        pytest.approx(0.5 + (0.8 + 2 / 3 + 1) / 3, abs=1e-3),
+        0.0,
+    )
+
+
+def test_cascade_relabels_unsure_texts_with_its_second_model(tmp_path):
+    from synth.llm.domain_model import FastTextDomainModel
+
+    train = _labelled(tmp_path / "train.jsonl")
+    second = tmp_path / "second.bin"
+    train_domain_classifier(train, second, epoch=10, minn=3, maxn=4)
+    # The first model learns from rows whose law texts are 2/3 mislabelled general: it is
+    # unsure of law texts (and often wrong), sure of math; judged on the right labels.
+    rows = [json.loads(line) for line in train.read_text().splitlines() if '"domain"' in line]
+    noisy = tmp_path / "noisy.jsonl"
+    noisy.write_text(
+        "\n".join(
+            json.dumps({**r, "domain": "general"} if r["domain"] == "law" and (i // 3) % 3 else r)
+            for i, r in enumerate(rows)
+        )
+    )
+    held = {}
+    for name, part in (("valid", rows[::4]), ("test", rows[1::4])):
+        held[name] = tmp_path / f"{name}.jsonl"
+        held[name].write_text("\n".join(json.dumps(r) for r in part) + "\n")
+    first = tmp_path / "first.bin"
+    report = train_domain_classifier(
+        noisy,
+        first,
+        valid=held["valid"],
+        test=held["test"],
+        epoch=5,
+        balance=False,
+        cascade_to=second,
+        cascade_max_routed=1.0,
+    )
+    cascade = read_metadata(first)["cascade"]
+    assert cascade == report["cascade"] and cascade["model"] == "second.bin" and cascade["max_routed"] == 1.0
+    assert cascade["margin"] > 0 and 0 < cascade["routed_valid"] <= 1.0, report
+    assert all(m["recall"] == 1.0 for m in report["held_out"].values()), report["held_out"]
+
+    model = FastTextDomainModel(first)  # loads its second model from the metadata
+    assert (
+        model.cascade is not None and model.margin == cascade["margin"] and model.labels == ["general", "law", "math"]
+    )
+    alone = FastTextDomainModel(second)
+    texts = ["solve the equation 3 + x = 7", "the plaintiff appealed the ruling", "shall we walk in the park"]
+    first_labels, first_confs = model.predict_lines([t + "\n" for t in domain_tokens_many(texts)], cascade=False)
+    labels, confs = model.predict(texts)
+    second_labels, second_confs = alone.predict(texts)
+    for i in range(3):  # under the margin: the second model's answer and confidence; above: the first's
+        if first_confs[i] < model.margin:
+            assert (labels[i], confs[i]) == (second_labels[i], second_confs[i])
+        else:
+            assert (labels[i], confs[i]) == (first_labels[i], first_confs[i])
+    model.attach_cascade(alone, 1.01)  # everything routed: the second model's labels
+    assert model.predict(texts) == (second_labels, second_confs)
+    # the route stage labels through the cascade, and a retrained second model is a new classifier state
+    from synth.synthesis.route import classifier_state
+
+    config = ClassifierConfig(model_path=str(first))
+    assert [d.domain for d in make_classifier(config).classify_many(texts)] == ["math", "law", "general"]
+    before = classifier_state(config)
+    train_domain_classifier(train, second, epoch=3)
+    assert classifier_state(config) != before
+
+
+def test_cascade_errors_are_clear(tmp_path):
+    from synth.llm.domain_model import DomainDataError, FastTextDomainModel
+
+    train = _labelled(tmp_path / "train.jsonl")
+    with pytest.raises(DomainDataError, match="cascade model not found"):
+        train_domain_classifier(train, tmp_path / "a.bin", epoch=1, cascade_to=tmp_path / "missing.bin")
+    second = tmp_path / "second.bin"
+    train_domain_classifier(train, second, epoch=2)
+    with pytest.raises(DomainDataError, match="another file"):
+        train_domain_classifier(train, second, epoch=1, cascade_to=second)
+    with pytest.raises(DomainDataError, match="share of texts"):
+        train_domain_classifier(train, tmp_path / "a.bin", epoch=1, cascade_to=second, cascade_max_routed=0)
+    train_domain_classifier(train, tmp_path / "a.bin", epoch=1, cascade_to=second)
+    second.unlink()
+    with pytest.raises(FileNotFoundError, match=r"cascade model .*second\.bin is missing"):
+        FastTextDomainModel(tmp_path / "a.bin")
+
+
+def test_route_train_cli_cascade(tmp_path):
+    from synth.cli import app
+
+    train = _labelled(tmp_path / "t.jsonl")
+    second = tmp_path / "second.bin"
+    args = ["route", "train", str(train), "--epoch", "5"]
+    res = CliRunner().invoke(app, [*args, "-o", str(second), "--minn", "3", "--maxn", "4"])
+    assert res.exit_code == 0, res.output
+    assert read_metadata(second)["params"]["minn"] == 3
+    res = CliRunner().invoke(
+        app, [*args, "-o", str(tmp_path / "first.bin"), "--cascade-to", str(second), "--cascade-max-routed", "0.5"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "cascade: texts under confidence" in res.output and "second.bin" in res.output
+    assert read_metadata(tmp_path / "first.bin")["cascade"]["max_routed"] == 0.5
