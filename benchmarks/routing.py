@@ -84,7 +84,7 @@ def report(name: str, rows: list[dict], labellers: dict) -> dict[str, dict]:
         line = f"{domain:12s} {gold.count(domain):8d}"
         for lab in labellers:
             m = results[lab].get(domain, {"precision": 0.0, "recall": 0.0})
-            line += f" {m['precision']:11.3f} {m['recall']:11.3f}"
+            line += f" {m['precision']:11.4f} {m['recall']:11.4f}"
         print(line)
     for lab in labellers:
         out[lab] = {d: m for d, m in results[lab].items() if d in set(gold)}
@@ -100,7 +100,7 @@ def main() -> None:
         type=Path,
         action="append",
         default=None,
-        help="sources file the model was assembled from (repeat for an overlay, e.g. scripts/domain_sources_fine.yaml)",
+        help="sources file the model was assembled from (repeat for an overlay; default: the packaged model's, scripts/domain_sources.yaml + domain_sources_fine.yaml)",
     )
     ap.add_argument("--repeat", type=int, default=5, help="timing passes (median and best)")
     ap.add_argument("--speed-texts", type=int, default=20_000, help="texts per timing pass")
@@ -108,7 +108,7 @@ def main() -> None:
 
     build = _assembly()
     sources = {}
-    for path in args.sources or [REPO / "scripts" / "domain_sources.yaml"]:
+    for path in args.sources or build.DEFAULT_SOURCES:
         sources.update(build.yaml.safe_load(path.read_text()) or {})
     splits = build.assemble(args.shared, sources)
     model_path = Path(args.model) if args.model else DEFAULT_MODEL_PATH
@@ -137,9 +137,9 @@ def main() -> None:
         second_fine = f", {len(second_meta['label_domains'])} fine labels" if second_meta.get("label_domains") else ""
         params = second_meta.get("params", {})
         print(
-            f"cascade: texts under confidence {trained.model.margin:.2f} go to {second.path.name} ({second.path.stat().st_size:,} bytes{second_fine}, "
+            f"cascade: texts under confidence {trained.model.margin:.2f} and of at most {trained.model.max_words or 'any'} words go to {second.path.name} ({second.path.stat().st_size:,} bytes{second_fine}, "
             f"char n-grams {params.get('minn', 0)}-{params.get('maxn', 0)}, word n-grams {params.get('word_ngrams')}, dim {params.get('dim')}); "
-            f"routed {meta['cascade'].get('routed_valid', 0):.1%} of valid, at most {meta['cascade'].get('max_routed', 0):.0%}"
+            f"routed {meta['cascade'].get('routed_valid', 0):.1%} of valid's words, at most {meta['cascade'].get('max_routed', 0):.0%}"
         )
     test = report("held-out (test split, never trained or calibrated on)", splits["test"], labellers)
     report("unseen sources (MMLU dev, GSM8K test)", splits["unseen"], labellers)
@@ -166,10 +166,17 @@ def main() -> None:
         "fastText predict alone": lambda _: fasttext_model.f.multilinePredict(lines, k, 0.0, "strict"),
     }
     if second is not None:
+        cap = trained.model.max_words
+        words = [line.count(" ") + 1 for line in lines]
         routed = [
-            i for i, c in enumerate(trained.model.predict_lines(lines, cascade=False)[1]) if c < trained.model.margin
+            i
+            for i, c in enumerate(trained.model.predict_lines(lines, cascade=False)[1])
+            if c < trained.model.margin and (cap is None or words[i] <= cap)
         ]
-        print(f"cascade routes {len(routed) / len(lines):.1%} of the timed texts to its second model")
+        print(
+            f"cascade routes {len(routed) / len(lines):.1%} of the timed texts "
+            f"({sum(words[i] for i in routed) / sum(words):.1%} of their words) to its second model"
+        )
         timed["first alone"] = labellers["first alone"].classify_many
         timed["second model, every text"] = lambda _: second.predict_lines(lines)
     speed = {lab: labels_per_second(fn, texts, args.repeat) for lab, fn in timed.items()}
@@ -181,7 +188,7 @@ def main() -> None:
         print(f"  {lab:26s} {cpu:10,.0f} {best:10,.0f} {wall:10,.0f}")
     print(f"trained/predict-alone={speed['trained'][0] / speed['fastText predict alone'][0]:.2f}")
     print(f"labels_per_s={speed['trained'][0]:.0f}")
-    print(f"min_recall={min(m['recall'] for m in test['trained'].values()):.3f}")
+    print(f"min_recall={min(m['recall'] for m in test['trained'].values()):.4f}")
     print(f"ratio={speed['trained'][0] / speed['rules'][0]:.2f}")
 
 

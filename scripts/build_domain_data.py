@@ -17,7 +17,7 @@ a problem id, a book, an article, a module), so no item is in two splits. Output
 identical on every run with the same inputs.
 
     python scripts/build_domain_data.py --data ../shared/data --out build/domain-data
-    python scripts/build_domain_data.py --train   # also trains and writes the packaged model
+    python scripts/build_domain_data.py --train   # also trains and writes the packaged model(s)
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "valid", "test")
+# The sources of the packaged model: the domain map and, over it, the fine labels and
+# training parameters of the cascade.
+DEFAULT_SOURCES = [REPO / "scripts" / "domain_sources.yaml", REPO / "scripts" / "domain_sources_fine.yaml"]
 
 
 def split_of(source: str, item: str, valid: float = 0.1, test: float = 0.15) -> str:
@@ -399,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         action="append",
         default=None,
-        help="sources file (default scripts/domain_sources.yaml); repeat it to lay an overlay on top (its keys replace the first file's)",
+        help="sources file (default scripts/domain_sources.yaml with the overlay scripts/domain_sources_fine.yaml, the packaged model's); repeat it to lay an overlay on top (its keys replace the first file's)",
     )
     ap.add_argument("--out", type=Path, default=REPO / "build" / "domain-data")
     ap.add_argument("--train", action="store_true", help="then train the model and write it as the packaged default")
@@ -407,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     sources = {}
-    for path in args.sources or [REPO / "scripts" / "domain_sources.yaml"]:
+    for path in args.sources or DEFAULT_SOURCES:
         sources.update(yaml.safe_load(path.read_text()) or {})
     splits = assemble(args.data, sources)
     args.out.mkdir(parents=True, exist_ok=True)

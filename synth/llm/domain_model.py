@@ -187,16 +187,16 @@ class FastTextDomainModel:
         self.path = path
         self.model = fasttext.load_model(str(path))
         self.metadata = read_metadata(path)
-        self.cascade, self.margin = None, 0.0
+        self.cascade, self.margin, self.max_words = None, 0.0, None
         cascade = self.metadata.get("cascade")
         if cascade:
             second = cascade_model_path(path, cascade["model"])
             if not second.is_file():
                 raise FileNotFoundError(f"{metadata_path(path)}: its cascade model {second} is missing")
-            self.attach_cascade(FastTextDomainModel(second), float(cascade["margin"]))
+            self.attach_cascade(FastTextDomainModel(second), float(cascade["margin"]), cascade.get("max_words"))
 
-    def attach_cascade(self, second: FastTextDomainModel | None, margin: float) -> None:
-        self.cascade, self.margin = second, margin
+    def attach_cascade(self, second: FastTextDomainModel | None, margin: float, max_words: int | None = None) -> None:
+        self.cascade, self.margin, self.max_words = second, margin, max_words
 
     @property
     def labels(self) -> list[str]:
@@ -249,10 +249,15 @@ class FastTextDomainModel:
 
     def predict_lines(self, lines: list[str], cascade: bool = True) -> tuple[list[str], list[float]]:
         """Labels of already normalised lines (`domain_tokens_many` + a line end); with
-        `cascade`, the unsure ones (confidence under the margin) relabelled by the second model."""
+        `cascade`, the unsure ones (confidence under the margin, at most `max_words` words)
+        relabelled by the second model."""
         labels, confs = self._predict_own(lines)
         if cascade and self.cascade is not None and self.margin > 0:
-            unsure = [i for i, c in enumerate(confs) if c < self.margin]
+            margin, cap = self.margin, self.max_words
+            if cap is None:
+                unsure = [i for i, c in enumerate(confs) if c < margin]
+            else:  # words - 1 spaces: the lines are normalised tokens joined by one space
+                unsure = [i for i, c in enumerate(confs) if c < margin and lines[i].count(" ") < cap]
             if unsure:
                 second_labels, second_confs = self.cascade.predict_lines([lines[i] for i in unsure])
                 for i, label, conf in zip(unsure, second_labels, second_confs):
@@ -300,34 +305,46 @@ def cascade_model_path(model_path: Path | str, name: str) -> Path:
     return Path(model_path).parent / name
 
 
+# Length caps tried for a cascade: the second model's time grows with a text's words,
+# and long passages are the ones the first model already labels best.
+CASCADE_WORD_CAPS: tuple[int | None, ...] = (16, 32, 64, 96, 128, 256, None)
+
+
 def calibrate_margin(
     gold: Sequence[str],
     first: tuple[Sequence[str], Sequence[float]],
     second_labels: Sequence[str],
     max_routed: float,
-) -> tuple[float, float, float]:
+    words: Sequence[int] | None = None,
+    caps: Sequence[int | None] = (None,),
+) -> tuple[float, float, float, int | None]:
     """The cascade margin (first-model confidence under which the second model decides)
-    that maximises the lowest per-domain recall plus macro F1 on held-out data, among the
-    margins that route at most `max_routed` of the texts (the speed budget: labels/s is
-    1 / (1/v_first + routed/v_second)); ties go to the lower margin. Returns (margin,
-    objective, routed fraction)."""
+    and word cap (longer texts keep the first label) that maximise the lowest per-domain
+    recall plus macro F1 on held-out data, among those that route at most `max_routed`
+    of the work: of the texts, or with `words` (each text's), of the words, which is
+    what the second model's time follows (labels/s = 1 / (1/v_first + routed/v_second)).
+    Ties go to the lower margin, then the smaller cap. Returns (margin, objective,
+    routed share, cap)."""
     domains = sorted(set(gold))
     first_labels, first_confs = first
-    best = (0.0, -1.0, 0.0)
-    for step in range(0, 101):
-        margin = step / 100
-        routed = [c < margin for c in first_confs]
-        share = sum(routed) / max(len(routed), 1)
-        if share > max_routed + 1e-9:
-            break
-        labels = [s if r else f for f, s, r in zip(first_labels, second_labels, routed)]
-        m = per_domain_metrics(gold, labels)
-        score = min(m.get(d, {}).get("recall", 0.0) for d in domains) + sum(
-            m.get(d, {}).get("f1", 0.0) for d in domains
-        ) / len(domains)
-        if score > best[1] + 1e-9:
-            best = (margin, score, share)
-    return best[0], round(best[1], 4), round(best[2], 4)
+    weight = list(words) if words is not None else [1] * len(first_confs)
+    total = max(sum(weight), 1)
+    best = (0.0, -1.0, 0.0, None)
+    for cap in caps:
+        for step in range(0, 101):
+            margin = step / 100
+            routed = [c < margin and (cap is None or w <= cap) for c, w in zip(first_confs, weight)]
+            share = sum(w for w, r in zip(weight, routed) if r) / total
+            if share > max_routed + 1e-9:
+                break
+            labels = [s if r else f for f, s, r in zip(first_labels, second_labels, routed)]
+            m = per_domain_metrics(gold, labels)
+            score = min(m.get(d, {}).get("recall", 0.0) for d in domains) + sum(
+                m.get(d, {}).get("f1", 0.0) for d in domains
+            ) / len(domains)
+            if score > best[1] + 1e-9:
+                best = (margin, score, share, cap)
+    return best[0], round(best[1], 4), round(best[2], 4), best[3]
 
 
 def weighted_labels(
@@ -452,7 +469,7 @@ def train_domain_classifier(
         if cascade_to.resolve() == Path(output).resolve():
             raise DomainDataError(f"{cascade_to}: the cascade's second model must be another file than --output")
         if not 0 < cascade_max_routed <= 1:
-            raise DomainDataError(f"cascade_max_routed {cascade_max_routed}: a share of texts in (0, 1]")
+            raise DomainDataError(f"cascade_max_routed {cascade_max_routed}: a share of the words in (0, 1]")
     label_domains: dict[str, str] = {}
     if fine_field:
         pairs, label_domains, skipped = load_fine_labelled(train, fine_field, text_field, label_field)
@@ -520,7 +537,8 @@ def train_domain_classifier(
             "model": os.path.relpath(cascade_to.resolve(), output.resolve().parent),
             "margin": 0.0,
             "max_routed": cascade_max_routed,
-            "rule": "first-model confidence < margin -> the second model decides; margin: max (lowest recall + macro F1) with at most max_routed routed",
+            "rule": "first-model confidence < margin and at most max_words words -> the second model decides; "
+            "margin and max_words: max (lowest recall + macro F1) with at most max_routed of the words routed",
         }
     if valid_pairs:
         gold = [g for _, g in valid_pairs]
@@ -531,11 +549,16 @@ def train_domain_classifier(
             scorer.metadata = {**base_metadata, "domain_weights": weights}
         if cascade is not None:
             lines = [t + "\n" for t in domain_tokens_many([t for t, _ in valid_pairs])]
-            margin, objective, routed = calibrate_margin(
-                gold, scorer.predict_lines(lines, cascade=False), second.predict_lines(lines)[0], cascade_max_routed
+            margin, objective, routed, cap = calibrate_margin(
+                gold,
+                scorer.predict_lines(lines, cascade=False),
+                second.predict_lines(lines)[0],
+                cascade_max_routed,
+                words=[line.count(" ") + 1 for line in lines],
+                caps=CASCADE_WORD_CAPS,
             )
-            cascade.update(margin=margin, objective=objective, routed_valid=routed)
-            scorer.attach_cascade(second, margin)
+            cascade.update(margin=margin, max_words=cap, objective=objective, routed_valid=routed)
+            scorer.attach_cascade(second, margin, cap)
         labels, confs = scorer.predict([t for t, _ in valid_pairs])
         threshold, macro_f1 = calibrate_threshold(gold, labels, confs)
     report = {
@@ -584,10 +607,12 @@ def train_domain_classifier(
         report["held_out"] = per_domain_metrics(gold, apply_threshold(labels, confs, threshold))
         report["n_test"] = len(test_pairs)
         if cascade is not None and scorer.margin > 0:
-            first_confs = scorer.predict_lines(
-                [t + "\n" for t in domain_tokens_many([t for t, _ in test_pairs])], cascade=False
-            )[1]
-            cascade["routed_test"] = round(sum(c < scorer.margin for c in first_confs) / len(first_confs), 4)
+            test_lines = [t + "\n" for t in domain_tokens_many([t for t, _ in test_pairs])]
+            first_confs = scorer.predict_lines(test_lines, cascade=False)[1]
+            words = [line.count(" ") + 1 for line in test_lines]
+            cap = scorer.max_words
+            routed = sum(w for c, w in zip(first_confs, words) if c < scorer.margin and (cap is None or w <= cap))
+            cascade["routed_test"] = round(routed / max(sum(words), 1), 4)
     metadata_path(output).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
     return report
 

@@ -75,7 +75,7 @@ def route_train(
     cascade_max_routed: float = option_from(
         train_domain_classifier,
         "cascade_max_routed",
-        help="With --cascade-to: the largest share of texts the margin may send to the second model (its speed budget).",
+        help="With --cascade-to: the largest share of the words the margin and word cap may send to the second model (its speed budget: its time follows the words).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     fasttext: dict | None = None,
@@ -125,8 +125,9 @@ def route_train(
     if report.get("cascade"):
         cascade = report["cascade"]
         console.print(
-            f"cascade: texts under confidence {cascade['margin']:.2f} go to {cascade['model']} "
-            f"({cascade.get('routed_valid', 0):.1%} of the calibration split, at most {cascade['max_routed']:.0%})"
+            f"cascade: texts under confidence {cascade['margin']:.2f} and of at most {cascade.get('max_words') or 'any'} "
+            f"words go to {cascade['model']} ({cascade.get('routed_valid', 0):.1%} of the calibration split's words, "
+            f"at most {cascade['max_routed']:.0%})"
         )
     if report.get("domain_weights"):
         console.print("domain weights " + ", ".join(f"{d} {w:g}" for d, w in report["domain_weights"].items()))

@@ -500,7 +500,8 @@ def test_route_train_cli_fine_field(tmp_path):
 def test_fine_label_overlay_keeps_the_held_out_splits(shared_data, tmp_path):
     script = [sys.executable, str(REPO / "scripts" / "build_domain_data.py"), "--data", str(shared_data)]
     plain, fine = tmp_path / "plain", tmp_path / "fine"
-    subprocess.run([*script, "--out", str(plain)], check=True, capture_output=True, timeout=300)
+    only_domains = ["--sources", str(REPO / "scripts" / "domain_sources.yaml")]
+    subprocess.run([*script, *only_domains, "--out", str(plain)], check=True, capture_output=True, timeout=300)
     overlay = [
         "--sources",
         str(REPO / "scripts" / "domain_sources.yaml"),
@@ -537,14 +538,26 @@ def test_margin_sends_the_unsure_to_the_second_model_within_the_budget():
         [0.9] * 10 + [0.4] * 5 + [0.9] * 5 + [0.9] * 10,
     )
     second = list(gold)
-    margin, objective, routed = calibrate_margin(gold, first, second, max_routed=1.0)
-    assert 0.4 < margin <= 0.9 and routed == round(5 / 30, 4)  # the lowest margin that fixes them all
+    margin, objective, routed, cap = calibrate_margin(gold, first, second, max_routed=1.0)
+    assert 0.4 < margin <= 0.9 and routed == round(5 / 30, 4) and cap is None  # the lowest margin that fixes them all
     assert objective == 2.0  # lowest recall 1 + macro F1 1
     assert calibrate_margin(gold, first, second, max_routed=0.1) == (
         0.0,
         pytest.approx(0.5 + (0.8 + 2 / 3 + 1) / 3, abs=1e-3),
         0.0,
+        None,
     )
+    # Budgeted in words: the five unsure texts are long (50 words) but two are short (5).
+    words = [10] * 10 + [5, 5, 50, 50, 50] + [10] * 15
+    margin, objective, routed, cap = calibrate_margin(
+        gold, first, second, max_routed=0.05, words=words, caps=(5, 50, None)
+    )
+    assert cap == 5 and 0.4 < margin <= 0.9  # only the short ones fit the budget
+    assert routed == round(10 / sum(words), 4) and objective < 2.0
+    margin, objective, routed, cap = calibrate_margin(
+        gold, first, second, max_routed=0.5, words=words, caps=(5, 50, None)
+    )
+    assert cap == 50 and objective == 2.0  # ties go to the smaller cap that fixes them all
 
 
 def test_cascade_relabels_unsure_texts_with_its_second_model(tmp_path):
@@ -619,7 +632,7 @@ def test_cascade_errors_are_clear(tmp_path):
     train_domain_classifier(train, second, epoch=2)
     with pytest.raises(DomainDataError, match="another file"):
         train_domain_classifier(train, second, epoch=1, cascade_to=second)
-    with pytest.raises(DomainDataError, match="share of texts"):
+    with pytest.raises(DomainDataError, match="share of the words"):
         train_domain_classifier(train, tmp_path / "a.bin", epoch=1, cascade_to=second, cascade_max_routed=0)
     train_domain_classifier(train, tmp_path / "a.bin", epoch=1, cascade_to=second)
     second.unlink()
