@@ -33,7 +33,7 @@ from synth.pack.inputs import resolve_inputs
 from synth.pack.mix import load_mix, plan_ratios
 from synth.pack.place import PACKING_SCHEMA, Placement, group_tokens
 from synth.pack.render import LossPolicy, Renderer, load_tokenizer, tokenizer_fingerprint
-from synth.pack.tokenize import RENDERERS, TokenizeTask, encoder_threads, tokenize_file
+from synth.pack.tokenize import RENDERERS, TokenizeTask, encoder_threads, tokenize_file, tokenize_files
 
 FORMAT_NAME = "synth-pack"
 FORMAT_VERSION = 1
@@ -337,11 +337,7 @@ def _tokenise(tasks: list[TokenizeTask], workers: int, on_table: Callable | None
             on_table(pq.read_table(t.target))
 
     if workers <= 1:
-        for t in tasks:
-            if Path(t.target).exists():
-                replay(t)
-                continue
-            yield tokenize_file(t, on_table)
+        yield from tokenize_files(tasks, on_table)
         return
     todo = [t for t in tasks if not Path(t.target).exists()]
     ctx = __import__("multiprocessing").get_context("spawn")

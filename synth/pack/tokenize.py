@@ -10,13 +10,14 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from synth.core.rundir import atomic_write_parquet
 from synth.pack.inputs import iter_batches
@@ -81,41 +82,86 @@ def _binary_column(chunks: list[np.ndarray], lengths: np.ndarray) -> pa.Array:
 
 
 def tokenize_file(task: TokenizeTask, on_table: Callable[[pa.Table], None] | None = None) -> dict:
-    """Tokenises one input file into its shard. `on_table` receives each batch's table
-    as soon as it is built, in order, while the next batch is being encoded."""
-    target = Path(task.target)
-    if target.exists():
+    """Tokenises one input file into its shard (see `tokenize_files`)."""
+    if Path(task.target).exists():
         return {"index": task.index, "skipped": True}
-    r = renderer_for(task)
-    stats = {"index": task.index, "records": 0, "tokens": 0, "skipped": 0}
-    tables = []
-    rows_before = 0
-    # A pipeline: while `task.encoders` background threads encode batches (their plain
-    # text and rendered conversations, in Rust, without the GIL), this thread reads and
-    # renders the next batch and builds the oldest one's table. Batches are taken back in
-    # order, so the shard is the same whatever the number of threads.
-    with _one_thread_per_encode(), cf.ThreadPoolExecutor(task.encoders, thread_name_prefix="pack-encode") as encoder:
-        in_flight: collections.deque = collections.deque()
-        for batch in iter_batches(task.path, batch_rows=BATCH_ROWS):
-            if _text_only(batch):
-                meta, rendered, texts, chats = _prepare_text_table(task, batch, rows_before)
-            else:
-                if isinstance(batch, pa.Table):
-                    batch = batch.to_pylist()
-                meta, rendered, texts, chats = _prepare_batch(r, task, batch, rows_before)
-            rows_before += len(batch)
-            in_flight.append((meta, rendered, encoder.submit(_encode_batch, r, texts, chats)))
-            while len(in_flight) > task.encoders or (in_flight and in_flight[0][2].done()):
-                tables.append(_batch_table(r, task, *in_flight.popleft(), stats))
-                if on_table is not None:
-                    on_table(tables[-1])
-        while in_flight:
-            tables.append(_batch_table(r, task, *in_flight.popleft(), stats))
-            if on_table is not None:
-                on_table(tables[-1])
-    table = pa.concat_tables(tables) if tables else TOKENS_SCHEMA.empty_table()
-    atomic_write_parquet(target, table)
+    (stats,) = tokenize_files([task], on_table)  # run to the end: the encoder threads are shut down
     return stats
+
+
+def tokenize_files(tasks: list[TokenizeTask], on_table: Callable[[pa.Table], None] | None = None) -> Iterator[dict]:
+    """Tokenises input files, each into its shard (committed when its last batch is in),
+    and yields each file's statistics, in input order. A file whose shard exists already
+    is not tokenised again: its shard is only handed to `on_table`.
+
+    A pipeline: while `encoders` background threads encode batches (their plain text and
+    rendered conversations, in Rust, without the GIL), this thread reads and renders the
+    next batch, also of the next file, and builds the oldest batch's table, which
+    `on_table` receives at once. Batches are taken back in order, so the shards, and the
+    order `on_table` sees, are the same whatever the number of threads."""
+    if not tasks:
+        return
+    encoders = max(t.encoders for t in tasks)
+    in_flight: collections.deque = collections.deque()  # batches, then each file's end
+
+    def take_back(limit: int) -> Iterator[dict]:
+        while len(in_flight) > limit or (in_flight and in_flight[0][-1].done()):
+            item = in_flight.popleft()
+            if item[0] == "batch":
+                _, file, meta, rendered, encoding = item
+                file.tables.append(_batch_table(file.renderer, file.task, meta, rendered, encoding, file.stats))
+                if on_table is not None:
+                    on_table(file.tables[-1])
+            elif item[0] == "end":
+                file = item[1]
+                table = pa.concat_tables(file.tables) if file.tables else TOKENS_SCHEMA.empty_table()
+                atomic_write_parquet(Path(file.task.target), table)
+                yield file.stats
+            elif on_table is not None:  # "done": tokenised before
+                on_table(pq.read_table(item[1].target))
+
+    with _one_thread_per_encode(), cf.ThreadPoolExecutor(encoders, thread_name_prefix="pack-encode") as encoder:
+        for task in tasks:
+            if Path(task.target).exists():
+                in_flight.append(("done", task, _DONE))
+                continue
+            file = _File(task, renderer_for(task))
+            rows_before = 0
+            for batch in iter_batches(task.path, batch_rows=BATCH_ROWS):
+                if _text_only(batch):
+                    meta, rendered, texts, chats = _prepare_text_table(task, batch, rows_before)
+                else:
+                    if isinstance(batch, pa.Table):
+                        batch = batch.to_pylist()
+                    meta, rendered, texts, chats = _prepare_batch(file.renderer, task, batch, rows_before)
+                rows_before += len(batch)
+                encoding = encoder.submit(_encode_batch, file.renderer, texts, chats)
+                in_flight.append(("batch", file, meta, rendered, encoding))
+                yield from take_back(encoders)
+            in_flight.append(("end", file, _DONE))
+        yield from take_back(0)
+
+
+class _Done:
+    """What stands in the queue for a step with nothing to wait for."""
+
+    @staticmethod
+    def done() -> bool:
+        return True
+
+
+_DONE = _Done()
+
+
+@dataclass
+class _File:
+    task: TokenizeTask
+    renderer: Renderer
+    tables: list = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.stats = {"index": self.task.index, "records": 0, "tokens": 0, "skipped": 0}
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """`synth pack`: native output, packing.parquet accounting, mix by tokens, bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -253,11 +254,11 @@ def test_a_new_mix_reuses_the_tokenised_shards_and_equals_a_fresh_pack(corpus, t
     pack(PackOptions(inputs, str(tok_dir), 256, str(tmp_path / "o"), mix=str(mix_a)))
     tokenised = []
 
-    def counting(task, *args):
-        tokenised.append(task.path)
-        return tokenize.tokenize_file(task, *args)
+    def counting(tasks, *args):
+        tokenised.extend(t.path for t in tasks if not Path(t.target).exists())
+        return tokenize.tokenize_files(tasks, *args)
 
-    monkeypatch.setattr(run, "tokenize_file", counting)
+    monkeypatch.setattr(run, "tokenize_files", counting)
     said = []
     remixed = pack(PackOptions(inputs, str(tok_dir), 256, str(tmp_path / "o"), mix=str(mix_b)), say=said.append)
     assert tokenised == [] and any("2 of 2 input files already tokenised" in m for m in said)
@@ -345,3 +346,26 @@ def test_progress_moves_batch_by_batch_inside_one_file(tok_dir, tmp_path, monkey
     assert len(token_ticks) == 5  # one per batch of 10 records, before the file is done
     assert sum(token_ticks) == res.manifest["tokens"]["documents"]
     assert sum(s["files"] for s in ticks) == 1 and sum(s["tokens"] for s in ticks) == sum(token_ticks)
+
+
+def test_a_shard_left_from_a_killed_run_is_placed_in_input_order(tok_dir, tmp_path, monkeypatch):
+    """Files are tokenised through one pipeline (the next file is read while the last
+    one still encodes); a file tokenised before a kill sits between two that are not."""
+    from synth.pack import tokenize
+    from tests.pack.test_resume import tree_digest
+
+    monkeypatch.setattr(tokenize, "BATCH_ROWS", 4)
+    inputs = [
+        str(write_jsonl(tmp_path / f"in{f}.jsonl", [text(f * 100 + i, 8 + i) for i in range(10)] + [chat(f)]))
+        for f in range(3)
+    ]
+    ref = pack(PackOptions(inputs, str(tok_dir), 64, str(tmp_path / "ref")))
+    out = tmp_path / "out"
+    pack(PackOptions(inputs, str(tok_dir), 64, str(out)))
+    for shard in ("part-00000.parquet", "part-00002.parquet"):
+        (out / ".work" / "tokens" / shard).unlink()
+    (out / "manifest.json").unlink()
+    said = []
+    again = pack(PackOptions(inputs, str(tok_dir), 64, str(out)), say=said.append)
+    assert any("1 of 3 input files already tokenised" in m for m in said)
+    assert again.manifest["files"] == ref.manifest["files"] and tree_digest(out) == tree_digest(tmp_path / "ref")
