@@ -95,8 +95,6 @@ class Placement:
         # A whole ratio needs no per-record hash (repeats_for returns it as it is).
         self.whole = {g: int(r) for g, r in (ratios or {}).items() if r == math.floor(r)}
         self.codes: dict[str, dict[str, int]] = {k: {} for k in PROVENANCE}  # first sight
-        self.names: dict[str, set] = {k: set() for k in PROVENANCE}
-        self.available: Counter = Counter()
         self.counts: Counter = Counter()
         self.skipped: Counter = Counter()
         self.written: dict[str, Counter] = {k: Counter() for k in PROVENANCE}
@@ -145,10 +143,8 @@ class Placement:
 
     # -- records ----------------------------------------------------------------------
     def add(self, table: pa.Table, copy: int = 0) -> None:
-        """Places one tokenised table's records (copy 0 also counts them and notes the
-        names and tokens available)."""
-        if copy == 0:
-            group_tokens(table, self.by, self.available, self.names)
+        """Places one tokenised table's records (copy 0 also counts the records and
+        notes the skips)."""
         by, seq_len, ratios, whole = self.by, self.seq_len, self.ratios, self.whole
         counts, row = self.counts, self.row
         cols = [table.column(c).to_pylist() for c in _META_COLUMNS]
@@ -276,16 +272,17 @@ class Placement:
                 self.tick(done)
 
     # -- the end ----------------------------------------------------------------------
-    def finish(self, groups: list[str]) -> tuple[list[str], list[tuple[float, str]]]:
+    def finish(self, groups: list[str], vocab: dict[str, list[str]]) -> tuple[list[str], list[tuple[float, str]]]:
         """Closes every file; returns the files written (relative to staging) and, for
         Megatron, (token share, prefix name) per group. `groups`: the groups with a
-        positive ratio, each of which gets a Megatron prefix (empty if nothing went in)."""
+        positive ratio, each of which gets a Megatron prefix (empty if nothing went in);
+        `vocab`: the sorted names of all inputs, which documents.bin's codes index."""
         files = ["packing.parquet"]
         blend: list[tuple[float, str]] = []
         if self.native is not None:
             self._emit(self.packer.finish())
             files += self.native.close()
-            self._renumber_provenance()
+            self._renumber_provenance(vocab)
         else:
             for g in groups:
                 self._megatron_writer(g)
@@ -298,15 +295,11 @@ class Placement:
         self.pwriter.close()
         return files, blend
 
-    def vocab(self) -> dict[str, list[str]]:
-        return {k: sorted(v) for k, v in self.names.items()}
-
-    def _renumber_provenance(self) -> None:
+    def _renumber_provenance(self, vocab: dict[str, list[str]]) -> None:
         """Codes of first sight -> indices into the sorted vocabulary, in place."""
         n_docs = self.native.n_docs
         if not n_docs:
             return
-        vocab = self.vocab()
         docs = np.memmap(self.staging / "documents.bin", dtype=np.int64, mode="r+", shape=(n_docs, 6))
         for col, key in enumerate(PROVENANCE, start=3):
             index = {name: i for i, name in enumerate(vocab[key])}

@@ -196,9 +196,14 @@ def _pack(opts: PackOptions, progress, say: Callable[[str], None]) -> PackResult
     # token counts first.
     streaming = mix is None
     placed = placement(None) if streaming else None
+    # Every input's names (the vocabulary documents.bin's codes index) and usable tokens
+    # per group: noted as records are placed, or, for a mix, in a pass before.
+    available: Counter = Counter()
+    names: dict[str, set] = {"source": set(), "domain": set(), "kind": set()}
     tick = progress("tokenise", len(tasks), len(tasks) - len(todo)) if progress else None
 
     def place_table(table: pa.Table) -> None:
+        group_tokens(table, by, available, names)
         placed.add(table)
         if tick:  # the rate moves batch by batch, also inside one large file
             tick({"files": 0, "tokens": pc.sum(table.column("n_tokens")).as_py() or 0})
@@ -211,11 +216,8 @@ def _pack(opts: PackOptions, progress, say: Callable[[str], None]) -> PackResult
 
     # -- phase 2: mix plan from the shards' metadata ---------------------------------
     if streaming:
-        available, names = placed.available, placed.names
         ratios, targets = {g: 1.0 for g in available}, dict(available)
     else:
-        available = Counter()
-        names = {"source": set(), "domain": set(), "kind": set()}
         for t in tasks:
             meta = pq.read_table(t.target, columns=["source", "domain", "kind", "status", "n_tokens"])
             group_tokens(meta, by, available, names)
@@ -235,7 +237,7 @@ def _pack(opts: PackOptions, progress, say: Callable[[str], None]) -> PackResult
         if wtick:
             wtick(None)
     vocab = {k: sorted(v) for k, v in names.items()}
-    files_written, blend = placed.finish(sorted(g for g, r in ratios.items() if r > 0))
+    files_written, blend = placed.finish(sorted(g for g, r in ratios.items() if r > 0), vocab)
     if opts.format == "megatron":
         lines = " ".join(f"{wt:.6f} {(out / 'megatron' / name).resolve()}" for wt, name in blend if wt > 0)
         (staging / "megatron" / "blend.txt").write_text(lines + "\n")

@@ -234,6 +234,10 @@ def _text_only(batch) -> bool:
     )
 
 
+def _is_string(col) -> bool:
+    return pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+
+
 def _string_column(table: pa.Table, name: str, defaults) -> pa.Array | list:
     """`_str` over a column: the column itself when no value needs its default (the
     common case, no per-record Python), else a list with the defaults filled in.
@@ -241,8 +245,7 @@ def _string_column(table: pa.Table, name: str, defaults) -> pa.Array | list:
     if name not in table.column_names:
         return [defaults(i) for i in range(table.num_rows)]
     col = table.column(name)
-    is_text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-    if is_text and col.null_count == 0 and not pc.any(pc.equal(pc.binary_length(col), 0)).as_py():
+    if _is_string(col) and col.null_count == 0 and not pc.any(pc.equal(pc.binary_length(col), 0)).as_py():
         return col.cast(pa.string())
     return [_str(v, defaults(i)) for i, v in enumerate(col.to_pylist())]
 
@@ -253,7 +256,7 @@ def _prepare_text_table(task: TokenizeTask, table: pa.Table, rows_before: int):
     fname = Path(task.path).name
     n = table.num_rows
     text = table.column("text") if "text" in table.column_names else None
-    if text is not None and (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+    if text is not None and _is_string(text):
         ok = pc.fill_null(pc.greater(pc.binary_length(text), 0), False)
         all_ok = n == 0 or pc.all(ok).as_py()
         texts = (text if all_ok else text.filter(ok)).to_pylist()
