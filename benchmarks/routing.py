@@ -32,7 +32,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from synth.llm.domain_model import DEFAULT_MODEL_PATH, domain_tokens_many, per_domain_metrics, read_metadata  # noqa: E402
+from synth.llm.domain_model import (  # noqa: E402
+    DEFAULT_MODEL_PATH,
+    domain_tokens_many,
+    line_words,
+    per_domain_metrics,
+    read_metadata,
+)
 from synth.synthesis.route import ClassifierConfig, RuleClassifier, make_classifier  # noqa: E402
 
 
@@ -166,13 +172,8 @@ def main() -> None:
         "fastText predict alone": lambda _: fasttext_model.f.multilinePredict(lines, k, 0.0, "strict"),
     }
     if second is not None:
-        cap = trained.model.max_words
-        words = [line.count(" ") + 1 for line in lines]
-        routed = [
-            i
-            for i, c in enumerate(trained.model.predict_lines(lines, cascade=False)[1])
-            if c < trained.model.margin and (cap is None or words[i] <= cap)
-        ]
+        words = [line_words(line) for line in lines]
+        routed = trained.model.routed(lines, trained.model.predict_lines(lines, cascade=False)[1])
         print(
             f"cascade routes {len(routed) / len(lines):.1%} of the timed texts "
             f"({sum(words[i] for i in routed) / sum(words):.1%} of their words) to its second model"

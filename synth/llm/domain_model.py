@@ -72,6 +72,11 @@ def domain_tokens(text: str, max_chars: int = 1000) -> str:
     return _split_punct(raw).decode("utf-8")
 
 
+def line_words(line: str) -> int:
+    """Words of a normalised line (`domain_tokens_many`: tokens joined by one space)."""
+    return line.count(" ") + 1
+
+
 def metadata_path(model_path: Path | str) -> Path:
     return Path(model_path).with_suffix(".json")
 
@@ -201,10 +206,7 @@ class FastTextDomainModel:
     @property
     def labels(self) -> list[str]:
         """The domains it answers (with fine labels: the domains they map to)."""
-        fine = sorted(label.removeprefix("__label__") for label in self.model.get_labels())
-        label_domains = self.metadata.get("label_domains") or {}
-        own = {label_domains.get(label, label) for label in fine}
-        return sorted(own | set(self.cascade.labels if getattr(self, "cascade", None) else ()))
+        return sorted(set(self._own_labels()) | set(self.cascade.labels if getattr(self, "cascade", None) else ()))
 
     def _own_labels(self) -> list[str]:
         label_domains = self.metadata.get("label_domains") or {}
@@ -252,17 +254,22 @@ class FastTextDomainModel:
         `cascade`, the unsure ones (confidence under the margin, at most `max_words` words)
         relabelled by the second model."""
         labels, confs = self._predict_own(lines)
-        if cascade and self.cascade is not None and self.margin > 0:
-            margin, cap = self.margin, self.max_words
-            if cap is None:
-                unsure = [i for i, c in enumerate(confs) if c < margin]
-            else:  # words - 1 spaces: the lines are normalised tokens joined by one space
-                unsure = [i for i, c in enumerate(confs) if c < margin and lines[i].count(" ") < cap]
-            if unsure:
-                second_labels, second_confs = self.cascade.predict_lines([lines[i] for i in unsure])
-                for i, label, conf in zip(unsure, second_labels, second_confs):
-                    labels[i], confs[i] = label, conf
+        unsure = self.routed(lines, confs) if cascade else []
+        if unsure:
+            second_labels, second_confs = self.cascade.predict_lines([lines[i] for i in unsure])
+            for i, label, conf in zip(unsure, second_labels, second_confs):
+                labels[i], confs[i] = label, conf
         return labels, confs
+
+    def routed(self, lines: list[str], confs: Sequence[float]) -> list[int]:
+        """The lines a cascade sends to its second model, given this model's confidences:
+        under the margin, and of at most `max_words` words."""
+        if self.cascade is None or self.margin <= 0:
+            return []
+        margin, cap = self.margin, self.max_words
+        if cap is None:
+            return [i for i, c in enumerate(confs) if c < margin]
+        return [i for i, c in enumerate(confs) if c < margin and line_words(lines[i]) <= cap]
 
     def _predict_own(self, lines: list[str]) -> tuple[list[str], list[float]]:
         # The binding's batch call directly (skips the wrapper's per-text checks and numpy copies).
@@ -554,7 +561,7 @@ def train_domain_classifier(
                 scorer.predict_lines(lines, cascade=False),
                 second.predict_lines(lines)[0],
                 cascade_max_routed,
-                words=[line.count(" ") + 1 for line in lines],
+                words=[line_words(line) for line in lines],
                 caps=CASCADE_WORD_CAPS,
             )
             cascade.update(margin=margin, max_words=cap, objective=objective, routed_valid=routed)
@@ -608,11 +615,9 @@ def train_domain_classifier(
         report["n_test"] = len(test_pairs)
         if cascade is not None and scorer.margin > 0:
             test_lines = [t + "\n" for t in domain_tokens_many([t for t, _ in test_pairs])]
-            first_confs = scorer.predict_lines(test_lines, cascade=False)[1]
-            words = [line.count(" ") + 1 for line in test_lines]
-            cap = scorer.max_words
-            routed = sum(w for c, w in zip(first_confs, words) if c < scorer.margin and (cap is None or w <= cap))
-            cascade["routed_test"] = round(routed / max(sum(words), 1), 4)
+            routed = scorer.routed(test_lines, scorer.predict_lines(test_lines, cascade=False)[1])
+            words = [line_words(line) for line in test_lines]
+            cascade["routed_test"] = round(sum(words[i] for i in routed) / max(sum(words), 1), 4)
     metadata_path(output).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
     return report
 
