@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +74,51 @@ def iter_record_batches(path: str, batch_rows: int = 1024) -> Iterator[list[dict
         yield batch.to_pylist() if isinstance(batch, pa.Table) else batch
 
 
+# Bytes per block of Arrow's streaming JSON reader: a line longer than this ends the
+# Arrow path (the rest of the file is read line by line, which costs little for records
+# that large).
+JSON_BLOCK_BYTES = 1 << 20
+
+
+def _arrow_jsonl_batches(path: str, batch_rows: int) -> Generator[pa.Table, None, int | None]:
+    """Tables of up to `batch_rows` text records read by Arrow, in file order. Returns
+    None when they are the whole file, else how many (non-blank) lines they hold: the
+    lines before the first block Arrow could not read (0 for a file of chat records)."""
+    import pyarrow.json as pj
+
+    arrow_errors = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+    try:
+        reader = pj.open_json(
+            path, read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES), parse_options=_json_parse_options()
+        )
+    except arrow_errors:
+        return 0
+    # Chat records stay on the per-line path: Arrow would merge differently shaped tool
+    # schemas and arguments into one struct padded with nulls.
+    if {"messages", "tools"} & set(reader.schema.names):
+        return 0
+    cols = [c for c in RECORD_COLUMNS if c in reader.schema.names]
+    pending: list[pa.RecordBatch] = []
+    n_pending = lines = 0
+    try:
+        for block in reader:
+            pending.append(block.select(cols))
+            n_pending += block.num_rows
+            while n_pending >= batch_rows:
+                table = pa.Table.from_batches(pending)
+                yield table.slice(0, batch_rows)
+                lines += batch_rows
+                rest = table.slice(batch_rows).combine_chunks()
+                pending, n_pending = rest.to_batches(), rest.num_rows
+        complete = True
+    except arrow_errors:
+        complete = False  # the rest of the file goes line by line
+    if n_pending:
+        yield pa.Table.from_batches(pending)
+        lines += n_pending
+    return None if complete else lines
+
+
 def iter_batches(path: str, batch_rows: int = 1024) -> Iterator[pa.Table | list[dict]]:
     """Batches of records, columnar (an Arrow table of RECORD_COLUMNS) where the file
     reads as one table, else as dicts (`iter_record_batches` explains the dicts)."""
@@ -83,22 +128,14 @@ def iter_batches(path: str, batch_rows: int = 1024) -> Iterator[pa.Table | list[
         for batch in pf.iter_batches(batch_size=batch_rows, columns=cols):
             yield pa.Table.from_batches([batch])
         return
+    skip_lines = 0
     if path.endswith(".jsonl"):
         # Arrow's JSON reader is several times faster than json.loads per line for text
-        # records; a file it cannot read as one table (a bad line, mixed types) is read
-        # line by line.
-        try:
-            import pyarrow.json as pj
-
-            table = pj.read_json(path, parse_options=_json_parse_options())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            table = None
-        # Chat records stay on the per-line path: Arrow would merge differently shaped
-        # tool schemas and arguments into one struct padded with nulls.
-        if table is not None and not {"messages", "tools"} & set(table.column_names):
-            cols = [c for c in RECORD_COLUMNS if c in table.column_names]
-            for batch in table.select(cols).to_batches(max_chunksize=batch_rows):
-                yield pa.Table.from_batches([batch])
+        # records. It streams the file block by block (memory does not grow with the
+        # file); from the first block it cannot read (a bad line, a type or field it has
+        # not seen, a chat record) to the end, the file is read line by line.
+        skip_lines = yield from _arrow_jsonl_batches(path, batch_rows)
+        if skip_lines is None:
             return
     opener = gzip.open if path.endswith(".gz") else open
     batch: list[dict] = []
@@ -106,6 +143,9 @@ def iter_batches(path: str, batch_rows: int = 1024) -> Iterator[pa.Table | list[
         for line in fh:
             line = line.strip()
             if not line:
+                continue
+            if skip_lines:  # read by Arrow already
+                skip_lines -= 1
                 continue
             try:
                 rec = json.loads(line)

@@ -55,6 +55,17 @@ class TokenizeTask:
 # rendering the next batch's conversations overlaps encoding this one.
 BATCH_ROWS = 4096
 
+# Characters of text read and rendered ahead of the oldest batch not yet encoded: the
+# bound on the pipeline's memory, and deep enough that the next file's conversations are
+# rendered while the last batches of text encode (else that GIL-bound rendering runs
+# after them, with a core idle).
+READ_AHEAD_CHARS = 64_000_000
+
+# A batch's encode is split between the encoder threads when each piece still holds this
+# many records: a file of a few hundred conversations is one batch, which one thread
+# alone would encode while the other waits.
+MIN_PIECE = 64
+
 RENDERERS: dict[tuple, Renderer] = {}
 
 
@@ -103,24 +114,41 @@ def tokenize_files(tasks: list[TokenizeTask], on_table: Callable[[pa.Table], Non
         return
     encoders = max(t.encoders for t in tasks)
     in_flight: collections.deque = collections.deque()  # batches, then each file's end
+    ahead = 0  # characters of the batches in flight
+    # Files whose shard is being written (by a thread of its own, so that compressing
+    # and syncing it overlaps the next file's work), with their statistics.
+    commits: collections.deque = collections.deque()
 
     def take_back(limit: int) -> Iterator[dict]:
-        while len(in_flight) > limit or (in_flight and in_flight[0][-1].done()):
+        nonlocal ahead
+        while commits and commits[0][0].done():
+            future, stats = commits.popleft()
+            future.result()  # a failed write stops the pack here
+            yield stats
+        while in_flight and (ahead > limit or in_flight[0][-1].done()):
             item = in_flight.popleft()
             if item[0] == "batch":
                 _, file, meta, rendered, encoding = item
+                ahead -= encoding.chars
                 file.tables.append(_batch_table(file.renderer, file.task, meta, rendered, encoding, file.stats))
                 if on_table is not None:
                     on_table(file.tables[-1])
             elif item[0] == "end":
                 file = item[1]
-                table = pa.concat_tables(file.tables) if file.tables else TOKENS_SCHEMA.empty_table()
-                atomic_write_parquet(Path(file.task.target), table)
-                yield file.stats
+                commits.append((shard_writer.submit(_commit_shard, file), file.stats))
             elif on_table is not None:  # "done": tokenised before
                 on_table(pq.read_table(item[1].target))
+        if limit < 0:  # the end: every shard is committed before its statistics go out
+            for future, stats in commits:
+                future.result()
+                yield stats
+            commits.clear()
 
-    with _one_thread_per_encode(), cf.ThreadPoolExecutor(encoders, thread_name_prefix="pack-encode") as encoder:
+    with (
+        _one_thread_per_encode(),
+        cf.ThreadPoolExecutor(encoders, thread_name_prefix="pack-encode") as encoder,
+        cf.ThreadPoolExecutor(1, thread_name_prefix="pack-shard") as shard_writer,
+    ):
         for task in tasks:
             if Path(task.target).exists():
                 in_flight.append(("done", task, _DONE))
@@ -135,11 +163,17 @@ def tokenize_files(tasks: list[TokenizeTask], on_table: Callable[[pa.Table], Non
                         batch = batch.to_pylist()
                     meta, rendered, texts, chats = _prepare_batch(file.renderer, task, batch, rows_before)
                 rows_before += len(batch)
-                encoding = encoder.submit(_encode_batch, file.renderer, texts, chats)
+                encoding = _Encoding(encoder, file.renderer, texts, chats, encoders)
                 in_flight.append(("batch", file, meta, rendered, encoding))
-                yield from take_back(encoders)
+                ahead += encoding.chars
+                yield from take_back(READ_AHEAD_CHARS)
             in_flight.append(("end", file, _DONE))
-        yield from take_back(0)
+        yield from take_back(-1)
+
+
+def _commit_shard(file: _File) -> None:
+    table = pa.concat_tables(file.tables) if file.tables else TOKENS_SCHEMA.empty_table()
+    atomic_write_parquet(Path(file.task.target), table)
 
 
 class _Done:
@@ -190,6 +224,38 @@ def encoder_threads(workers: int) -> int:
 def _encode_batch(r: Renderer, texts: list[str], chats: list[tuple[str, list]]):
     text_tokens = r.encode_text_batch(texts) if texts else None
     return text_tokens, r.encode_chats(chats) if chats else []
+
+
+def _pieces(items: list, parts: int) -> list[list]:
+    """`items` cut into at most `parts` contiguous pieces of at least MIN_PIECE items."""
+    parts = max(1, min(parts, len(items) // MIN_PIECE))
+    step = -(-len(items) // parts) if items else 1
+    return [items[i : i + step] for i in range(0, len(items), step)] or [items]
+
+
+class _Encoding:
+    """One batch's encode, split between the encoder threads; its result is the one
+    `_encode_batch` would give for the whole batch."""
+
+    def __init__(self, encoder: cf.Executor, r: Renderer, texts: list[str], chats: list, parts: int):
+        self.futures = [encoder.submit(_encode_batch, r, piece, []) for piece in _pieces(texts, parts) if piece]
+        self.futures += [encoder.submit(_encode_batch, r, [], piece) for piece in _pieces(chats, parts) if piece]
+        self.chars = sum(map(len, texts)) + sum(len(text) for text, _ in chats)
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def result(self):
+        results = [f.result() for f in self.futures]
+        text_parts = [tokens for tokens, _ in results if tokens is not None]
+        chats = [chat for _, part in results for chat in part]
+        if not text_parts:
+            return None, chats
+        if len(text_parts) == 1:
+            return text_parts[0], chats
+        flat = np.concatenate([f for f, _ in text_parts])
+        shifts = np.cumsum([0] + [len(f) for f, _ in text_parts[:-1]])
+        return (flat, np.concatenate([e + s for (_, e), s in zip(text_parts, shifts)])), chats
 
 
 def _prepare_batch(r: Renderer, task: TokenizeTask, batch: list[dict], rows_before: int):

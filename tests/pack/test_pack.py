@@ -316,18 +316,35 @@ def test_text_batches_read_by_column_equal_the_record_by_record_path(fmt, tok_di
     assert rows["text-9"]["kind"] == "text" and rows["text-5"]["kind"] == "unknown"
 
 
-def test_pack_leaves_the_collector_as_it_found_it(corpus, tok_dir, tmp_path):
+def test_pack_leaves_the_collector_as_it_found_it(corpus, tok_dir, tmp_path, monkeypatch):
     import gc
 
+    import synth.pack.run as run
     from synth.pack.render import TokenizerError
 
     _, web, _ = corpus
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    # While records are placed, the collector is off and the objects alive before are frozen.
+    seen = []
+    place = run.Placement.add
+
+    def watched_add(self, *args):
+        seen.append((gc.isenabled(), gc.get_freeze_count() > 0))
+        return place(self, *args)
+
+    monkeypatch.setattr(run.Placement, "add", watched_add)
     pack(PackOptions([str(web)], str(tok_dir), 256, str(tmp_path / "o")))
-    assert gc.get_freeze_count() == 0
+    assert seen and set(seen) == {(False, True)}
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
     with pytest.raises(TokenizerError):
         pack(PackOptions([str(web)], str(tmp_path / "no-tokenizer"), 256, str(tmp_path / "o2")))
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    gc.disable()  # a caller's choice is kept
+    try:
+        pack(PackOptions([str(web)], str(tok_dir), 256, str(tmp_path / "o3")))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_progress_moves_batch_by_batch_inside_one_file(tok_dir, tmp_path, monkeypatch):
@@ -369,3 +386,52 @@ def test_a_shard_left_from_a_killed_run_is_placed_in_input_order(tok_dir, tmp_pa
     again = pack(PackOptions(inputs, str(tok_dir), 64, str(out)), say=said.append)
     assert any("1 of 3 input files already tokenised" in m for m in said)
     assert again.manifest["files"] == ref.manifest["files"] and tree_digest(out) == tree_digest(tmp_path / "ref")
+
+
+def _line_by_line(path: Path) -> list[dict]:
+    """What a JSONL file holds, read with json.loads line by line (the reference)."""
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"_bad": "bad_json_line"})
+    return out
+
+
+def _essentials(rec: dict) -> tuple:
+    return tuple(rec.get(k) for k in ("id", "text", "domain", "kind", "_bad")) + (bool(rec.get("messages")),)
+
+
+def test_jsonl_streams_through_arrow_then_line_by_line_from_the_first_block_it_cannot_read(tmp_path, monkeypatch):
+    # Arrow reads a JSONL file block by block (memory does not grow with the file); a
+    # block it cannot read hands the rest of the file to the line reader: no record is
+    # lost or read twice, whatever comes first.
+    import pyarrow as pa
+
+    import synth.pack.inputs as inputs
+
+    monkeypatch.setattr(inputs, "JSON_BLOCK_BYTES", 256)
+    texts = [text(i, 3 + i % 5) for i in range(40)]
+    cases = {
+        "clean": texts,
+        "bad_line": texts[:25] + ["{not json"] + texts[25:],
+        "number_id": texts[:20] + [{"id": 7, "text": "seven"}] + texts[20:],
+        "chat_later": texts[:30] + [chat(0)] + texts[30:],
+        "new_field_later": texts[:22] + [{**texts[22], "url": "http://x"}] + texts[23:],
+        "longer_than_a_block": texts[:12] + [text(99, 200)] + texts[12:],
+    }
+    for name, recs in cases.items():
+        path = tmp_path / f"{name}.jsonl"
+        lines = [r if isinstance(r, str) else json.dumps(r) for r in recs]
+        lines.insert(5, "   ")  # blank lines count as no record on both paths
+        path.write_text("\n".join(lines) + "\n\n")
+        batches = list(inputs.iter_batches(str(path), batch_rows=8))
+        got = [r for b in batches for r in (b.to_pylist() if isinstance(b, pa.Table) else b)]
+        want = _line_by_line(path)
+        assert [_essentials(r) for r in got] == [_essentials(r) for r in want], name
+        assert isinstance(batches[0], pa.Table), name  # the first blocks went through Arrow
+        if name != "clean":
+            assert isinstance(batches[-1], list), name  # ... and the rest line by line
+        assert all(len(b) <= 8 for b in batches)

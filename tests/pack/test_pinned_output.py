@@ -151,12 +151,26 @@ def test_batch_boundaries_do_not_change_the_pack(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("fmt", ["native", "megatron"])
-@pytest.mark.parametrize("batch_rows, encoders", [(4096, 1), (7, 1), (7, 3)])
-def test_pack_without_a_mix_is_byte_identical_to_the_pinned_one(tmp_path, fmt, batch_rows, encoders, monkeypatch):
-    """Packed while batches are still being encoded, by one or several encoder threads."""
+@pytest.mark.parametrize(
+    "batch_rows, encoders, min_piece, read_ahead",
+    [
+        (4096, 1, 64, 64_000_000),
+        (7, 1, 64, 64_000_000),
+        (7, 3, 64, 64_000_000),
+        (11, 3, 2, 1),
+        (4096, 2, 3, 64_000_000),
+    ],
+)
+def test_pack_without_a_mix_is_byte_identical_to_the_pinned_one(
+    tmp_path, fmt, batch_rows, encoders, min_piece, read_ahead, monkeypatch
+):
+    """Packed while batches are still being encoded, by one or several encoder threads,
+    each batch's encode split between them or not, read far ahead or not at all."""
     from synth.pack import run, tokenize
 
     monkeypatch.setattr(tokenize, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(tokenize, "MIN_PIECE", min_piece)
+    monkeypatch.setattr(tokenize, "READ_AHEAD_CHARS", read_ahead)
     monkeypatch.setattr(run, "encoder_threads", lambda workers: encoders)
     web, chats, _ = pinned_corpus(tmp_path)
     out = tmp_path / "out"
