@@ -14,6 +14,7 @@ console = Console(stderr=True)
 def _progress_factory(con: Console):
     from rich.progress import (
         BarColumn,
+        DownloadColumn,
         MofNCompleteColumn,
         Progress,
         TextColumn,
@@ -25,8 +26,7 @@ def _progress_factory(con: Console):
         prog = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(unit),
+            *((DownloadColumn(),) if unit == "bytes" else (MofNCompleteColumn(), TextColumn(unit))),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             TextColumn("eta"),
@@ -47,7 +47,8 @@ def _progress_factory(con: Console):
             tokens[0] += n
             rate = f"{tokens[0] / max(time.perf_counter() - began, 1e-9):,.0f} tokens/s"
             files = 1 if isinstance(stats, int) else stats.get("files", 1)
-            prog.update(task, advance=n if unit == "tokens" else files, rate=rate)
+            advance = {"tokens": n, "bytes": 0 if isinstance(stats, int) else stats.get("bytes", 0)}.get(unit, files)
+            prog.update(task, advance=advance, rate=rate)
 
         return tick
 

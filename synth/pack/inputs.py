@@ -5,6 +5,7 @@ NAME=PATH), which mix.yaml weights may refer to. One task per file."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -14,6 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 RECORD_COLUMNS = ("id", "messages", "tools", "text", "domain", "kind")
+
+
+@dataclass
+class ReadPosition:
+    """How far a reader has got into its file, in bytes of the file as stored (it may
+    go back when a JSONL file is handed from Arrow to the line reader)."""
+
+    bytes: int = 0
+
+
 _SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json")
 
 
@@ -80,16 +91,21 @@ def iter_record_batches(path: str, batch_rows: int = 1024) -> Iterator[list[dict
 JSON_BLOCK_BYTES = 1 << 20
 
 
-def _arrow_jsonl_batches(path: str, batch_rows: int) -> Generator[pa.Table, None, int | None]:
+def _arrow_jsonl_batches(path: str, batch_rows: int, position: ReadPosition) -> Generator[pa.Table, None, int | None]:
     """Tables of up to `batch_rows` text records read by Arrow, in file order. Returns
     None when they are the whole file, else how many (non-blank) lines they hold: the
     lines before the first block Arrow could not read (0 for a file of chat records)."""
+    with pa.OSFile(path) as source:  # its position says how far the reader has got
+        return (yield from _arrow_json_blocks(source, batch_rows, position))
+
+
+def _arrow_json_blocks(source: pa.NativeFile, batch_rows: int, position: ReadPosition):
     import pyarrow.json as pj
 
     arrow_errors = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
     try:
         reader = pj.open_json(
-            path, read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES), parse_options=_json_parse_options()
+            source, read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES), parse_options=_json_parse_options()
         )
     except arrow_errors:
         return 0
@@ -106,6 +122,7 @@ def _arrow_jsonl_batches(path: str, batch_rows: int) -> Generator[pa.Table, None
             n_pending += block.num_rows
             while n_pending >= batch_rows:
                 table = pa.Table.from_batches(pending)
+                position.bytes = source.tell()
                 yield table.slice(0, batch_rows)
                 lines += batch_rows
                 rest = table.slice(batch_rows).combine_chunks()
@@ -114,18 +131,26 @@ def _arrow_jsonl_batches(path: str, batch_rows: int) -> Generator[pa.Table, None
     except arrow_errors:
         complete = False  # the rest of the file goes line by line
     if n_pending:
+        position.bytes = source.tell()
         yield pa.Table.from_batches(pending)
         lines += n_pending
     return None if complete else lines
 
 
-def iter_batches(path: str, batch_rows: int = 1024) -> Iterator[pa.Table | list[dict]]:
+def iter_batches(
+    path: str, batch_rows: int = 1024, position: ReadPosition | None = None
+) -> Iterator[pa.Table | list[dict]]:
     """Batches of records, columnar (an Arrow table of RECORD_COLUMNS) where the file
-    reads as one table, else as dicts (`iter_record_batches` explains the dicts)."""
+    reads as one table, else as dicts (`iter_record_batches` explains the dicts).
+    `position`, when given, follows the bytes read (for a progress bar's time left)."""
+    position = position if position is not None else ReadPosition()
     if path.endswith(".parquet"):
         pf = pq.ParquetFile(path)
         cols = [c for c in RECORD_COLUMNS if c in pf.schema_arrow.names]
+        size, rows, done = Path(path).stat().st_size, max(pf.metadata.num_rows, 1), 0
         for batch in pf.iter_batches(batch_size=batch_rows, columns=cols):
+            done += batch.num_rows
+            position.bytes = size * done // rows
             yield pa.Table.from_batches([batch])
         return
     skip_lines = 0
@@ -134,13 +159,13 @@ def iter_batches(path: str, batch_rows: int = 1024) -> Iterator[pa.Table | list[
         # records. It streams the file block by block (memory does not grow with the
         # file); from the first block it cannot read (a bad line, a type or field it has
         # not seen, a chat record) to the end, the file is read line by line.
-        skip_lines = yield from _arrow_jsonl_batches(path, batch_rows)
+        skip_lines = yield from _arrow_jsonl_batches(path, batch_rows, position)
         if skip_lines is None:
             return
-    opener = gzip.open if path.endswith(".gz") else open
     batch: list[dict] = []
-    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-        for line in fh:
+    with open(path, "rb") as raw:
+        stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+        for line in io.TextIOWrapper(stream, encoding="utf-8", errors="replace"):
             line = line.strip()
             if not line:
                 continue
@@ -155,7 +180,9 @@ def iter_batches(path: str, batch_rows: int = 1024) -> Iterator[pa.Table | list[
                 rec = {"_bad": "bad_json_line"}
             batch.append(rec)
             if len(batch) >= batch_rows:
+                position.bytes = raw.tell()
                 yield batch
                 batch = []
+    position.bytes = Path(path).stat().st_size
     if batch:
         yield batch

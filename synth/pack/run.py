@@ -211,7 +211,12 @@ def _pack(opts: PackOptions, progress, say: Callable[[str], None]) -> PackResult
     # per group: noted as records are placed, or, for a mix, in a pass before.
     available: Counter = Counter()
     names: dict[str, set] = {"source": set(), "domain": set(), "kind": set()}
-    tick = progress("tokenise", len(tasks), len(tasks) - len(todo)) if progress else None
+    # The bar follows the input's bytes: its time left holds inside one large file too.
+    sizes = {t.index: os.stat(t.path).st_size for t in tasks}
+    todo_bytes = sum(sizes[t.index] for t in todo)
+    tick = (
+        progress("tokenise", sum(sizes.values()), sum(sizes.values()) - todo_bytes, unit="bytes") if progress else None
+    )
 
     tables_placed = 0
 
@@ -225,7 +230,11 @@ def _pack(opts: PackOptions, progress, say: Callable[[str], None]) -> PackResult
         if tick:  # the rate moves batch by batch, also inside one large file
             tick({"files": 0, "tokens": pc.sum(table.column("n_tokens")).as_py() or 0})
 
-    for stats in _tokenise(tasks, opts.workers, place_table if streaming else None):
+    def read(n_bytes: int) -> None:
+        if tick:
+            tick({"files": 0, "tokens": 0, "bytes": n_bytes})
+
+    for stats in _tokenise(tasks, opts.workers, place_table if streaming else None, read, sizes):
         if tick:
             tick({**stats, "files": 1, "tokens": 0} if streaming else stats)
     if tick:
@@ -346,18 +355,22 @@ def _pack(opts: PackOptions, progress, say: Callable[[str], None]) -> PackResult
     return PackResult(out, manifest)
 
 
-def _tokenise(tasks: list[TokenizeTask], workers: int, on_table: Callable | None):
+def _tokenise(
+    tasks: list[TokenizeTask], workers: int, on_table: Callable | None, on_read: Callable, sizes: dict[int, int]
+):
     """Tokenises the files not done yet; yields each file's statistics, in input order.
     With `on_table`, every file's records are also handed over in input order: while
     a file is encoded in this process, batch by batch as they come out of the encoder;
-    a file tokenised earlier or by a worker process, from its committed shard."""
+    a file tokenised earlier or by a worker process, from its committed shard. `on_read`
+    gets the input bytes read: batch by batch in this process, a file's size at once
+    from a worker."""
 
     def replay(t: TokenizeTask) -> None:
         if on_table is not None:
             on_table(pq.read_table(t.target))
 
     if workers <= 1:
-        yield from tokenize_files(tasks, on_table)
+        yield from tokenize_files(tasks, on_table, on_read)
         return
     todo = [t for t in tasks if not Path(t.target).exists()]
     ctx = __import__("multiprocessing").get_context("spawn")
@@ -365,5 +378,6 @@ def _tokenise(tasks: list[TokenizeTask], workers: int, on_table: Callable | None
         done = iter(pool.map(tokenize_file, todo))
         for t in tasks:
             if t in todo:
+                on_read(sizes[t.index])
                 yield next(done)
             replay(t)

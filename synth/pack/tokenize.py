@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.core.rundir import atomic_write_parquet
-from synth.pack.inputs import iter_batches
+from synth.pack.inputs import ReadPosition, iter_batches
 from synth.pack.render import LossPolicy, Renderer, Skip, load_tokenizer
 
 TOKENS_SCHEMA = pa.schema(
@@ -59,7 +59,7 @@ BATCH_ROWS = 4096
 # bound on the pipeline's memory, and deep enough that the next file's conversations are
 # rendered while the last batches of text encode (else that GIL-bound rendering runs
 # after them, with a core idle).
-READ_AHEAD_CHARS = 64_000_000
+READ_AHEAD_CHARS = 16_000_000
 
 # A batch's encode is split between the encoder threads when each piece still holds this
 # many records: a file of a few hundred conversations is one batch, which one thread
@@ -100,7 +100,11 @@ def tokenize_file(task: TokenizeTask, on_table: Callable[[pa.Table], None] | Non
     return stats
 
 
-def tokenize_files(tasks: list[TokenizeTask], on_table: Callable[[pa.Table], None] | None = None) -> Iterator[dict]:
+def tokenize_files(
+    tasks: list[TokenizeTask],
+    on_table: Callable[[pa.Table], None] | None = None,
+    on_read: Callable[[int], None] | None = None,
+) -> Iterator[dict]:
     """Tokenises input files, each into its shard (committed when its last batch is in),
     and yields each file's statistics, in input order. A file whose shard exists already
     is not tokenised again: its shard is only handed to `on_table`.
@@ -109,7 +113,8 @@ def tokenize_files(tasks: list[TokenizeTask], on_table: Callable[[pa.Table], Non
     rendered conversations, in Rust, without the GIL), this thread reads and renders the
     next batch, also of the next file, and builds the oldest batch's table, which
     `on_table` receives at once. Batches are taken back in order, so the shards, and the
-    order `on_table` sees, are the same whatever the number of threads."""
+    order `on_table` sees, are the same whatever the number of threads. `on_read` gets
+    the input bytes behind each batch as it is taken back (a file's size in all)."""
     if not tasks:
         return
     encoders = max(t.encoders for t in tasks)
@@ -128,13 +133,17 @@ def tokenize_files(tasks: list[TokenizeTask], on_table: Callable[[pa.Table], Non
         while in_flight and (ahead > limit or in_flight[0][-1].done()):
             item = in_flight.popleft()
             if item[0] == "batch":
-                _, file, meta, rendered, encoding = item
+                _, file, meta, rendered, n_bytes, encoding = item
+                if on_read is not None and n_bytes:
+                    on_read(n_bytes)
                 ahead -= encoding.chars
                 file.tables.append(_batch_table(file.renderer, file.task, meta, rendered, encoding, file.stats))
                 if on_table is not None:
                     on_table(file.tables[-1])
             elif item[0] == "end":
                 file = item[1]
+                if on_read is not None and item[2]:
+                    on_read(item[2])
                 commits.append((shard_writer.submit(_commit_shard, file), file.stats))
             elif on_table is not None:  # "done": tokenised before
                 on_table(pq.read_table(item[1].target))
@@ -155,7 +164,10 @@ def tokenize_files(tasks: list[TokenizeTask], on_table: Callable[[pa.Table], Non
                 continue
             file = _File(task, renderer_for(task))
             rows_before = 0
-            for batch in iter_batches(task.path, batch_rows=BATCH_ROWS):
+            position, reported = ReadPosition(), 0
+            for batch in iter_batches(task.path, batch_rows=BATCH_ROWS, position=position):
+                n_bytes = max(position.bytes - reported, 0)
+                reported += n_bytes
                 if _text_only(batch):
                     meta, rendered, texts, chats = _prepare_text_table(task, batch, rows_before)
                 else:
@@ -164,10 +176,10 @@ def tokenize_files(tasks: list[TokenizeTask], on_table: Callable[[pa.Table], Non
                     meta, rendered, texts, chats = _prepare_batch(file.renderer, task, batch, rows_before)
                 rows_before += len(batch)
                 encoding = _Encoding(encoder, file.renderer, texts, chats, encoders)
-                in_flight.append(("batch", file, meta, rendered, encoding))
+                in_flight.append(("batch", file, meta, rendered, n_bytes, encoding))
                 ahead += encoding.chars
                 yield from take_back(READ_AHEAD_CHARS)
-            in_flight.append(("end", file, _DONE))
+            in_flight.append(("end", file, max(os.stat(task.path).st_size - reported, 0), _DONE))
         yield from take_back(-1)
 
 

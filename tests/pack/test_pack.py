@@ -347,21 +347,39 @@ def test_pack_leaves_the_collector_as_it_found_it(corpus, tok_dir, tmp_path, mon
         gc.enable()
 
 
-def test_progress_moves_batch_by_batch_inside_one_file(tok_dir, tmp_path, monkeypatch):
-    from synth.pack import tokenize
+@pytest.mark.parametrize("fmt", ["jsonl", "chats.jsonl", "parquet"])
+def test_progress_moves_batch_by_batch_inside_one_file(fmt, tok_dir, tmp_path, monkeypatch):
+    # Tokens and input bytes move with every batch, so one large file shows a rate and a
+    # time left long before it ends (Arrow's JSON blocks, the line reader, Parquet).
+    import pyarrow as pa
+
+    from synth.pack import inputs, tokenize
 
     monkeypatch.setattr(tokenize, "BATCH_ROWS", 10)
-    src = write_jsonl(tmp_path / "one.jsonl", [text(i, 12) for i in range(45)])
+    monkeypatch.setattr(inputs, "JSON_BLOCK_BYTES", 512)
+    # (the line reader reads 8 kB at a time: the chats make a file of several)
+    records = [chat(i) for i in range(120)] if fmt == "chats.jsonl" else [text(i, 12) for i in range(45)]
+    if fmt == "parquet":
+        src = tmp_path / "one.parquet"
+        pq.write_table(pa.Table.from_pylist(records), src)
+    else:
+        src = write_jsonl(tmp_path / f"one.{fmt}", records)
     calls = []
 
     def progress(label, total, done, unit="files"):
-        return lambda stats: calls.append((label, stats))
+        calls.append((label, "start", (total, done, unit)))
+        return lambda stats: calls.append((label, "tick", stats))
 
     res = pack(PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "o")), progress=progress)
-    ticks = [s for label, s in calls if label == "tokenise" and s is not None]
-    token_ticks = [s["tokens"] for s in ticks if s["files"] == 0]
-    assert len(token_ticks) == 5  # one per batch of 10 records, before the file is done
+    assert ("tokenise", "start", (src.stat().st_size, 0, "bytes")) in calls
+    ticks = [s for label, kind, s in calls if label == "tokenise" and kind == "tick" and s is not None]
+    token_ticks = [s["tokens"] for s in ticks if s["files"] == 0 and s["tokens"]]
+    assert len(token_ticks) == -(-len(records) // 10)  # one per batch of 10 records, before the file is done
     assert sum(token_ticks) == res.manifest["tokens"]["documents"]
+    byte_ticks = [s["bytes"] for s in ticks if s.get("bytes")]
+    assert sum(byte_ticks) == src.stat().st_size
+    # (Arrow reads a few dozen MB ahead of the blocks it hands out: a small file is read at once.)
+    assert len(byte_ticks) >= (1 if fmt == "jsonl" else 3)
     assert sum(s["files"] for s in ticks) == 1 and sum(s["tokens"] for s in ticks) == sum(token_ticks)
 
 

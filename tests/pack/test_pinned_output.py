@@ -154,11 +154,11 @@ def test_batch_boundaries_do_not_change_the_pack(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "batch_rows, encoders, min_piece, read_ahead",
     [
-        (4096, 1, 64, 64_000_000),
-        (7, 1, 64, 64_000_000),
-        (7, 3, 64, 64_000_000),
+        (4096, 1, 64, 16_000_000),
+        (7, 1, 64, 16_000_000),
+        (7, 3, 64, 16_000_000),
         (11, 3, 2, 1),
-        (4096, 2, 3, 64_000_000),
+        (4096, 2, 3, 16_000_000),
     ],
 )
 def test_pack_without_a_mix_is_byte_identical_to_the_pinned_one(
