@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import string
 import struct
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -265,11 +264,10 @@ class UnigramFastText:
         by_rank = np.argsort(rank[text_of].astype(small), kind="stable")
         order = by_rank[np.argsort(position[by_rank].astype(small), kind="stable")]
         rows = ids[order]
-        active = np.cumsum(np.bincount(position, minlength=1))  # round p: rows active[p-1]:active[p]
-        width = np.diff(np.concatenate([[0], active]))
+        width = np.bincount(position, minlength=1)  # texts with a p-th word
         ranked = np.zeros((n_texts, self.input.shape[1]), dtype=np.float32)
         start = 0
-        for p, k in enumerate(width.tolist()):
+        for k in width.tolist():
             ranked[:k] += np.take(self.input, rows[start : start + k], axis=0)
             start += k
         hidden = ranked[rank]
