@@ -262,14 +262,16 @@ class FastTextDomainModel:
         domains, matrix = self._domain_probabilities(texts)
         return [dict(zip(domains, row)) for row in matrix.tolist()]
 
-    def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
+    def predict(self, texts: Sequence[str], cascade: bool = True) -> tuple[list[str], list[float]]:
+        """Labels and confidences of raw texts; with `cascade`, the unsure ones relabelled
+        by the second model (`predict_lines`)."""
         if self.unigram is None or not texts:
             # The line end matters: it is the end-of-line token every training line had.
-            return self.predict_lines([t + "\n" for t in domain_tokens_many(texts)])
+            return self.predict_lines([t + "\n" for t in domain_tokens_many(texts)], cascade)
         label_ids, confs = self.unigram.predict_normalised(normalised_buffer(texts), len(texts))
         names = self.unigram_labels
         labels = [names[i] if i >= 0 else GENERAL for i in label_ids]
-        if self.cascade is not None and self.margin > 0:
+        if cascade and self.cascade is not None and self.margin > 0:
             # Only the unsure texts are normalised into lines: the word cap and the second model.
             unsure = [i for i, c in enumerate(confs) if c < self.margin]
             lines = [t + "\n" for t in domain_tokens_many([texts[i] for i in unsure])]
