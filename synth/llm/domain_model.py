@@ -567,7 +567,7 @@ def train_domain_classifier(
 
     scorer = FastTextDomainModel.__new__(FastTextDomainModel)
     base_metadata = {"label_domains": label_domains} if label_domains else {}
-    scorer.model, scorer.path, scorer.metadata = model, output, dict(base_metadata)
+    scorer.model, scorer.path, scorer.metadata, scorer.unigram = model, output, dict(base_metadata), None
     scorer.attach_cascade(None, 0.0)
     threshold, macro_f1, weights, weights_objective = 0.0, None, {}, None
     cascade: dict | None = None
