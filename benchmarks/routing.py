@@ -8,7 +8,9 @@ chat turns, stdlib modules) and `unseen` (MMLU dev and GSM8K test: sources not t
 at all). Reports per-domain precision and recall of both labellers, and labels/s of
 each on one core (one process, one thread). A cascade model (a fast first model whose
 unsure texts go to a second one) is also reported without its second model
-(`first alone`), so what the cascade buys and costs is visible in the same run.
+(`first alone`), so what the cascade buys and costs is visible in the same run; a first
+model of word unigrams is also timed through fastText's own prediction instead of the
+vectorised one (`vectorised/own=`), after a check that both give the same labels.
 
     .venv/bin/python benchmarks/routing.py [--shared ../shared/data] [--model PATH]
 
