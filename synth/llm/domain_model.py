@@ -26,6 +26,7 @@ from synth.ingest.fasttext_trainer import (
     stratified_split,
     train_fasttext,
 )
+from synth.llm.unigram_fasttext import UnigramFastText
 
 GENERAL = "general"
 DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "domains.ftz"
@@ -61,10 +62,17 @@ def domain_tokens_many(texts: Sequence[str], max_chars: int = 1000) -> list[str]
     the per-text cost stays in C."""
     if not texts:
         return []
-    joined = _SEP.join(t[:max_chars] for t in texts)
-    if joined.count(_SEP) != len(texts) - 1:  # a text holds the separator itself
-        return [domain_tokens(t, max_chars) for t in texts]
-    return _split_punct(joined.encode("utf-8", "replace").translate(_LOWER_BLANK)).decode("utf-8").split(_SEP)
+    return _split_punct(normalised_buffer(texts, max_chars)).decode("utf-8").split(_SEP)
+
+
+def normalised_buffer(texts: Sequence[str], max_chars: int = 1000) -> bytes:
+    """The texts' first `max_chars` joined by `_SEP` as UTF-8, lowercased and with
+    control characters blank (`domain_tokens_many` before the punctuation is spaced);
+    a separator inside a text becomes a space."""
+    joined = _SEP.join(texts if max(map(len, texts)) <= max_chars else (t[:max_chars] for t in texts))
+    if joined.count(_SEP) != len(texts) - 1:
+        joined = _SEP.join(t[:max_chars].replace(_SEP, " ") for t in texts)
+    return joined.encode("utf-8", "replace").translate(_LOWER_BLANK)
 
 
 def domain_tokens(text: str, max_chars: int = 1000) -> str:
@@ -180,10 +188,13 @@ class FastTextDomainModel:
     With a `cascade` in its metadata ({"model": file beside it, "margin": p}) it is the
     fast first stage of two: the texts it labels with a confidence under the margin are
     labelled again by the second model (typically fine labels with character n-grams:
-    more accurate, slower), whose answer and confidence replace the first. The texts
-    are normalised once for both."""
+    more accurate, slower), whose answer and confidence replace the first.
 
-    def __init__(self, path: Path | str):
+    A model of word unigrams (the cascade's first model) predicts through
+    `UnigramFastText`, fastText's computation vectorised over the batch (same labels and
+    confidences, about twice as fast); `vectorised=False` keeps fastText's own."""
+
+    def __init__(self, path: Path | str, vectorised: bool = True):
         import fasttext
 
         path = Path(path)
@@ -192,13 +203,19 @@ class FastTextDomainModel:
         self.path = path
         self.model = fasttext.load_model(str(path))
         self.metadata = read_metadata(path)
+        self.unigram = None
+        if vectorised and not self.metadata.get("label_domains") and not self.metadata.get("domain_weights"):
+            self.unigram = UnigramFastText.from_file(path)
+            self.unigram_labels = [x.removeprefix("__label__") for x in self.unigram.labels] if self.unigram else []
         self.cascade, self.margin, self.max_words = None, 0.0, None
         cascade = self.metadata.get("cascade")
         if cascade:
             second = cascade_model_path(path, cascade["model"])
             if not second.is_file():
                 raise FileNotFoundError(f"{metadata_path(path)}: its cascade model {second} is missing")
-            self.attach_cascade(FastTextDomainModel(second), float(cascade["margin"]), cascade.get("max_words"))
+            self.attach_cascade(
+                FastTextDomainModel(second, vectorised), float(cascade["margin"]), cascade.get("max_words")
+            )
 
     def attach_cascade(self, second: FastTextDomainModel | None, margin: float, max_words: int | None = None) -> None:
         self.cascade, self.margin, self.max_words = second, margin, max_words
@@ -245,9 +262,25 @@ class FastTextDomainModel:
         domains, matrix = self._domain_probabilities(texts)
         return [dict(zip(domains, row)) for row in matrix.tolist()]
 
-    def predict(self, texts: Sequence[str]) -> tuple[list[str], list[float]]:
-        # The line end matters: it is the end-of-line token every training line had.
-        return self.predict_lines([t + "\n" for t in domain_tokens_many(texts)])
+    def predict(self, texts: Sequence[str], cascade: bool = True) -> tuple[list[str], list[float]]:
+        """Labels and confidences of raw texts; with `cascade`, the unsure ones relabelled
+        by the second model (`predict_lines`)."""
+        if self.unigram is None or not texts:
+            # The line end matters: it is the end-of-line token every training line had.
+            return self.predict_lines([t + "\n" for t in domain_tokens_many(texts)], cascade)
+        label_ids, confs = self.unigram.predict_normalised(normalised_buffer(texts), len(texts))
+        names = self.unigram_labels
+        labels = [names[i] if i >= 0 else GENERAL for i in label_ids]
+        if cascade and self.cascade is not None and self.margin > 0:
+            # Only the unsure texts are normalised into lines: the word cap and the second model.
+            unsure = [i for i, c in enumerate(confs) if c < self.margin]
+            lines = [t + "\n" for t in domain_tokens_many([texts[i] for i in unsure])]
+            routed = self.routed(lines, [confs[i] for i in unsure])
+            if routed:
+                second_labels, second_confs = self.cascade.predict_lines([lines[j] for j in routed])
+                for j, label, conf in zip(routed, second_labels, second_confs):
+                    labels[unsure[j]], confs[unsure[j]] = label, conf
+        return labels, confs
 
     def predict_lines(self, lines: list[str], cascade: bool = True) -> tuple[list[str], list[float]]:
         """Labels of already normalised lines (`domain_tokens_many` + a line end); with
@@ -534,7 +567,7 @@ def train_domain_classifier(
 
     scorer = FastTextDomainModel.__new__(FastTextDomainModel)
     base_metadata = {"label_domains": label_domains} if label_domains else {}
-    scorer.model, scorer.path, scorer.metadata = model, output, dict(base_metadata)
+    scorer.model, scorer.path, scorer.metadata, scorer.unigram = model, output, dict(base_metadata), None
     scorer.attach_cascade(None, 0.0)
     threshold, macro_f1, weights, weights_objective = 0.0, None, {}, None
     cascade: dict | None = None

@@ -57,6 +57,17 @@ def test_packaged_model_is_small_and_calibrated():
     assert set(meta["held_out"]) == set(meta["labels"])
 
 
+def test_packaged_cascade_meets_the_recall_aim_on_its_held_out_split():
+    """The packaged model's own held-out report (written by the build from the test split):
+    at least 0.85 recall on every domain, the second model within the routed-word budget."""
+    meta = read_metadata(DEFAULT_MODEL_PATH)
+    recalls = {d: m["recall"] for d, m in meta["held_out"].items()}
+    assert min(recalls.values()) >= 0.85, recalls
+    cascade = meta["cascade"]
+    assert cascade["routed_valid"] <= cascade["max_routed"] and 0 < cascade["margin"] < 1
+    assert (DEFAULT_MODEL_PATH.parent / cascade["model"]).stat().st_size < 3_500_000
+
+
 def test_default_classifier_is_the_packaged_fasttext_model():
     classifier = make_classifier()
     assert isinstance(classifier, FastTextClassifier)
