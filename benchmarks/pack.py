@@ -1,6 +1,6 @@
 """`synth pack` tokens/s against the floor of the job: raw `tokenizers` batch encoding.
 
-Inputs: the shared books (one text record per paragraph), a demo run's output
+Inputs: the shared books (as passages, see below), a demo run's output
 (`--demo-run runs/demo`, chat records; without one, the 5-record demo run committed under
 tests/loader/demo-run) and KG tool-use samples from the shared `nations` graph (chat
 records with tools; `--kg-samples 0` leaves them out). Timed side by side, in this
@@ -11,7 +11,12 @@ process, with the embedded model's tokenizer (49K vocab):
 - raw: `tokenizers`' `encode_batch_fast` (its fastest batch call, no offsets) of the very
   same rendered text (the chat records are rendered beforehand, untimed).
 
-    .venv/bin/python benchmarks/pack.py [--demo-run runs/demo] [--books 9] [--kg-samples 400] [--rounds 5] [--cores N]
+    .venv/bin/python benchmarks/pack.py [--demo-run runs/demo] [--books 9] [--books-as passages|paragraphs]
+        [--kg-samples 400] [--rounds 5] [--cores N]
+
+The books are records as synth's books pipeline writes them (`split_passages`, up to
+3,000 characters: ~700 tokens); `--books-as paragraphs` makes one record per paragraph
+(~80 tokens each, twelve times the records: where per-record work weighs most).
 
 With `--cores 1` both sides run on one core: what packing costs per core on top of
 tokenising. By default both may use every core (the encoder's threads in both).
@@ -41,13 +46,24 @@ sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 
 
-def book_records(n_books: int) -> list[dict]:
+# What pipelines/books.yaml's split_passages writes (synth's own book records).
+BOOK_PASSAGE_CHARS = (3000, 400)
+
+
+def book_records(n_books: int, books_as: str = "passages") -> list[dict]:
+    """The books as records: as synth's books pipeline cuts them into passages (up to
+    3,000 characters, chapter-aware), or one record per paragraph (many tiny records:
+    the per-record cost at its largest)."""
+    from synth.ingest.passages import split_text
+
     recs = []
     for path in sorted((SHARED / "books").glob("pg*.txt"))[:n_books]:
         text = path.read_text(encoding="utf-8", errors="replace")
-        for i, para in enumerate(p.strip() for p in text.split("\n\n")):
-            if para:
-                recs.append({"id": f"{path.stem}-{i}", "domain": "books", "text": para})
+        if books_as == "passages":
+            pieces = [text[a:b].strip() for a, b, _ in split_text(text, *BOOK_PASSAGE_CHARS)]
+        else:
+            pieces = [p.strip() for p in text.split("\n\n")]
+        recs += [{"id": f"{path.stem}-{i}", "domain": "books", "text": t} for i, t in enumerate(pieces) if t]
     return recs
 
 
@@ -65,6 +81,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--demo-run", default=str(REPO / "runs" / "demo"))
     ap.add_argument("--books", type=int, default=9)
+    ap.add_argument(
+        "--books-as",
+        choices=["passages", "paragraphs"],
+        default="passages",
+        help="book records as synth's books pipeline writes them (passages) or one per paragraph",
+    )
     ap.add_argument("--kg-samples", type=int, default=400)
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=5)
@@ -92,7 +114,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-pack-"))
     books = work / "books.jsonl"
     with open(books, "w") as fh:
-        for r in book_records(a.books):
+        for r in book_records(a.books, a.books_as):
             fh.write(json.dumps(r) + "\n")
     inputs = [str(books)]
     demo = Path(a.demo_run)
@@ -155,7 +177,7 @@ def main() -> None:
     )
     cores = a.cores or len(os.sched_getaffinity(0))
     print(f"cores: {cores} ({'pinned' if a.cores else 'all'}); --workers 1")
-    print(f"inputs: {a.books} books ({len(texts):,} records with the chats); chats: {chats}")
+    print(f"inputs: {a.books} books as {a.books_as} ({len(texts):,} records with the chats); chats: {chats}")
     shutil.rmtree(work, ignore_errors=True)
     print(f"pack_tokens_per_s={max(pack_rates):.0f} raw_encode_tokens_per_s={max(raw_rates):.0f}")
     print(f"ratio={max(pack_rates) / max(raw_rates):.3f}")
