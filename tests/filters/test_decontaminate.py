@@ -293,3 +293,19 @@ def test_vectorised_token_hashes_equal_regex_path(passages):
     assert len(many) == len(texts)
     for text, hashes in zip(texts, many):
         assert np.array_equal(hashes, TokenHasher()(tokenize(text))), text[:40]
+
+
+def test_benchmark_files_are_hashed_once_per_process_while_unchanged(bench, tmp_path, monkeypatch):
+    # A stage asks for the key twice (its fingerprint, then its setup); the files are read once.
+    import synth.filters.heuristic.decontaminate as decontaminate
+
+    copy = tmp_path / "test.jsonl"
+    shutil.copy(bench[0], copy)
+    reads = []
+    content_key = decontaminate._content_key
+    monkeypatch.setattr(decontaminate, "_content_key", lambda *a: reads.append(1) or content_key(*a))
+    first = index_cache_key([str(copy)], ["question"], 13, 8)
+    assert index_cache_key([str(copy)], ["question"], 13, 8) == first and len(reads) == 1
+    with open(copy, "a") as fh:
+        fh.write(json.dumps({"question": "one more question of thirteen or more tokens to change the file"}) + "\n")
+    assert index_cache_key([str(copy)], ["question"], 13, 8) != first and len(reads) == 2

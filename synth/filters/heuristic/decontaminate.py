@@ -391,10 +391,32 @@ class NgramIndex:
         return hits
 
 
+# Keys already computed in this process, by the benchmark files' identity (path, size,
+# modification time): a stage asks twice (its fingerprint, then its setup), and hashing
+# every benchmark file is the slow part of both.
+_KEYS: dict[tuple, str] = {}
+
+
 def index_cache_key(specs: Sequence[str], fields: Sequence[str], n: int, min_tokens: int) -> str:
+    listed = [benchmark_files(spec) for spec in specs]
+    identity = (
+        tuple(fields),
+        n,
+        min_tokens,
+        tuple(
+            (name, tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+            for name, files in listed
+        ),
+    )
+    key = _KEYS.get(identity)
+    if key is None:
+        key = _KEYS[identity] = _content_key(listed, fields, n, min_tokens)
+    return key
+
+
+def _content_key(listed: list[tuple[str, list[Path]]], fields: Sequence[str], n: int, min_tokens: int) -> str:
     h = hashlib.sha256(json.dumps({"format": INDEX_FORMAT, "fields": list(fields), "n": n, "min": min_tokens}).encode())
-    for spec in specs:
-        name, files = benchmark_files(spec)
+    for name, files in listed:
         h.update(name.encode())
         for path in files:
             h.update(path.name.encode())
