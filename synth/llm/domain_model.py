@@ -277,9 +277,7 @@ class FastTextDomainModel:
             lines = [t + "\n" for t in domain_tokens_many([texts[i] for i in unsure])]
             routed = self.routed(lines, [confs[i] for i in unsure])
             if routed:
-                second_labels, second_confs = self.cascade.predict_lines([lines[j] for j in routed])
-                for j, label, conf in zip(routed, second_labels, second_confs):
-                    labels[unsure[j]], confs[unsure[j]] = label, conf
+                self._relabel([lines[j] for j in routed], [unsure[j] for j in routed], labels, confs)
         return labels, confs
 
     def predict_lines(self, lines: list[str], cascade: bool = True) -> tuple[list[str], list[float]]:
@@ -289,10 +287,14 @@ class FastTextDomainModel:
         labels, confs = self._predict_own(lines)
         unsure = self.routed(lines, confs) if cascade else []
         if unsure:
-            second_labels, second_confs = self.cascade.predict_lines([lines[i] for i in unsure])
-            for i, label, conf in zip(unsure, second_labels, second_confs):
-                labels[i], confs[i] = label, conf
+            self._relabel([lines[i] for i in unsure], unsure, labels, confs)
         return labels, confs
+
+    def _relabel(self, lines: list[str], at: list[int], labels: list[str], confs: list[float]) -> None:
+        """The second model's labels and confidences of `lines`, written at positions `at`."""
+        second_labels, second_confs = self.cascade.predict_lines(lines)
+        for i, label, conf in zip(at, second_labels, second_confs):
+            labels[i], confs[i] = label, conf
 
     def routed(self, lines: list[str], confs: Sequence[float]) -> list[int]:
         """The lines a cascade sends to its second model, given this model's confidences:
