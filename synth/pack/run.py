@@ -213,10 +213,9 @@ def _pack(opts: PackOptions, progress, say: Callable[[str], None]) -> PackResult
     names: dict[str, set] = {"source": set(), "domain": set(), "kind": set()}
     # The bar follows the input's bytes: its time left holds inside one large file too.
     sizes = {t.index: os.stat(t.path).st_size for t in tasks}
-    todo_bytes = sum(sizes[t.index] for t in todo)
-    tick = (
-        progress("tokenise", sum(sizes.values()), sum(sizes.values()) - todo_bytes, unit="bytes") if progress else None
-    )
+    total_bytes = sum(sizes.values())
+    done_bytes = total_bytes - sum(sizes[t.index] for t in todo)
+    tick = progress("tokenise", total_bytes, done_bytes, unit="bytes") if progress else None
 
     tables_placed = 0
 
@@ -362,8 +361,8 @@ def _tokenise(
     With `on_table`, every file's records are also handed over in input order: while
     a file is encoded in this process, batch by batch as they come out of the encoder;
     a file tokenised earlier or by a worker process, from its committed shard. `on_read`
-    gets the input bytes read: batch by batch in this process, a file's size at once
-    from a worker."""
+    gets the input bytes read: batch by batch in this process, a file's size once a
+    worker has tokenised it."""
 
     def replay(t: TokenizeTask) -> None:
         if on_table is not None:
@@ -378,6 +377,7 @@ def _tokenise(
         done = iter(pool.map(tokenize_file, todo))
         for t in tasks:
             if t in todo:
+                stats = next(done)  # waits for the worker
                 on_read(sizes[t.index])
-                yield next(done)
+                yield stats
             replay(t)

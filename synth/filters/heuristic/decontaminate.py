@@ -403,15 +403,17 @@ def index_cache_key(specs: Sequence[str], fields: Sequence[str], n: int, min_tok
         tuple(fields),
         n,
         min_tokens,
-        tuple(
-            (name, tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
-            for name, files in listed
-        ),
+        tuple((name, tuple(_file_identity(p) for p in files)) for name, files in listed),
     )
     key = _KEYS.get(identity)
     if key is None:
         key = _KEYS[identity] = _content_key(listed, fields, n, min_tokens)
     return key
+
+
+def _file_identity(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
 
 
 def _content_key(listed: list[tuple[str, list[Path]]], fields: Sequence[str], n: int, min_tokens: int) -> str:
