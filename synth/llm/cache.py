@@ -10,6 +10,7 @@ engine reports them, so a stage killed half-way keeps what it finished.
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -18,6 +19,34 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from synth.llm.types import ChatRequest, ChatResult, Progress, request_hash
+
+BUSY_SECONDS = 60.0
+
+
+def _enter_wal(conn: sqlite3.Connection) -> None:
+    # WAL is a property of the file: only its first opener has to switch it.
+    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def _when_unlocked(statement, seconds: float = BUSY_SECONDS):
+    """Run `statement`, retrying while SQLite reports the file locked.
+
+    SQLite's busy timeout does not cover everything: switching a new file to WAL, or
+    opening it while another connection does, fails at once with "database is locked".
+    Several workers opening one new cache file hit exactly that."""
+    deadline = time.monotonic() + seconds
+    pause = 0.005
+    while True:
+        try:
+            return statement()
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.5)
 
 
 @dataclass(frozen=True)
@@ -37,20 +66,21 @@ class RequestCache:
         self._local = threading.local()
         self.hits = 0
         self.misses = 0
-        with self._conn() as conn:
-            conn.execute(
+        conn = self._conn()
+        _when_unlocked(
+            lambda: conn.execute(
                 "CREATE TABLE IF NOT EXISTS samples ("
                 " key TEXT PRIMARY KEY, model TEXT, value TEXT NOT NULL, created REAL)"
             )
+        )
 
     def _conn(self) -> sqlite3.Connection:
         # One connection per thread (sqlite3 objects must not cross threads).
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None)
+            _when_unlocked(lambda: _enter_wal(conn))
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
             self._local.conn = conn
         return conn
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
-from synth.llm.cache import CachedEngine, RequestCache
+from synth.llm.cache import CachedEngine, CachedSample, RequestCache
 from synth.llm.fake import FakeEngine
 from synth.llm.types import ChatRequest, ChatResult, SamplingParams, request_hash
 from synth.llm.usage import usage_counters
@@ -115,6 +115,27 @@ def test_several_processes_share_one_cache_file(tmp_path):
         p.join(60)
         assert p.exitcode == 0
     assert len(RequestCache(path)) == 350  # overlaps stored once
+
+
+def _open_at_once(path: str, barrier) -> None:
+    barrier.wait()
+    RequestCache(path).put_many([(f"k{mp.current_process().pid}", "m", CachedSample("x", "stop", 1, 1))])
+
+
+def test_many_processes_creating_one_cache_file_at_once_all_open_it(tmp_path):
+    # Found by CI: a worker died with "database is locked" from PRAGMA journal_mode=WAL,
+    # which SQLite refuses without waiting while another connection switches a new file.
+    ctx = mp.get_context("fork")
+    for trial in range(8):
+        path = str(tmp_path / f"c{trial}.sqlite")
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6
+        assert len(RequestCache(path)) == 6
 
 
 def test_order_is_preserved_with_mixed_hits(tmp_path):
