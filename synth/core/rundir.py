@@ -59,12 +59,34 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    writer = AtomicParquetWriter(path, table.schema)
+    writer.write(table)
+    writer.commit()
+
+
+class AtomicParquetWriter:
+    """A parquet file written table by table (a row group each) under a temporary name,
+    renamed into place by `commit`: memory holds one table, not the whole file, and a
+    kill before the commit leaves no file under the final name."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression=PARQUET_COMPRESSION)
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+
+    def commit(self) -> None:
+        self._writer.close()
+        with open(self.tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def read_json(path: Path) -> Any:

@@ -38,6 +38,8 @@ MEGATRON_DTYPE_CODES = {
     np.uint16: 8,
 }
 UINT16_VOCAB_LIMIT = 65500  # Megatron's DType.optimal_dtype cut-off
+# Sequences are written in blocks of at most this many tokens (memory stays bounded).
+BLOCK_TOKENS = 1 << 22
 
 
 def token_dtype(vocab_size: int) -> type:
@@ -70,31 +72,45 @@ class NativeWriter:
         self.tokens_written = 0  # document tokens, padding excluded
         self.trained_tokens = 0
 
-    def write_sequence(self, docs: list[tuple]) -> list[tuple[int, int]]:
-        """docs: (tokens, mask, source_code, domain_code, kind_code[, trained tokens, when
-        the caller has counted them already]). Returns (sequence, offset) per doc."""
-        tok = np.full(self.seq_len, self.pad_id, dtype=self.dtype)
-        mask = np.zeros(self.seq_len, dtype=np.uint8)
-        lengths = [len(doc[0]) for doc in docs]
-        off = sum(lengths)
-        tok[:off] = np.concatenate([doc[0] for doc in docs]) if len(docs) > 1 else docs[0][0]
-        mask[:off] = np.concatenate([doc[1] for doc in docs]) if len(docs) > 1 else docs[0][1]
-        offsets = [0] * len(docs)
-        for i in range(1, len(docs)):
-            offsets[i] = offsets[i - 1] + lengths[i - 1]
-        rows = np.array(
-            [(self.n_seq, o, n, *doc[2:5]) for o, n, doc in zip(offsets, lengths, docs)], dtype=np.int64
-        ).reshape(-1, 6)
-        placed = [(self.n_seq, o) for o in offsets]
-        self.trained_tokens += sum(doc[5] if len(doc) > 5 else int(doc[1].sum()) for doc in docs)
-        self.tokens_written += off
+    def write_sequences(self, sequences: list[list[tuple]]) -> list[list[tuple[int, int]]]:
+        """Appends sequences, each a list of docs: (tokens, mask, source_code,
+        domain_code, kind_code, trained tokens). Returns (sequence, offset) per doc.
+
+        Whole blocks of sequences at a time, in numpy: one write per file and block
+        instead of four per sequence (a window emits hundreds of sequences at once)."""
+        placed: list[list[tuple[int, int]]] = []
+        per_block = max(1, BLOCK_TOKENS // self.seq_len)
+        for start in range(0, len(sequences), per_block):
+            placed += self._write_block(sequences[start : start + per_block])
+        return placed
+
+    def _write_block(self, sequences: list[list[tuple]]) -> list[list[tuple[int, int]]]:
+        docs = [doc for seq in sequences for doc in seq]
+        docs_per_seq = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        lengths = np.fromiter((len(doc[0]) for doc in docs), dtype=np.int64, count=len(docs))
+        first = np.cumsum(docs_per_seq) - docs_per_seq  # each sequence's first doc
+        before = np.cumsum(lengths) - lengths  # tokens before each doc, over the block
+        offsets = before - np.repeat(before[first], docs_per_seq)
+        used = np.add.reduceat(lengths, first)
+        filled = np.arange(self.seq_len) < used[:, None]  # row-major: docs in order
+        tok = np.full((len(sequences), self.seq_len), self.pad_id, dtype=self.dtype)
+        tok[filled] = np.concatenate([doc[0] for doc in docs])
+        mask = np.zeros((len(sequences), self.seq_len), dtype=np.uint8)
+        mask[filled] = np.concatenate([doc[1] for doc in docs])
+        seq_ids = np.repeat(np.arange(self.n_seq, self.n_seq + len(sequences), dtype=np.int64), docs_per_seq)
+        codes = np.array([doc[2:5] for doc in docs], dtype=np.int64).reshape(-1, 3)
+        rows = np.column_stack([seq_ids, offsets, lengths, codes])
+        self.trained_tokens += sum(doc[5] for doc in docs)
+        self.tokens_written += int(lengths.sum())
         self.tokens.write(tok.tobytes())
         self.mask.write(mask.tobytes())
         self.docs.write(rows.tobytes())
+        self.seq_index.write((self.n_docs + np.cumsum(docs_per_seq)).tobytes())
+        self.n_seq += len(sequences)
         self.n_docs += len(docs)
-        self.seq_index.write(np.int64(self.n_docs).tobytes())
-        self.n_seq += 1
-        return placed
+        places = list(zip(seq_ids.tolist(), offsets.tolist()))
+        cut = np.cumsum(docs_per_seq).tolist()
+        return [places[a:b] for a, b in zip([0] + cut[:-1], cut)]
 
     def close(self) -> list[str]:
         for fh in (self.tokens, self.mask, self.docs, self.seq_index):

@@ -253,8 +253,10 @@ class Placement:
         rows = self.rows
         w_source, w_domain, w_kind = self.written["source"], self.written["domain"], self.written["kind"]
         group_written, trained = self.group_written, self.trained
-        for b in bins:
-            placed = self.native.write_sequence([(p[6], p[7], p[12], p[13], p[14], p[10]) for p in b.docs])
+        placements = self.native.write_sequences(
+            [[(p[6], p[7], p[12], p[13], p[14], p[10]) for p in b.docs] for b in bins]
+        )
+        for b, placed in zip(bins, placements):
             done = 0
             # row() and account() inlined: this loop runs once per document
             for (rid, s, d, k, copy, piece, t, _, rtok, status, n_trained, g, *_), (seq, off) in zip(b.docs, placed):

@@ -140,6 +140,10 @@ def _pack(opts: PackOptions, progress, say: Callable[[str], None]) -> PackResult
         shutil.rmtree(tok_dir, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     atomic_write_json(fp_file, tok_fp)
+    # A shard is written as its batches are encoded, under a temporary name: one left
+    # by a killed pack is never renamed, and its file is tokenised again from the start.
+    for stale in tok_dir.glob(".part-*.parquet.tmp-*"):
+        stale.unlink(missing_ok=True)
 
     mix_raw = mix.model_dump() if mix else None
     final_fp = _fingerprint(

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synth.core.rundir import atomic_write_parquet
+from synth.core.rundir import AtomicParquetWriter
 from synth.pack.inputs import ReadPosition, iter_batches
 from synth.pack.render import LossPolicy, Renderer, Skip, load_tokenizer
 
@@ -137,14 +137,18 @@ def tokenize_files(
                 if on_read is not None and n_bytes:
                     on_read(n_bytes)
                 ahead -= encoding.chars
-                file.tables.append(_batch_table(file.renderer, file.task, meta, rendered, encoding, file.stats))
+                table = _batch_table(file.renderer, file.task, meta, rendered, encoding, file.stats)
+                file.batches += 1
+                shard_writer.submit(file.shard.write, table)  # in order, one thread
                 if on_table is not None:
-                    on_table(file.tables[-1])
+                    on_table(table)
             elif item[0] == "end":
                 file = item[1]
                 if on_read is not None and item[2]:
                     on_read(item[2])
-                commits.append((shard_writer.submit(_commit_shard, file), file.stats))
+                if not file.batches:
+                    shard_writer.submit(file.shard.write, TOKENS_SCHEMA.empty_table())
+                commits.append((shard_writer.submit(file.shard.commit), file.stats))
             elif on_table is not None:  # "done": tokenised before
                 on_table(pq.read_table(item[1].target))
         if limit < 0:  # the end: every shard is committed before its statistics go out
@@ -183,11 +187,6 @@ def tokenize_files(
         yield from take_back(-1)
 
 
-def _commit_shard(file: _File) -> None:
-    table = pa.concat_tables(file.tables) if file.tables else TOKENS_SCHEMA.empty_table()
-    atomic_write_parquet(Path(file.task.target), table)
-
-
 class _Done:
     """What stands in the queue for a step with nothing to wait for."""
 
@@ -203,11 +202,42 @@ _DONE = _Done()
 class _File:
     task: TokenizeTask
     renderer: Renderer
-    tables: list = field(default_factory=list)
+    batches: int = 0
     stats: dict = field(default_factory=dict)
+    shard: _ShardWriter = field(init=False)
 
     def __post_init__(self):
         self.stats = {"index": self.task.index, "records": 0, "tokens": 0, "skipped": 0}
+        self.shard = _ShardWriter(Path(self.task.target))
+
+
+class _ShardWriter:
+    """A file's shard, written batch by batch by the shard thread (so compressing it
+    overlaps encoding, and memory holds a batch, not the file) and committed at the
+    file's end. A failed write fails the commit: no shard is renamed into place."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        self._file: AtomicParquetWriter | None = None
+        self._error: BaseException | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._error is not None:
+            return
+        try:
+            if self._file is None:
+                self._file = AtomicParquetWriter(self.target, TOKENS_SCHEMA)
+            self._file.write(table)
+        except BaseException as exc:
+            self._error = exc
+            raise
+
+    def commit(self) -> None:
+        if self._error is not None:
+            if self._file is not None:
+                self._file.abort()
+            raise self._error
+        self._file.commit()
 
 
 @contextlib.contextmanager

@@ -453,3 +453,38 @@ def test_jsonl_streams_through_arrow_then_line_by_line_from_the_first_block_it_c
         if name != "clean":
             assert isinstance(batches[-1], list), name  # ... and the rest line by line
         assert all(len(b) <= 8 for b in batches)
+
+
+def test_a_shard_is_written_batch_by_batch_and_a_failed_write_commits_nothing(tok_dir, tmp_path, monkeypatch):
+    """A file's shard grows a row group per encoded batch (memory holds a batch, not the
+    file); a write that fails (a full disk) stops the pack with that error, no shard of
+    the file is renamed into place, and the next run tokenises it again and finishes."""
+    from synth.core import rundir
+    from synth.pack import tokenize
+    from tests.pack.test_resume import tree_digest
+
+    monkeypatch.setattr(tokenize, "BATCH_ROWS", 4)
+    src = write_jsonl(tmp_path / "in.jsonl", [text(i, 8 + i) for i in range(10)] + [chat(0)])
+    ref = tmp_path / "ref"
+    pack(PackOptions([str(src)], str(tok_dir), 64, str(ref)))
+    assert pq.ParquetFile(ref / ".work" / "tokens" / "part-00000.parquet").num_row_groups == 3
+
+    real_write, calls = rundir.AtomicParquetWriter.write, []
+
+    def full_disk(self, table):
+        calls.append(table.num_rows)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_write(self, table)
+
+    monkeypatch.setattr(rundir.AtomicParquetWriter, "write", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left"):
+        pack(PackOptions([str(src)], str(tok_dir), 64, str(out)))
+    assert calls == [4, 4]  # nothing written after the failure
+    assert not (out / ".work" / "tokens" / "part-00000.parquet").exists()
+    assert not (out / "manifest.json").exists()
+    monkeypatch.setattr(rundir.AtomicParquetWriter, "write", real_write)
+    pack(PackOptions([str(src)], str(tok_dir), 64, str(out)))
+    assert tree_digest(out) == tree_digest(ref)
+    assert not list(out.rglob(".*.tmp-*"))

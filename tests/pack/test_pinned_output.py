@@ -134,12 +134,15 @@ def test_pack_of_a_fixed_corpus_is_byte_identical_to_the_pinned_one(tmp_path, fm
     assert content_digest(out) == PINNED[fmt]
 
 
-def test_batch_boundaries_do_not_change_the_pack(tmp_path, monkeypatch):
+@pytest.mark.parametrize("block_tokens", [1 << 22, 3 * 256, 1])
+def test_batch_boundaries_do_not_change_the_pack(tmp_path, monkeypatch, block_tokens):
     """Many small encode batches (text and conversations interleaved across them, encoded
-    in the background thread) give the pinned bytes too."""
-    from synth.pack import tokenize
+    in the background thread) give the pinned bytes too; so do sequences written in
+    blocks of one or three rather than a whole window's at once."""
+    from synth.pack import formats, tokenize
 
     monkeypatch.setattr(tokenize, "BATCH_ROWS", 5)
+    monkeypatch.setattr(formats, "BLOCK_TOKENS", block_tokens)
     web, chats, mix = pinned_corpus(tmp_path)
     out = tmp_path / "out"
     pack(

@@ -93,9 +93,12 @@ def test_kill_9_then_rerun_gives_identical_bytes(inputs, tmp_path):
     shards = out / ".work" / "tokens"
     assert kill_when(command(inputs, out, tok), writing)
     assert not (out / "manifest.json").exists()
-    # ... and run to the end: the same bytes as the uninterrupted pack
+    # ... and run to the end: the same bytes as the uninterrupted pack, and no shard's
+    # temporary file left behind (a killed pack's, planted here too, is removed)
+    (shards / ".part-00003.parquet.tmp-999999").write_bytes(b"torn")
     done = subprocess.run(command(inputs, out, tok), env=env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "of 4 input files already tokenised" in done.stderr
     assert tree_digest(out) == tree_digest(ref)
     assert len(tree_digest(ref)) == 6
+    assert not list(out.rglob(".*.tmp-*"))
