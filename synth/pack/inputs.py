@@ -91,15 +91,19 @@ def iter_record_batches(path: str, batch_rows: int = 1024) -> Iterator[list[dict
 JSON_BLOCK_BYTES = 1 << 20
 
 
-def _arrow_jsonl_batches(path: str, batch_rows: int, position: ReadPosition) -> Generator[pa.Table, None, int | None]:
-    """Tables of up to `batch_rows` text records read by Arrow, in file order. Returns
-    None when they are the whole file, else how many (non-blank) lines they hold: the
-    lines before the first block Arrow could not read (0 for a file of chat records)."""
+def _arrow_jsonl_batches(
+    path: str, batch_rows: int, batch_bytes: int, position: ReadPosition
+) -> Generator[pa.Table, None, int | None]:
+    """Tables of up to `batch_rows` text records read by Arrow, in file order, each
+    handed out once it holds `batch_bytes` (the first can be encoded while the rest of
+    the file is read). Returns None when they are the whole file, else how many
+    (non-blank) lines they hold: the lines before the first block Arrow could not read
+    (0 for a file of chat records)."""
     with pa.OSFile(path) as source:  # its position says how far the reader has got
-        return (yield from _arrow_json_blocks(source, batch_rows, position))
+        return (yield from _arrow_json_blocks(source, batch_rows, batch_bytes, position))
 
 
-def _arrow_json_blocks(source: pa.NativeFile, batch_rows: int, position: ReadPosition):
+def _arrow_json_blocks(source: pa.NativeFile, batch_rows: int, batch_bytes: int, position: ReadPosition):
     import pyarrow.json as pj
 
     arrow_errors = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
@@ -127,6 +131,11 @@ def _arrow_json_blocks(source: pa.NativeFile, batch_rows: int, position: ReadPos
                 lines += batch_rows
                 rest = table.slice(batch_rows).combine_chunks()
                 pending, n_pending = rest.to_batches(), rest.num_rows
+            if n_pending and sum(b.nbytes for b in pending) >= batch_bytes:
+                position.bytes = source.tell()
+                yield pa.Table.from_batches(pending)
+                lines += n_pending
+                pending, n_pending = [], 0
         complete = True
     except arrow_errors:
         complete = False  # the rest of the file goes line by line
@@ -138,16 +147,20 @@ def _arrow_json_blocks(source: pa.NativeFile, batch_rows: int, position: ReadPos
 
 
 def iter_batches(
-    path: str, batch_rows: int = 1024, position: ReadPosition | None = None
+    path: str, batch_rows: int = 1024, position: ReadPosition | None = None, batch_bytes: int = 1 << 62
 ) -> Iterator[pa.Table | list[dict]]:
     """Batches of records, columnar (an Arrow table of RECORD_COLUMNS) where the file
-    reads as one table, else as dicts (`iter_record_batches` explains the dicts).
-    `position`, when given, follows the bytes read (for a progress bar's time left)."""
+    reads as one table, else as dicts (`iter_record_batches` explains the dicts); each
+    of at most `batch_rows` records and about `batch_bytes` of data (long records make
+    batches of fewer records). `position`, when given, follows the bytes read (for a
+    progress bar's time left)."""
     position = position if position is not None else ReadPosition()
     if path.endswith(".parquet"):
         pf = pq.ParquetFile(path)
         cols = [c for c in RECORD_COLUMNS if c in pf.schema_arrow.names]
         size, rows, done = Path(path).stat().st_size, max(pf.metadata.num_rows, 1), 0
+        row_bytes = sum(pf.metadata.row_group(i).total_byte_size for i in range(pf.metadata.num_row_groups)) // rows
+        batch_rows = max(1, min(batch_rows, batch_bytes // max(row_bytes, 1)))
         for batch in pf.iter_batches(batch_size=batch_rows, columns=cols):
             done += batch.num_rows
             position.bytes = size * done // rows
@@ -159,10 +172,11 @@ def iter_batches(
         # records. It streams the file block by block (memory does not grow with the
         # file); from the first block it cannot read (a bad line, a type or field it has
         # not seen, a chat record) to the end, the file is read line by line.
-        skip_lines = yield from _arrow_jsonl_batches(path, batch_rows, position)
+        skip_lines = yield from _arrow_jsonl_batches(path, batch_rows, batch_bytes, position)
         if skip_lines is None:
             return
     batch: list[dict] = []
+    n_bytes = 0
     with open(path, "rb") as raw:
         stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
         for line in io.TextIOWrapper(stream, encoding="utf-8", errors="replace"):
@@ -179,10 +193,11 @@ def iter_batches(
             except ValueError:
                 rec = {"_bad": "bad_json_line"}
             batch.append(rec)
-            if len(batch) >= batch_rows:
+            n_bytes += len(line)
+            if len(batch) >= batch_rows or n_bytes >= batch_bytes:
                 position.bytes = raw.tell()
                 yield batch
-                batch = []
+                batch, n_bytes = [], 0
     position.bytes = Path(path).stat().st_size
     if batch:
         yield batch

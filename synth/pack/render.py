@@ -12,14 +12,16 @@ such records are skipped and counted, never masked wrongly.
 
 from __future__ import annotations
 
+import array
 import hashlib
-import itertools
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from jinja2.runtime import LoopContext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -128,6 +130,41 @@ class Rendered:
     extra: dict = field(default_factory=dict)
 
 
+def check_attributes_once(chat_template: str | dict) -> None:
+    """Makes the sandbox that renders `chat_template` check each attribute of a plain
+    value once per (type, name) instead of at every access: whether `loop.first` or
+    `message.items` is safe depends on nothing else, and the checks were a quarter of a
+    render's time. The decisions are the sandbox's own; objects of other types are
+    checked every time. The sandbox is the one `transformers` compiled (and caches) for
+    the template; a `transformers` without it, or another sandbox, is left as it is."""
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+    except ImportError:
+        return
+    templates = chat_template.values() if isinstance(chat_template, dict) else [chat_template]
+    for template in templates:
+        try:
+            env = _compile_jinja_template(template).environment
+        except Exception:  # noqa: BLE001 - a template that does not compile fails (and is counted) when used
+            continue
+        if type(env) is ImmutableSandboxedEnvironment:
+            env.__class__ = _SandboxCheckingOnce
+
+
+class _SandboxCheckingOnce(ImmutableSandboxedEnvironment):
+    _PLAIN = frozenset({dict, list, tuple, str, int, float, bool, type(None), LoopContext})
+    _decided: dict[tuple[type, str], bool] = {}
+
+    def is_safe_attribute(self, obj, attr, value) -> bool:
+        kind = type(obj)
+        if kind not in self._PLAIN:
+            return super().is_safe_attribute(obj, attr, value)
+        safe = self._decided.get((kind, attr))
+        if safe is None:
+            safe = self._decided[kind, attr] = super().is_safe_attribute(obj, attr, value)
+        return safe
+
+
 def clean_messages(messages) -> list[dict]:
     """Validate and normalise OpenAI-style messages for a chat template: known roles,
     tool-call arguments as objects (templates `tojson` them), null keys removed."""
@@ -195,6 +232,8 @@ class Renderer:
             raise TokenizerError(f"--eod-token {eod!r} is not a token of this tokenizer")
         self.eod_id = int(eod_id)
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        if self.has_template:
+            check_attributes_once(tokenizer.chat_template)
 
     # -- chat ------------------------------------------------------------------
     def _template(self, messages, tools, generation_prompt=False) -> str:
@@ -276,10 +315,12 @@ class Renderer:
         followed by the end-of-document token, as one flat int32 array, and the end
         offset of each document in it (no per-record arrays: this is the hot path)."""
         ids = self.encode_texts(texts)
+        flat = array.array("i")  # C int: 32 bits wherever numpy's int32 is
+        for doc in ids:
+            flat.fromlist(doc)
+            flat.append(self.eod_id)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
-        ends = np.cumsum(lengths + 1)
-        return np.insert(flat, ends - np.arange(1, len(ids) + 1), np.int32(self.eod_id)), ends
+        return np.frombuffer(flat, dtype=np.int32), np.cumsum(lengths + 1)
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         # Plain text needs no offsets: the fast path skips computing them.

@@ -54,6 +54,9 @@ class TokenizeTask:
 # Records per encode call: large enough for the Rust encoder's threads, small enough that
 # rendering the next batch's conversations overlaps encoding this one.
 BATCH_ROWS = 4096
+# ... and of about this much data: the first batch of a file is encoded while the rest
+# is read, and the last one, placed and written after the encoder is done, is short.
+BATCH_BYTES = 1 << 20
 
 # Characters of text read and rendered ahead of the oldest batch not yet encoded: the
 # bound on the pipeline's memory, and deep enough that the next file's conversations are
@@ -169,7 +172,7 @@ def tokenize_files(
             file = _File(task, renderer_for(task))
             rows_before = 0
             position, reported = ReadPosition(), 0
-            for batch in iter_batches(task.path, batch_rows=BATCH_ROWS, position=position):
+            for batch in iter_batches(task.path, BATCH_ROWS, position, BATCH_BYTES):
                 n_bytes = max(position.bytes - reported, 0)
                 reported += n_bytes
                 if _text_only(batch):

@@ -453,6 +453,23 @@ def test_jsonl_streams_through_arrow_then_line_by_line_from_the_first_block_it_c
         if name != "clean":
             assert isinstance(batches[-1], list), name  # ... and the rest line by line
         assert all(len(b) <= 8 for b in batches)
+        # batches cut by bytes too (on both paths): the same records, in smaller batches
+        by_bytes = list(inputs.iter_batches(str(path), batch_rows=8, batch_bytes=300))
+        got = [r for b in by_bytes for r in (b.to_pylist() if isinstance(b, pa.Table) else b)]
+        assert [_essentials(r) for r in got] == [_essentials(r) for r in want], name
+        assert len(by_bytes) > len(batches), name
+
+
+def test_parquet_batches_are_cut_by_bytes_too(tmp_path):
+    import pyarrow as pa
+
+    from synth.pack.inputs import iter_batches
+
+    recs = [text(i, 150 + i) for i in range(60)]  # ~1 kB each
+    pq.write_table(pa.Table.from_pylist(recs), tmp_path / "long.parquet")
+    batches = list(iter_batches(str(tmp_path / "long.parquet"), batch_rows=4096, batch_bytes=8000))
+    assert [r["id"] for b in batches for r in b.to_pylist()] == [r["id"] for r in recs]
+    assert 5 <= len(batches) <= 30 and max(b.num_rows for b in batches) < 20
 
 
 def test_a_shard_is_written_batch_by_batch_and_a_failed_write_commits_nothing(tok_dir, tmp_path, monkeypatch):

@@ -155,23 +155,26 @@ def test_batch_boundaries_do_not_change_the_pack(tmp_path, monkeypatch, block_to
 
 @pytest.mark.parametrize("fmt", ["native", "megatron"])
 @pytest.mark.parametrize(
-    "batch_rows, encoders, min_piece, read_ahead",
+    "batch_rows, batch_bytes, encoders, min_piece, read_ahead",
     [
-        (4096, 1, 64, 16_000_000),
-        (7, 1, 64, 16_000_000),
-        (7, 3, 64, 16_000_000),
-        (11, 3, 2, 1),
-        (4096, 2, 3, 16_000_000),
+        (4096, 1 << 20, 1, 64, 16_000_000),
+        (7, 1 << 20, 1, 64, 16_000_000),
+        (7, 1 << 20, 3, 64, 16_000_000),
+        (11, 1 << 20, 3, 2, 1),
+        (4096, 1 << 20, 2, 3, 16_000_000),
+        (4096, 600, 2, 3, 16_000_000),
     ],
 )
 def test_pack_without_a_mix_is_byte_identical_to_the_pinned_one(
-    tmp_path, fmt, batch_rows, encoders, min_piece, read_ahead, monkeypatch
+    tmp_path, fmt, batch_rows, batch_bytes, encoders, min_piece, read_ahead, monkeypatch
 ):
     """Packed while batches are still being encoded, by one or several encoder threads,
-    each batch's encode split between them or not, read far ahead or not at all."""
+    each batch's encode split between them or not, read far ahead or not at all, batches
+    cut by records or by bytes."""
     from synth.pack import run, tokenize
 
     monkeypatch.setattr(tokenize, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(tokenize, "BATCH_BYTES", batch_bytes)
     monkeypatch.setattr(tokenize, "MIN_PIECE", min_piece)
     monkeypatch.setattr(tokenize, "READ_AHEAD_CHARS", read_ahead)
     monkeypatch.setattr(run, "encoder_threads", lambda workers: encoders)

@@ -138,6 +138,38 @@ def test_a_template_that_raises_is_a_skip(tmp_path):
     assert exc.value.reason == "chat_template_error" and "no tools here" in exc.value.detail
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{{ messages[0].__class__.__mro__ }}",
+        "{% set _ = messages.append(messages[0]) %}",
+        "{% for m in messages %}{{ loop.__init__.__globals__ }}{% endfor %}",
+        "{{ messages[0].content.__class__.__base__ }}",
+    ],
+)
+def test_the_sandbox_checking_once_still_refuses_what_it_refused(tmp_path, body):
+    """Safe attributes of plain values are decided once per (type, name); unsafe ones
+    stay refused, also after the safe ones of the same types were decided."""
+    from transformers import AutoTokenizer
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    safe = "{% for m in messages %}{% if loop.first %}[{% endif %}{{ m.content.upper() }}{% endfor %}"
+    renderers = {}
+    for name, template in (("safe", safe), ("unsafe", safe + body)):
+        tok = AutoTokenizer.from_pretrained(str(default_tokenizer_dir()))
+        tok.chat_template = template
+        tok.save_pretrained(str(tmp_path / name))
+        renderers[name] = Renderer(load_tokenizer(tmp_path / name), LossPolicy())
+        env = _compile_jinja_template(renderers[name].tok.chat_template).environment
+        assert type(env).__name__ == "_SandboxCheckingOnce"
+    # the safe part renders first: the attributes it uses, of the same types, are decided
+    assert renderers["safe"].chat_text_and_spans([{"role": "user", "content": "hi"}], None)[0] == "[HI"
+    r = renderers["unsafe"]
+    with pytest.raises(Skip) as exc:
+        r.render_chat([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], None)
+    assert exc.value.reason == "chat_template_error"
+
+
 def test_text_records_train_on_every_token_and_end_with_eod():
     tok = load_tokenizer(default_tokenizer_dir())
     r = Renderer(tok, LossPolicy())
