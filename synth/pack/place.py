@@ -45,6 +45,8 @@ PACKING_SCHEMA = pa.schema(
     ]
 )
 PROVENANCE = ("source", "domain", "kind")
+# Rows of packing.parquet per row group (written as they fill).
+ROW_GROUP = 65536
 _META_COLUMNS = ("record_id", "source", "domain", "kind", "status", "reason", "n_tokens")
 
 
@@ -113,13 +115,16 @@ class Placement:
     # -- rows of packing.parquet ------------------------------------------------------
     def row(self, rid, s, d, k, status, reason, rtok, copy=None, piece=None, output=None, seq=None, off=None, n=None):
         self.rows.append((rid, s, d, k, status, reason, rtok, copy, piece, output, seq, off, n))
-        if len(self.rows) >= 65536:
+        if len(self.rows) >= ROW_GROUP:
             self.flush()
 
     def flush(self) -> None:
         if self.rows:
-            self.pwriter.write_table(pa.table([list(c) for c in zip(*self.rows)], schema=PACKING_SCHEMA))
-            self.rows.clear()
+            self._write_rows(len(self.rows))
+
+    def _write_rows(self, n: int) -> None:
+        self.pwriter.write_table(pa.table([list(c) for c in zip(*self.rows[:n])], schema=PACKING_SCHEMA))
+        del self.rows[:n]
 
     def code(self, key: str, name: str) -> int:
         codes = self.codes[key]
@@ -250,28 +255,33 @@ class Placement:
         return w
 
     def _emit(self, bins) -> None:
-        rows = self.rows
-        w_source, w_domain, w_kind = self.written["source"], self.written["domain"], self.written["kind"]
-        group_written, trained = self.group_written, self.trained
+        """Writes packed sequences; a row per document, and the tokens written per
+        source, domain, kind and group, counted per call, not per document."""
+        docs = [p for b in bins for p in b.docs]
         placements = self.native.write_sequences(
             [[(p[6], p[7], p[12], p[13], p[14], p[10]) for p in b.docs] for b in bins]
         )
-        for b, placed in zip(bins, placements):
-            done = 0
-            # row() and account() inlined: this loop runs once per document
-            for (rid, s, d, k, copy, piece, t, _, rtok, status, n_trained, g, *_), (seq, off) in zip(b.docs, placed):
-                n = len(t)
-                rows.append((rid, s, d, k, status, None, rtok, copy, piece, None, seq, off, n))
-                if len(rows) >= 65536:
-                    self.flush()
-                w_source[s] += n
-                w_domain[d] += n
-                w_kind[k] += n
-                group_written[g] += n
-                trained[g] += n_trained
-                done += n
-            if self.tick:
-                self.tick(done)
+        places = [place for per_bin in placements for place in per_bin]
+        lengths = np.fromiter((len(p[6]) for p in docs), dtype=np.int64, count=len(docs))
+        self.rows.extend(
+            (p[0], p[1], p[2], p[3], p[9], None, p[8], p[4], p[5], None, seq, off, n)
+            for p, (seq, off), n in zip(docs, places, lengths.tolist())
+        )
+        while len(self.rows) >= ROW_GROUP:
+            self._write_rows(ROW_GROUP)
+        codes = np.array([p[12:15] for p in docs], dtype=np.int64).reshape(-1, 3)
+        trained = np.fromiter((p[10] for p in docs), dtype=np.int64, count=len(docs))
+        for col, key in enumerate(PROVENANCE):
+            names = list(self.codes[key])  # in code order
+            sums = [(self.written[key], lengths)]
+            if key == self.by:  # the group is this column's value
+                sums += [(self.group_written, lengths), (self.trained, trained)]
+            for counter, weights in sums:
+                per_code = np.bincount(codes[:, col], weights=weights, minlength=len(names))
+                for c in np.flatnonzero(per_code).tolist():
+                    counter[names[c]] += int(per_code[c])
+        if self.tick and docs:
+            self.tick(int(lengths.sum()))
 
     # -- the end ----------------------------------------------------------------------
     def finish(self, groups: list[str], vocab: dict[str, list[str]]) -> tuple[list[str], list[tuple[float, str]]]:

@@ -80,6 +80,35 @@ def test_native_pack_round_trips_every_record(corpus, tok_dir, tmp_path):
     assert "fill" in output and "tokens by domain: general" in " ".join(output.split())
 
 
+@pytest.mark.parametrize("mix_by", [None, "domain", "kind"])
+def test_manifest_token_counts_equal_what_the_files_hold(corpus, tok_dir, tmp_path, mix_by):
+    """Tokens written per source, domain and kind, and tokens trained on per mix group,
+    as the manifest states them, recounted from documents.bin and loss_mask.bin."""
+    d, web, chats = corpus
+    mix = None
+    if mix_by:
+        values = {"domain": ["math", "general"], "kind": ["instruction", "passage"]}[mix_by]
+        mix = tmp_path / "mix.yaml"
+        mix.write_text(f"by: {mix_by}\nweights: {{{values[0]}: 1.5, {values[1]}: 0.75}}\n")
+    out = tmp_path / "out"
+    res = pack(PackOptions([str(web), str(chats)], str(tok_dir), 256, str(out), window=16, mix=mix and str(mix)))
+    m, data = res.manifest, PackedData(out)
+    docs = np.asarray(data.documents)
+    trained = np.array([int(data.mask[s, o : o + n].sum()) for s, o, n in docs[:, :3]])
+    recount = {key: {} for key in ("source", "domain", "kind")}
+    trained_by = {}
+    for row, t in zip(docs, trained):
+        for col, key in enumerate(("source", "domain", "kind"), start=3):
+            name = m["vocab"][key][row[col]]
+            recount[key][name] = recount[key].get(name, 0) + int(row[2])
+            if key == (mix_by or "source"):
+                trained_by[name] = trained_by.get(name, 0) + int(t)
+    assert m["tokens_written"] == recount
+    assert {g: n for g, n in m["mix"]["trained_tokens"].items() if n} == trained_by
+    assert m["mix"]["actual_tokens"] == recount[mix_by or "source"]
+    assert len(recount["kind"]) == 2 and sum(trained_by.values()) > 0
+
+
 def test_packer_is_best_fit_and_bounded():
     p = WindowPacker(10, window=4, carry=1)
     bins = []
