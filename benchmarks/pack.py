@@ -12,7 +12,7 @@ process, with the embedded model's tokenizer (49K vocab):
   same rendered text (the chat records are rendered beforehand, untimed).
 
     .venv/bin/python benchmarks/pack.py [--demo-run runs/demo] [--books 9] [--books-as passages|paragraphs]
-        [--kg-samples 400] [--rounds 5] [--cores N]
+        [--kg-samples 400] [--rounds 9] [--cores N]
 
 The books are records as synth's books pipeline writes them (`split_passages`, up to
 3,000 characters: ~700 tokens); `--books-as paragraphs` makes one record per paragraph
@@ -89,7 +89,7 @@ def main() -> None:
     )
     ap.add_argument("--kg-samples", type=int, default=400)
     ap.add_argument("--seq-len", type=int, default=2048)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument(
         "--cores",
         type=int,
