@@ -64,6 +64,9 @@ BATCH_BYTES = 1 << 20
 # after them, with a core idle).
 READ_AHEAD_CHARS = 16_000_000
 
+# Batches waiting for the shard thread to write them, at most.
+WRITES_AHEAD = 4
+
 # A batch's encode is split between the encoder threads when each piece still holds this
 # many records: a file of a few hundred conversations is one batch, which one thread
 # alone would encode while the other waits.
@@ -126,6 +129,7 @@ def tokenize_files(
     # Files whose shard is being written (by a thread of its own, so that compressing
     # and syncing it overlaps the next file's work), with their statistics.
     commits: collections.deque = collections.deque()
+    writes: collections.deque = collections.deque()  # batches handed to the shard thread
 
     def take_back(limit: int) -> Iterator[dict]:
         nonlocal ahead
@@ -142,7 +146,9 @@ def tokenize_files(
                 ahead -= encoding.chars
                 table = _batch_table(file.renderer, file.task, meta, rendered, encoding, file.stats)
                 file.batches += 1
-                shard_writer.submit(file.shard.write, table)  # in order, one thread
+                writes.append(shard_writer.submit(file.shard.write, table))  # in order, one thread
+                while len(writes) > WRITES_AHEAD:  # a slow disk holds the pipeline, not memory
+                    writes.popleft().result()
                 if on_table is not None:
                     on_table(table)
             elif item[0] == "end":

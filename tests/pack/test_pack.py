@@ -534,3 +534,33 @@ def test_a_shard_is_written_batch_by_batch_and_a_failed_write_commits_nothing(to
     pack(PackOptions([str(src)], str(tok_dir), 64, str(out)))
     assert tree_digest(out) == tree_digest(ref)
     assert not list(out.rglob(".*.tmp-*"))
+
+
+def test_a_slow_disk_holds_the_pipeline_not_memory(tok_dir, tmp_path, monkeypatch):
+    """Batches wait for the shard thread at most WRITES_AHEAD deep: with writes slower
+    than encoding, tokenised tables do not pile up in memory."""
+    import time
+
+    from synth.core import rundir
+    from synth.pack import tokenize
+
+    monkeypatch.setattr(tokenize, "BATCH_ROWS", 2)
+    src = write_jsonl(tmp_path / "in.jsonl", [text(i, 6) for i in range(60)])
+    made, written, backlog = [0], [0], []
+    real_table, real_write = tokenize._batch_table, rundir.AtomicParquetWriter.write
+
+    def counted_table(*args):
+        made[0] += 1
+        return real_table(*args)
+
+    def slow_write(self, table):
+        backlog.append(made[0] - written[0])
+        time.sleep(0.02)
+        real_write(self, table)
+        written[0] += 1
+
+    monkeypatch.setattr(tokenize, "_batch_table", counted_table)
+    monkeypatch.setattr(rundir.AtomicParquetWriter, "write", slow_write)
+    res = pack(PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "o")))
+    assert res.manifest["counts"]["input_records"] == 60 and written[0] == 30
+    assert max(backlog) <= tokenize.WRITES_AHEAD + 1
