@@ -166,34 +166,39 @@ def tokenize_files(
                 yield stats
             commits.clear()
 
+    encoder = _encoder_pool(encoders)
     with (
         _one_thread_per_encode(),
-        cf.ThreadPoolExecutor(encoders, thread_name_prefix="pack-encode") as encoder,
         cf.ThreadPoolExecutor(1, thread_name_prefix="pack-shard") as shard_writer,
     ):
-        for task in tasks:
-            if Path(task.target).exists():
-                in_flight.append(("done", task, _DONE))
-                continue
-            file = _File(task, renderer_for(task))
-            rows_before = 0
-            position, reported = ReadPosition(), 0
-            for batch in iter_batches(task.path, BATCH_ROWS, position, BATCH_BYTES):
-                n_bytes = max(position.bytes - reported, 0)
-                reported += n_bytes
-                if _text_only(batch):
-                    meta, rendered, texts, chats = _prepare_text_table(task, batch, rows_before)
-                else:
-                    if isinstance(batch, pa.Table):
-                        batch = batch.to_pylist()
-                    meta, rendered, texts, chats = _prepare_batch(file.renderer, task, batch, rows_before)
-                rows_before += len(batch)
-                encoding = _Encoding(encoder, file.renderer, texts, chats, encoders)
-                in_flight.append(("batch", file, meta, rendered, n_bytes, encoding))
-                ahead += encoding.chars
-                yield from take_back(READ_AHEAD_CHARS)
-            in_flight.append(("end", file, max(os.stat(task.path).st_size - reported, 0), _DONE))
-        yield from take_back(-1)
+        try:
+            for task in tasks:
+                if Path(task.target).exists():
+                    in_flight.append(("done", task, _DONE))
+                    continue
+                file = _File(task, renderer_for(task))
+                rows_before = 0
+                position, reported = ReadPosition(), 0
+                for batch in iter_batches(task.path, BATCH_ROWS, position, BATCH_BYTES):
+                    n_bytes = max(position.bytes - reported, 0)
+                    reported += n_bytes
+                    if _text_only(batch):
+                        meta, rendered, texts, chats = _prepare_text_table(task, batch, rows_before)
+                    else:
+                        if isinstance(batch, pa.Table):
+                            batch = batch.to_pylist()
+                        meta, rendered, texts, chats = _prepare_batch(file.renderer, task, batch, rows_before)
+                    rows_before += len(batch)
+                    encoding = _Encoding(encoder, file.renderer, texts, chats, encoders)
+                    in_flight.append(("batch", file, meta, rendered, n_bytes, encoding))
+                    ahead += encoding.chars
+                    yield from take_back(READ_AHEAD_CHARS)
+                in_flight.append(("end", file, max(os.stat(task.path).st_size - reported, 0), _DONE))
+            yield from take_back(-1)
+        finally:  # an error or an early stop: the batches' encodes not yet started are dropped
+            for item in in_flight:
+                if item[0] == "batch":
+                    item[-1].cancel()
 
 
 class _Done:
@@ -284,6 +289,21 @@ def _pieces(items: list, parts: int) -> list[list]:
     return [items[i : i + step] for i in range(0, len(items), step)] or [items]
 
 
+# Encoder threads of this process, by count. They outlive a pack: `tokenizers` keeps its
+# BPE word cache per thread, so a new thread encodes its first megabytes ~4% slower (the
+# next pack in the same process finds them warm). Keyed by process id too: threads do
+# not survive a fork.
+_ENCODER_POOLS: dict[tuple[int, int], cf.ThreadPoolExecutor] = {}
+
+
+def _encoder_pool(threads: int) -> cf.ThreadPoolExecutor:
+    key = (os.getpid(), threads)
+    pool = _ENCODER_POOLS.get(key)
+    if pool is None:
+        pool = _ENCODER_POOLS[key] = cf.ThreadPoolExecutor(threads, thread_name_prefix="pack-encode")
+    return pool
+
+
 class _Encoding:
     """One batch's encode, split between the encoder threads; its result is the one
     `_encode_batch` would give for the whole batch."""
@@ -295,6 +315,10 @@ class _Encoding:
 
     def done(self) -> bool:
         return all(f.done() for f in self.futures)
+
+    def cancel(self) -> None:
+        for f in self.futures:
+            f.cancel()
 
     def result(self):
         results = [f.result() for f in self.futures]

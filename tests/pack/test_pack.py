@@ -564,3 +564,29 @@ def test_a_slow_disk_holds_the_pipeline_not_memory(tok_dir, tmp_path, monkeypatc
     res = pack(PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "o")))
     assert res.manifest["counts"]["input_records"] == 60 and written[0] == 30
     assert max(backlog) <= tokenize.WRITES_AHEAD + 1
+
+
+def _pack_in_child(src: str, tok: str, out: str) -> None:
+    pack(PackOptions([src], tok, 64, out))
+
+
+def test_encoder_threads_are_kept_for_the_next_pack_and_a_forked_child_gets_its_own(tok_dir, tmp_path):
+    """The encoder threads outlive a pack (their tokenizer caches stay warm); a process
+    forked afterwards (worker processes may be forked) must not wait on its parent's
+    threads, which it does not have."""
+    import multiprocessing as mp
+
+    from synth.pack import tokenize
+
+    src = write_jsonl(tmp_path / "in.jsonl", [text(i, 8) for i in range(30)] + [chat(0)])
+    first = pack(PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "a")))
+    pools = dict(tokenize._ENCODER_POOLS)
+    again = pack(PackOptions([str(src)], str(tok_dir), 64, str(tmp_path / "b")))
+    assert pools == tokenize._ENCODER_POOLS and again.manifest["tokens"] == first.manifest["tokens"]
+    child = mp.get_context("fork").Process(target=_pack_in_child, args=(str(src), str(tok_dir), str(tmp_path / "c")))
+    child.start()
+    child.join(120)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["tokens"] == first.manifest["tokens"]
