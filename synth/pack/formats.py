@@ -72,19 +72,20 @@ class NativeWriter:
         self.tokens_written = 0  # document tokens, padding excluded
         self.trained_tokens = 0
 
-    def write_sequences(self, sequences: list[list[tuple]]) -> list[list[tuple[int, int]]]:
+    def write_sequences(self, sequences: list[list[tuple]]) -> list[tuple[int, int]]:
         """Appends sequences, each a list of docs: (tokens, mask, source_code,
-        domain_code, kind_code, trained tokens). Returns (sequence, offset) per doc.
+        domain_code, kind_code, trained tokens). Returns (sequence, offset) of every
+        doc, in order.
 
         Whole blocks of sequences at a time, in numpy: one write per file and block
         instead of four per sequence (a window emits hundreds of sequences at once)."""
-        placed: list[list[tuple[int, int]]] = []
+        placed: list[tuple[int, int]] = []
         per_block = max(1, BLOCK_TOKENS // self.seq_len)
         for start in range(0, len(sequences), per_block):
             placed += self._write_block(sequences[start : start + per_block])
         return placed
 
-    def _write_block(self, sequences: list[list[tuple]]) -> list[list[tuple[int, int]]]:
+    def _write_block(self, sequences: list[list[tuple]]) -> list[tuple[int, int]]:
         docs = [doc for seq in sequences for doc in seq]
         docs_per_seq = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
         lengths = np.fromiter((len(doc[0]) for doc in docs), dtype=np.int64, count=len(docs))
@@ -108,9 +109,7 @@ class NativeWriter:
         self.seq_index.write((self.n_docs + np.cumsum(docs_per_seq)).tobytes())
         self.n_seq += len(sequences)
         self.n_docs += len(docs)
-        places = list(zip(seq_ids.tolist(), offsets.tolist()))
-        cut = np.cumsum(docs_per_seq).tolist()
-        return [places[a:b] for a, b in zip([0] + cut[:-1], cut)]
+        return list(zip(seq_ids.tolist(), offsets.tolist()))
 
     def close(self) -> list[str]:
         for fh in (self.tokens, self.mask, self.docs, self.seq_index):

@@ -267,10 +267,7 @@ class Placement:
         """Writes packed sequences; a row per document, and the tokens written per
         source, domain, kind and group, counted per call, not per document."""
         docs = [p for b in bins for p in b.docs]
-        placements = self.native.write_sequences(
-            [[(p[6], p[7], p[12], p[13], p[14], p[10]) for p in b.docs] for b in bins]
-        )
-        places = [place for per_bin in placements for place in per_bin]
+        places = self.native.write_sequences([[(p[6], p[7], p[12], p[13], p[14], p[10]) for p in b.docs] for b in bins])
         lengths = np.fromiter((len(p[6]) for p in docs), dtype=np.int64, count=len(docs))
         self.rows.extend(
             (p[0], p[1], p[2], p[3], p[9], None, p[8], p[4], p[5], None, seq, off, n)

@@ -145,7 +145,6 @@ def tokenize_files(
                     on_read(n_bytes)
                 ahead -= encoding.chars
                 table = _batch_table(file.renderer, file.task, meta, rendered, encoding, file.stats)
-                file.batches += 1
                 writes.append(shard_writer.submit(file.shard.write, table))  # in order, one thread
                 while len(writes) > WRITES_AHEAD:  # a slow disk holds the pipeline, not memory
                     writes.popleft().result()
@@ -155,8 +154,6 @@ def tokenize_files(
                 file = item[1]
                 if on_read is not None and item[2]:
                     on_read(item[2])
-                if not file.batches:
-                    shard_writer.submit(file.shard.write, TOKENS_SCHEMA.empty_table())
                 commits.append((shard_writer.submit(file.shard.commit), file.stats))
             elif on_table is not None:  # "done": tokenised before
                 on_table(pq.read_table(item[1].target))
@@ -216,7 +213,6 @@ _DONE = _Done()
 class _File:
     task: TokenizeTask
     renderer: Renderer
-    batches: int = 0
     stats: dict = field(default_factory=dict)
     shard: _ShardWriter = field(init=False)
 
@@ -228,7 +224,8 @@ class _File:
 class _ShardWriter:
     """A file's shard, written batch by batch by the shard thread (so compressing it
     overlaps encoding, and memory holds a batch, not the file) and committed at the
-    file's end. A failed write fails the commit: no shard is renamed into place."""
+    file's end (a file without records gets an empty shard). A failed write fails the
+    commit: no shard is renamed into place."""
 
     def __init__(self, target: Path):
         self.target = target
@@ -251,6 +248,8 @@ class _ShardWriter:
             if self._file is not None:
                 self._file.abort()
             raise self._error
+        if self._file is None:
+            self._file = AtomicParquetWriter(self.target, TOKENS_SCHEMA)
         self._file.commit()
 
 

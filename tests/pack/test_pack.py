@@ -590,3 +590,13 @@ def test_encoder_threads_are_kept_for_the_next_pack_and_a_forked_child_gets_its_
         child.kill()
     assert child.exitcode == 0
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["tokens"] == first.manifest["tokens"]
+
+
+def test_an_empty_input_file_gets_an_empty_shard(tok_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    src = write_jsonl(tmp_path / "in.jsonl", [text(i, 6) for i in range(3)])
+    res = pack(PackOptions([str(empty), str(src)], str(tok_dir), 64, str(tmp_path / "o")))
+    shard = pq.read_table(tmp_path / "o" / ".work" / "tokens" / "part-00000.parquet")
+    assert shard.num_rows == 0 and "tokens" in shard.column_names
+    assert res.manifest["counts"]["input_records"] == 3
